@@ -1,0 +1,42 @@
+# The strangler-fig kit. `make help` lists the targets; the README's quick
+# start is `make up` then `make test`.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+STACK := infra/local/stack.sh
+
+# Tests read the stack's URLs and generated credentials from here.
+WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
+
+.PHONY: help up down status logs test lint fmt clean infra
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+up: ## start PostgreSQL, RabbitMQ and every component; print the URLs (idempotent)
+	@bash $(STACK) up
+
+down: ## stop everything `make up` or `make test` started
+	@bash $(STACK) down
+
+status: ## show what is running
+	@bash $(STACK) status
+
+logs: ## show the last lines of every log in .run/logs (LINES=n for more)
+	@bash $(STACK) logs
+
+infra: ## start only PostgreSQL and RabbitMQ (what the tests need)
+	@bash $(STACK) infra
+
+test: infra ## start (or reuse) the infrastructure, then run every workspace test
+	@$(WITH_STACK_ENV) cargo nextest run --workspace --no-fail-fast
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+clean: down ## stop everything and delete .run/ (data, logs, generated credentials)
+	rm -rf .run

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# PostgreSQL for the local stack: one cluster in .run/postgres from the
+# machine's PostgreSQL binaries, listening on 127.0.0.1 only.
+#
+#   postgres.sh start    init (first time), start, create databases and roles
+#   postgres.sh stop     fast shutdown
+#   postgres.sh status   prints one line, exits 1 when not running
+#
+# PostgreSQL refuses to run as root; when called by root the server runs as
+# the `postgres` OS user and its data directory belongs to that user.
+
+. "$(dirname "$0")/lib.sh"
+
+PG_DATA=$KIT_RUN/postgres/data
+PG_LOG=$KIT_RUN/postgres/postgres.log
+PG_SOCKETS=$KIT_RUN/postgres/sockets
+
+find_pg_bin() {
+	if [ -n "${PG_BIN:-}" ]; then
+		say "$PG_BIN"
+		return
+	fi
+	local dir
+	# Debian/Ubuntu keep server binaries out of PATH, one folder per major version.
+	for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+		[ -x "$dir/initdb" ] && {
+			say "$dir"
+			return
+		}
+	done
+	command -v initdb >/dev/null 2>&1 && {
+		dirname "$(command -v initdb)"
+		return
+	}
+	die "PostgreSQL server binaries not found. Install them (apt-get install postgresql, brew install postgresql@15) or set PG_BIN to the folder holding initdb and pg_ctl."
+}
+
+PG_BIN=$(find_pg_bin)
+
+# Runs a PostgreSQL server binary as the right OS user.
+as_pg_owner() {
+	if is_root; then
+		id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' OS user (PostgreSQL refuses root)"
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+psql_admin() {
+	PGPASSWORD=$KIT_PG_SUPERUSER_PASSWORD "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
+		-h "$KIT_PG_HOST" -p "$KIT_PG_PORT" -U postgres -d postgres "$@"
+}
+
+is_running() { [ -f "$PG_DATA/PG_VERSION" ] && as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+init_cluster() {
+	[ -f "$PG_DATA/PG_VERSION" ] && return 0
+	step "initialising PostgreSQL in $PG_DATA ($("$PG_BIN/postgres" --version))"
+	mkdir -p "$PG_DATA" "$PG_SOCKETS"
+	local pwfile=$KIT_RUN/postgres/.pwfile
+	printf '%s\n' "$KIT_PG_SUPERUSER_PASSWORD" >"$pwfile"
+	if is_root; then chown -R postgres: "$KIT_RUN/postgres"; fi
+	chmod 700 "$PG_DATA"
+	chmod 600 "$pwfile"
+	as_pg_owner "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --pwfile="$pwfile" \
+		--auth=scram-sha-256 --encoding=UTF8 --locale=C >"$KIT_RUN/postgres/initdb.log" 2>&1 ||
+		die "initdb failed, see $KIT_RUN/postgres/initdb.log"
+	rm -f "$pwfile"
+	# Local development settings; see docs/adr/0002-local-stack-without-docker.md.
+	cat >>"$PG_DATA/postgresql.conf" <<EOF
+
+# --- strangler-fig kit, local stack ---
+listen_addresses = '$KIT_PG_HOST'
+port = $KIT_PG_PORT
+unix_socket_directories = '$PG_SOCKETS'
+max_connections = 300
+# A laptop stack: losing the last transactions on an OS crash is acceptable,
+# slow tests are not. Never copy these three lines to production.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+log_min_messages = warning
+EOF
+}
+
+start() {
+	ensure_secrets
+	init_cluster
+	if is_running; then
+		say "postgres     already running on $KIT_PG_HOST:$KIT_PG_PORT"
+	else
+		port_open "$KIT_PG_PORT" && die "port $KIT_PG_PORT is taken by another process; set KIT_PG_PORT"
+		step "starting PostgreSQL on $KIT_PG_HOST:$KIT_PG_PORT"
+		# -l sends the server's output to its log file: nothing stays attached to
+		# the caller's terminal or pipe.
+		as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null ||
+			die "PostgreSQL did not start, see $PG_LOG"
+	fi
+	mkdir -p "$KIT_LOGS"
+	ln -sf "$PG_LOG" "$KIT_LOGS/postgres.log"
+	wait_for "PostgreSQL" 30 psql_admin -c 'SELECT 1'
+	create_databases
+}
+
+# One role and one database per component; CONNECT revoked from PUBLIC so each
+# role reaches only its own database. Idempotent: safe on every `make up`.
+create_databases() {
+	psql_admin -c 'REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC'
+	local db pw_var
+	for db in $(kit_databases); do
+		pw_var=KIT_DB_PASSWORD_${db^^}
+		psql_admin -v role="$db" -v pw="${!pw_var}" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'pw')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'role', :'pw') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'role', :'role')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'role') \gexec
+SELECT format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', :'role') \gexec
+SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', :'role', :'role') \gexec
+SQL
+	done
+}
+
+stop() {
+	if is_running; then
+		step "stopping PostgreSQL"
+		as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null
+	fi
+}
+
+status() {
+	if is_running; then
+		say "postgres     running   127.0.0.1:$KIT_PG_PORT   data $PG_DATA"
+	else
+		say "postgres     stopped"
+		return 1
+	fi
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop ;;
+status) status ;;
+*) die "usage: $0 start|stop|status" ;;
+esac

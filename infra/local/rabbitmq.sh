@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# RabbitMQ for the local stack: a node in user space with its data, config and
+# logs in .run/rabbitmq, AMQP and the management UI on 127.0.0.1 only.
+#
+#   rabbitmq.sh start    install (Debian/Ubuntu as root), start, wait until ready
+#   rabbitmq.sh stop     stop the node and its epmd
+#   rabbitmq.sh status   prints one line, exits 1 when not running
+#
+# Debian's /usr/sbin/rabbitmq-server wrapper switches to the `rabbitmq` user
+# and reads /etc/rabbitmq; the scripts in /usr/lib/rabbitmq/bin run as the
+# caller and honour the RABBITMQ_* variables set below, so we use those.
+
+. "$(dirname "$0")/lib.sh"
+
+RABBIT_DIR=$KIT_RUN/rabbitmq
+RABBIT_LOG=$RABBIT_DIR/log/console.log
+NODE=kit@localhost
+
+find_rabbit_bin() {
+	local dir
+	for dir in "${RABBIT_BIN:-}" /usr/lib/rabbitmq/bin /opt/homebrew/sbin /usr/local/sbin; do
+		[ -n "$dir" ] && [ -x "$dir/rabbitmq-server" ] && {
+			say "$dir"
+			return 0
+		}
+	done
+	return 1
+}
+
+install() {
+	find_rabbit_bin >/dev/null && return 0
+	if [ -f /etc/debian_version ] && is_root && command -v apt-get >/dev/null; then
+		step "installing rabbitmq-server with apt (first run only)"
+		# Keep the package's post-install from starting a system-wide node: we
+		# run our own. policy-rc.d is Debian's documented switch for that.
+		local policy=/usr/sbin/policy-rc.d made_policy=""
+		if [ ! -e "$policy" ]; then
+			printf '#!/bin/sh\nexit 101\n' >"$policy"
+			chmod +x "$policy"
+			made_policy=1
+		fi
+		local log=$KIT_RUN/apt-rabbitmq.log
+		mkdir -p "$KIT_RUN"
+		if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server; } \
+			</dev/null >"$log" 2>&1; then
+			[ -n "$made_policy" ] && rm -f "$policy"
+			die "apt-get could not install rabbitmq-server, see $log"
+		fi
+		[ -n "$made_policy" ] && rm -f "$policy"
+		return 0
+	fi
+	die "RabbitMQ is not installed. Install it, then run make up again:
+    Debian/Ubuntu:  sudo apt-get install rabbitmq-server
+    macOS:          brew install rabbitmq
+  (or set RABBIT_BIN to the folder holding rabbitmq-server)"
+}
+
+# Every RabbitMQ command we run sees the same node, cookie and files.
+rabbit_env() {
+	export HOME=$RABBIT_DIR # the Erlang cookie lives in $HOME
+	export RABBITMQ_NODENAME=$NODE
+	export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+	export RABBITMQ_NODE_PORT=$KIT_AMQP_PORT
+	export RABBITMQ_DIST_PORT=$KIT_RABBIT_DIST_PORT
+	export ERL_EPMD_PORT=$KIT_EPMD_PORT
+	export ERL_EPMD_ADDRESS=127.0.0.1
+	export RABBITMQ_CONF_ENV_FILE=$RABBIT_DIR/rabbitmq-env.conf
+	export RABBITMQ_CONFIG_FILE=$RABBIT_DIR/rabbitmq.conf
+	export RABBITMQ_ADVANCED_CONFIG_FILE=$RABBIT_DIR/advanced.config
+	export RABBITMQ_ENABLED_PLUGINS_FILE=$RABBIT_DIR/enabled_plugins
+	export RABBITMQ_MNESIA_BASE=$RABBIT_DIR/mnesia
+	export RABBITMQ_LOG_BASE=$RABBIT_DIR/log
+	export RABBITMQ_PID_FILE=$RABBIT_DIR/rabbit.pid
+}
+
+ctl() { "$RABBIT_BIN/rabbitmqctl" -q -n "$NODE" "$@"; }
+
+is_running() { [ -d "$RABBIT_DIR" ] && ctl status >/dev/null 2>&1; }
+
+write_config() {
+	mkdir -p "$RABBIT_DIR/log" "$RABBIT_DIR/mnesia"
+	: >"$RABBIT_DIR/rabbitmq-env.conf"
+	printf '[rabbitmq_management].\n' >"$RABBIT_DIR/enabled_plugins"
+	# The default user is created only when the node's database is new, so the
+	# password stays the one in .run/secrets.env for the life of .run/.
+	umask 077
+	cat >"$RABBIT_DIR/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$KIT_AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $KIT_RABBIT_UI_PORT
+default_user = kit
+default_pass = $KIT_RABBIT_PASSWORD
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
+log.file.level = warning
+log.console = false
+EOF
+}
+
+start() {
+	install
+	RABBIT_BIN=$(find_rabbit_bin)
+	ensure_secrets
+	rabbit_env
+	write_config
+	if is_running; then
+		say "rabbitmq     already running on 127.0.0.1:$KIT_AMQP_PORT"
+	else
+		port_open "$KIT_AMQP_PORT" && die "port $KIT_AMQP_PORT is taken by another process; set KIT_AMQP_PORT"
+		step "starting RabbitMQ on 127.0.0.1:$KIT_AMQP_PORT (management UI :$KIT_RABBIT_UI_PORT)"
+		# epmd first, on our port and loopback only, detached from our output
+		# (if the node started it, it would inherit the caller's pipe).
+		local epmd
+		epmd=$(command -v epmd || ls /usr/lib/erlang/erts-*/bin/epmd 2>/dev/null | head -n1 || true)
+		[ -n "$epmd" ] && setsid "$epmd" -daemon </dev/null >/dev/null 2>&1
+		setsid "$RABBIT_BIN/rabbitmq-server" </dev/null >"$RABBIT_LOG" 2>&1 &
+		echo $! >"$RABBIT_DIR/server.pid"
+		wait_for "RabbitMQ" 90 ctl await_startup --timeout 5
+	fi
+	mkdir -p "$KIT_LOGS"
+	ln -sf "$RABBIT_LOG" "$KIT_LOGS/rabbitmq.log"
+	wait_for "RabbitMQ management UI" 30 port_open "$KIT_RABBIT_UI_PORT"
+}
+
+stop() {
+	RABBIT_BIN=$(find_rabbit_bin) || return 0
+	rabbit_env
+	if is_running; then
+		step "stopping RabbitMQ"
+		ctl stop >/dev/null 2>&1 || true
+	fi
+	stop_pid "$RABBIT_DIR/server.pid" 20
+	local epmd
+	epmd=$(command -v epmd || ls /usr/lib/erlang/erts-*/bin/epmd 2>/dev/null | head -n1 || true)
+	[ -n "$epmd" ] && "$epmd" -kill >/dev/null 2>&1 || true
+}
+
+status() {
+	if RABBIT_BIN=$(find_rabbit_bin) && rabbit_env && is_running; then
+		say "rabbitmq     running   amqp://127.0.0.1:$KIT_AMQP_PORT   ui http://127.0.0.1:$KIT_RABBIT_UI_PORT"
+	else
+		say "rabbitmq     stopped"
+		return 1
+	fi
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop ;;
+status) status ;;
+*) die "usage: $0 start|stop|status" ;;
+esac

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The whole local stack, as the Makefile drives it:
+#
+#   stack.sh infra     PostgreSQL + RabbitMQ, databases and roles, .run/stack.env
+#   stack.sh up        infra, then build and start every component in
+#                      infra/components.txt, wait until each is ready, print URLs
+#   stack.sh down      stop the components, then RabbitMQ and PostgreSQL
+#   stack.sh status    one line per part; exits 1 when something is down
+#   stack.sh logs      the last lines of every log under .run/logs
+#
+# Every step is idempotent: a second `up` finds everything running, starts
+# nothing and only reports.
+
+. "$(dirname "$0")/lib.sh"
+
+HERE=$(dirname "$0")
+
+infra() {
+	bash "$HERE/postgres.sh" start
+	bash "$HERE/rabbitmq.sh" start
+	ensure_secrets
+	write_stack_env
+}
+
+# Lines of infra/components.txt: name binary port-variable default-port.
+components() { grep -Ev '^[[:space:]]*(#|$)' "$KIT_ROOT/infra/components.txt" || true; }
+
+component_binary() { say "${CARGO_TARGET_DIR:-$KIT_ROOT/target}/debug/$1"; }
+
+start_components() {
+	local lines
+	lines=$(components)
+	[ -n "$lines" ] || return 0
+	step "building the components"
+	(cd "$KIT_ROOT" && cargo build --bins --quiet) || die "cargo build failed"
+	mkdir -p "$KIT_LOGS" "$KIT_PIDS"
+	local name bin port_var default_port port exe
+	while read -r name bin port_var default_port; do
+		exe=$(component_binary "$bin")
+		[ -x "$exe" ] || continue
+		port=${!port_var:-$default_port}
+		if pid_alive "$KIT_PIDS/$name.pid"; then
+			say "$(printf '%-12s' "$name") already running on 127.0.0.1:$port"
+			continue
+		fi
+		port_open "$port" && die "port $port for $name is taken by another process; set $port_var"
+		step "starting $name on 127.0.0.1:$port"
+		(
+			set -a
+			# shellcheck disable=SC1090
+			. "$KIT_STACK_ENV"
+			set +a
+			cd "$KIT_ROOT"
+			exec setsid "$exe" </dev/null >>"$KIT_LOGS/$name.log" 2>&1
+		) &
+		echo $! >"$KIT_PIDS/$name.pid"
+	done <<<"$lines"
+	while read -r name bin port_var default_port; do
+		[ -f "$KIT_PIDS/$name.pid" ] || continue
+		port=${!port_var:-$default_port}
+		wait_for "$name (see .run/logs/$name.log)" 60 component_ready "$name" "$port"
+	done <<<"$lines"
+}
+
+component_ready() {
+	pid_alive "$KIT_PIDS/$1.pid" || die "$1 exited; its log is .run/logs/$1.log"
+	curl -fsS -o /dev/null "http://127.0.0.1:$2/health/ready"
+}
+
+stop_components() {
+	local name
+	[ -d "$KIT_PIDS" ] || return 0
+	for pidfile in "$KIT_PIDS"/*.pid; do
+		[ -e "$pidfile" ] || continue
+		name=$(basename "$pidfile" .pid)
+		pid_alive "$pidfile" && step "stopping $name"
+		stop_pid "$pidfile" 15
+	done
+}
+
+status() {
+	local rc=0 name bin port_var default_port port
+	bash "$HERE/postgres.sh" status || rc=1
+	bash "$HERE/rabbitmq.sh" status || rc=1
+	while read -r name bin port_var default_port; do
+		[ -n "$name" ] || continue
+		port=${!port_var:-$default_port}
+		if pid_alive "$KIT_PIDS/$name.pid"; then
+			say "$(printf '%-12s' "$name") running   http://127.0.0.1:$port"
+		elif [ -x "$(component_binary "$bin")" ]; then
+			say "$(printf '%-12s' "$name") stopped"
+			rc=1
+		fi
+	done <<<"$(components)"
+	return $rc
+}
+
+urls() {
+	say ""
+	say "The stack is up:"
+	say "  PostgreSQL           postgres://127.0.0.1:$KIT_PG_PORT   (credentials in .run/stack.env)"
+	say "  RabbitMQ (AMQP)      amqp://127.0.0.1:$KIT_AMQP_PORT"
+	say "  RabbitMQ management  http://127.0.0.1:$KIT_RABBIT_UI_PORT   (user kit, password KIT_RABBIT_PASSWORD in .run/secrets.env)"
+	local name bin port_var default_port
+	while read -r name bin port_var default_port; do
+		[ -n "$name" ] || continue
+		pid_alive "$KIT_PIDS/$name.pid" &&
+			say "  $(printf '%-20s' "$name") http://127.0.0.1:${!port_var:-$default_port}"
+	done <<<"$(components)"
+	say ""
+	say "make status | make logs | make down"
+}
+
+logs() {
+	[ -d "$KIT_LOGS" ] || die "no logs yet: run make up"
+	local log
+	for log in "$KIT_LOGS"/*.log; do
+		[ -e "$log" ] || continue
+		say "==> $log <=="
+		tail -n "${LINES:-20}" "$log" 2>/dev/null || true
+		say ""
+	done
+}
+
+case "${1:-}" in
+infra) infra ;;
+up)
+	infra
+	start_components
+	urls
+	;;
+down)
+	stop_components
+	bash "$HERE/rabbitmq.sh" stop
+	bash "$HERE/postgres.sh" stop
+	;;
+status) status ;;
+logs) logs ;;
+*) die "usage: $0 infra|up|down|status|logs" ;;
+esac

@@ -1,0 +1,181 @@
+//! W3C Trace Context (`traceparent`), version 00.
+//!
+//! A request that arrives with a valid `traceparent` continues that trace; one
+//! without starts a new one. The ids are what other tools (and the AMQP
+//! headers of later issues) need to join the hops of one business action; we
+//! carry them ourselves rather than run an OpenTelemetry SDK, because nothing
+//! here exports spans. See docs/patterns/observability.md.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The trace a piece of work belongs to and the span that is its parent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    flags: u8,
+}
+
+impl TraceContext {
+    /// Starts a new trace (sampled).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: random_trace_id(),
+            span_id: random_span_id(),
+            flags: 0x01,
+        }
+    }
+
+    /// Parses a `traceparent` header; `None` when it is not a valid one, in
+    /// which case the caller starts a new trace (as the spec asks).
+    pub fn parse(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let mut parts = header.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2 || version == "ff" || !is_lower_hex(version) {
+            return None;
+        }
+        // Version 00 has exactly four fields; a later version may add more,
+        // and we read the four we understand.
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        let trace_id: [u8; 16] = decode_hex(trace)?;
+        let span_id: [u8; 8] = decode_hex(span)?;
+        let [flags] = decode_hex::<1>(flags)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// The same trace with a new span id: the context for work this process
+    /// does on behalf of `self`.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: random_span_id(),
+            ..*self
+        }
+    }
+
+    pub fn trace_id(&self) -> String {
+        encode_hex(&self.trace_id)
+    }
+
+    pub fn span_id(&self) -> String {
+        encode_hex(&self.span_id)
+    }
+
+    /// The `traceparent` header value that makes this span the parent.
+    pub fn to_header(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id(),
+            self.span_id(),
+            self.flags
+        )
+    }
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_header())
+    }
+}
+
+fn random_trace_id() -> [u8; 16] {
+    // A v4 UUID is 122 random bits from the OS generator: plenty for a trace id.
+    *Uuid::new_v4().as_bytes()
+}
+
+fn random_span_id() -> [u8; 8] {
+    let bytes = Uuid::new_v4().into_bytes();
+    let mut id = [0; 8];
+    id.copy_from_slice(&bytes[8..]);
+    id
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 || !is_lower_hex(s) {
+        return None;
+    }
+    let mut out = [0; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_header_round_trips() {
+        let ctx = TraceContext::parse(VALID).expect("valid header");
+        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.span_id(), "00f067aa0ba902b7");
+        assert_eq!(ctx.to_header(), VALID);
+    }
+
+    #[test]
+    fn a_child_keeps_the_trace_and_changes_the_span() {
+        let parent = TraceContext::parse(VALID).expect("valid header");
+        let child = parent.child();
+        assert_eq!(child.trace_id(), parent.trace_id());
+        assert_ne!(child.span_id(), parent.span_id());
+    }
+
+    #[test]
+    fn invalid_headers_are_refused() {
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_later_version_is_read_for_the_fields_we_know() {
+        let header = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future";
+        let ctx = TraceContext::parse(header).expect("forward compatible");
+        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn new_roots_are_distinct_and_valid() {
+        let a = TraceContext::new_root();
+        let b = TraceContext::new_root();
+        assert_ne!(a.trace_id(), b.trace_id());
+        assert_eq!(TraceContext::parse(&a.to_header()), Some(a));
+    }
+}
