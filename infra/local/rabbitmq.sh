@@ -62,6 +62,8 @@ rabbit_env() {
 	export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 	export RABBITMQ_NODE_PORT=$KIT_AMQP_PORT
 	export RABBITMQ_DIST_PORT=$KIT_RABBIT_DIST_PORT
+	# Node-to-node (clustering) traffic on loopback too, not on every interface.
+	export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 	export ERL_EPMD_PORT=$KIT_EPMD_PORT
 	export ERL_EPMD_ADDRESS=127.0.0.1
 	export RABBITMQ_CONF_ENV_FILE=$RABBIT_DIR/rabbitmq-env.conf
@@ -79,12 +81,11 @@ is_running() { [ -d "$RABBIT_DIR" ] && ctl status >/dev/null 2>&1; }
 
 write_config() {
 	mkdir -p "$RABBIT_DIR/log" "$RABBIT_DIR/mnesia"
-	: >"$RABBIT_DIR/rabbitmq-env.conf"
-	printf '[rabbitmq_management].\n' >"$RABBIT_DIR/enabled_plugins"
+	: | write_if_changed "$RABBIT_DIR/rabbitmq-env.conf"
+	printf '[rabbitmq_management].\n' | write_if_changed "$RABBIT_DIR/enabled_plugins"
 	# The default user is created only when the node's database is new, so the
 	# password stays the one in .run/secrets.env for the life of .run/.
-	umask 077
-	cat >"$RABBIT_DIR/rabbitmq.conf" <<EOF
+	write_if_changed "$RABBIT_DIR/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$KIT_AMQP_PORT
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $KIT_RABBIT_UI_PORT
