@@ -29,6 +29,7 @@ infra: ## start only PostgreSQL and RabbitMQ (what the tests need)
 	@bash $(STACK) infra
 
 test: infra ## start (or reuse) the infrastructure, then run every workspace test
+	@$(WITH_STACK_ENV) cargo test --workspace --doc --quiet
 	@$(WITH_STACK_ENV) cargo nextest run --workspace --no-fail-fast
 
 lint: ## rustfmt check and clippy with warnings as errors
