@@ -32,8 +32,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// Extension members (RFC 9457 §3.2), e.g. the failing readiness checks.
-    #[serde(flatten)]
-    pub extensions: Map<String, Value>,
+    /// Boxed: most problems have none, and a small `Problem` keeps every
+    /// `Result<_, Problem>` small.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Box<Map<String, Value>>>,
 }
 
 fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
@@ -49,7 +51,7 @@ impl Problem {
             status,
             detail: None,
             instance: None,
-            extensions: Map::new(),
+            extensions: None,
         }
     }
 
@@ -65,7 +67,9 @@ impl Problem {
 
     pub fn with_extension(mut self, key: &str, value: impl Serialize) -> Self {
         let value = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.extensions.insert(key.to_owned(), value);
+        self.extensions
+            .get_or_insert_with(Box::default)
+            .insert(key.to_owned(), value);
         self
     }
 

@@ -1,0 +1,165 @@
+//! Who is calling the admin plane. The API takes `Authorization: Bearer
+//! <token>`; the dashboard signs in once with the same token and then uses a
+//! session cookie (HttpOnly, SameSite=Strict, so another site cannot submit
+//! the dashboard's forms). The token's configured name is what the audit log
+//! records as "who". Tokens never appear in logs or responses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chassis::Problem;
+use chassis::config::{ExposeSecret, SecretString};
+
+use super::AdminState;
+use crate::proxy::constant_time_eq;
+
+pub const SESSION_COOKIE: &str = "strangler_session";
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Debug)]
+pub struct Tokens(Vec<(String, SecretString)>);
+
+impl Tokens {
+    pub fn new(tokens: &BTreeMap<String, SecretString>) -> Self {
+        Self(
+            tokens
+                .iter()
+                .filter(|(_, secret)| !secret.expose_secret().is_empty())
+                .map(|(name, secret)| (name.clone(), secret.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name of the token `presented`, if it is one of ours. Every token
+    /// is compared, so the time taken does not tell which one nearly matched.
+    pub fn who(&self, presented: &str) -> Option<String> {
+        self.0
+            .iter()
+            .filter(|(_, secret)| {
+                constant_time_eq(presented.as_bytes(), secret.expose_secret().as_bytes())
+            })
+            .map(|(name, _)| name.clone())
+            .next_back()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions(Mutex<HashMap<String, (String, Instant)>>);
+
+impl Sessions {
+    pub fn open(&self, who: String) -> String {
+        let id = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, (_, expires)| *expires > now);
+        sessions.insert(id.clone(), (who, now + SESSION_LIFETIME));
+        id
+    }
+
+    pub fn who(&self, id: &str) -> Option<String> {
+        let sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get(id)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(who, _)| who.clone())
+    }
+
+    pub fn close(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+pub fn session_id(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// An API caller with a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+impl FromRequestParts<AdminState> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented.and_then(|token| state.tokens.who(token)) {
+            Some(who) => Ok(Self(who)),
+            None => {
+                let detail = if presented.is_some() {
+                    "The bearer token is not valid."
+                } else {
+                    "The admin API needs 'Authorization: Bearer <token>'."
+                };
+                let mut response =
+                    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                        .with_detail(detail)
+                        .with_instance(parts.uri.path())
+                        .into_response();
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="strangler-admin""#),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+/// A dashboard user with a valid session; others are sent to the login page.
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub String);
+
+impl FromRequestParts<AdminState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        session_id(parts)
+            .and_then(|id| state.sessions.who(&id))
+            .map(Self)
+            .ok_or_else(|| Redirect::to("/login").into_response())
+    }
+}
+
+pub fn session_cookie(id: &str) -> String {
+    format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    )
+}
+
+pub fn expired_cookie() -> String {
+    format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}

@@ -1,0 +1,294 @@
+//! The dashboard: server-rendered HTML on the admin port, no external
+//! assets, refreshing itself every few seconds. It shows each route's state
+//! and last-minute traffic per side, the migration's progress and the audit
+//! log, and offers a form per route to advance it or roll it back.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{StatusCode, request::Parts};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use chassis::Problem;
+use serde::Deserialize;
+
+use super::auth::{SignedIn, expired_cookie, session_cookie, session_id};
+use super::{AdminState, RouteView, problem_for, route_view};
+use crate::lifecycle::{Lifecycle, Side};
+use crate::stats::Traffic;
+use crate::store::AuditEntry;
+
+pub fn router() -> Router<AdminState> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/routes/{name}/transition", post(transition))
+        .route("/routes/{name}/rollback", post(rollback))
+}
+
+/// The audit rows the dashboard shows.
+const AUDIT_ROWS: i64 = 50;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    who: String,
+    error: Option<String>,
+    refresh: bool,
+    routes: Vec<RouteRow>,
+    audit: Vec<AuditEntry>,
+    migrated_routes: usize,
+    total_routes: usize,
+    routes_share: String,
+    traffic_share: String,
+}
+
+struct RouteRow {
+    view: RouteView,
+    legacy: TrafficCells,
+    new: TrafficCells,
+    /// The target states offered, the next one in the lifecycle selected.
+    targets: Vec<(&'static str, bool)>,
+    next_percent: u8,
+    can_roll_back: bool,
+}
+
+struct TrafficCells {
+    rps: String,
+    errors: String,
+    p99: String,
+}
+
+impl From<Traffic> for TrafficCells {
+    fn from(t: Traffic) -> Self {
+        if t.requests == 0 {
+            return Self {
+                rps: "–".into(),
+                errors: "–".into(),
+                p99: "–".into(),
+            };
+        }
+        Self {
+            rps: format!("{:.1}", t.requests_per_second),
+            errors: format!("{:.1}%", t.error_rate * 100.0),
+            p99: t
+                .p99_ms
+                .map_or_else(|| "–".into(), |ms| format!("≤{ms} ms")),
+        }
+    }
+}
+
+const TARGETS: [&str; 4] = ["shadow", "canary", "migrated", "retired"];
+
+fn next_step(lifecycle: Lifecycle) -> (&'static str, u8) {
+    match lifecycle {
+        Lifecycle::Legacy => ("shadow", 10),
+        Lifecycle::Shadow => ("canary", 10),
+        Lifecycle::Canary { percent } if percent.get() < 50 => ("canary", 50),
+        Lifecycle::Canary { .. } => ("migrated", 100),
+        Lifecycle::Migrated | Lifecycle::Retired => ("retired", 100),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DashboardQuery {
+    refresh: Option<String>,
+}
+
+async fn dashboard(
+    SignedIn(who): SignedIn,
+    State(state): State<AdminState>,
+    Query(query): Query<DashboardQuery>,
+) -> Response {
+    render(
+        &state,
+        who,
+        None,
+        query.refresh.as_deref() != Some("off"),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn render(
+    state: &AdminState,
+    who: String,
+    error: Option<String>,
+    refresh: bool,
+    status: StatusCode,
+) -> Response {
+    let table = state.control.table().load_full();
+    let audit = match state.control.store().audit(None, AUDIT_ROWS).await {
+        Ok(audit) => audit,
+        Err(e) => return problem_for(e.into()).into_response(),
+    };
+    let mut new_requests = 0_u64;
+    let mut all_requests = table.default_stats().last_minute(Side::Legacy).requests;
+    let routes: Vec<RouteRow> = table
+        .routes()
+        .iter()
+        .map(|route| {
+            let view = route_view(route);
+            new_requests += view.traffic.new.requests;
+            all_requests += view.traffic.new.requests + view.traffic.legacy.requests;
+            let (next_state, next_percent) = next_step(route.lifecycle);
+            RouteRow {
+                legacy: view.traffic.legacy.into(),
+                new: view.traffic.new.into(),
+                view,
+                targets: TARGETS.iter().map(|&t| (t, t == next_state)).collect(),
+                next_percent,
+                can_roll_back: route.lifecycle != Lifecycle::Legacy,
+            }
+        })
+        .collect();
+    let total_routes = routes.len();
+    let migrated_routes = table
+        .routes()
+        .iter()
+        .filter(|r| matches!(r.lifecycle, Lifecycle::Migrated | Lifecycle::Retired))
+        .count();
+    let share = |part: u64, whole: u64| {
+        if whole == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+        }
+    };
+    let page = DashboardPage {
+        who,
+        error,
+        refresh,
+        routes_share: share(migrated_routes as u64, total_routes as u64),
+        traffic_share: share(new_requests, all_requests),
+        routes,
+        audit,
+        migrated_routes,
+        total_routes,
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+async fn login_page() -> Response {
+    page(&LoginPage { error: None }, StatusCode::OK)
+}
+
+fn page(template: &impl Template, status: StatusCode) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(state): State<AdminState>, Form(form): Form<LoginForm>) -> Response {
+    match state.tokens.who(form.token.trim()) {
+        Some(who) => {
+            tracing::info!(%who, "dashboard sign-in");
+            let id = state.sessions.open(who);
+            ([(SET_COOKIE, session_cookie(&id))], Redirect::to("/")).into_response()
+        }
+        None => page(
+            &LoginPage {
+                error: Some("That token is not valid.".into()),
+            },
+            StatusCode::UNAUTHORIZED,
+        ),
+    }
+}
+
+async fn logout(State(state): State<AdminState>, parts: Parts) -> Response {
+    if let Some(id) = session_id(&parts) {
+        state.sessions.close(&id);
+    }
+    ([(SET_COOKIE, expired_cookie())], Redirect::to("/login")).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct TransitionForm {
+    to: String,
+    #[serde(default)]
+    percent: String,
+    reason: String,
+}
+
+async fn transition(
+    SignedIn(who): SignedIn,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Form(form): Form<TransitionForm>,
+) -> Response {
+    let percent = match form.percent.trim() {
+        "" => None,
+        p => match p.parse::<i64>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return render(
+                    &state,
+                    who,
+                    Some(format!("{p:?} is not a percent.")),
+                    false,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await;
+            }
+        },
+    };
+    let result = match Lifecycle::from_parts(form.to.trim(), percent) {
+        Ok(to) => {
+            state
+                .control
+                .transition(&who, &name, to, &form.reason)
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    after_change(&state, who, result.map(|_| ())).await
+}
+
+#[derive(Debug, Deserialize)]
+struct RollbackForm {
+    reason: String,
+}
+
+async fn rollback(
+    SignedIn(who): SignedIn,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Form(form): Form<RollbackForm>,
+) -> Response {
+    let result = state.control.rollback(&who, &name, &form.reason).await;
+    after_change(&state, who, result.map(|_| ())).await
+}
+
+/// Success goes back to the dashboard (POST/redirect/GET); a refused change
+/// shows the dashboard with the reason.
+async fn after_change(
+    state: &AdminState,
+    who: String,
+    result: Result<(), crate::control::ControlError>,
+) -> Response {
+    match result {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(error) => {
+            let problem = problem_for(error);
+            let status = problem.status;
+            render(state, who, problem.detail, false, status).await
+        }
+    }
+}

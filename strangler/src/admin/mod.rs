@@ -1,0 +1,106 @@
+//! The admin plane, on its own port: the JSON API ([`api`]) and the
+//! dashboard ([`dashboard`]), both behind the admin tokens ([`auth`]). The
+//! chassis adds `/health/*` and `/metrics` (open, read-only).
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use chassis::Problem;
+use serde::Serialize;
+
+use crate::control::{Control, ControlError};
+use crate::lifecycle::{Side, TransitionError};
+use crate::stats::Traffic;
+use crate::table::Route;
+use auth::{Sessions, Tokens};
+
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub control: Arc<Control>,
+    pub tokens: Arc<Tokens>,
+    pub sessions: Arc<Sessions>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    api::router().merge(dashboard::router()).with_state(state)
+}
+
+/// A route as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    pub name: String,
+    pub methods: Vec<String>,
+    pub path: String,
+    pub state: &'static str,
+    pub percent: Option<u8>,
+    /// `canary(10%)` and the like.
+    pub lifecycle: String,
+    pub legacy_backend: String,
+    pub new_backend: Option<String>,
+    pub traffic: TrafficView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficView {
+    pub legacy: Traffic,
+    pub new: Traffic,
+}
+
+pub fn route_view(route: &Route) -> RouteView {
+    RouteView {
+        name: route.name.clone(),
+        methods: route.methods.iter().map(ToString::to_string).collect(),
+        path: route.path.clone(),
+        state: route.lifecycle.name(),
+        percent: route.lifecycle.percent(),
+        lifecycle: route.lifecycle.to_string(),
+        legacy_backend: route.legacy.name.clone(),
+        new_backend: route.new.as_ref().map(|b| b.name.clone()),
+        traffic: TrafficView {
+            legacy: route.stats.last_minute(Side::Legacy),
+            new: route.stats.last_minute(Side::New),
+        },
+    }
+}
+
+/// The one place control-plane errors become HTTP answers.
+pub fn problem_for(error: ControlError) -> Problem {
+    match &error {
+        ControlError::UnknownRoute(_) => {
+            Problem::new(StatusCode::NOT_FOUND, "unknown-route", "Unknown route")
+        }
+        ControlError::Transition(
+            TransitionError::Illegal { .. }
+            | TransitionError::Unchanged(_)
+            | TransitionError::NoNewBackend,
+        ) => Problem::new(
+            StatusCode::CONFLICT,
+            "illegal-transition",
+            "Illegal transition",
+        ),
+        ControlError::Transition(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-transition",
+            "Invalid transition",
+        ),
+        ControlError::Plan(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-plan",
+            "Invalid plan",
+        ),
+        ControlError::Reason => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason-required",
+            "Reason required",
+        ),
+        ControlError::Store(_) | ControlError::PlanFile { .. } | ControlError::Migrate(_) => {
+            return Problem::internal(&error);
+        }
+    }
+    .with_detail(error.to_string())
+}

@@ -1,0 +1,273 @@
+//! The control plane: the one writer of the route table.
+//!
+//! Every change goes the same way: take the write lock, check the change
+//! against the lifecycle rules, write the new states and their audit rows in
+//! one database transaction, then build a new table and swap it in whole.
+//! If the database refuses, nothing changes; readers (the proxy) never wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::lifecycle::{Lifecycle, TransitionError};
+use crate::metrics::ProxyMetrics;
+use crate::plan::{Plan, PlanError};
+use crate::store::{Change, Store};
+use crate::table::{Backends, EjectionPolicy, RouteTable};
+
+/// Longest reason kept in the audit log.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no route named {0:?}")]
+    UnknownRoute(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("a reason is required (1-{MAX_REASON_CHARS} characters): the audit log records why")]
+    Reason,
+    #[error("the route store failed")]
+    Store(#[from] sqlx::Error),
+    #[error("reading the plan file {path}: {source}")]
+    PlanFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("migrating the strangler database")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What changed, as the admin API reports it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Applied {
+    pub route: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// The plan in force and the backends built for it.
+#[derive(Debug)]
+struct Current {
+    plan: Plan,
+    backends: Backends,
+}
+
+#[derive(Debug)]
+pub struct Control {
+    table: Arc<ArcSwap<RouteTable>>,
+    /// The write lock: one change at a time.
+    current: Mutex<Current>,
+    store: Store,
+    metrics: ProxyMetrics,
+    ejection: EjectionPolicy,
+    /// Instance URLs from the environment, applied to every plan.
+    overrides: BTreeMap<String, String>,
+}
+
+/// Who made a change: a token's name, or the automatic guard.
+pub type Who<'a> = &'a str;
+
+impl Control {
+    /// Loads the table: the stored plan if there is one, else `plan_file`
+    /// (stored for next time); route states from the database, where the
+    /// plan's state applies to routes the database has not seen.
+    pub async fn start(
+        store: Store,
+        plan_file: &std::path::Path,
+        overrides: BTreeMap<String, String>,
+        ejection: EjectionPolicy,
+        metrics: ProxyMetrics,
+    ) -> Result<Self, ControlError> {
+        store.migrate().await?;
+        let (source, stored) = match store.plan_source().await? {
+            Some(source) => (source, true),
+            None => {
+                let source = std::fs::read_to_string(plan_file).map_err(|source| {
+                    ControlError::PlanFile {
+                        path: plan_file.display().to_string(),
+                        source,
+                    }
+                })?;
+                (source, false)
+            }
+        };
+        let mut plan = Plan::parse(&source)?;
+        plan.override_backends(&overrides)?;
+        let mut states = store.states().await?;
+        let unseen: Vec<(&str, Lifecycle)> = plan
+            .routes
+            .iter()
+            .filter(|r| !states.contains_key(&r.name))
+            .map(|r| (r.name.as_str(), r.lifecycle))
+            .collect();
+        if !stored {
+            store
+                .record("startup", "initial plan", Some(&source), &[])
+                .await?;
+        }
+        store.seed_states(&unseen).await?;
+        for (name, lifecycle) in unseen {
+            states.insert(name.to_owned(), lifecycle);
+        }
+        let backends = Backends::for_plan(&plan, &Backends::default(), ejection);
+        let table = RouteTable::build(&plan, &states, &backends, None)?;
+        for route in table.routes() {
+            metrics.route_state(&route.name, route.lifecycle);
+        }
+        tracing::info!(
+            routes = table.routes().len(),
+            plan_from = if stored { "database" } else { "file" },
+            "route table loaded"
+        );
+        Ok(Self {
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            current: Mutex::new(Current { plan, backends }),
+            store,
+            metrics,
+            ejection,
+            overrides,
+        })
+    }
+
+    /// The live table, for the proxy to read.
+    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
+        Arc::clone(&self.table)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Moves one route to `to`, if the lifecycle allows it.
+    pub async fn transition(
+        &self,
+        who: Who<'_>,
+        route: &str,
+        to: Lifecycle,
+        reason: &str,
+    ) -> Result<Applied, ControlError> {
+        let reason = check_reason(reason)?;
+        let current = self.current.lock().await;
+        let table = self.table.load_full();
+        let existing = table
+            .route(route)
+            .ok_or_else(|| ControlError::UnknownRoute(route.to_owned()))?;
+        let from = existing.lifecycle;
+        from.transition(to, existing.new.is_some())?;
+        self.store
+            .record(who, reason, None, &[Change { route, from, to }])
+            .await?;
+        let mut states = states_of(&table);
+        states.insert(route.to_owned(), to);
+        self.swap(&current, &states, &table)?;
+        self.announce(who, route, from, to, reason);
+        Ok(Applied {
+            route: route.to_owned(),
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+
+    /// Returns a route to legacy from any state.
+    pub async fn rollback(
+        &self,
+        who: Who<'_>,
+        route: &str,
+        reason: &str,
+    ) -> Result<Applied, ControlError> {
+        self.transition(who, route, Lifecycle::Legacy, reason).await
+    }
+
+    /// Replaces the plan: new routes, backends and, where the plan's state
+    /// differs from the current one, a transition (checked like any other).
+    /// All or nothing.
+    pub async fn apply_plan(
+        &self,
+        who: Who<'_>,
+        source: &str,
+        reason: &str,
+    ) -> Result<Vec<Applied>, ControlError> {
+        let reason = check_reason(reason)?;
+        let mut plan = Plan::parse(source)?;
+        plan.override_backends(&self.overrides)?;
+        let mut current = self.current.lock().await;
+        let table = self.table.load_full();
+        let mut states = HashMap::new();
+        let mut changes = Vec::new();
+        for spec in &plan.routes {
+            let from = table
+                .route(&spec.name)
+                .map_or(Lifecycle::Legacy, |r| r.lifecycle);
+            if from != spec.lifecycle {
+                from.transition(spec.lifecycle, spec.new.is_some())
+                    .map_err(|e| PlanError::Route {
+                        route: spec.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                changes.push(Change {
+                    route: &spec.name,
+                    from,
+                    to: spec.lifecycle,
+                });
+            }
+            states.insert(spec.name.clone(), spec.lifecycle);
+        }
+        let backends = Backends::for_plan(&plan, &current.backends, self.ejection);
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        self.store
+            .record(who, reason, Some(source), &changes)
+            .await?;
+        self.table.store(Arc::new(next));
+        for change in &changes {
+            self.announce(who, change.route, change.from, change.to, reason);
+        }
+        let applied = changes
+            .iter()
+            .map(|c| Applied {
+                route: c.route.to_owned(),
+                from: c.from.to_string(),
+                to: c.to.to_string(),
+            })
+            .collect();
+        *current = Current { plan, backends };
+        Ok(applied)
+    }
+
+    fn swap(
+        &self,
+        current: &Current,
+        states: &HashMap<String, Lifecycle>,
+        previous: &RouteTable,
+    ) -> Result<(), ControlError> {
+        let next = RouteTable::build(&current.plan, states, &current.backends, Some(previous))?;
+        self.table.store(Arc::new(next));
+        Ok(())
+    }
+
+    fn announce(&self, who: Who<'_>, route: &str, from: Lifecycle, to: Lifecycle, reason: &str) {
+        self.metrics.route_state(route, to);
+        self.metrics.transition(route, to);
+        tracing::info!(%who, route, %from, %to, reason, "route transition");
+    }
+}
+
+fn states_of(table: &RouteTable) -> HashMap<String, Lifecycle> {
+    table
+        .routes()
+        .iter()
+        .map(|r| (r.name.clone(), r.lifecycle))
+        .collect()
+}
+
+fn check_reason(reason: &str) -> Result<&str, ControlError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        Err(ControlError::Reason)
+    } else {
+        Ok(reason)
+    }
+}

@@ -1,0 +1,144 @@
+//! The strangler router: the one place where traffic moves from the legacy
+//! monolith to new services, one route and one cohort at a time.
+//!
+//! Pattern: strangler fig — docs/patterns/strangler-fig.md.
+//!
+//! Where to start reading:
+//!
+//! - [`lifecycle`]: the states a route goes through and the legal moves.
+//! - [`table`]: the route table the proxy reads (an immutable snapshot) and
+//!   how one request is decided; [`cohort`] for sticky canary buckets.
+//! - [`proxy`] and [`server`]: the data plane on the public port.
+//! - [`control`]: the single writer that changes the table, with [`store`]
+//!   persisting states and the audit log in PostgreSQL.
+//! - [`admin`]: the admin API and dashboard on the admin port.
+//! - [`plan`]: the route plan files under `infra/routes/`.
+
+pub mod admin;
+pub mod cohort;
+pub mod control;
+pub mod lifecycle;
+pub mod metrics;
+pub mod plan;
+pub mod proxy;
+pub mod server;
+pub mod settings;
+pub mod stats;
+pub mod store;
+pub mod table;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chassis::db::PostgresCheck;
+use chassis::http::Service;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use admin::AdminState;
+use admin::auth::{Sessions, Tokens};
+use control::Control;
+use metrics::ProxyMetrics;
+use proxy::Proxy;
+use settings::{ProxySettings, Settings};
+use store::Store;
+
+/// The strangler, bound to its two ports and ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    public: TcpListener,
+    public_addr: SocketAddr,
+    admin: chassis::Application,
+    proxy: Arc<Proxy>,
+    proxy_settings: ProxySettings,
+    control: Arc<Control>,
+}
+
+impl Application {
+    /// Connects to the database, loads the route table and binds both ports.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = settings.database.pool()?;
+        let mut service = Service::new();
+        let metrics = ProxyMetrics::register(service.registry_mut());
+        let control = Arc::new(
+            Control::start(
+                Store::new(pool.clone()),
+                &settings.plan,
+                settings.backends.clone(),
+                settings.proxy.ejection(),
+                metrics.clone(),
+            )
+            .await?,
+        );
+        let proxy = Arc::new(Proxy::new(
+            control.table(),
+            &settings.proxy,
+            settings.tester_token.clone(),
+            metrics,
+        ));
+        let tokens = Tokens::new(&settings.admin.tokens);
+        if tokens.is_empty() {
+            tracing::warn!(
+                "no admin tokens configured (STRANGLER_ADMIN__TOKENS__<NAME>): the admin API and dashboard refuse everyone"
+            );
+        }
+        let state = AdminState {
+            control: Arc::clone(&control),
+            tokens: Arc::new(tokens),
+            sessions: Arc::new(Sessions::default()),
+        };
+        let service = service
+            .routes(admin::router(state))
+            .readiness_check(PostgresCheck::new(pool));
+        let admin = chassis::Application::build(&settings.admin.http, service).await?;
+        let public = TcpListener::bind((settings.http.host, settings.http.port)).await?;
+        let public_addr = public.local_addr()?;
+        Ok(Self {
+            public,
+            public_addr,
+            admin,
+            proxy,
+            proxy_settings: settings.proxy,
+            control,
+        })
+    }
+
+    /// The public (proxy) port.
+    pub fn port(&self) -> u16 {
+        self.public_addr.port()
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin.port()
+    }
+
+    pub fn control(&self) -> Arc<Control> {
+        Arc::clone(&self.control)
+    }
+
+    /// Serves both ports until `shutdown` completes, then drains both.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let mut admin_stopped = stopped.clone();
+        let mut public_stopped = stopped;
+        tracing::info!(address = %self.public_addr, "proxy listening");
+        let admin = self.admin.run_until_stopped(async move {
+            let _ = admin_stopped.wait_for(|stop| *stop).await;
+        });
+        let public =
+            server::serve_public(self.public, self.proxy, &self.proxy_settings, async move {
+                let _ = public_stopped.wait_for(|stop| *stop).await;
+            });
+        let (admin, ()) = tokio::join!(admin, public);
+        admin?;
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The strangler's Prometheus metrics, per route and backend. `route` is the
+//! route's name, or `(default)` for requests no route claims.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::lifecycle::Lifecycle;
+
+pub const DEFAULT_ROUTE: &str = "(default)";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub backend: String,
+    pub side: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub route: String,
+    pub backend: String,
+    /// `connect`, `timeout`, `status_5xx` or `other`.
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub route: String,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub route: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `framing` (smuggling shapes) or `body_too_large`.
+    pub reason: &'static str,
+}
+
+type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    requests: Family<RequestLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    latency: HistogramFamily,
+    percent: Family<RouteLabel, Gauge>,
+    state: Family<StateLabels, Gauge>,
+    transitions: Family<StateLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+const STATES: [&str; 5] = ["legacy", "shadow", "canary", "migrated", "retired"];
+
+impl ProxyMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: HistogramFamily::new_with_constructor(latency_histogram),
+            percent: Family::default(),
+            state: Family::default(),
+            transitions: Family::default(),
+            rejected: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("strangler");
+        r.register(
+            "requests",
+            "Proxied requests by route, backend, side and status",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "backend_errors",
+            "Failed backend calls: connect, timeout, 5xx, other",
+            metrics.errors.clone(),
+        );
+        r.register(
+            "backend_latency_seconds",
+            "Time until the backend's response head",
+            metrics.latency.clone(),
+        );
+        r.register(
+            "route_new_percent",
+            "Share of the route's traffic meant for the new backend",
+            metrics.percent.clone(),
+        );
+        r.register(
+            "route_state",
+            "1 for the route's current lifecycle state",
+            metrics.state.clone(),
+        );
+        r.register(
+            "route_transitions",
+            "Lifecycle changes by route and target state",
+            metrics.transitions.clone(),
+        );
+        r.register(
+            "rejected_requests",
+            "Requests refused before proxying",
+            metrics.rejected.clone(),
+        );
+        metrics
+    }
+
+    pub fn request(&self, labels: RequestLabels, seconds: f64) {
+        self.latency
+            .get_or_create(&LatencyLabels {
+                route: labels.route.clone(),
+                backend: labels.backend.clone(),
+            })
+            .observe(seconds);
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    pub fn error(&self, route: &str, backend: &str, kind: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                route: route.to_owned(),
+                backend: backend.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Publishes a route's current state and percent.
+    pub fn route_state(&self, route: &str, lifecycle: Lifecycle) {
+        for state in STATES {
+            self.state
+                .get_or_create(&StateLabels {
+                    route: route.to_owned(),
+                    state,
+                })
+                .set(i64::from(state == lifecycle.name()));
+        }
+        self.percent
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .set(i64::from(lifecycle.new_share()));
+    }
+
+    pub fn transition(&self, route: &str, to: Lifecycle) {
+        self.transitions
+            .get_or_create(&StateLabels {
+                route: route.to_owned(),
+                state: to.name(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,445 @@
+//! Route plans: the TOML files under `infra/routes/` that describe the
+//! backends and the routes, with each route's lifecycle state.
+//!
+//! ```toml
+//! default_backend = "monolith"           # serves every path no route claims
+//!
+//! [backends.monolith]
+//! instances = ["http://127.0.0.1:8080"]
+//!
+//! [[routes]]
+//! name = "orders.place"
+//! methods = ["POST"]                     # empty or absent: every method
+//! path = "/api/orders"                   # matchit template: {param}, {*rest}
+//! legacy = "monolith"                    # absent: the default backend
+//! new = "ordering"
+//! state = "canary"                       # legacy | shadow | canary | migrated | retired
+//! percent = 10                           # canary only
+//! cohort = { header = "x-member-id" }    # or { cookie = "…" } or { path_param = "…" }
+//! ```
+//!
+//! A plan is validated whole before anything changes: unknown backends,
+//! duplicate names, conflicting paths and impossible states are refused with
+//! a message that names the route.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::http::{Method, Uri};
+use serde::Deserialize;
+
+use crate::cohort::CohortSource;
+use crate::lifecycle::{Lifecycle, TransitionError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    default_backend: String,
+    backends: BTreeMap<String, BackendFile>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    instances: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    name: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    path: String,
+    legacy: Option<String>,
+    new: Option<String>,
+    #[serde(default = "legacy_state")]
+    state: String,
+    percent: Option<i64>,
+    cohort: Option<CohortSource>,
+}
+
+fn legacy_state() -> String {
+    "legacy".into()
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub default_backend: String,
+    /// Backend name → base URLs of its instances.
+    pub backends: BTreeMap<String, Vec<Uri>>,
+    /// In file order; names are unique.
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Empty: every method.
+    pub methods: Vec<Method>,
+    pub path: String,
+    pub legacy: String,
+    pub new: Option<String>,
+    pub lifecycle: Lifecycle,
+    pub cohort: Option<CohortSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("not a valid plan: {0}")]
+    Syntax(String),
+    #[error("backend {backend:?}: {reason}")]
+    Backend { backend: String, reason: String },
+    #[error("route {route:?}: {reason}")]
+    Route { route: String, reason: String },
+    #[error("default_backend {0:?} is not among the backends")]
+    UnknownDefault(String),
+}
+
+fn route_error(route: &str, reason: impl ToString) -> PlanError {
+    PlanError::Route {
+        route: route.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Plan {
+    pub fn parse(text: &str) -> Result<Self, PlanError> {
+        let file: PlanFile =
+            toml::from_str(text).map_err(|e| PlanError::Syntax(e.message().to_owned()))?;
+        let mut backends = BTreeMap::new();
+        for (name, backend) in file.backends {
+            let urls = backend
+                .instances
+                .iter()
+                .map(|url| parse_instance(url))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| PlanError::Backend {
+                    backend: name.clone(),
+                    reason,
+                })?;
+            if urls.is_empty() {
+                return Err(PlanError::Backend {
+                    backend: name,
+                    reason: "needs at least one instance".into(),
+                });
+            }
+            backends.insert(name, urls);
+        }
+        if !backends.contains_key(&file.default_backend) {
+            return Err(PlanError::UnknownDefault(file.default_backend));
+        }
+
+        let mut names = HashSet::new();
+        let mut paths = matchit::Router::new();
+        let mut routes = Vec::with_capacity(file.routes.len());
+        let mut seen_paths: BTreeMap<String, Vec<(String, Vec<Method>)>> = BTreeMap::new();
+        for route in file.routes {
+            let name = route.name.clone();
+            if !valid_name(&name) {
+                return Err(route_error(
+                    &name,
+                    "names use a-z, 0-9, '.', '-' and '_' (1-64 characters)",
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(route_error(&name, "the name is used twice"));
+            }
+            let methods = route
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| route_error(&name, format!("{m:?} is not an HTTP method")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if !route.path.starts_with('/') {
+                return Err(route_error(&name, "the path must start with '/'"));
+            }
+            match seen_paths.get_mut(&route.path) {
+                Some(others) => {
+                    // Two routes may share a path only with disjoint methods.
+                    for (other, other_methods) in others.iter() {
+                        let overlap = methods.is_empty()
+                            || other_methods.is_empty()
+                            || methods.iter().any(|m| other_methods.contains(m));
+                        if overlap {
+                            return Err(route_error(
+                                &name,
+                                format!("its path and methods overlap route {other:?}"),
+                            ));
+                        }
+                    }
+                    others.push((name.clone(), methods.clone()));
+                }
+                None => {
+                    paths
+                        .insert(route.path.clone(), ())
+                        .map_err(|e| route_error(&name, format!("path {:?}: {e}", route.path)))?;
+                    seen_paths.insert(route.path.clone(), vec![(name.clone(), methods.clone())]);
+                }
+            }
+            let legacy = route.legacy.unwrap_or_else(|| file.default_backend.clone());
+            for backend in std::iter::once(&legacy).chain(route.new.as_ref()) {
+                if !backends.contains_key(backend) {
+                    return Err(route_error(
+                        &name,
+                        format!("backend {backend:?} is not among the backends"),
+                    ));
+                }
+            }
+            let lifecycle = Lifecycle::from_parts(&route.state, route.percent)
+                .map_err(|e| route_error(&name, e))?;
+            if lifecycle != Lifecycle::Legacy && route.new.is_none() {
+                return Err(route_error(&name, TransitionError::NoNewBackend));
+            }
+            if let Some(CohortSource::PathParam(param)) = &route.cohort
+                && !route.path.contains(&format!("{{{param}}}"))
+            {
+                return Err(route_error(
+                    &name,
+                    format!("cohort path_param {param:?} is not in the path"),
+                ));
+            }
+            routes.push(RouteSpec {
+                name,
+                methods,
+                path: route.path,
+                legacy,
+                new: route.new,
+                lifecycle,
+                cohort: route.cohort,
+            });
+        }
+        Ok(Self {
+            default_backend: file.default_backend,
+            backends,
+            routes,
+        })
+    }
+
+    /// Replaces the instances of the named backends, e.g. from
+    /// `STRANGLER_BACKENDS__MONOLITH=http://127.0.0.1:18080`.
+    pub fn override_backends(
+        &mut self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), PlanError> {
+        for (name, urls) in overrides {
+            let Some(instances) = self.backends.get_mut(name) else {
+                continue; // a backend this plan does not use
+            };
+            let parsed = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(parse_instance)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| PlanError::Backend {
+                    backend: name.clone(),
+                    reason,
+                })?;
+            if !parsed.is_empty() {
+                *instances = parsed;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn route(&self, name: &str) -> Option<&RouteSpec> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
+}
+
+/// An instance is `http://host:port` with no path, query or credentials.
+fn parse_instance(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url:?}: only http:// backends are supported"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{url:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{url:?}: credentials do not belong in a backend URL"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{url:?}: a backend URL has no path or query"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        default_backend = "monolith"
+        [backends.monolith]
+        instances = ["http://127.0.0.1:8080"]
+        [backends.ordering]
+        instances = ["http://127.0.0.1:8081", "http://127.0.0.1:9081"]
+    "#;
+
+    fn with_routes(routes: &str) -> Result<Plan, PlanError> {
+        Plan::parse(&format!("{BASE}\n{routes}"))
+    }
+
+    #[test]
+    fn a_full_plan_parses() {
+        let plan = with_routes(
+            r#"
+            [[routes]]
+            name = "orders.place"
+            methods = ["post"]
+            path = "/api/orders"
+            new = "ordering"
+            state = "canary"
+            percent = 10
+            cohort = { header = "x-member-id" }
+            [[routes]]
+            name = "orders.list"
+            methods = ["GET"]
+            path = "/api/orders"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(plan.routes.len(), 2);
+        let place = &plan.routes[0];
+        assert_eq!(place.methods, vec![Method::POST]);
+        assert_eq!(place.legacy, "monolith");
+        assert_eq!(place.lifecycle.to_string(), "canary(10%)");
+        assert_eq!(
+            place.cohort,
+            Some(CohortSource::Header("x-member-id".into()))
+        );
+        assert_eq!(plan.backends["ordering"].len(), 2);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                new = "nowhere""#,
+                "nowhere",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                [[routes]]
+                name = "a"
+                path = "/y""#,
+                "used twice",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                [[routes]]
+                name = "b"
+                path = "/x""#,
+                "overlap",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                state = "migrated""#,
+                "no new backend",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                new = "ordering"
+                state = "canary""#,
+                "percent",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "x""#,
+                "start with",
+            ),
+            (
+                r#"[[routes]]
+                name = "A B"
+                path = "/x""#,
+                "names use",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                methods = ["GE T"]"#,
+                "not an HTTP method",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x/{id}"
+                cohort = { path_param = "member" }"#,
+                "not in the path",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                colour = "red""#,
+                "unknown field",
+            ),
+        ];
+        for (routes, expected) in cases {
+            let error = with_routes(routes).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backend_urls_are_checked() {
+        for (url, expected) in [
+            ("https://x:1", "only http"),
+            ("http://u:p@x:1", "credentials"),
+            ("http://x:1/api", "no path"),
+            ("not a url", "not a URL"),
+        ] {
+            let plan = format!("default_backend = \"m\"\n[backends.m]\ninstances = [\"{url}\"]");
+            let error = Plan::parse(&plan).unwrap_err().to_string();
+            assert!(error.contains(expected), "{url}: {error}");
+        }
+        assert!(matches!(
+            Plan::parse("default_backend = \"x\"\n[backends.m]\ninstances = [\"http://a:1\"]"),
+            Err(PlanError::UnknownDefault(_))
+        ));
+    }
+
+    #[test]
+    fn overrides_replace_instances() {
+        let mut plan = with_routes("").unwrap();
+        let overrides = BTreeMap::from([(
+            "monolith".to_owned(),
+            "http://127.0.0.1:1, http://127.0.0.1:2".to_owned(),
+        )]);
+        plan.override_backends(&overrides).unwrap();
+        assert_eq!(plan.backends["monolith"].len(), 2);
+        let bad = BTreeMap::from([("monolith".to_owned(), "ftp://x".to_owned())]);
+        assert!(plan.override_backends(&bad).is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! The strangler's settings: chassis layers with the `STRANGLER_` prefix.
+//!
+//! | variable | default | what |
+//! |---|---|---|
+//! | `STRANGLER_HTTP__PORT` | 8000 | public port (the proxy) |
+//! | `STRANGLER_ADMIN__HTTP__PORT` | 8001 | admin API, dashboard, health, metrics |
+//! | `STRANGLER_ADMIN__TOKENS__<NAME>` | none | bearer tokens; `<name>` is who the audit log names |
+//! | `STRANGLER_TESTER_TOKEN` | none | lets `X-Strangler-Backend` force a side |
+//! | `STRANGLER_DATABASE__URL` | required | the `strangler` database |
+//! | `STRANGLER_PLAN` | `infra/routes/stage0.toml` | the initial route plan |
+//! | `STRANGLER_BACKENDS__<NAME>` | from the plan | comma-separated instance URLs for backend `<name>` |
+//! | `STRANGLER_PROXY__*` | see [`ProxySettings`] | timeouts and limits |
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chassis::config::{Config, ConfigError, HttpSettings, SecretString};
+use chassis::db::DatabaseSettings;
+use chassis::telemetry::TelemetrySettings;
+use serde::Deserialize;
+
+use crate::table::EjectionPolicy;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The public port: everything here is proxied.
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub proxy: ProxySettings,
+    /// Loaded at the first start; later the table lives in the database and
+    /// changes through the admin API.
+    pub plan: PathBuf,
+    /// Backend name → comma-separated instance URLs, overriding the plan's.
+    #[serde(default)]
+    pub backends: BTreeMap<String, String>,
+    /// Holders of this token may force a side with `X-Strangler-Backend`.
+    pub tester_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AdminSettings {
+    pub http: HttpSettings,
+    /// Token name → token. The name is what the audit log records as "who".
+    pub tokens: BTreeMap<String, SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ProxySettings {
+    /// Limit for a backend to send its response head.
+    pub backend_timeout_ms: u64,
+    /// Limit for opening a TCP connection to a backend.
+    pub connect_timeout_ms: u64,
+    /// Largest request head (request line and headers) accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Largest request body forwarded.
+    pub max_body_bytes: u64,
+    /// Idle keep-alive connections kept per backend instance.
+    pub pool_max_idle_per_host: usize,
+    /// Connection failures in a row that take an instance out of rotation …
+    pub eject_after_failures: u32,
+    /// … for this long.
+    pub eject_for_ms: u64,
+    /// Limit for a client to send its request head.
+    pub client_header_timeout_ms: u64,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            backend_timeout_ms: 10_000,
+            connect_timeout_ms: 1_000,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 256 * 1024 * 1024,
+            pool_max_idle_per_host: 256,
+            eject_after_failures: 3,
+            eject_for_ms: 10_000,
+            client_header_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ProxySettings {
+    pub fn ejection(&self) -> EjectionPolicy {
+        EjectionPolicy {
+            after_failures: self.eject_after_failures.max(1),
+            duration: Duration::from_millis(self.eject_for_ms),
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, ConfigError> {
+        Config::new("STRANGLER")
+            .default("http.port", 8000)
+            .default("admin.http.port", 8001)
+            .default("plan", "infra/routes/stage0.toml")
+            .load()
+    }
+}

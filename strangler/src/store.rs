@@ -1,0 +1,155 @@
+//! PostgreSQL persistence of the route table's state and its audit log.
+//! A change and its audit row are written in one transaction: there is no
+//! state change without its "who, when, from, to, why".
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+
+use crate::lifecycle::Lifecycle;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub who: String,
+    pub route: String,
+    pub from_state: String,
+    pub to_state: String,
+    pub reason: String,
+}
+
+/// One state change to record.
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    pub route: &'a str,
+    pub from: Lifecycle,
+    pub to: Lifecycle,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// The plan source in force, if one was ever stored.
+    pub async fn plan_source(&self) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT source FROM plan")
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn states(&self) -> Result<HashMap<String, Lifecycle>, sqlx::Error> {
+        let rows: Vec<(String, String, Option<i16>)> =
+            sqlx::query_as("SELECT route, state, percent FROM route_state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(route, state, percent)| {
+                // The CHECK constraints keep rows valid; skip rather than panic.
+                let lifecycle = Lifecycle::from_parts(&state, percent.map(i64::from)).ok()?;
+                Some((route, lifecycle))
+            })
+            .collect())
+    }
+
+    /// Stores `source` as the plan in force and records `changes`, with
+    /// their audit rows, in one transaction.
+    pub async fn record(
+        &self,
+        who: &str,
+        reason: &str,
+        plan_source: Option<&str>,
+        changes: &[Change<'_>],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(source) = plan_source {
+            sqlx::query(
+                "INSERT INTO plan (source, applied_by) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET source = $1, applied_by = $2, applied_at = now()",
+            )
+            .bind(source)
+            .bind(who)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for change in changes {
+            save_state(&mut tx, change.route, change.to).await?;
+            sqlx::query(
+                "INSERT INTO audit_log (who, route, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(who)
+            .bind(change.route)
+            .bind(change.from.to_string())
+            .bind(change.to.to_string())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Saves states without audit rows: the plan's own states for routes the
+    /// database has not seen yet (nothing changed, so nothing to audit).
+    pub async fn seed_states(&self, states: &[(&str, Lifecycle)]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (route, lifecycle) in states {
+            save_state(&mut tx, route, *lifecycle).await?;
+        }
+        tx.commit().await
+    }
+
+    /// The newest entries first; `route` narrows to one route.
+    pub async fn audit(
+        &self,
+        route: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, at, who, route, from_state, to_state, reason FROM audit_log
+             WHERE $1::text IS NULL OR route = $1
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(route)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+async fn save_state(
+    tx: &mut Transaction<'_, Postgres>,
+    route: &str,
+    lifecycle: Lifecycle,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO route_state (route, state, percent) VALUES ($1, $2, $3)
+         ON CONFLICT (route) DO UPDATE SET state = $2, percent = $3, updated_at = now()",
+    )
+    .bind(route)
+    .bind(lifecycle.name())
+    .bind(lifecycle.percent().map(i16::from))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
