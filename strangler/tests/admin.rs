@@ -1,0 +1,588 @@
+//! The admin plane: tokens, transitions and their refusals, plans, the audit
+//! log, restarts, and the dashboard.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use support::{ADMIN_TOKEN, PlanFile, TestBackend, TestStrangler, plan, settings};
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "orders.show"
+methods = ["GET"]
+path = "/api/orders/{order_no}"
+new = "new"
+cohort = { header = "x-member-id" }
+
+[[routes]]
+name = "shops.list"
+methods = ["GET"]
+path = "/api/shops"
+"#;
+
+struct World {
+    s: TestStrangler,
+    _legacy: TestBackend,
+    _new: TestBackend,
+    _plan: PlanFile,
+}
+
+async fn start(options: &PgConnectOptions) -> World {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = TestBackend::spawn("new").await;
+    let file = PlanFile::new(&plan(&legacy, &new, ROUTES));
+    let s = TestStrangler::start(settings(options, &file)).await;
+    World {
+        s,
+        _legacy: legacy,
+        _new: new,
+        _plan: file,
+    }
+}
+
+async fn transition(s: &TestStrangler, route: &str, body: Value) -> reqwest::Response {
+    s.admin_request(Method::POST, &format!("/api/routes/{route}/transition"))
+        .json(&body)
+        .send()
+        .await
+        .expect("the admin API answers")
+}
+
+async fn problem_type(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("a problem body");
+    (status, body["type"].as_str().unwrap_or_default().to_owned())
+}
+
+#[sqlx::test]
+async fn every_admin_call_without_the_token_gets_401(_: PgPoolOptions, options: PgConnectOptions) {
+    let w = start(&options).await;
+    let calls = [
+        (Method::GET, "/api/routes"),
+        (Method::GET, "/api/routes/orders.show"),
+        (Method::POST, "/api/routes/orders.show/transition"),
+        (Method::POST, "/api/routes/orders.show/rollback"),
+        (Method::POST, "/api/plan"),
+        (Method::GET, "/api/audit"),
+    ];
+    for (method, path) in calls {
+        for token in [None, Some("wrong-token"), Some("")] {
+            let mut request =
+                w.s.client
+                    .request(method.clone(), format!("{}{path}", w.s.admin));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .json(&json!({"to": "shadow", "reason": "x"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.headers()["www-authenticate"],
+                r#"Bearer realm="strangler-admin""#
+            );
+            let (status, kind) = problem_type(response).await;
+            assert_eq!(
+                (status, kind.as_str()),
+                (StatusCode::UNAUTHORIZED, "/problems/unauthorized"),
+                "{method} {path} {token:?}"
+            );
+        }
+    }
+    let table = w.s.control.table().load_full();
+    assert_eq!(
+        table.route("orders.show").unwrap().lifecycle.name(),
+        "legacy",
+        "nothing changed"
+    );
+}
+
+#[sqlx::test]
+async fn a_transition_takes_effect_and_is_audited_with_who_and_why(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    let s = &w.s;
+    assert_eq!(s.backend_for(s.get("/api/orders/1")).await, "legacy");
+
+    let response = transition(
+        s,
+        "orders.show",
+        json!({"to": "canary", "percent": 100, "reason": "all members"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["from"], "legacy");
+    assert_eq!(body["to"], "canary(100%)");
+    assert_eq!(body["route_now"]["percent"], 100);
+    assert_eq!(
+        s.backend_for(s.get("/api/orders/1").header("x-member-id", "m1"))
+            .await,
+        "new"
+    );
+
+    let response = s
+        .admin_request(Method::POST, "/api/routes/orders.show/rollback")
+        .json(&json!({"reason": "errors in the new service"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        s.backend_for(s.get("/api/orders/1").header("x-member-id", "m1"))
+            .await,
+        "legacy"
+    );
+
+    let audit: Vec<Value> = s
+        .admin_request(Method::GET, "/api/audit?route=orders.show")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0]["who"], "alice");
+    assert_eq!(audit[0]["from_state"], "canary(100%)");
+    assert_eq!(audit[0]["to_state"], "legacy");
+    assert_eq!(audit[0]["reason"], "errors in the new service");
+    assert_eq!(audit[1]["to_state"], "canary(100%)");
+    assert!(
+        audit[1]["at"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339 UTC"
+    );
+
+    let routes: Vec<Value> = s
+        .admin_request(Method::GET, "/api/routes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["name"], "orders.show");
+    assert!(routes[0]["traffic"]["legacy"]["requests"].as_u64().unwrap() >= 2);
+}
+
+#[sqlx::test]
+async fn refused_transitions_say_why_and_change_nothing(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    let s = &w.s;
+    let cases = [
+        (
+            "orders.show",
+            json!({"to": "migrated", "reason": "skip ahead"}),
+            StatusCode::CONFLICT,
+            "/problems/illegal-transition",
+        ),
+        (
+            "orders.show",
+            json!({"to": "legacy", "reason": "already there"}),
+            StatusCode::CONFLICT,
+            "/problems/illegal-transition",
+        ),
+        (
+            "shops.list",
+            json!({"to": "shadow", "reason": "no new backend"}),
+            StatusCode::CONFLICT,
+            "/problems/illegal-transition",
+        ),
+        (
+            "orders.show",
+            json!({"to": "canary", "reason": "no percent"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-transition",
+        ),
+        (
+            "orders.show",
+            json!({"to": "canary", "percent": 0, "reason": "zero"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-transition",
+        ),
+        (
+            "orders.show",
+            json!({"to": "canary", "percent": 101, "reason": "too many"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-transition",
+        ),
+        (
+            "orders.show",
+            json!({"to": "live", "reason": "unknown state"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-transition",
+        ),
+        (
+            "orders.show",
+            json!({"to": "shadow", "reason": "   "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/reason-required",
+        ),
+        (
+            "orders.show",
+            json!({"to": "shadow", "reason": "x".repeat(1001)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/reason-required",
+        ),
+        (
+            "orders.show",
+            json!({"to": "shadow"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-body",
+        ),
+        (
+            "orders.show",
+            json!({"to": "shadow", "reason": "x", "colour": "red"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-body",
+        ),
+        (
+            "nowhere",
+            json!({"to": "shadow", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+            "/problems/unknown-route",
+        ),
+    ];
+    for (route, body, status, kind) in cases {
+        let (got_status, got_kind) = problem_type(transition(s, route, body.clone()).await).await;
+        assert_eq!(
+            (got_status, got_kind.as_str()),
+            (status, kind),
+            "{route} {body}"
+        );
+    }
+    let malformed = s
+        .admin_request(Method::POST, "/api/routes/orders.show/transition")
+        .header("content-type", "application/json")
+        .body("{\"to\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem_type(malformed).await,
+        (
+            StatusCode::BAD_REQUEST,
+            "/problems/malformed-json".to_owned()
+        )
+    );
+
+    let audit: Vec<Value> = s
+        .admin_request(Method::GET, "/api/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(audit.is_empty(), "refusals write no audit rows: {audit:?}");
+    for bad_limit in ["0", "1001", "abc"] {
+        let response = s
+            .admin_request(Method::GET, &format!("/api/audit?limit={bad_limit}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "limit={bad_limit}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn a_plan_is_applied_whole_or_not_at_all(_: PgPoolOptions, options: PgConnectOptions) {
+    let w = start(&options).await;
+    let s = &w.s;
+    let next = plan(
+        &w._legacy,
+        &w._new,
+        &ROUTES.replace(
+            "cohort = { header = \"x-member-id\" }",
+            "state = \"shadow\"",
+        ),
+    );
+    let apply = |source: String, content_type: &'static str| {
+        s.admin_request(Method::POST, "/api/plan?reason=stage%201")
+            .header("content-type", content_type)
+            .body(source)
+            .send()
+    };
+    let response = apply(next.clone(), "application/toml").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let applied: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(
+        applied,
+        vec![json!({"route": "orders.show", "from": "legacy", "to": "shadow"})]
+    );
+
+    let broken = next.replace("state = \"shadow\"", "state = \"retired\"");
+    let (status, kind) = problem_type(apply(broken, "application/toml").await.unwrap()).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "/problems/invalid-plan"),
+        "shadow → retired skips steps"
+    );
+    let (status, kind) = problem_type(
+        apply("not = [toml".into(), "application/toml")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "/problems/invalid-plan")
+    );
+    let (status, _) = problem_type(apply(next, "application/json").await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let table = s.control.table().load_full();
+    assert_eq!(
+        table.route("orders.show").unwrap().lifecycle.name(),
+        "shadow",
+        "the refused plans changed nothing"
+    );
+    let audit: Vec<Value> = s
+        .admin_request(Method::GET, "/api/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["reason"], "stage 1");
+}
+
+#[sqlx::test]
+async fn a_restart_keeps_every_routes_state_and_the_applied_plan(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = TestBackend::spawn("new").await;
+    let file = PlanFile::new(&plan(&legacy, &new, ROUTES));
+    {
+        let s = TestStrangler::start(settings(&options, &file)).await;
+        let response = transition(
+            &s,
+            "orders.show",
+            json!({"to": "canary", "percent": 100, "reason": "go"}),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The file on disk changes; the table in the database is what counts now.
+    std::fs::write(&file.0, "this is not even a plan").unwrap();
+    let s = TestStrangler::start(settings(&options, &file)).await;
+    let table = s.control.table().load_full();
+    assert_eq!(
+        table.route("orders.show").unwrap().lifecycle.to_string(),
+        "canary(100%)"
+    );
+    assert_eq!(
+        s.backend_for(s.get("/api/orders/9").header("x-member-id", "m9"))
+            .await,
+        "new"
+    );
+}
+
+/// A client that keeps the session cookie by hand and does not follow
+/// redirects, to see them.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client")
+}
+
+#[sqlx::test]
+async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    let s = &w.s;
+    let browser = browser();
+    let page = |path: &str| format!("{}{path}", s.admin);
+
+    let response = browser.get(page("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/login");
+    let bad = browser
+        .post(page("/login"))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert!(bad.text().await.unwrap().contains("not valid"));
+
+    let login = browser
+        .post(page("/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let form = browser
+        .post(page("/routes/orders.show/transition"))
+        .header("cookie", &session)
+        .form(&[
+            ("to", "canary"),
+            ("percent", "25"),
+            ("reason", "<script>alert(1)</script>"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::SEE_OTHER, "post/redirect/get");
+    let table = s.control.table().load_full();
+    assert_eq!(
+        table.route("orders.show").unwrap().lifecycle.to_string(),
+        "canary(25%)"
+    );
+
+    let html = browser
+        .get(page("/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), StatusCode::OK);
+    assert!(
+        html.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = html.text().await.unwrap();
+    for expected in [
+        "orders.show",
+        "shops.list",
+        "canary(25%)",
+        "alice",
+        "/api/orders/{order_no}",
+        "http-equiv=\"refresh\"",
+    ] {
+        assert!(
+            html.contains(expected),
+            "{expected} missing from the dashboard"
+        );
+    }
+    assert!(
+        !html.contains("<script>alert(1)</script>"),
+        "the reason must be escaped"
+    );
+    assert!(
+        html.contains("&lt;script&gt;") || html.contains("&#60;script&#62;"),
+        "escaped reason shown"
+    );
+    assert!(
+        !html.contains(ADMIN_TOKEN),
+        "the token never appears in a page"
+    );
+
+    let refused = browser
+        .post(page("/routes/orders.show/transition"))
+        .header("cookie", &session)
+        .form(&[("to", "retired"), ("percent", ""), ("reason", "skip")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("cannot go from canary(25%) to retired")
+    );
+
+    let rollback = browser
+        .post(page("/routes/orders.show/rollback"))
+        .header("cookie", &session)
+        .form(&[("reason", "back")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rollback.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        s.control
+            .table()
+            .load_full()
+            .route("orders.show")
+            .unwrap()
+            .lifecycle
+            .name(),
+        "legacy"
+    );
+
+    let logout = browser
+        .post(page("/logout"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    let after = browser
+        .get(page("/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "the session is gone");
+}
+
+#[sqlx::test]
+async fn health_and_metrics_are_served_on_the_admin_port(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    let s = &w.s;
+    s.backend_for(s.get("/api/orders/5")).await;
+    let ready = s
+        .client
+        .get(format!("{}/health/ready", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"strangler_requests_total{route="orders.show",backend="legacy",side="legacy",status="200"} 1"#,
+        r#"strangler_route_state{route="orders.show",state="legacy"} 1"#,
+        r#"strangler_route_new_percent{route="orders.show"} 0"#,
+        "strangler_backend_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+}
