@@ -71,11 +71,15 @@ ensure_secrets() {
 		chmod 600 "$tmp"
 		mv "$tmp" "$KIT_SECRETS"
 	fi
-	local db
+	local db name
 	for db in $(kit_databases); do
 		# A database added to infra/databases.txt after the first run.
 		grep -q "^KIT_DB_PASSWORD_${db^^}=" "$KIT_SECRETS" ||
 			say "KIT_DB_PASSWORD_${db^^}=$(random_secret)" >>"$KIT_SECRETS"
+	done
+	# Tokens of the admin planes, added as the components that need them land.
+	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN; do
+		grep -q "^$name=" "$KIT_SECRETS" || say "$name=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# shellcheck disable=SC1090
 	. "$KIT_SECRETS"
@@ -106,7 +110,12 @@ write_stack_env() {
 			upper=${db^^}
 			local pw_var=KIT_DB_PASSWORD_$upper
 			say "KIT_DB_URL_$upper=postgres://$db:${!pw_var}@$KIT_PG_HOST:$KIT_PG_PORT/$db"
+			# The same URL under the component's own configuration key.
+			say "${upper}_DATABASE__URL=postgres://$db:${!pw_var}@$KIT_PG_HOST:$KIT_PG_PORT/$db"
 		done
+		say "# The strangler's admin token is named 'operator' in its audit log."
+		say "STRANGLER_ADMIN__TOKENS__OPERATOR=$KIT_STRANGLER_ADMIN_TOKEN"
+		say "STRANGLER_TESTER_TOKEN=$KIT_STRANGLER_TESTER_TOKEN"
 		say "KIT_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
 		say "KIT_RABBIT_MANAGEMENT_URL=http://127.0.0.1:$KIT_RABBIT_UI_PORT"
 	} | write_if_changed "$KIT_STACK_ENV"

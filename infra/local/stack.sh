@@ -44,7 +44,7 @@ start_components() {
 			continue
 		fi
 		port_open "$port" && die "port $port for $name is taken by another process; set $port_var"
-		step "starting $name on 127.0.0.1:$port"
+		step "starting $name (health on 127.0.0.1:$port)"
 		(
 			set -a
 			# shellcheck disable=SC1090
@@ -107,6 +107,12 @@ urls() {
 		pid_alive "$KIT_PIDS/$name.pid" &&
 			say "  $(printf '%-20s' "$name") http://127.0.0.1:${!port_var:-$default_port}"
 	done <<<"$(components)"
+	if pid_alive "$KIT_PIDS/strangler.pid"; then
+		say ""
+		say "  Front door (send every client request here):  http://127.0.0.1:${STRANGLER_HTTP__PORT:-8000}"
+		say "  Strangler dashboard and admin API:             http://127.0.0.1:${STRANGLER_ADMIN__HTTP__PORT:-8001}/"
+		say "    token: KIT_STRANGLER_ADMIN_TOKEN in .run/secrets.env"
+	fi
 	say ""
 	say "make status | make logs | make down"
 }
