@@ -8,7 +8,7 @@ STACK := infra/local/stack.sh
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean infra
+.PHONY: help up down status logs test lint fmt clean infra bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 fmt: ## format the code
 	cargo fmt --all
+
+bench: ## run the benchmarks against their anchors; results in target/bench/results.json
+	@bash tests/perf/strangler-bench.sh
 
 clean: down ## stop everything and delete .run/ (data, logs, generated credentials)
 	rm -rf .run

@@ -44,7 +44,7 @@ struct DashboardPage {
     error: Option<String>,
     refresh: bool,
     routes: Vec<RouteRow>,
-    audit: Vec<AuditEntry>,
+    audit: Vec<AuditRow>,
     migrated_routes: usize,
     total_routes: usize,
     routes_share: String,
@@ -59,6 +59,26 @@ struct RouteRow {
     targets: Vec<(&'static str, bool)>,
     next_percent: u8,
     can_roll_back: bool,
+}
+
+/// An audit entry with its time written for people (UTC, to the second).
+struct AuditRow {
+    when: String,
+    entry: AuditEntry,
+}
+
+impl From<AuditEntry> for AuditRow {
+    fn from(entry: AuditEntry) -> Self {
+        let format =
+            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+        Self {
+            when: entry
+                .at
+                .format(&format)
+                .unwrap_or_else(|_| entry.at.to_string()),
+            entry,
+        }
+    }
 }
 
 struct TrafficCells {
@@ -170,7 +190,7 @@ async fn render(
         routes_share: share(migrated_routes as u64, total_routes as u64),
         traffic_share: share(new_requests, all_requests),
         routes,
-        audit,
+        audit: audit.into_iter().map(AuditRow::from).collect(),
         migrated_routes,
         total_routes,
     };
