@@ -24,6 +24,7 @@ use axum::http::{Request, Response, StatusCode, Uri, Version};
 use axum::response::IntoResponse;
 use chassis::Problem;
 use chassis::config::{ExposeSecret, SecretString};
+use chassis::http::problem::error_chain;
 use chassis::trace_context::{TRACEPARENT, TraceContext};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -364,17 +365,6 @@ fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
 
 /// Compares secrets without leaking their common prefix through timing.

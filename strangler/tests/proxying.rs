@@ -206,16 +206,19 @@ async fn the_tester_override_needs_the_token(_: PgPoolOptions, options: PgConnec
     assert_eq!(s.backend_for(no_token).await, "new");
 }
 
+/// The URL of a port nothing listens on (bound, then released).
+fn dead_instance() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    format!("http://{}", listener.local_addr().expect("its address"))
+}
+
 #[sqlx::test]
 async fn a_dead_backend_is_a_502_problem_within_the_timeout(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
     let legacy = TestBackend::spawn("legacy").await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let dead = dead_instance();
     let file = PlanFile::new(&format!(
         "default_backend = \"legacy\"\n[backends.legacy]\ninstances = [\"{}\"]\n[backends.new]\ninstances = [\"{dead}\"]\n{ROUTES}",
         legacy.url
@@ -273,10 +276,7 @@ async fn round_robin_skips_an_instance_that_keeps_failing(
     options: PgConnectOptions,
 ) {
     let legacy = TestBackend::spawn("legacy").await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let dead = dead_instance();
     let file = PlanFile::new(&format!(
         "default_backend = \"legacy\"\n[backends.legacy]\ninstances = [\"{}\", \"{dead}\"]\n",
         legacy.url

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,6 +17,7 @@ use chassis::Problem;
 use chassis::config::{ExposeSecret, SecretString};
 
 use super::AdminState;
+use crate::cohort::cookie;
 use crate::proxy::constant_time_eq;
 
 pub const SESSION_COOKIE: &str = "strangler_session";
@@ -84,15 +85,7 @@ impl Sessions {
 }
 
 pub fn session_id(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
+    cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned)
 }
 
 /// An API caller with a valid bearer token.

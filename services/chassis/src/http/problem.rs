@@ -88,14 +88,7 @@ impl Problem {
     /// Logs `error` with its cause chain and returns a 500 that reveals none
     /// of it: internals are for the log, not for the client.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        tracing::error!(error = %chain, "internal error");
+        tracing::error!(error = %error_chain(error), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -103,6 +96,18 @@ impl Problem {
         )
         .with_detail("The request could not be completed; the cause is in the server log.")
     }
+}
+
+/// An error and its causes on one line (`outer: inner: root`), for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
 }
 
 impl IntoResponse for Problem {
