@@ -259,7 +259,7 @@ fn states_of(table: &RouteTable) -> HashMap<String, Lifecycle> {
     table
         .routes()
         .iter()
-        .map(|r| (r.name.clone(), r.lifecycle))
+        .map(|r| (r.name.to_string(), r.lifecycle))
         .collect()
 }
 

@@ -31,9 +31,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use chassis::db::PostgresCheck;
 use chassis::http::Service;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use admin::AdminState;
@@ -41,16 +42,17 @@ use admin::auth::{Sessions, Tokens};
 use control::Control;
 use metrics::ProxyMetrics;
 use proxy::Proxy;
+use server::Listeners;
 use settings::{ProxySettings, Settings};
 use store::Store;
 
 /// The strangler, bound to its two ports and ready to serve.
 #[derive(Debug)]
 pub struct Application {
-    public: TcpListener,
-    public_addr: SocketAddr,
+    public: Listeners,
     admin: chassis::Application,
-    proxy: Arc<Proxy>,
+    /// One per proxy worker: each has its own connection pool.
+    proxies: Vec<Arc<Proxy>>,
     proxy_settings: ProxySettings,
     control: Arc<Control>,
 }
@@ -71,12 +73,19 @@ impl Application {
             )
             .await?,
         );
-        let proxy = Arc::new(Proxy::new(
-            control.table(),
-            &settings.proxy,
-            settings.tester_token.clone(),
-            metrics,
-        ));
+        let public_addr = SocketAddr::new(settings.http.host, settings.http.port);
+        let public = Listeners::bind(public_addr, settings.proxy.worker_count())
+            .with_context(|| format!("binding the public port {public_addr}"))?;
+        let proxies = (0..public.len())
+            .map(|_| {
+                Arc::new(Proxy::new(
+                    control.table(),
+                    &settings.proxy,
+                    settings.tester_token.clone(),
+                    metrics.clone(),
+                ))
+            })
+            .collect();
         let tokens = Tokens::new(&settings.admin.tokens);
         if tokens.is_empty() {
             tracing::warn!(
@@ -92,13 +101,10 @@ impl Application {
             .routes(admin::router(state))
             .readiness_check(PostgresCheck::new(pool));
         let admin = chassis::Application::build(&settings.admin.http, service).await?;
-        let public = TcpListener::bind((settings.http.host, settings.http.port)).await?;
-        let public_addr = public.local_addr()?;
         Ok(Self {
             public,
-            public_addr,
             admin,
-            proxy,
+            proxies,
             proxy_settings: settings.proxy,
             control,
         })
@@ -106,7 +112,7 @@ impl Application {
 
     /// The public (proxy) port.
     pub fn port(&self) -> u16 {
-        self.public_addr.port()
+        self.public.address().port()
     }
 
     pub fn admin_port(&self) -> u16 {
@@ -127,16 +133,19 @@ impl Application {
             shutdown.await;
             let _ = stop.send(true);
         });
-        let mut admin_stopped = stopped.clone();
-        let mut public_stopped = stopped;
-        tracing::info!(address = %self.public_addr, "proxy listening");
+        tracing::info!(address = %self.public.address(), workers = self.public.len(), "proxy listening");
+        let workers =
+            server::spawn_workers(self.public, self.proxies, &self.proxy_settings, &stopped)?;
+        let mut admin_stopped = stopped;
         let admin = self.admin.run_until_stopped(async move {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         });
-        let public =
-            server::serve_public(self.public, self.proxy, &self.proxy_settings, async move {
-                let _ = public_stopped.wait_for(|stop| *stop).await;
-            });
+        let public = async {
+            for worker in workers {
+                // An error means the worker thread ended early (it logged why).
+                let _ = worker.await;
+            }
+        };
         let (admin, ()) = tokio::join!(admin, public);
         admin?;
         Ok(())

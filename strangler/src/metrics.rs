@@ -1,6 +1,8 @@
 //! The strangler's Prometheus metrics, per route and backend. `route` is the
 //! route's name, or `(default)` for requests no route claims.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,26 +14,28 @@ use crate::lifecycle::Lifecycle;
 
 pub const DEFAULT_ROUTE: &str = "(default)";
 
+/// Route and backend names are shared strings: a request's labels cost
+/// reference counts, not allocations.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub backend: String,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
     pub side: &'static str,
     pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    pub route: String,
-    pub backend: String,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
     /// `connect`, `timeout`, `status_5xx` or `other`.
     pub kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
-    pub route: String,
-    pub backend: String,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,18 +127,18 @@ impl ProxyMetrics {
     pub fn request(&self, labels: RequestLabels, seconds: f64) {
         self.latency
             .get_or_create(&LatencyLabels {
-                route: labels.route.clone(),
-                backend: labels.backend.clone(),
+                route: Arc::clone(&labels.route),
+                backend: Arc::clone(&labels.backend),
             })
             .observe(seconds);
         self.requests.get_or_create(&labels).inc();
     }
 
-    pub fn error(&self, route: &str, backend: &str, kind: &'static str) {
+    pub fn error(&self, route: &Arc<str>, backend: &Arc<str>, kind: &'static str) {
         self.errors
             .get_or_create(&ErrorLabels {
-                route: route.to_owned(),
-                backend: backend.to_owned(),
+                route: Arc::clone(route),
+                backend: Arc::clone(backend),
                 kind,
             })
             .inc();

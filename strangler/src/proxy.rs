@@ -13,6 +13,7 @@
 //! - the backend has a deadline, and its failure is a 502/504 problem, never a hang.
 
 use std::error::Error as _;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,18 +21,18 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::{PathAndQuery, Scheme};
 use axum::http::{Request, Response, StatusCode, Uri, Version};
 use axum::response::IntoResponse;
 use chassis::Problem;
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http::problem::error_chain;
-use chassis::trace_context::{TRACEPARENT, TraceContext};
+use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use uuid::Uuid;
 
 use crate::lifecycle::Side;
 use crate::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
@@ -66,6 +67,8 @@ pub struct Proxy {
     max_body_bytes: u64,
     tester_token: Option<SecretString>,
     metrics: ProxyMetrics,
+    /// The `route` label of traffic no route claims.
+    default_route: Arc<str>,
 }
 
 impl Proxy {
@@ -89,6 +92,7 @@ impl Proxy {
             max_body_bytes: settings.max_body_bytes,
             tester_token: tester_token.filter(|t| !t.expose_secret().is_empty()),
             metrics,
+            default_route: Arc::from(DEFAULT_ROUTE),
         }
     }
 
@@ -137,15 +141,18 @@ impl Proxy {
         let route = decision
             .route
             .as_ref()
-            .map_or(DEFAULT_ROUTE, |r| r.name.as_str());
+            .map_or(&self.default_route, |r| &r.name);
         let backend = &decision.backend;
         let instance = backend.pick();
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path().to_owned();
         let request_id = prepare_request_headers(&mut parts.headers, client);
-        parts.uri = match upstream_uri(&instance.base, &parts.uri) {
+        let original = std::mem::take(&mut parts.uri);
+        // Kept for the problem's `instance` should the call fail (a cheap clone).
+        let target = original.path_and_query().cloned();
+        let path = || target.as_ref().map_or("/", PathAndQuery::path).to_owned();
+        parts.uri = match upstream_uri(&instance.base, original) {
             Ok(uri) => uri,
-            Err(problem) => return problem.with_instance(path).into_response(),
+            Err(problem) => return problem.with_instance(path()).into_response(),
         };
         parts.version = Version::HTTP_11;
         let body = Body::new(Limited::new(
@@ -165,7 +172,7 @@ impl Proxy {
             }
             Ok(Err(error)) if error.is_connect() => {
                 backend.report(instance, false);
-                tracing::warn!(route, backend = %backend.name, instance = %instance.base, error = %error_chain(&error), "backend unreachable");
+                tracing::warn!(route = &**route, backend = %backend.name, instance = %instance.base, error = %error_chain(&error), "backend unreachable");
                 let problem = Problem::new(
                     StatusCode::BAD_GATEWAY,
                     "backend-unreachable",
@@ -175,7 +182,10 @@ impl Proxy {
                     "The {} service could not be reached.",
                     backend.name
                 ));
-                (problem.with_instance(path).into_response(), Some("connect"))
+                (
+                    problem.with_instance(path()).into_response(),
+                    Some("connect"),
+                )
             }
             Ok(Err(error)) if is_body_too_large(&error) => {
                 self.metrics.rejected("body_too_large");
@@ -185,16 +195,16 @@ impl Proxy {
                     "Request body too large",
                 )
                 .with_detail(format!("The body exceeds {} bytes.", self.max_body_bytes));
-                (problem.with_instance(path).into_response(), None)
+                (problem.with_instance(path()).into_response(), None)
             }
             Ok(Err(error)) => {
-                tracing::warn!(route, backend = %backend.name, error = %error_chain(&error), "backend call failed");
+                tracing::warn!(route = &**route, backend = %backend.name, error = %error_chain(&error), "backend call failed");
                 let problem = Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad Gateway")
                     .with_detail(format!("The {} service failed to answer.", backend.name));
-                (problem.with_instance(path).into_response(), Some("other"))
+                (problem.with_instance(path()).into_response(), Some("other"))
             }
             Err(_) => {
-                tracing::warn!(route, backend = %backend.name, timeout_ms = self.backend_timeout.as_millis(), "backend timed out");
+                tracing::warn!(route = &**route, backend = %backend.name, timeout_ms = self.backend_timeout.as_millis(), "backend timed out");
                 let problem = Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "backend-timeout",
@@ -204,7 +214,10 @@ impl Proxy {
                     "The {} service did not answer in time.",
                     backend.name
                 ));
-                (problem.with_instance(path).into_response(), Some("timeout"))
+                (
+                    problem.with_instance(path()).into_response(),
+                    Some("timeout"),
+                )
             }
         };
         if let Some(kind) = error_kind {
@@ -215,8 +228,8 @@ impl Proxy {
             .record(decision.side, latency, error_kind.is_some());
         self.metrics.request(
             RequestLabels {
-                route: route.to_owned(),
-                backend: backend.name.clone(),
+                route: Arc::clone(route),
+                backend: Arc::clone(&backend.name),
                 side: decision.side.as_str(),
                 status: response.status().as_u16(),
             },
@@ -237,24 +250,24 @@ fn check_framing(headers: &HeaderMap, max_body_bytes: u64) -> Result<(), Problem
         )
         .with_detail(detail.to_owned())
     };
-    let lengths: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if !lengths.is_empty() && !encodings.is_empty() {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let mut encodings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let (length, second_length) = (lengths.next(), lengths.next());
+    let (encoding, second_encoding) = (encodings.next(), encodings.next());
+    if length.is_some() && encoding.is_some() {
         return Err(smuggling(
             "Content-Length and Transfer-Encoding must not both be sent.",
         ));
     }
-    if encodings.len() > 1
-        || encodings
-            .first()
-            .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    if second_encoding.is_some()
+        || encoding.is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"chunked"))
     {
         return Err(smuggling("Only 'Transfer-Encoding: chunked' is accepted."));
     }
-    if lengths.len() > 1 {
+    if second_length.is_some() {
         return Err(smuggling("Content-Length must be sent once."));
     }
-    if let Some(length) = lengths.first() {
+    if let Some(length) = length {
         let length: u64 = length
             .to_str()
             .ok()
@@ -283,12 +296,14 @@ fn prepare_request_headers(headers: &mut HeaderMap, client: SocketAddr) -> Heade
     headers.remove(&FORCE_BACKEND);
     headers.remove(&TESTER_TOKEN);
 
-    let ip = client.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    let mut forwarded_for = String::with_capacity(48);
+    if let Some(previous) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        forwarded_for.push_str(previous);
+        forwarded_for.push_str(", ");
+    }
+    // Writing an address into a String cannot fail.
+    let _ = write!(forwarded_for, "{}", client.ip());
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -299,8 +314,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, client: SocketAddr) -> Heade
     }
 
     let request_id = headers.get(&REQUEST_ID).cloned().unwrap_or_else(|| {
-        let id = HeaderValue::from_str(&Uuid::now_v7().to_string())
-            .expect("a UUID is a valid header value");
+        let id = new_request_id();
         headers.insert(REQUEST_ID, id.clone());
         id
     });
@@ -309,13 +323,21 @@ fn prepare_request_headers(headers: &mut HeaderMap, client: SocketAddr) -> Heade
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
     let hop = parent.map_or_else(TraceContext::new_root, |p| p.child());
-    if let Ok(value) = HeaderValue::from_str(&hop.to_header()) {
-        headers.insert(TRACEPARENT, value);
-    }
+    headers.insert(TRACEPARENT, hop.to_header_value());
     request_id
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        remove_connection_options(headers);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The headers `Connection` names are hop-by-hop too.
+fn remove_connection_options(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -323,26 +345,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
     }
 }
 
-fn upstream_uri(base: &Uri, original: &Uri) -> Result<Uri, Problem> {
-    let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str());
-    let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
-    Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request-target",
-                "Bad request target",
-            )
-        })
+/// The request target with the instance's authority: the parts are shared
+/// buffers, so nothing is parsed or copied again.
+fn upstream_uri(base: &Uri, original: Uri) -> Result<Uri, Problem> {
+    let mut parts = original.into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = base.authority().cloned();
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request-target",
+            "Bad request target",
+        )
+    })
 }
 
 fn relay_response(response: Response<Incoming>, request_id: &HeaderValue) -> Response<Body> {

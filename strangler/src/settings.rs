@@ -9,6 +9,7 @@
 //! | `STRANGLER_DATABASE__URL` | required | the `strangler` database |
 //! | `STRANGLER_PLAN` | `infra/routes/stage0.toml` | the initial route plan |
 //! | `STRANGLER_BACKENDS__<NAME>` | from the plan | comma-separated instance URLs for backend `<name>` |
+//! | `STRANGLER_PROXY__WORKERS` | one per CPU | proxy worker threads (docs/adr/0005-proxy-workers.md) |
 //! | `STRANGLER_PROXY__*` | see [`ProxySettings`] | timeouts and limits |
 
 use std::collections::BTreeMap;
@@ -71,6 +72,8 @@ pub struct ProxySettings {
     pub eject_for_ms: u64,
     /// Limit for a client to send its request head.
     pub client_header_timeout_ms: u64,
+    /// Proxy worker threads; 0 means one per CPU.
+    pub workers: usize,
 }
 
 impl Default for ProxySettings {
@@ -84,11 +87,19 @@ impl Default for ProxySettings {
             eject_after_failures: 3,
             eject_for_ms: 10_000,
             client_header_timeout_ms: 10_000,
+            workers: 0,
         }
     }
 }
 
 impl ProxySettings {
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
     pub fn ejection(&self) -> EjectionPolicy {
         EjectionPolicy {
             after_failures: self.eject_after_failures.max(1),

@@ -21,7 +21,8 @@ use crate::stats::RouteStats;
 /// One backend service with one or more instances.
 #[derive(Debug)]
 pub struct Backend {
-    pub name: String,
+    /// Shared, so that labelling a metric with it costs no allocation.
+    pub name: Arc<str>,
     instances: Vec<Instance>,
     /// Round-robin position.
     next: AtomicUsize,
@@ -55,7 +56,7 @@ struct Ejection {
 impl Backend {
     pub fn new(name: &str, bases: &[Uri], policy: EjectionPolicy) -> Self {
         Self {
-            name: name.to_owned(),
+            name: Arc::from(name),
             instances: bases
                 .iter()
                 .map(|base| Instance {
@@ -155,7 +156,8 @@ impl Backends {
 /// A route as the proxy uses it.
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    /// Shared, so that labelling a metric with it costs no allocation.
+    pub name: Arc<str>,
     pub methods: Vec<Method>,
     pub path: String,
     pub lifecycle: Lifecycle,
@@ -238,7 +240,7 @@ impl RouteTable {
                 _ => spec.lifecycle,
             };
             routes.push(Arc::new(Route {
-                name: spec.name.clone(),
+                name: Arc::from(spec.name.as_str()),
                 methods: spec.methods.clone(),
                 path: spec.path.clone(),
                 lifecycle,
@@ -271,7 +273,7 @@ impl RouteTable {
     }
 
     pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| r.name == name)
+        self.routes.iter().find(|r| &*r.name == name)
     }
 
     /// Decides the backend for one request. The most specific path template

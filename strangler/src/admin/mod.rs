@@ -53,14 +53,14 @@ pub struct TrafficView {
 
 pub fn route_view(route: &Route) -> RouteView {
     RouteView {
-        name: route.name.clone(),
+        name: route.name.to_string(),
         methods: route.methods.iter().map(ToString::to_string).collect(),
         path: route.path.clone(),
         state: route.lifecycle.name(),
         percent: route.lifecycle.percent(),
         lifecycle: route.lifecycle.to_string(),
-        legacy_backend: route.legacy.name.clone(),
-        new_backend: route.new.as_ref().map(|b| b.name.clone()),
+        legacy_backend: route.legacy.name.to_string(),
+        new_backend: route.new.as_ref().map(|b| b.name.to_string()),
         traffic: TrafficView {
             legacy: route.stats.last_minute(Side::Legacy),
             new: route.stats.last_minute(Side::New),

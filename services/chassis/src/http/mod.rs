@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,7 +34,6 @@ use tower_http::request_id::{
 };
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
-use uuid::Uuid;
 
 pub use json::Json;
 pub use problem::Problem;
@@ -135,9 +134,7 @@ struct MakeRequestUuidV7;
 
 impl MakeRequestId for MakeRequestUuidV7 {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
+        Some(RequestId::new(crate::trace_context::new_request_id()))
     }
 }
 
