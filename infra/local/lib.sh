@@ -78,7 +78,7 @@ ensure_secrets() {
 			say "KIT_DB_PASSWORD_${db^^}=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# Tokens of the admin planes, added as the components that need them land.
-	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN; do
+	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN KIT_PG_SANDBOX_API_KEY KIT_PG_SANDBOX_ADMIN_TOKEN; do
 		grep -q "^$name=" "$KIT_SECRETS" || say "$name=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# shellcheck disable=SC1090
@@ -116,6 +116,9 @@ write_stack_env() {
 		say "# The strangler's admin token is named 'operator' in its audit log."
 		say "STRANGLER_ADMIN__TOKENS__OPERATOR=$KIT_STRANGLER_ADMIN_TOKEN"
 		say "STRANGLER_TESTER_TOKEN=$KIT_STRANGLER_TESTER_TOKEN"
+		say "# The payment sandbox: the merchant key the monolith presents, and the demo operator's token."
+		say "PG_SANDBOX_API_KEY=$KIT_PG_SANDBOX_API_KEY"
+		say "PG_SANDBOX_ADMIN_TOKEN=$KIT_PG_SANDBOX_ADMIN_TOKEN"
 		say "KIT_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
 		say "KIT_RABBIT_MANAGEMENT_URL=http://127.0.0.1:$KIT_RABBIT_UI_PORT"
 	} | write_if_changed "$KIT_STACK_ENV"

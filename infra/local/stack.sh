@@ -113,6 +113,10 @@ urls() {
 		say "  Strangler dashboard and admin API:             http://127.0.0.1:${STRANGLER_ADMIN__HTTP__PORT:-8001}/"
 		say "    token: KIT_STRANGLER_ADMIN_TOKEN in .run/secrets.env"
 	fi
+	if pid_alive "$KIT_PIDS/pg-sandbox.pid"; then
+		say "  Payment sandbox behaviour (latency, declines, failures): PUT http://127.0.0.1:${PG_SANDBOX_HTTP__PORT:-8099}/admin/behaviour"
+		say "    token: KIT_PG_SANDBOX_ADMIN_TOKEN in .run/secrets.env"
+	fi
 	say ""
 	say "make status | make logs | make down"
 }

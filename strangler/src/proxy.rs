@@ -26,6 +26,7 @@ use axum::http::{Request, Response, StatusCode, Uri, Version};
 use axum::response::IntoResponse;
 use chassis::Problem;
 use chassis::config::{ExposeSecret, SecretString};
+use chassis::http::bearer::constant_time_eq;
 use chassis::http::problem::error_chain;
 use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
 use http_body_util::{LengthLimitError, Limited};
@@ -390,11 +391,6 @@ fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// Compares secrets without leaking their common prefix through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,12 +464,5 @@ mod tests {
         assert_eq!(map["x-forwarded-host"], "shop.example");
         assert_eq!(map["x-request-id"], id);
         assert!(TraceContext::parse(map["traceparent"].to_str().unwrap()).is_some());
-    }
-
-    #[test]
-    fn secrets_compare_exactly() {
-        assert!(constant_time_eq(b"token", b"token"));
-        assert!(!constant_time_eq(b"token", b"tokem"));
-        assert!(!constant_time_eq(b"token", b"token2"));
     }
 }

@@ -9,16 +9,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use chassis::Problem;
 use chassis::config::{ExposeSecret, SecretString};
+use chassis::http::bearer::{self, constant_time_eq};
 
 use super::AdminState;
 use crate::cohort::cookie;
-use crate::proxy::constant_time_eq;
 
 pub const SESSION_COOKIE: &str = "strangler_session";
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -99,31 +96,14 @@ impl FromRequestParts<AdminState> for Operator {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let presented = bearer::presented(&parts.headers);
         match presented.and_then(|token| state.tokens.who(token)) {
             Some(who) => Ok(Self(who)),
-            None => {
-                let detail = if presented.is_some() {
-                    "The bearer token is not valid."
-                } else {
-                    "The admin API needs 'Authorization: Bearer <token>'."
-                };
-                let mut response =
-                    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                        .with_detail(detail)
-                        .with_instance(parts.uri.path())
-                        .into_response();
-                response.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="strangler-admin""#),
-                );
-                Err(response)
-            }
+            None => Err(bearer::unauthorized(
+                "strangler-admin",
+                presented.is_some(),
+                parts.uri.path(),
+            )),
         }
     }
 }

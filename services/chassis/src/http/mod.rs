@@ -13,6 +13,7 @@
 //! | limits | request body limit (413) and a per-request timeout (503) |
 //! | health | `/health/live`, `/health/ready` (runs the readiness checks) and `/metrics` |
 
+pub mod bearer;
 pub mod json;
 pub mod problem;
 

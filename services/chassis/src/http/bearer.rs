@@ -1,0 +1,63 @@
+//! Bearer tokens (`Authorization: Bearer <token>`, RFC 6750) for admin planes
+//! and machine callers: reading the header, comparing in constant time, and
+//! the 401 problem that tells the caller what is missing.
+
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::problem::Problem;
+
+/// The token in `Authorization: Bearer <token>`, if the header has that form.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Compares secrets without leaking their common prefix through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 401 with `WWW-Authenticate: Bearer realm="<realm>"`; the detail says
+/// whether the token was missing or wrong (never which token was expected).
+pub fn unauthorized(realm: &'static str, token_was_presented: bool, instance: &str) -> Response {
+    let detail = if token_was_presented {
+        "The bearer token is not valid."
+    } else {
+        "This endpoint needs 'Authorization: Bearer <token>'."
+    };
+    let mut response = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+        .with_detail(detail)
+        .with_instance(instance)
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!(r#"Bearer realm="{realm}""#)) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_bearer_scheme_is_read() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer s3cret "));
+        assert_eq!(presented(&headers), Some("s3cret"));
+    }
+
+    #[test]
+    fn equal_secrets_compare_equal_and_others_do_not() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

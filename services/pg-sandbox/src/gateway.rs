@@ -1,0 +1,411 @@
+//! The sandbox's ledger: payments, idempotency records and the behaviour
+//! knobs. Everything lives in one mutex-guarded map; a sandbox serves demos
+//! and tests, not thousands of merchants.
+//!
+//! Idempotency works as at real gateways: the first answer to a key is kept
+//! and replayed for every retry with the same request; the same key with a
+//! different request is refused (422), since it is a client bug.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chassis::Problem;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// How the sandbox misbehaves, on purpose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Behaviour {
+    /// Added before each answer, after the payment is recorded: a slow PG
+    /// still charges, which is what makes client timeouts dangerous.
+    pub latency_ms: u64,
+    /// Share of authorisations declined (0–100).
+    pub decline_percent: u8,
+    /// Share of calls answered 503 before anything is recorded (0–100).
+    pub failure_percent: u8,
+}
+
+impl Behaviour {
+    pub const MAX_LATENCY_MS: u64 = 120_000;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.decline_percent > 100 || self.failure_percent > 100 {
+            return Err("decline_percent and failure_percent are between 0 and 100.".into());
+        }
+        if self.latency_ms > Self::MAX_LATENCY_MS {
+            return Err(format!(
+                "latency_ms is at most {} (two minutes).",
+                Self::MAX_LATENCY_MS
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Approved,
+    Declined,
+    Refunded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payment {
+    pub payment_id: String,
+    /// The merchant's reference (the monolith's order number).
+    pub order_id: String,
+    pub amount: i64,
+    pub status: PaymentStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refunded_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_reason: Option<String>,
+}
+
+/// An answer as it goes on the wire, kept for replays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    /// `application/problem+json` rather than `application/json`.
+    pub problem: bool,
+}
+
+impl Reply {
+    fn payment(status: StatusCode, payment: &Payment) -> Self {
+        Self {
+            status,
+            body: serde_json::to_value(payment).unwrap_or(Value::Null),
+            problem: false,
+        }
+    }
+}
+
+impl From<Problem> for Reply {
+    fn from(problem: Problem) -> Self {
+        Self {
+            status: problem.status,
+            body: serde_json::to_value(&problem).unwrap_or(Value::Null),
+            problem: true,
+        }
+    }
+}
+
+/// What a key was first used for: a retry must ask the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Request {
+    Authorise { order_id: String, amount: i64 },
+    Refund { payment_id: String },
+}
+
+#[derive(Debug)]
+struct Record {
+    request: Request,
+    reply: Reply,
+    /// The payment the call created or changed, for look-ups by key.
+    payment_id: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    payments: HashMap<String, Payment>,
+    by_key: HashMap<String, Record>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    ledger: Mutex<Ledger>,
+    behaviour: Mutex<Behaviour>,
+    calls: Family<CallLabels, Counter>,
+}
+
+impl Gateway {
+    pub fn new(behaviour: Behaviour, registry: &mut Registry) -> Self {
+        let calls = Family::default();
+        registry.register(
+            "pg_sandbox_calls",
+            "Gateway calls by operation and outcome",
+            calls.clone(),
+        );
+        Self {
+            ledger: Mutex::default(),
+            behaviour: Mutex::new(behaviour),
+            calls,
+        }
+    }
+
+    pub fn behaviour(&self) -> Behaviour {
+        *self.behaviour.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) = behaviour;
+    }
+
+    /// Authorises (captures) `amount` for `order_id`.
+    pub fn authorise(&self, key: &str, order_id: &str, amount: i64) -> Reply {
+        let request = Request::Authorise {
+            order_id: order_id.to_owned(),
+            amount,
+        };
+        self.idempotent("authorise", key, request, |ledger, behaviour| {
+            let declined = roll(behaviour.decline_percent);
+            let payment = Payment {
+                payment_id: format!("pay_{}", uuid::Uuid::now_v7().simple()),
+                order_id: order_id.to_owned(),
+                amount,
+                status: if declined {
+                    PaymentStatus::Declined
+                } else {
+                    PaymentStatus::Approved
+                },
+                created_at: OffsetDateTime::now_utc(),
+                refunded_at: None,
+                decline_reason: declined.then(|| "insufficient_funds".to_owned()),
+            };
+            let reply = if declined {
+                Problem::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "card-declined",
+                    "Card declined",
+                )
+                .with_detail("The issuer declined the payment: insufficient_funds.")
+                .with_extension("payment_id", &payment.payment_id)
+                .with_extension("decline_reason", "insufficient_funds")
+                .into()
+            } else {
+                Reply::payment(StatusCode::CREATED, &payment)
+            };
+            let id = payment.payment_id.clone();
+            ledger.payments.insert(id.clone(), payment);
+            (reply, Some(id))
+        })
+    }
+
+    /// Refunds the whole of an approved payment; refunding twice is a no-op.
+    pub fn refund(&self, key: &str, payment_id: &str) -> Reply {
+        let request = Request::Refund {
+            payment_id: payment_id.to_owned(),
+        };
+        self.idempotent("refund", key, request, |ledger, _| {
+            let Some(payment) = ledger.payments.get_mut(payment_id) else {
+                let problem = Problem::not_found(format!("No payment {payment_id}."));
+                return (problem.into(), None);
+            };
+            match payment.status {
+                PaymentStatus::Declined => {
+                    let problem = Problem::new(
+                        StatusCode::CONFLICT,
+                        "not-refundable",
+                        "Payment not refundable",
+                    )
+                    .with_detail("A declined payment was never charged.");
+                    (problem.into(), None)
+                }
+                PaymentStatus::Approved | PaymentStatus::Refunded => {
+                    if payment.status == PaymentStatus::Approved {
+                        payment.status = PaymentStatus::Refunded;
+                        payment.refunded_at = Some(OffsetDateTime::now_utc());
+                    }
+                    (
+                        Reply::payment(StatusCode::OK, payment),
+                        Some(payment_id.to_owned()),
+                    )
+                }
+            }
+        })
+    }
+
+    pub fn payment(&self, payment_id: &str) -> Option<Payment> {
+        self.ledger().payments.get(payment_id).cloned()
+    }
+
+    /// The payment an authorisation with `key` created: how a client that
+    /// timed out learns whether it was charged.
+    pub fn payment_by_key(&self, key: &str) -> Option<Payment> {
+        let ledger = self.ledger();
+        let record = ledger.by_key.get(key)?;
+        matches!(record.request, Request::Authorise { .. })
+            .then_some(())
+            .and(record.payment_id.as_ref())
+            .and_then(|id| ledger.payments.get(id))
+            .cloned()
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // A panic while holding the lock leaves the maps consistent (every
+        // change is a single insert), so a poisoned lock is still usable.
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn idempotent(
+        &self,
+        operation: &'static str,
+        key: &str,
+        request: Request,
+        act: impl FnOnce(&mut Ledger, Behaviour) -> (Reply, Option<String>),
+    ) -> Reply {
+        let behaviour = self.behaviour();
+        let mut ledger = self.ledger();
+        let (reply, outcome) = match ledger.by_key.get(key) {
+            Some(record) if record.request == request => (record.reply.clone(), "replayed"),
+            Some(_) => {
+                let problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "Idempotency key reused",
+                )
+                .with_detail("This Idempotency-Key was used for a different request.");
+                (problem.into(), "key_reused")
+            }
+            None if roll(behaviour.failure_percent) => {
+                let problem = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "gateway-unavailable",
+                    "Gateway unavailable",
+                )
+                .with_detail("The sandbox was told to fail this share of calls.");
+                (problem.into(), "failed")
+            }
+            None => {
+                let (reply, payment_id) = act(&mut ledger, behaviour);
+                ledger.by_key.insert(
+                    key.to_owned(),
+                    Record {
+                        request,
+                        reply: reply.clone(),
+                        payment_id,
+                    },
+                );
+                let outcome = if reply.status.is_success() {
+                    "ok"
+                } else {
+                    "refused"
+                };
+                (reply, outcome)
+            }
+        };
+        self.calls
+            .get_or_create(&CallLabels { operation, outcome })
+            .inc();
+        reply
+    }
+}
+
+fn roll(percent: u8) -> bool {
+    percent > 0 && fastrand::u8(0..100) < percent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(behaviour: Behaviour) -> Gateway {
+        Gateway::new(behaviour, &mut Registry::default())
+    }
+
+    #[test]
+    fn a_retried_authorisation_is_answered_from_the_record() {
+        let pg = gateway(Behaviour::default());
+        let first = pg.authorise("k1", "20261122-000001", 18_000);
+        let again = pg.authorise("k1", "20261122-000001", 18_000);
+        assert_eq!(first.status, StatusCode::CREATED);
+        assert_eq!(first, again);
+        assert_eq!(pg.ledger().payments.len(), 1);
+    }
+
+    #[test]
+    fn a_key_reused_for_another_request_is_refused() {
+        let pg = gateway(Behaviour::default());
+        pg.authorise("k1", "20261122-000001", 18_000);
+        let other = pg.authorise("k1", "20261122-000001", 19_000);
+        assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn declines_are_recorded_and_cannot_be_refunded() {
+        let pg = gateway(Behaviour {
+            decline_percent: 100,
+            ..Behaviour::default()
+        });
+        let reply = pg.authorise("k1", "o1", 1_000);
+        assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+        let payment = pg.payment_by_key("k1").expect("declines are recorded");
+        assert_eq!(payment.status, PaymentStatus::Declined);
+        assert_eq!(
+            pg.refund("r1", &payment.payment_id).status,
+            StatusCode::CONFLICT
+        );
+    }
+
+    #[test]
+    fn failures_record_nothing_so_a_retry_can_succeed() {
+        let pg = gateway(Behaviour {
+            failure_percent: 100,
+            ..Behaviour::default()
+        });
+        assert_eq!(
+            pg.authorise("k1", "o1", 1_000).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(pg.payment_by_key("k1").is_none());
+        pg.set_behaviour(Behaviour::default());
+        assert_eq!(pg.authorise("k1", "o1", 1_000).status, StatusCode::CREATED);
+    }
+
+    #[test]
+    fn refunding_twice_refunds_once() {
+        let pg = gateway(Behaviour::default());
+        pg.authorise("k1", "o1", 1_000);
+        let id = pg.payment_by_key("k1").expect("approved").payment_id;
+        assert_eq!(pg.refund("r1", &id).status, StatusCode::OK);
+        assert_eq!(pg.refund("r2", &id).status, StatusCode::OK);
+        assert_eq!(
+            pg.payment(&id).expect("exists").status,
+            PaymentStatus::Refunded
+        );
+        assert_eq!(pg.refund("r3", "pay_unknown").status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn behaviour_is_validated() {
+        assert!(Behaviour::default().validate().is_ok());
+        for bad in [
+            Behaviour {
+                decline_percent: 101,
+                ..Behaviour::default()
+            },
+            Behaviour {
+                failure_percent: 200,
+                ..Behaviour::default()
+            },
+            Behaviour {
+                latency_ms: 120_001,
+                ..Behaviour::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}
