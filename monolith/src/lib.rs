@@ -1,0 +1,236 @@
+//! Baedal, the legacy delivery-ordering monolith the kit strangles.
+//!
+//! Legacy on purpose (docs/patterns/legacy-monolith.md): one process, one
+//! shared database with `tb_` tables and status codes, transaction scripts
+//! instead of a domain model, its own configuration and error handling
+//! rather than the chassis. Correct all the same: every rule is checked,
+//! races are settled by row locks, payments are idempotent.
+//!
+//! Where to start reading:
+//!
+//! - [`orders`]: placing (with payment), cancelling, tracking, history.
+//! - [`fulfilment`]: shop decisions, riders, and the sweeper that retries
+//!   what is owed to customers.
+//! - [`payment`]: the client of the external payment gateway.
+//! - [`shops`]: the catalogue.
+//! - [`api`]: the JSON API, the public contract.
+//! - `migrations/`: the schema and the demo data.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fulfilment;
+pub mod orders;
+pub mod payment;
+pub mod shops;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use config::Config;
+use error::Fail;
+use payment::PaymentGateway;
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub gateway: PaymentGateway,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+}
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    sweep_interval: Duration,
+}
+
+impl Application {
+    /// Connects to the database, brings the schema up to date and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = PgPoolOptions::new()
+            .max_connections(config.db_pool_size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&config.db_url)
+            .await
+            .context("connecting to the legacy database (BAEDAL_DB_URL)")?;
+        sqlx::migrate!("./migrations")
+            .run(&db)
+            .await
+            .context("migrating the legacy database")?;
+        let gateway = PaymentGateway::new(&config.pg_url, &config.pg_api_key, config.pg_timeout);
+        let mut metrics = Metrics::default();
+        let requests = metrics.requests.clone();
+        metrics.registry.register(
+            "baedal_http_requests",
+            "HTTP requests by method and status",
+            requests,
+        );
+        let state = AppState {
+            db,
+            gateway,
+            metrics: std::sync::Arc::new(metrics),
+        };
+        let listener = TcpListener::bind(SocketAddr::new(config.host, config.port))
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        Ok(Self {
+            listener,
+            router: router(state.clone()),
+            state,
+            sweep_interval: config.sweep_interval,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub fn db(&self) -> PgPool {
+        self.state.db.clone()
+    }
+
+    /// Serves until `shutdown`, with the sweeper running beside.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let sweeper = tokio::spawn(sweep_forever(self.state.clone(), self.sweep_interval));
+        tracing::info!(address = ?self.listener.local_addr(), "Baedal listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        sweeper.abort();
+        Ok(())
+    }
+}
+
+async fn sweep_forever(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match fulfilment::sweep(&state.db, &state.gateway).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(payments = n, "sweeper retried owed payments"),
+            Err(fail) => tracing::warn!(?fail, "sweep failed"),
+        }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::router())
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            Fail::not_found("not-found", "Not Found", "No such page or endpoint.")
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_and_shape_errors,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match sqlx::query("SELECT 1").execute(&state.db).await {
+        Ok(_) => "ready".into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready: database unreachable");
+            Fail::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+                .detail("The database is unreachable.")
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).is_err() {
+        return Fail::internal().into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Counts every response, and gives the bare errors axum produces itself
+/// (405 and the like) the problem shape every other error has.
+async fn count_and_shape_errors(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: status.as_u16(),
+        })
+        .inc();
+    let typed = response.headers().contains_key(header::CONTENT_TYPE);
+    if (status.is_client_error() || status.is_server_error()) && !typed {
+        let title = status.canonical_reason().unwrap_or("Error");
+        let mut shaped = Fail::new(status, "http-error", "HTTP error")
+            .detail(title)
+            .into_response();
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_LENGTH {
+                shaped.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        return shaped;
+    }
+    response
+}
