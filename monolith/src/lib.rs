@@ -13,7 +13,7 @@
 //!   what is owed to customers.
 //! - [`payment`]: the client of the external payment gateway.
 //! - [`shops`]: the catalogue.
-//! - [`api`]: the JSON API, the public contract.
+//! - [`api`]: the JSON API, the public contract; [`pages`]: the HTML pages.
 //! - `migrations/`: the schema and the demo data.
 
 pub mod api;
@@ -21,7 +21,9 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fulfilment;
+pub mod openapi;
 pub mod orders;
+pub mod pages;
 pub mod payment;
 pub mod shops;
 
@@ -51,6 +53,31 @@ use error::Fail;
 use payment::PaymentGateway;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The demo data, as the second migration loads it.
+const DEMO_DATA: &str = include_str!("../migrations/0002_demo_seed.sql");
+
+/// Brings the schema up to date, then replaces every row with the demo data
+/// (`make seed`). Orders, payments and deliveries are deleted.
+pub async fn reseed(db_url: &str) -> anyhow::Result<()> {
+    let db = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db_url)
+        .await
+        .context("connecting to the legacy database (BAEDAL_DB_URL)")?;
+    sqlx::migrate!("./migrations").run(&db).await?;
+    let mut tx = db.begin().await?;
+    sqlx::raw_sql(
+        "TRUNCATE tb_idem_req, tb_delivery, tb_payment, tb_order_item, tb_order,
+                  tb_rider, tb_menu, tb_shop, tb_member RESTART IDENTITY;
+         ALTER SEQUENCE sq_ord_no RESTART;",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::raw_sql(DEMO_DATA).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -157,6 +184,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
+        .merge(pages::router())
+        .merge(openapi::router())
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))

@@ -1,5 +1,6 @@
 //! `monolith`: Baedal. Settings from `BAEDAL_*` (see `config.rs`), logs to
-//! standard output, serves until SIGTERM or Ctrl-C.
+//! standard output, serves until SIGTERM or Ctrl-C. `monolith seed` resets
+//! the database to the demo data instead (`make seed`).
 
 use monolith::Application;
 use monolith::config::Config;
@@ -13,6 +14,17 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => {}
+        Some("seed") => {
+            monolith::reseed(&config.db_url).await?;
+            tracing::info!("the legacy database holds the demo data again");
+            return Ok(());
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `monolith` or `monolith seed`")
+        }
+    }
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown()).await
 }

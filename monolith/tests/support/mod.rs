@@ -11,6 +11,7 @@ use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
+use tokio::sync::oneshot;
 
 pub const API_KEY: &str = "test-merchant-key";
 
@@ -19,6 +20,9 @@ pub struct Baedal {
     pub url: String,
     pub db: PgPool,
     pub http: Client,
+    /// Dropped with the test: Baedal shuts down and lets go of the test
+    /// database, which `#[sqlx::test]` then drops.
+    _stop: oneshot::Sender<()>,
 }
 
 /// Starts the payment sandbox in-process; returns its URL.
@@ -64,11 +68,15 @@ impl Baedal {
         let app = Application::build(config).await.expect("Baedal builds");
         let url = format!("http://127.0.0.1:{}", app.port());
         let db = app.db();
-        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
         Self {
             url,
             db,
             http: Client::new(),
+            _stop: stop,
         }
     }
 
