@@ -8,7 +8,7 @@ STACK := infra/local/stack.sh
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean infra bench seed
+.PHONY: help up down status logs test lint fmt clean infra bench seed redrive
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ logs: ## show the last lines of every log in .run/logs (LINES=n for more)
 
 infra: ## start only PostgreSQL and RabbitMQ (what the tests need)
 	@bash $(STACK) infra
+
+redrive: infra ## move dead letters back: make redrive QUEUE=<consumer>.<purpose> [LIMIT=n]
+	@test -n "$(QUEUE)" || { echo "usage: make redrive QUEUE=<consumer>.<purpose> [LIMIT=n]"; exit 2; }
+	@$(WITH_STACK_ENV) cargo run --quiet -p chassis --bin redrive -- "$(QUEUE)" $(if $(LIMIT),--limit $(LIMIT))
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed

@@ -16,6 +16,8 @@
 //!   W3C `traceparent` header.
 //! - [`health`]: readiness checks, and [`db`] for the PostgreSQL pool and its
 //!   check.
+//! - [`messaging`]: RabbitMQ topology, the transactional outbox and its
+//!   relay, the idempotent consumer with retries and dead letters.
 //!
 //! The monolith does not use the chassis on purpose: it is the legacy system.
 
@@ -24,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod messaging;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

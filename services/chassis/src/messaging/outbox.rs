@@ -1,0 +1,433 @@
+//! The transactional outbox: a service writes its state change and the
+//! events announcing it in one local transaction; the [`Relay`] publishes
+//! them afterwards. No event is lost (it is in the database until the
+//! broker confirms it) and none is announced for a change that rolled back.
+//!
+//! Pattern: transactional outbox — docs/patterns/reliable-messaging.md.
+//!
+//! The relay claims a batch with `FOR UPDATE SKIP LOCKED` (several relays
+//! share the work and never publish the same row at once), publishes the
+//! whole batch with publisher confirms in flight together, marks the rows
+//! the broker confirmed, and commits. A relay that dies before it commits
+//! leaves its rows unpublished: they go out again, and the consumers'
+//! inbox drops the duplicate. It wakes on `NOTIFY outbox` and also polls,
+//! and it reconnects to RabbitMQ and PostgreSQL on its own.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use contracts::{Envelope, IntegrationEvent};
+use lapin::PublisherConfirm;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, Connection};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::{MessagingError, amqp};
+
+/// The outbox table, its index and the NOTIFY trigger. Idempotent: a
+/// producer runs it at start-up after its own migrations (see
+/// [`install`]); ADR 0006 says why it is not a sqlx migration.
+pub const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS outbox (
+    id            bigserial    PRIMARY KEY,
+    message_id    uuid         NOT NULL UNIQUE,
+    event_name    text         NOT NULL,
+    aggregate_id  text         NOT NULL,
+    envelope      jsonb        NOT NULL,
+    payload       jsonb        NOT NULL,
+    occurred_at   timestamptz  NOT NULL DEFAULT now(),
+    published_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outbox', '');
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS outbox_notify ON outbox;
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+";
+
+/// Creates the outbox if it is missing.
+pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
+    // One statement batch in one transaction; a lock keeps two instances
+    // starting at once from racing on the trigger.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7236100011)")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds `event` to the outbox inside the caller's transaction: it is
+/// published if and only if that transaction commits.
+pub async fn write<E: IntegrationEvent>(
+    tx: &mut PgConnection,
+    envelope: &Envelope,
+    event: &E,
+) -> Result<(), MessagingError> {
+    if envelope.event_name != E::NAME {
+        return Err(MessagingError::Invalid(format!(
+            "envelope names {} but the event is {}",
+            envelope.event_name,
+            E::NAME
+        )));
+    }
+    let payload =
+        serde_json::to_value(event).map_err(|e| MessagingError::Invalid(e.to_string()))?;
+    let envelope_json =
+        serde_json::to_value(envelope).map_err(|e| MessagingError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, event_name, aggregate_id, envelope, payload, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(envelope.message_id)
+    .bind(E::NAME)
+    .bind(event.aggregate_id())
+    .bind(envelope_json)
+    .bind(payload)
+    .bind(envelope.occurred_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The longest a batch may take from claim to commit.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Where events go (`delivery.events`; tests use their own).
+    pub exchange: String,
+    /// Rows claimed and published together.
+    pub batch_size: i64,
+    /// The longest wait between two looks at the table when no NOTIFY comes.
+    pub poll_interval: Duration,
+    /// Published rows older than this are deleted.
+    pub retention: Duration,
+    /// The connection name shown in the RabbitMQ management UI.
+    pub name: String,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            exchange: contracts::EXCHANGE.to_owned(),
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            name: "outbox-relay".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayMetrics {
+    backlog: Gauge,
+    oldest_age_seconds: Gauge,
+    published: Counter,
+    confirms_failed: Counter,
+    publish_latency: Histogram,
+}
+
+impl RelayMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        let r = registry.sub_registry_with_prefix("outbox");
+        r.register(
+            "backlog",
+            "Events not yet published",
+            metrics.backlog.clone(),
+        );
+        r.register(
+            "oldest_unpublished_age_seconds",
+            "Age of the oldest unpublished event",
+            metrics.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "published",
+            "Events the broker confirmed",
+            metrics.published.clone(),
+        );
+        r.register(
+            "confirms_failed",
+            "Publishes the broker nacked or never confirmed",
+            metrics.confirms_failed.clone(),
+        );
+        r.register(
+            "publish_latency_seconds",
+            "From publishing a batch to the broker's last confirm",
+            metrics.publish_latency.clone(),
+        );
+        metrics
+    }
+
+    pub fn unregistered() -> Self {
+        Self {
+            backlog: Gauge::default(),
+            oldest_age_seconds: Gauge::default(),
+            published: Counter::default(),
+            confirms_failed: Counter::default(),
+            publish_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+        }
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.get()
+    }
+}
+
+/// A claimed batch: the rows stay locked until the transaction ends.
+#[derive(Debug)]
+pub struct Batch {
+    tx: Transaction<'static, Postgres>,
+    rows: Vec<Row>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    id: i64,
+    event_name: String,
+    envelope: serde_json::Value,
+    payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pool: PgPool,
+    amqp_url: String,
+    settings: RelaySettings,
+    metrics: RelayMetrics,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        amqp_url: &str,
+        settings: RelaySettings,
+        metrics: RelayMetrics,
+    ) -> Self {
+        Self {
+            pool,
+            amqp_url: amqp_url.to_owned(),
+            settings,
+            metrics,
+        }
+    }
+
+    /// Opens a connection and a confirm-mode channel, with the exchange declared.
+    pub async fn open_channel(&self) -> Result<(Connection, Channel), MessagingError> {
+        let connection = amqp::connect(&self.amqp_url, &self.settings.name).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        super::topology::declare_exchange(&channel, &self.settings.exchange).await?;
+        Ok((connection, channel))
+    }
+
+    /// Locks the oldest unpublished rows (skipping rows another relay holds).
+    pub async fn claim(&self) -> Result<Batch, MessagingError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as(
+            "SELECT id, event_name, envelope, payload FROM outbox
+             WHERE published_at IS NULL ORDER BY id
+             LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Batch { tx, rows })
+    }
+
+    /// Publishes the batch with every confirm in flight at once (in id
+    /// order, so one relay keeps each aggregate's order); returns the ids
+    /// the broker confirmed.
+    pub async fn publish(
+        &self,
+        channel: &Channel,
+        batch: &Batch,
+    ) -> Result<Vec<i64>, MessagingError> {
+        let started = Instant::now();
+        let mut pending: Vec<(i64, PublisherConfirm)> = Vec::with_capacity(batch.rows.len());
+        for row in &batch.rows {
+            let envelope: Envelope = serde_json::from_value(row.envelope.clone())
+                .map_err(|e| MessagingError::Invalid(format!("outbox row {}: {e}", row.id)))?;
+            let body = serde_json::to_vec(&row.payload)
+                .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+            let confirm = channel
+                .basic_publish(
+                    self.settings.exchange.as_str().into(),
+                    row.event_name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    amqp::properties(&envelope),
+                )
+                .await?;
+            pending.push((row.id, confirm));
+        }
+        let mut confirmed = Vec::with_capacity(pending.len());
+        for (id, confirm) in pending {
+            match confirm.await {
+                Ok(confirmation) if confirmation.is_ack() => confirmed.push(id),
+                Ok(_) => {
+                    self.metrics.confirms_failed.inc();
+                    tracing::warn!(id, "the broker nacked an event; it stays in the outbox");
+                }
+                Err(error) => {
+                    self.metrics.confirms_failed.inc();
+                    return Err(error.into());
+                }
+            }
+        }
+        if !batch.rows.is_empty() {
+            self.metrics
+                .publish_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(confirmed)
+    }
+
+    /// Marks the confirmed rows published and releases the batch.
+    pub async fn mark(&self, mut batch: Batch, confirmed: &[i64]) -> Result<(), MessagingError> {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(confirmed)
+            .execute(&mut *batch.tx)
+            .await?;
+        batch.tx.commit().await?;
+        self.metrics.published.inc_by(confirmed.len() as u64);
+        Ok(())
+    }
+
+    /// One claim → publish → mark round; returns how many rows it saw.
+    pub async fn relay_once(&self, channel: &Channel) -> Result<usize, MessagingError> {
+        let batch = self.claim().await?;
+        let seen = batch.len();
+        if seen > 0 {
+            let confirmed = self.publish(channel, &batch).await?;
+            self.mark(batch, &confirmed).await?;
+        }
+        Ok(seen)
+    }
+
+    async fn measure_backlog(&self) -> Result<(), MessagingError> {
+        let (count, age): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(occurred_at))::float8
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        self.metrics.backlog.set(count);
+        #[allow(clippy::cast_possible_truncation)] // whole seconds are enough
+        self.metrics
+            .oldest_age_seconds
+            .set(age.unwrap_or(0.0) as i64);
+        Ok(())
+    }
+
+    /// Deletes published rows past the retention period.
+    pub async fn prune(&self) -> Result<u64, MessagingError> {
+        let deleted = sqlx::query(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+        )
+        .bind(self.settings.retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    /// Relays until `shutdown`, reconnecting after any failure.
+    pub async fn run<F: Future<Output = ()> + Send>(self, shutdown: F) {
+        tokio::pin!(shutdown);
+        let mut failures = 0_u32;
+        loop {
+            let round = async {
+                let (connection, channel) = self.open_channel().await?;
+                tracing::info!(exchange = %self.settings.exchange, "outbox relay connected");
+                let mut listener = match PgListener::connect_with(&self.pool).await {
+                    Ok(mut listener) => listener.listen("outbox").await.map(|()| listener).ok(),
+                    Err(_) => None,
+                };
+                let result = self
+                    .relay_connected(&channel, &mut listener, &mut failures)
+                    .await;
+                let _ = connection.close(200, "relay stopping".into()).await;
+                result
+            };
+            tokio::select! {
+                result = round => {
+                    if let Err(error) = result {
+                        failures += 1;
+                        tracing::warn!(%error, failures, "outbox relay interrupted; reconnecting");
+                        tokio::select! {
+                            () = tokio::time::sleep(amqp::backoff(failures)) => {}
+                            () = &mut shutdown => return,
+                        }
+                    }
+                }
+                () = &mut shutdown => return,
+            }
+        }
+    }
+
+    async fn relay_connected(
+        &self,
+        channel: &Channel,
+        listener: &mut Option<PgListener>,
+        failures: &mut u32,
+    ) -> Result<(), MessagingError> {
+        let mut last_prune = Instant::now();
+        loop {
+            // A connection that dies mid-batch may leave a confirm pending
+            // for ever; the batch is abandoned (and goes out again) instead.
+            let seen = tokio::time::timeout(PUBLISH_DEADLINE, self.relay_once(channel))
+                .await
+                .map_err(|_| MessagingError::Invalid("no confirms within the deadline".into()))??;
+            *failures = 0;
+            if usize::try_from(self.settings.batch_size).is_ok_and(|size| seen >= size) {
+                continue; // more is waiting
+            }
+            if let Err(error) = self.measure_backlog().await {
+                tracing::debug!(%error, "cannot measure the outbox backlog");
+            }
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                last_prune = Instant::now();
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned published outbox rows"),
+                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
+                }
+            }
+            match listener {
+                Some(l) => {
+                    let woke = tokio::time::timeout(self.settings.poll_interval, l.recv()).await;
+                    if let Ok(Err(error)) = woke {
+                        tracing::debug!(%error, "outbox listener lost; polling until it is back");
+                        *listener = None;
+                    }
+                }
+                None => tokio::time::sleep(self.settings.poll_interval).await,
+            }
+        }
+    }
+}

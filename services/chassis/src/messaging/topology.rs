@@ -1,0 +1,167 @@
+//! Where messages go. One topic exchange (`delivery.events`); each consumer
+//! owns a durable quorum queue `<consumer>.<purpose>` bound to the events it
+//! wants, plus two queues beside it:
+//!
+//! - `<queue>.retry`: a failed message waits here for its back-off (a
+//!   per-message TTL that doubles with each attempt), then dead-letters back
+//!   to the queue;
+//! - `<queue>.dlq`: messages that failed every attempt, could not be
+//!   decoded, or were delivered more than `delivery_limit` times (a message
+//!   that crashes its consumer) wait here for a person and a re-drive.
+//!
+//! Declaring is idempotent: the same spec can be declared by every
+//! instance at every start. Changing a queue's arguments later needs the
+//! queue deleted first (RabbitMQ refuses a redeclaration that differs).
+
+use std::time::Duration;
+
+use lapin::Channel;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+
+use super::MessagingError;
+
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    /// `<consumer>.<purpose>`.
+    pub name: String,
+    /// The exchange the bindings are on.
+    pub exchange: String,
+    /// Routing keys (event names, `*` and `#` allowed).
+    pub bindings: Vec<String>,
+    /// Tries in all before a failing message goes to the DLQ.
+    pub max_attempts: u32,
+    /// The first back-off; each later one doubles, up to `max_retry_delay`.
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    /// Deliveries the broker allows before dead-lettering on its own.
+    pub delivery_limit: u32,
+}
+
+impl QueueSpec {
+    pub fn new(consumer: &str, purpose: &str, bindings: &[&str]) -> Self {
+        Self {
+            name: format!("{consumer}.{purpose}"),
+            exchange: contracts::EXCHANGE.to_owned(),
+            bindings: bindings.iter().map(|b| (*b).to_owned()).collect(),
+            max_attempts: 5,
+            retry_delay: Duration::from_millis(500),
+            max_retry_delay: Duration::from_secs(30),
+            delivery_limit: 20,
+        }
+    }
+
+    pub fn on_exchange(mut self, exchange: &str) -> Self {
+        exchange.clone_into(&mut self.exchange);
+        self
+    }
+
+    pub fn retry_queue(&self) -> String {
+        format!("{}.retry", self.name)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+
+    /// The wait before attempt `attempt + 1` (after `attempt` failures).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 1_u32 << attempt.saturating_sub(1).min(16);
+        self.retry_delay
+            .saturating_mul(factor)
+            .min(self.max_retry_delay)
+    }
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.as_bytes().to_vec().into())
+}
+
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), MessagingError> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Declares the exchange, the queue with its bindings, its retry queue and
+/// its dead-letter queue.
+pub async fn declare(channel: &Channel, spec: &QueueSpec) -> Result<(), MessagingError> {
+    declare_exchange(channel, &spec.exchange).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut dlq_args = FieldTable::default();
+    dlq_args.insert("x-queue-type".into(), text("quorum"));
+    channel
+        .queue_declare(spec.dead_letter_queue().as_str().into(), durable, dlq_args)
+        .await?;
+
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("quorum"));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(i32::try_from(spec.delivery_limit).unwrap_or(i32::MAX)),
+    );
+    args.insert("x-dead-letter-exchange".into(), text(""));
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        text(&spec.dead_letter_queue()),
+    );
+    channel
+        .queue_declare(spec.name.as_str().into(), durable, args)
+        .await?;
+
+    // Classic: per-message TTL (the growing back-off) is what it does best.
+    let mut retry_args = FieldTable::default();
+    retry_args.insert("x-dead-letter-exchange".into(), text(""));
+    retry_args.insert("x-dead-letter-routing-key".into(), text(&spec.name));
+    channel
+        .queue_declare(spec.retry_queue().as_str().into(), durable, retry_args)
+        .await?;
+
+    for binding in &spec.bindings {
+        channel
+            .queue_bind(
+                spec.name.as_str().into(),
+                spec.exchange.as_str().into(),
+                binding.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_convention() {
+        let spec = QueueSpec::new("order-history", "orders", &["ordering.order.*.v1"]);
+        assert_eq!(spec.name, "order-history.orders");
+        assert_eq!(spec.retry_queue(), "order-history.orders.retry");
+        assert_eq!(spec.dead_letter_queue(), "order-history.orders.dlq");
+        assert_eq!(spec.exchange, "delivery.events");
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_the_cap() {
+        let spec = QueueSpec::new("c", "p", &[]);
+        assert_eq!(spec.delay_after(1), Duration::from_millis(500));
+        assert_eq!(spec.delay_after(2), Duration::from_secs(1));
+        assert_eq!(spec.delay_after(3), Duration::from_secs(2));
+        assert_eq!(spec.delay_after(30), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,452 @@
+//! Reliable messaging against the real broker and database: the outbox
+//! relay, the idempotent consumer, retries, dead letters and re-drive.
+//! Each test has its own database, exchange and queues. A broker outage is
+//! played by a TCP relay the test cuts (every connection dropped, new ones
+//! refused), so other tests keep their broker; see docs/adr/0006.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chassis::messaging::consumer::{
+    self, Consumer, ConsumerMetrics, Handler, HandlerError, HandlerFuture, Message,
+};
+use chassis::messaging::outbox::{self, Relay, RelayMetrics, RelaySettings};
+use chassis::messaging::redrive::redrive;
+use chassis::messaging::topology::QueueSpec;
+use chassis::messaging::{amqp, topology};
+use contracts::{Envelope, IntegrationEvent, Origin};
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use support::Relay as TcpRelay;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Counted {
+    aggregate: String,
+    seq: u32,
+    /// `ok`, `flaky` (fails twice) or `broken` (fails until fixed).
+    behaviour: String,
+}
+
+impl IntegrationEvent for Counted {
+    const NAME: &'static str = "test.counter.counted.v1";
+    fn aggregate_id(&self) -> String {
+        self.aggregate.clone()
+    }
+}
+
+/// Applies `Counted` as one row in `effects`, with no unique key: a message
+/// applied twice would show as two rows.
+#[derive(Clone, Default)]
+struct RecordEffect {
+    fixed: Arc<AtomicBool>,
+    traces: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for RecordEffect {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let event: Counted = message.decode()?;
+            match event.behaviour.as_str() {
+                "flaky" if message.attempt < 3 => return Err(HandlerError::Retry("flaky".into())),
+                "broken" if !self.fixed.load(Ordering::SeqCst) => {
+                    return Err(HandlerError::Retry("broken until fixed".into()));
+                }
+                _ => {}
+            }
+            self.traces
+                .lock()
+                .expect("traces lock")
+                .push(message.trace.trace_id());
+            sqlx::query(
+                "INSERT INTO effects (message_id, aggregate, seq, attempt) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(message.envelope.message_id)
+            .bind(&event.aggregate)
+            .bind(i64::from(event.seq))
+            .bind(i64::from(message.attempt))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+struct Harness {
+    pool: PgPool,
+    url: String,
+    exchange: String,
+    queue: QueueSpec,
+    consumer_metrics: ConsumerMetrics,
+    relay_metrics: RelayMetrics,
+    stop: watch::Sender<bool>,
+}
+
+fn broker_url() -> String {
+    std::env::var("KIT_AMQP_URL").expect("KIT_AMQP_URL (make test sets it)")
+}
+
+/// The broker URL with its port replaced.
+fn through(url: &str, port: u16) -> String {
+    let (head, rest) = url.rsplit_once('@').expect("a URL with credentials");
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    format!("{head}@127.0.0.1:{port}/{path}")
+}
+
+fn broker_port(url: &str) -> u16 {
+    let (_, rest) = url.rsplit_once('@').expect("a URL with credentials");
+    let host_port = rest.split('/').next().expect("host and port");
+    host_port
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}
+
+impl Harness {
+    async fn new(pool: PgPool, url: String) -> Self {
+        outbox::install(&pool).await.expect("outbox installs");
+        consumer::install(&pool).await.expect("inbox installs");
+        sqlx::query(
+            "CREATE TABLE effects (id bigserial PRIMARY KEY, message_id uuid NOT NULL,
+             aggregate text NOT NULL, seq bigint NOT NULL, attempt bigint NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .expect("effects table");
+        let id = Uuid::new_v4().simple().to_string();
+        let exchange = format!("test.events.{id}");
+        let mut queue = QueueSpec::new(&format!("test-{id}"), "counter", &[Counted::NAME])
+            .on_exchange(&exchange);
+        queue.max_attempts = 3;
+        queue.retry_delay = Duration::from_millis(100);
+        // Declared before anything is published: events published while no
+        // queue is bound are dropped by the exchange, as pub/sub does.
+        let connection = amqp::connect(&url, "test-setup").await.expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        topology::declare(&channel, &queue).await.expect("declare");
+        let _ = connection.close(200, "declared".into()).await;
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info,lapin=warn")
+            .try_init();
+        let (stop, _) = watch::channel(false);
+        Self {
+            pool,
+            url,
+            exchange,
+            queue,
+            consumer_metrics: ConsumerMetrics::unregistered(),
+            relay_metrics: RelayMetrics::unregistered(),
+            stop,
+        }
+    }
+
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.subscribe();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }
+
+    fn relay(&self, batch_size: i64) -> Relay {
+        let settings = RelaySettings {
+            exchange: self.exchange.clone(),
+            batch_size,
+            poll_interval: Duration::from_millis(200),
+            name: "test-relay".into(),
+            ..RelaySettings::default()
+        };
+        Relay::new(
+            self.pool.clone(),
+            &self.url,
+            settings,
+            self.relay_metrics.clone(),
+        )
+    }
+
+    fn spawn_relay(&self, batch_size: i64) {
+        tokio::spawn(self.relay(batch_size).run(self.stopped()));
+    }
+
+    fn consumer_name(&self) -> String {
+        self.queue.name.clone()
+    }
+
+    fn spawn_consumer(&self, handler: RecordEffect) {
+        let consumer = Consumer::new(
+            &self.consumer_name(),
+            self.pool.clone(),
+            &self.url,
+            self.queue.clone(),
+            self.consumer_metrics.clone(),
+        );
+        tokio::spawn(consumer.run(handler, self.stopped()));
+    }
+
+    /// Writes `count` events over `aggregates` aggregates, in transactions of 500.
+    async fn write(&self, count: u32, aggregates: u32, behaviour: &str) {
+        let mut written = 0;
+        while written < count {
+            let mut tx = self.pool.begin().await.expect("begin");
+            for _ in 0..500.min(count - written) {
+                let event = Counted {
+                    aggregate: format!("agg-{}", written % aggregates),
+                    seq: written / aggregates,
+                    behaviour: behaviour.into(),
+                };
+                let envelope = Envelope::new(Counted::NAME, "chassis-tests", Origin::New)
+                    .with_traceparent(TRACEPARENT);
+                outbox::write(&mut tx, &envelope, &event)
+                    .await
+                    .expect("outbox write");
+                written += 1;
+            }
+            tx.commit().await.expect("commit");
+        }
+    }
+
+    async fn effects(&self) -> (i64, i64) {
+        sqlx::query_as("SELECT count(*), count(DISTINCT message_id) FROM effects")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count effects")
+    }
+
+    async fn dlq_depth(&self) -> u32 {
+        let connection = amqp::connect(&broker_url(), "test-dlq-depth")
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                self.queue.dead_letter_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the DLQ exists");
+        queue.message_count()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Polls `probe` until it returns true or `seconds` pass.
+async fn eventually<F, Fut>(seconds: u64, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn ten_thousand_events_survive_a_broker_outage_and_apply_exactly_once(pool: PgPool) {
+    let broker = broker_url();
+    let relay = TcpRelay::start(("127.0.0.1".to_owned(), broker_port(&broker))).await;
+    let harness = Harness::new(pool, through(&broker, relay.port)).await;
+    harness.spawn_consumer(RecordEffect::default());
+    harness.spawn_relay(500);
+    harness.write(10_000, 50, "ok").await;
+
+    eventually(60, "the first 2,000 effects", || async {
+        harness.effects().await.0 >= 2_000
+    })
+    .await;
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.restore();
+
+    eventually(180, "all 10,000 effects", || async {
+        harness.effects().await.0 >= 10_000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        harness.effects().await,
+        (10_000, 10_000),
+        "each event applied exactly once"
+    );
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&harness.pool)
+            .await
+            .expect("count");
+    assert_eq!(unpublished, 0);
+    let name = harness.consumer_name();
+    assert_eq!(harness.consumer_metrics.handled(&name), 10_000);
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_event_published_but_never_marked_is_delivered_again_and_applied_once(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    let handler = RecordEffect::default();
+    harness.spawn_consumer(handler.clone());
+    harness.write(1, 1, "ok").await;
+
+    // A relay that dies after the broker confirmed, before it marked the row.
+    let crashing = harness.relay(10);
+    let (_connection, channel) = crashing.open_channel().await.expect("channel");
+    let batch = crashing.claim().await.expect("claim");
+    let confirmed = crashing.publish(&channel, &batch).await.expect("publish");
+    assert_eq!(confirmed.len(), 1);
+    drop(batch);
+
+    harness.spawn_relay(10);
+    let name = harness.consumer_name();
+    eventually(30, "the redelivery", || async {
+        harness.consumer_metrics.duplicates(&name) >= 1
+    })
+    .await;
+    assert_eq!(harness.effects().await, (1, 1));
+    // The consumer's span continued the producer's trace.
+    let traces = handler.traces.lock().expect("traces").clone();
+    assert_eq!(traces, vec!["4bf92f3577b34da6a3ce929d0e0e4736".to_owned()]);
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_relays_on_one_outbox_publish_every_event(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.spawn_consumer(RecordEffect::default());
+    harness.write(3_000, 30, "ok").await;
+    harness.spawn_relay(100);
+    harness.spawn_relay(100);
+    eventually(60, "all 3,000 effects", || async {
+        harness.effects().await.0 >= 3_000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(harness.effects().await, (3_000, 3_000));
+}
+
+#[sqlx::test(migrations = false)]
+async fn one_relay_keeps_each_aggregates_order(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.spawn_consumer(RecordEffect::default());
+    harness.write(1_000, 10, "ok").await;
+    harness.spawn_relay(100);
+    eventually(60, "all 1,000 effects", || async {
+        harness.effects().await.0 >= 1_000
+    })
+    .await;
+    let out_of_order: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT seq < lag(seq) OVER (PARTITION BY aggregate ORDER BY id) AS backwards FROM effects
+         ) s WHERE backwards",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .expect("order check");
+    assert_eq!(out_of_order, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn failures_retry_then_dead_letter_and_redrive_brings_them_back(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    let handler = RecordEffect::default();
+    harness.spawn_consumer(handler.clone());
+    harness.spawn_relay(10);
+    harness.write(1, 1, "flaky").await;
+    harness.write(1, 1, "broken").await;
+
+    // An undecodable message, straight onto the queue.
+    let connection = amqp::connect(&broker_url(), "test-garbage")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology::declare(&channel, &harness.queue)
+        .await
+        .expect("declare");
+    channel
+        .basic_publish(
+            "".into(),
+            harness.queue.name.as_str().into(),
+            BasicPublishOptions::default(),
+            b"not json at all",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+
+    let name = harness.consumer_name();
+    eventually(
+        30,
+        "the flaky event applied and two dead letters",
+        || async {
+            harness.effects().await.0 == 1 && harness.consumer_metrics.dead_lettered(&name) == 2
+        },
+    )
+    .await;
+    let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM effects")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("the flaky effect");
+    assert_eq!(attempt, 3, "failed twice, applied on the third attempt");
+    assert_eq!(
+        harness.consumer_metrics.retried(&name),
+        2 + 2,
+        "flaky twice, broken twice"
+    );
+    eventually(10, "two messages in the DLQ", || async {
+        harness.dlq_depth().await == 2
+    })
+    .await;
+
+    handler.fixed.store(true, Ordering::SeqCst);
+    let moved = redrive(&broker_url(), &harness.queue.name, None)
+        .await
+        .expect("redrive");
+    assert_eq!(moved, 2);
+    eventually(30, "the fixed event applied", || async {
+        harness.effects().await.0 == 2
+    })
+    .await;
+    // The garbage is still garbage: back in the DLQ.
+    eventually(10, "the garbage back in the DLQ", || async {
+        harness.dlq_depth().await == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_broker_check_follows_the_broker() {
+    use chassis::health::ReadinessCheck;
+    let broker = broker_url();
+    let relay = TcpRelay::start(("127.0.0.1".to_owned(), broker_port(&broker))).await;
+    let check = amqp::BrokerCheck::new(through(&broker, relay.port));
+    assert_eq!(check.name(), "rabbitmq");
+    assert_eq!(check.check().await, Ok(()));
+    relay.cut();
+    let down = check.check().await.expect_err("the broker is unreachable");
+    assert!(down.starts_with("cannot connect"), "{down}");
+    assert!(
+        !down.contains("amqp://"),
+        "no URL (and no password) in {down}"
+    );
+    relay.restore();
+    assert_eq!(check.check().await, Ok(()));
+}

@@ -1,0 +1,153 @@
+//! Facts of the ordering context (the new ordering service).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{IntegrationEvent, Won};
+
+/// One line of an order, priced when it was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub menu_id: i64,
+    /// The menu item's name when ordered.
+    pub name: String,
+    pub unit_price: Won,
+    pub quantity: u32,
+}
+
+/// `ordering.order.placed.v1`: a member placed an order (not yet paid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    /// The public order number, `YYYYMMDD-NNNNNN`.
+    pub order_no: String,
+    pub member_id: i64,
+    pub shop_id: i64,
+    pub lines: Vec<OrderLine>,
+    /// Sum of the lines, computed by ordering from current prices.
+    pub total_amount: Won,
+    pub delivery_address: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub placed_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for OrderPlaced {
+    const NAME: &'static str = "ordering.order.placed.v1";
+    fn aggregate_id(&self) -> String {
+        self.order_no.clone()
+    }
+}
+
+/// `ordering.order.paid.v1`: the payment gateway authorised the total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaid {
+    pub order_no: String,
+    pub amount: Won,
+    /// The gateway's id for the payment.
+    pub payment_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub paid_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for OrderPaid {
+    const NAME: &'static str = "ordering.order.paid.v1";
+    fn aggregate_id(&self) -> String {
+        self.order_no.clone()
+    }
+}
+
+/// Why an order was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The member cancelled before the shop accepted.
+    Member,
+    /// The gateway declined the payment.
+    PaymentDeclined,
+    /// The gateway did not answer; any charge was released.
+    PaymentFailed,
+}
+
+/// `ordering.order.cancelled.v1`: the order will not be fulfilled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_no: String,
+    pub reason: CancelReason,
+    /// Whether money is (being) given back.
+    pub refunded: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub cancelled_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for OrderCancelled {
+    const NAME: &'static str = "ordering.order.cancelled.v1";
+    fn aggregate_id(&self) -> String {
+        self.order_no.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn order_placed_json_is_pinned() {
+        let event = OrderPlaced {
+            order_no: "20261122-000123".into(),
+            member_id: 3,
+            shop_id: 4,
+            lines: vec![OrderLine {
+                menu_id: 31,
+                name: "후라이드".into(),
+                unit_price: 18_500,
+                quantity: 2,
+            }],
+            total_amount: 37_000,
+            delivery_address: "서울시 송파구 테헤란로 3길 4".into(),
+            placed_at: datetime!(2026-11-22 12:30:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({
+                "order_no": "20261122-000123",
+                "member_id": 3,
+                "shop_id": 4,
+                "lines": [{"menu_id": 31, "name": "후라이드", "unit_price": 18500, "quantity": 2}],
+                "total_amount": 37000,
+                "delivery_address": "서울시 송파구 테헤란로 3길 4",
+                "placed_at": "2026-11-22T12:30:00Z"
+            })
+        );
+        assert_eq!(event.aggregate_id(), "20261122-000123");
+    }
+
+    #[test]
+    fn order_paid_json_is_pinned() {
+        let event = OrderPaid {
+            order_no: "20261122-000123".into(),
+            amount: 37_000,
+            payment_id: "pay_1".into(),
+            paid_at: datetime!(2026-11-22 12:30:01 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"order_no": "20261122-000123", "amount": 37000, "payment_id": "pay_1", "paid_at": "2026-11-22T12:30:01Z"})
+        );
+    }
+
+    #[test]
+    fn order_cancelled_json_is_pinned() {
+        let event = OrderCancelled {
+            order_no: "20261122-000123".into(),
+            reason: CancelReason::PaymentDeclined,
+            refunded: false,
+            cancelled_at: datetime!(2026-11-22 12:31:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"order_no": "20261122-000123", "reason": "payment_declined", "refunded": false, "cancelled_at": "2026-11-22T12:31:00Z"})
+        );
+    }
+}
