@@ -48,6 +48,7 @@ fmt: ## format the code
 
 bench: ## run the benchmarks against their anchors; results in target/bench/results.json
 	@bash tests/perf/strangler-bench.sh
+	@bash tests/perf/relay-bench.sh
 
 clean: down ## stop everything and delete .run/ (data, logs, generated credentials)
 	rm -rf .run

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmark: the outbox relay against a bare lapin publisher with confirms,
+# in the same run on the same broker (services/chassis/benches/relay.rs).
+# Merges the result into target/bench/results.json under "outbox_relay".
+# Target (ARCHITECTURE.md §15): relay ≥ 0.5× the bare publisher. The
+# script reports; it does not fail on a missed target.
+
+. "$(dirname "$0")/../../infra/local/lib.sh"
+
+RESULTS=${CARGO_TARGET_DIR:-$KIT_ROOT/target}/bench/results.json
+
+main() {
+	mkdir -p "$(dirname "$RESULTS")"
+	bash "$KIT_ROOT/infra/local/stack.sh" infra >/dev/null
+	set -a
+	# shellcheck disable=SC1091
+	. "$KIT_STACK_ENV"
+	set +a
+	step "outbox relay vs bare lapin publisher (release build)"
+	local line
+	line=$(cd "$KIT_ROOT" && cargo bench --quiet -p chassis --bench relay | tail -n1) || die "the relay benchmark failed"
+	python3 - "$RESULTS" "$line" <<'PY'
+import json, os, sys, platform, datetime
+results, line = sys.argv[1], json.loads(sys.argv[2])
+line["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+line["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+data = {}
+if os.path.exists(results):
+    with open(results) as f:
+        data = json.load(f)
+data["outbox_relay"] = line
+with open(results, "w") as f:
+    json.dump(data, f, indent=2)
+    f.write("\n")
+r = line["relay_ratio_vs_bare"]
+print(f"bare lapin publisher:   {line['bare_lapin_events_per_s']:>8.0f} events/s")
+print(f"outbox relay:           {line['outbox_relay_events_per_s']:>8.0f} events/s")
+print(f"relay / bare:           {r:.3f}  (target ≥ 0.50: {'meets target' if r >= 0.5 else 'BELOW TARGET'})")
+print(f"written to {results}")
+PY
+}
+
+main "$@"
