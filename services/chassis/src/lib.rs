@@ -26,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod http_client;
 pub mod messaging;
 pub mod metrics;
 pub mod shutdown;

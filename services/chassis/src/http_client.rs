@@ -1,0 +1,340 @@
+//! Calls to other components and third parties, made safe by default:
+//!
+//! - a **timeout** on every call (2 s unless the dependency says otherwise);
+//! - a **bulkhead**: at most `max_in_flight` calls at once to one
+//!   dependency; one more is refused at once instead of queueing, so a slow
+//!   dependency cannot take every task with it;
+//! - a **circuit breaker** (closed → open after `breaker_failures` failures
+//!   in a row → half-open after `breaker_open_for` → closed on a success),
+//!   from `tower-resilience-circuitbreaker`; its state is a metric and each
+//!   change a log line. While open, calls fail fast without touching the
+//!   network;
+//! - **retries** with jittered, doubling back-off, for idempotent requests
+//!   only: GET, HEAD, OPTIONS, PUT, DELETE, or any request carrying an
+//!   `Idempotency-Key`. A POST without one is sent once, whatever happens;
+//! - a **fallback** hook ([`Dependency::call_or`]) for callers that have
+//!   something to answer when the dependency cannot.
+//!
+//! Pattern: circuit breaker, timeout, bulkhead — docs/patterns/circuit-breaker.md.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use reqwest::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower_resilience_circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer, CircuitState};
+
+/// How calls to one dependency behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DependencySettings {
+    pub timeout_ms: u64,
+    /// Calls in flight at once; one more is refused (bulkhead).
+    pub max_in_flight: usize,
+    /// Extra tries for idempotent requests.
+    pub retries: u32,
+    /// The first pause before a retry; later ones double, with jitter.
+    pub retry_backoff_ms: u64,
+    /// Failures in a row that open the breaker.
+    pub breaker_failures: usize,
+    /// How long the breaker stays open before letting one call test the water.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for DependencySettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 2_000,
+            max_in_flight: 32,
+            retries: 2,
+            retry_backoff_ms: 100,
+            breaker_failures: 5,
+            breaker_open_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("circuit breaker settings: {0}")]
+    Breaker(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}: the circuit is open")]
+    Open(String),
+    #[error("{0}: too many calls in flight")]
+    Rejected(String),
+    #[error("{dependency}: {source}")]
+    Failed {
+        dependency: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    dependency: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    dependency: String,
+    /// `ok`, `status_5xx`, `failed`, `open`, `rejected`, `retried`.
+    outcome: &'static str,
+}
+
+/// The client metrics, shared by every dependency of a component.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMetrics {
+    breaker_state: Family<DependencyLabel, Gauge>,
+    calls: Family<CallLabels, Counter>,
+}
+
+impl ClientMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("http_client");
+        r.register(
+            "breaker_state",
+            "0 closed, 1 open, 2 half-open, by dependency",
+            metrics.breaker_state.clone(),
+        );
+        r.register(
+            "calls",
+            "Calls by dependency and outcome (retries counted apart)",
+            metrics.calls.clone(),
+        );
+        metrics
+    }
+
+    fn count(&self, dependency: &str, outcome: &'static str) {
+        self.calls
+            .get_or_create(&CallLabels {
+                dependency: dependency.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn calls(&self, dependency: &str, outcome: &'static str) -> u64 {
+        self.calls
+            .get_or_create(&CallLabels {
+                dependency: dependency.to_owned(),
+                outcome,
+            })
+            .get()
+    }
+}
+
+type Inner = BoxCloneSyncService<Request, Response, CircuitBreakerError<reqwest::Error>>;
+
+/// One dependency (a service, a third party) and how to call it.
+#[derive(Clone)]
+pub struct Dependency {
+    name: String,
+    base: String,
+    http: reqwest::Client,
+    service: Inner,
+    bulkhead: Arc<Semaphore>,
+    settings: DependencySettings,
+    metrics: ClientMetrics,
+    state: Arc<dyn Fn() -> CircuitState + Send + Sync>,
+}
+
+impl std::fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependency")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn state_value(state: CircuitState) -> i64 {
+    match state {
+        CircuitState::Closed => 0,
+        CircuitState::Open => 1,
+        CircuitState::HalfOpen => 2,
+    }
+}
+
+impl Dependency {
+    /// `name` labels metrics and logs; `base` is prefixed to every path.
+    pub fn new(
+        name: &str,
+        base: &str,
+        settings: DependencySettings,
+        metrics: ClientMetrics,
+    ) -> Result<Self, SetupError> {
+        let timeout = Duration::from_millis(settings.timeout_ms.max(1));
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(SetupError::Client)?;
+        let gauge = metrics
+            .breaker_state
+            .get_or_create(&DependencyLabel {
+                dependency: name.to_owned(),
+            })
+            .clone();
+        gauge.set(0);
+        let dependency = name.to_owned();
+        let breaker = CircuitBreakerLayer::builder()
+            .name(name)
+            .consecutive_failures(settings.breaker_failures.max(1))
+            .wait_duration_in_open(Duration::from_millis(settings.breaker_open_ms))
+            .permitted_calls_in_half_open(1)
+            .failure_classifier(|result: &Result<Response, reqwest::Error>| match result {
+                Ok(response) => response.status().is_server_error(),
+                Err(_) => true,
+            })
+            .on_state_transition(move |from, to| {
+                gauge.set(state_value(to));
+                tracing::warn!(dependency = %dependency, ?from, ?to, "circuit breaker changed state");
+            })
+            .build()
+            .map_err(|e| SetupError::Breaker(e.to_string()))?;
+        let client = http.clone();
+        let breaker = breaker.layer_fn(tower::service_fn(move |request: Request| {
+            let client = client.clone();
+            async move { client.execute(request).await }
+        }));
+        let probe = breaker.clone();
+        Ok(Self {
+            name: name.to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            service: BoxCloneSyncService::new(breaker),
+            bulkhead: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            settings,
+            metrics,
+            state: Arc::new(move || probe.state_sync()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn state(&self) -> CircuitState {
+        (self.state)()
+    }
+
+    /// A request to `path` on this dependency, to build on.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends `request` with the timeout, bulkhead, breaker and retries.
+    /// A 5xx answer that outlasts the retries is returned as a response.
+    pub async fn call(&self, request: reqwest::RequestBuilder) -> Result<Response, CallError> {
+        let request = request.build().map_err(|source| CallError::Failed {
+            dependency: self.name.clone(),
+            source,
+        })?;
+        let Ok(_permit) = self.bulkhead.try_acquire() else {
+            self.metrics.count(&self.name, "rejected");
+            return Err(CallError::Rejected(self.name.clone()));
+        };
+        let tries = if is_idempotent(&request) {
+            1 + self.settings.retries
+        } else {
+            1
+        };
+        let mut request = Some(request);
+        let mut backoff = Duration::from_millis(self.settings.retry_backoff_ms);
+        for attempt in 1..=tries {
+            let Some(current) = request.take() else { break };
+            let last = attempt == tries;
+            // A body that cannot be cloned (a stream) is sent once.
+            let spare = if last { None } else { current.try_clone() };
+            let last = last || spare.is_none();
+            let outcome = self.service.clone().oneshot(current).await;
+            match outcome {
+                Ok(response) if !is_retryable(response.status()) || last => {
+                    let kind = if response.status().is_server_error() {
+                        "status_5xx"
+                    } else {
+                        "ok"
+                    };
+                    self.metrics.count(&self.name, kind);
+                    return Ok(response);
+                }
+                Err(CircuitBreakerError::OpenCircuit) => {
+                    self.metrics.count(&self.name, "open");
+                    return Err(CallError::Open(self.name.clone()));
+                }
+                Err(CircuitBreakerError::Inner(source)) if last => {
+                    self.metrics.count(&self.name, "failed");
+                    return Err(CallError::Failed {
+                        dependency: self.name.clone(),
+                        source,
+                    });
+                }
+                _ => {
+                    self.metrics.count(&self.name, "retried");
+                    let jitter =
+                        fastrand::u64(0..=backoff.as_millis().try_into().unwrap_or(u64::MAX) / 2);
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = backoff.saturating_mul(2);
+                    request = spare;
+                }
+            }
+        }
+        // Every path above returns: the last try always answers. Kept as an
+        // error, not a panic, should a later edit break that.
+        Err(CallError::Rejected(self.name.clone()))
+    }
+
+    /// [`Self::call`], answering with `fallback` when the call fails (open
+    /// breaker, full bulkhead, transport error).
+    pub async fn call_or<F, Fut>(
+        &self,
+        request: reqwest::RequestBuilder,
+        fallback: F,
+    ) -> Result<Response, CallError>
+    where
+        F: FnOnce(CallError) -> Fut,
+        Fut: Future<Output = Result<Response, CallError>>,
+    {
+        match self.call(request).await {
+            Ok(response) => Ok(response),
+            Err(error) => {
+                tracing::info!(dependency = %self.name, %error, "falling back");
+                fallback(error).await
+            }
+        }
+    }
+}
+
+/// Whether sending `request` twice is safe (RFC 9110 §9.2.2), or the caller
+/// made it so with an idempotency key.
+pub fn is_idempotent(request: &Request) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || request.headers().contains_key("idempotency-key")
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
