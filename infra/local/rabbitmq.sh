@@ -5,6 +5,7 @@
 #   rabbitmq.sh start    install (Debian/Ubuntu as root), start, wait until ready
 #   rabbitmq.sh stop     stop the node and its epmd
 #   rabbitmq.sh status   prints one line, exits 1 when not running
+#   rabbitmq.sh restart-app   restart the application in the running node (chaos tests)
 #
 # Debian's /usr/sbin/rabbitmq-server wrapper switches to the `rabbitmq` user
 # and reads /etc/rabbitmq; the scripts in /usr/lib/rabbitmq/bin run as the
@@ -138,6 +139,20 @@ stop() {
 	[ -n "$epmd" ] && "$epmd" -kill >/dev/null 2>&1 || true
 }
 
+# Restarts the RabbitMQ application inside the running node: every client
+# connection drops, durable queues and persistent messages survive. The
+# restart test on the branch wip/broker-restart uses it (docs/adr/0006).
+restart_app() {
+	RABBIT_BIN=$(find_rabbit_bin) || die "RabbitMQ is not installed"
+	rabbit_env
+	is_running || die "RabbitMQ is not running"
+	step "restarting the RabbitMQ application"
+	ctl stop_app >/dev/null
+	sleep "${KIT_RABBIT_DOWN_SECONDS:-2}"
+	ctl start_app >/dev/null
+	wait_for "RabbitMQ" 60 ctl await_startup --timeout 5
+}
+
 status() {
 	if RABBIT_BIN=$(find_rabbit_bin) && rabbit_env && is_running; then
 		say "rabbitmq     running   amqp://127.0.0.1:$KIT_AMQP_PORT   ui http://127.0.0.1:$KIT_RABBIT_UI_PORT"
@@ -151,5 +166,6 @@ case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) die "usage: $0 start|stop|status" ;;
+restart-app) restart_app ;;
+*) die "usage: $0 start|stop|status|restart-app" ;;
 esac

@@ -264,31 +264,33 @@ where
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn ten_thousand_events_survive_a_broker_outage_and_apply_exactly_once(pool: PgPool) {
-    let broker = broker_url();
-    let relay = TcpRelay::start(("127.0.0.1".to_owned(), broker_port(&broker))).await;
-    let harness = Harness::new(pool, through(&broker, relay.port)).await;
+/// Writes `events` (half before, half during the outage), runs `outage` once
+/// 2,000 are applied, and checks every event is applied exactly once.
+async fn survive<F, Fut>(harness: &Harness, events: u32, outage: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     harness.spawn_consumer(RecordEffect::default());
     harness.spawn_relay(500);
-    harness.write(10_000, 50, "ok").await;
-
+    harness.write(events / 2, 50, "ok").await;
     eventually(60, "the first 2,000 effects", || async {
         harness.effects().await.0 >= 2_000
     })
     .await;
-    relay.cut();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    relay.restore();
+    // The broker goes away for the relay and the consumer alike, while the
+    // service keeps writing events.
+    tokio::join!(outage(), harness.write(events - events / 2, 50, "ok"));
 
-    eventually(180, "all 10,000 effects", || async {
-        harness.effects().await.0 >= 10_000
+    let all = i64::from(events);
+    eventually(180, "every effect", || async {
+        harness.effects().await.0 >= all
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         harness.effects().await,
-        (10_000, 10_000),
+        (all, all),
         "each event applied exactly once"
     );
     let unpublished: i64 =
@@ -298,7 +300,20 @@ async fn ten_thousand_events_survive_a_broker_outage_and_apply_exactly_once(pool
             .expect("count");
     assert_eq!(unpublished, 0);
     let name = harness.consumer_name();
-    assert_eq!(harness.consumer_metrics.handled(&name), 10_000);
+    assert_eq!(harness.consumer_metrics.handled(&name), u64::from(events));
+}
+
+#[sqlx::test(migrations = false)]
+async fn ten_thousand_events_survive_a_broker_outage_and_apply_exactly_once(pool: PgPool) {
+    let broker = broker_url();
+    let relay = TcpRelay::start(("127.0.0.1".to_owned(), broker_port(&broker))).await;
+    let harness = Harness::new(pool, through(&broker, relay.port)).await;
+    survive(&harness, 10_000, || async {
+        relay.cut();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        relay.restore();
+    })
+    .await;
 }
 
 #[sqlx::test(migrations = false)]

@@ -268,26 +268,34 @@ impl Consumer {
         handler: &H,
         failures: &mut u32,
     ) -> Result<(), MessagingError> {
-        let connection = amqp::connect(&self.amqp_url, &self.name).await?;
-        let channel = connection.create_channel().await?;
-        topology::declare(&channel, &self.queue).await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        // Retries and dead letters are published with confirms before the
-        // original is acknowledged, so a crash in between loses nothing.
-        let publisher = connection.create_channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let mut deliveries = channel
-            .basic_consume(
-                self.queue.name.as_str().into(),
-                self.name.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // Setting up must not hang either (a broker still starting may
+        // accept the connection and sit on the declarations).
+        let setup = async {
+            let connection = amqp::connect(&self.amqp_url, &self.name).await?;
+            let channel = connection.create_channel().await?;
+            topology::declare(&channel, &self.queue).await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            // Retries and dead letters are published with confirms before the
+            // original is acknowledged, so a crash in between loses nothing.
+            let publisher = connection.create_channel().await?;
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let deliveries = channel
+                .basic_consume(
+                    self.queue.name.as_str().into(),
+                    self.name.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, MessagingError>((connection, publisher, deliveries))
+        };
+        let (connection, publisher, mut deliveries) = tokio::time::timeout(SETUP_DEADLINE, setup)
+            .await
+            .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
         loop {
             // Quiet queues are normal; a dead connection that never says so
@@ -477,6 +485,9 @@ impl Consumer {
         }
     }
 }
+
+/// How long connecting and declaring may take before starting again.
+pub(crate) const SETUP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long the broker may take to answer one call, or to show signs of
 /// life while the queue is quiet, before the connection counts as dead.

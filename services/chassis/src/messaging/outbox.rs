@@ -362,7 +362,12 @@ impl Relay {
         let mut failures = 0_u32;
         loop {
             let round = async {
-                let (connection, channel) = self.open_channel().await?;
+                let (connection, channel) =
+                    tokio::time::timeout(super::consumer::SETUP_DEADLINE, self.open_channel())
+                        .await
+                        .map_err(|_| {
+                            MessagingError::Invalid("connecting took too long".into())
+                        })??;
                 tracing::info!(exchange = %self.settings.exchange, "outbox relay connected");
                 let mut listener = match PgListener::connect_with(&self.pool).await {
                     Ok(mut listener) => listener.listen("outbox").await.map(|()| listener).ok(),
