@@ -46,11 +46,11 @@ pub async fn decide(
     }
     match decision {
         Decision::Accept => {
-            set_status(&mut tx, ord_no, "30", None).await?;
+            orders::set_status(&mut tx, ord_no, "30", None).await?;
             assign_rider(&mut tx, ord_no).await?;
         }
         Decision::Reject => {
-            set_status(&mut tx, ord_no, "80", Some("SHOP")).await?;
+            orders::set_status(&mut tx, ord_no, "80", Some("SHOP")).await?;
             orders::owe_refund(&mut tx, ord_no).await?;
         }
     }
@@ -59,24 +59,6 @@ pub async fn decide(
         orders::refund(db, gateway, ord_no).await;
     }
     orders::find(db, ord_no).await
-}
-
-async fn set_status(
-    tx: &mut PgConnection,
-    ord_no: &str,
-    status: &str,
-    reason: Option<&str>,
-) -> Result<(), Fail> {
-    sqlx::query(
-        "UPDATE tb_order SET ord_stat_cd = $2, cncl_rsn_cd = COALESCE($3, cncl_rsn_cd), upd_dt = now()
-         WHERE ord_no = $1",
-    )
-    .bind(ord_no)
-    .bind(status)
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// Gives the order to the free rider with the lowest id, or leaves it
@@ -163,7 +145,7 @@ pub async fn ride(
         )
         .with("order_status", status_name(&order_status)));
     }
-    set_status(&mut tx, ord_no, to, None).await?;
+    orders::set_status(&mut tx, ord_no, to, None).await?;
     let update = if column == "pickup_dt" {
         "UPDATE tb_delivery SET dlv_stat_cd = $2, pickup_dt = now(), upd_dt = now() WHERE ord_no = $1"
     } else {
@@ -333,13 +315,7 @@ pub async fn sweep(db: &PgPool, gateway: &PaymentGateway) -> Result<usize, Fail>
     .fetch_all(&mut *tx)
     .await?;
     for ord_no in &stuck {
-        sqlx::query(
-            "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = 'PAY_ERROR', upd_dt = now()
-             WHERE ord_no = $1 AND ord_stat_cd = '10'",
-        )
-        .bind(ord_no)
-        .execute(&mut *tx)
-        .await?;
+        orders::cancel_unpaid(&mut tx, ord_no, "PAY_ERROR").await?;
         orders::set_payment(&mut tx, ord_no, "VOID_REQ", None).await?;
         // A client retrying with its Idempotency-Key learns the outcome.
         let answer = Fail::new(

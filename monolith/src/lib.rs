@@ -57,15 +57,24 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The demo data, as the second migration loads it.
 const DEMO_DATA: &str = include_str!("../migrations/0002_demo_seed.sql");
 
-/// Brings the schema up to date, then replaces every row with the demo data
-/// (`make seed`). Orders, payments and deliveries are deleted.
-pub async fn reseed(db_url: &str) -> anyhow::Result<()> {
+async fn connect_and_migrate(db_url: &str, connections: u32) -> anyhow::Result<PgPool> {
     let db = PgPoolOptions::new()
-        .max_connections(1)
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
         .connect(db_url)
         .await
         .context("connecting to the legacy database (BAEDAL_DB_URL)")?;
-    sqlx::migrate!("./migrations").run(&db).await?;
+    sqlx::migrate!("./migrations")
+        .run(&db)
+        .await
+        .context("migrating the legacy database")?;
+    Ok(db)
+}
+
+/// Brings the schema up to date, then replaces every row with the demo data
+/// (`make seed`). Orders, payments and deliveries are deleted.
+pub async fn reseed(db_url: &str) -> anyhow::Result<()> {
+    let db = connect_and_migrate(db_url, 1).await?;
     let mut tx = db.begin().await?;
     sqlx::raw_sql(
         "TRUNCATE tb_idem_req, tb_delivery, tb_payment, tb_order_item, tb_order,
@@ -109,16 +118,7 @@ pub struct Application {
 impl Application {
     /// Connects to the database, brings the schema up to date and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = PgPoolOptions::new()
-            .max_connections(config.db_pool_size)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&config.db_url)
-            .await
-            .context("connecting to the legacy database (BAEDAL_DB_URL)")?;
-        sqlx::migrate!("./migrations")
-            .run(&db)
-            .await
-            .context("migrating the legacy database")?;
+        let db = connect_and_migrate(&config.db_url, config.db_pool_size).await?;
         let gateway = PaymentGateway::new(&config.pg_url, &config.pg_api_key, config.pg_timeout);
         let mut metrics = Metrics::default();
         let requests = metrics.requests.clone();

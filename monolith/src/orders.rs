@@ -677,7 +677,29 @@ async fn settle_authorisation(
     })
 }
 
-async fn cancel_unpaid(tx: &mut PgConnection, ord_no: &str, reason: &str) -> Result<(), Fail> {
+/// Moves an order to `status`; `reason` (a cancel or reject reason) is kept
+/// when `None`. The caller holds the row lock and has checked the move.
+pub async fn set_status(
+    tx: &mut PgConnection,
+    ord_no: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), Fail> {
+    sqlx::query(
+        "UPDATE tb_order SET ord_stat_cd = $2, cncl_rsn_cd = COALESCE($3, cncl_rsn_cd), upd_dt = now()
+         WHERE ord_no = $1",
+    )
+    .bind(ord_no)
+    .bind(status)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Cancels an order still waiting for its payment (`10` → `90`); one paid
+/// or cancelled meanwhile is left as it is.
+pub async fn cancel_unpaid(tx: &mut PgConnection, ord_no: &str, reason: &str) -> Result<(), Fail> {
     sqlx::query(
         "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = $2, upd_dt = now()
          WHERE ord_no = $1 AND ord_stat_cd = '10'",
@@ -711,18 +733,7 @@ pub async fn set_payment(
 /// failure the row stays `VOID_REQ` and the sweeper tries again.
 pub async fn release(db: &PgPool, gateway: &PaymentGateway, ord_no: &str, pay_key: &str) {
     match gateway.void(pay_key).await {
-        Ok(()) => {
-            let result = sqlx::query(
-                "UPDATE tb_payment SET pay_stat_cd = 'VOID', upd_dt = now()
-                 WHERE ord_no = $1 AND pay_stat_cd = 'VOID_REQ'",
-            )
-            .bind(ord_no)
-            .execute(db)
-            .await;
-            if let Err(error) = result {
-                tracing::error!(ord_no, %error, "void done but not recorded; the sweeper will redo it");
-            }
-        }
+        Ok(()) => record_returned(db, ord_no, "VOID_REQ", "VOID").await,
         Err(error) => tracing::warn!(ord_no, %error, "void failed; the sweeper will retry"),
     }
 }
@@ -748,19 +759,26 @@ pub async fn refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &str) {
         .refund(&format!("baedal-{ord_no}-refund"), &tid)
         .await
     {
-        Ok(()) => {
-            let result = sqlx::query(
-                "UPDATE tb_payment SET pay_stat_cd = 'RFND', upd_dt = now()
-                 WHERE ord_no = $1 AND pay_stat_cd = 'RFND_REQ'",
-            )
-            .bind(ord_no)
-            .execute(db)
-            .await;
-            if let Err(error) = result {
-                tracing::error!(ord_no, %error, "refund done but not recorded; the sweeper will redo it");
-            }
-        }
+        Ok(()) => record_returned(db, ord_no, "RFND_REQ", "RFND").await,
         Err(error) => tracing::warn!(ord_no, %error, "refund failed; the sweeper will retry"),
+    }
+}
+
+/// Records that the gateway gave the money back (`from` → `to`). If the
+/// write fails the row keeps `from` and the sweeper asks the gateway again,
+/// which answers from its idempotency record.
+async fn record_returned(db: &PgPool, ord_no: &str, from: &str, to: &str) {
+    let result = sqlx::query(
+        "UPDATE tb_payment SET pay_stat_cd = $3, upd_dt = now()
+         WHERE ord_no = $1 AND pay_stat_cd = $2",
+    )
+    .bind(ord_no)
+    .bind(from)
+    .bind(to)
+    .execute(db)
+    .await;
+    if let Err(error) = result {
+        tracing::error!(ord_no, to, %error, "money returned but not recorded; the sweeper will redo it");
     }
 }
 
@@ -793,13 +811,7 @@ pub async fn cancel(
         )
         .with("order_status", status_name(&status)));
     }
-    sqlx::query(
-        "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = 'MEMBER', upd_dt = now()
-         WHERE ord_no = $1",
-    )
-    .bind(ord_no)
-    .execute(&mut *tx)
-    .await?;
+    set_status(&mut tx, ord_no, "90", Some("MEMBER")).await?;
     owe_refund(&mut tx, ord_no).await?;
     tx.commit().await?;
     refund(db, gateway, ord_no).await;

@@ -257,49 +257,52 @@ impl Dependency {
         } else {
             1
         };
-        let mut request = Some(request);
+        let mut current = request;
         let mut backoff = Duration::from_millis(self.settings.retry_backoff_ms);
-        for attempt in 1..=tries {
-            let Some(current) = request.take() else { break };
-            let last = attempt == tries;
-            // A body that cannot be cloned (a stream) is sent once.
-            let spare = if last { None } else { current.try_clone() };
-            let last = last || spare.is_none();
+        let mut attempt = 1;
+        loop {
+            // The copy for the next try; none on the last try, or for a
+            // body that cannot be cloned (a stream), which is sent once.
+            let spare = if attempt < tries {
+                current.try_clone()
+            } else {
+                None
+            };
             let outcome = self.service.clone().oneshot(current).await;
-            match outcome {
-                Ok(response) if !is_retryable(response.status()) || last => {
-                    let kind = if response.status().is_server_error() {
-                        "status_5xx"
-                    } else {
-                        "ok"
-                    };
-                    self.metrics.count(&self.name, kind);
-                    return Ok(response);
+            current = match (outcome, spare) {
+                (Ok(response), None) => return Ok(self.answered(response)),
+                (Ok(response), Some(_)) if !is_retryable(response.status()) => {
+                    return Ok(self.answered(response));
                 }
-                Err(CircuitBreakerError::OpenCircuit) => {
+                (Err(CircuitBreakerError::OpenCircuit), _) => {
                     self.metrics.count(&self.name, "open");
                     return Err(CallError::Open(self.name.clone()));
                 }
-                Err(CircuitBreakerError::Inner(source)) if last => {
+                (Err(CircuitBreakerError::Inner(source)), None) => {
                     self.metrics.count(&self.name, "failed");
                     return Err(CallError::Failed {
                         dependency: self.name.clone(),
                         source,
                     });
                 }
-                _ => {
-                    self.metrics.count(&self.name, "retried");
-                    let jitter =
-                        fastrand::u64(0..=backoff.as_millis().try_into().unwrap_or(u64::MAX) / 2);
-                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                    backoff = backoff.saturating_mul(2);
-                    request = spare;
-                }
-            }
+                (_, Some(spare)) => spare,
+            };
+            self.metrics.count(&self.name, "retried");
+            let jitter = fastrand::u64(0..=backoff.as_millis().try_into().unwrap_or(u64::MAX) / 2);
+            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+            backoff = backoff.saturating_mul(2);
+            attempt += 1;
         }
-        // Every path above returns: the last try always answers. Kept as an
-        // error, not a panic, should a later edit break that.
-        Err(CallError::Rejected(self.name.clone()))
+    }
+
+    fn answered(&self, response: Response) -> Response {
+        let kind = if response.status().is_server_error() {
+            "status_5xx"
+        } else {
+            "ok"
+        };
+        self.metrics.count(&self.name, kind);
+        response
     }
 
     /// [`Self::call`], answering with `fallback` when the call fails (open

@@ -26,6 +26,51 @@ pub const HEADER_ATTEMPT: &str = "x-attempt";
 /// Why a message was dead-lettered, set on the way to the DLQ.
 pub const HEADER_ERROR: &str = "x-error";
 
+/// How long connecting and declaring may take before starting again.
+pub const SETUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long the broker may take to answer one call, or to show signs of
+/// life while a queue is quiet, before the connection counts as dead.
+pub const BROKER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One broker call under [`BROKER_DEADLINE`]: a call on a connection that
+/// died mid-way must not wait for ever (docs/adr/0006).
+pub async fn deadline<T>(
+    call: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, MessagingError> {
+    match tokio::time::timeout(BROKER_DEADLINE, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(MessagingError::Invalid(
+            "the broker did not answer in time".into(),
+        )),
+    }
+}
+
+/// Publishes to `queue` through the default exchange and waits for the
+/// broker's confirm (the channel is in confirm mode); a nack is an error.
+pub async fn send_to_queue(
+    channel: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), MessagingError> {
+    let confirm = deadline(channel.basic_publish(
+        "".into(),
+        queue.into(),
+        lapin::options::BasicPublishOptions::default(),
+        body,
+        properties,
+    ))
+    .await?;
+    if deadline(confirm).await?.is_ack() {
+        Ok(())
+    } else {
+        Err(MessagingError::Invalid(format!(
+            "the broker refused a message for {queue}"
+        )))
+    }
+}
+
 /// Opens a connection named `name` (shown in the management UI) with
 /// heartbeats and a connect timeout, whatever the URL says.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, MessagingError> {

@@ -24,13 +24,12 @@ use std::time::{Duration, Instant};
 
 use contracts::{Envelope, IntegrationEvent};
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -293,14 +292,15 @@ impl Consumer {
                 .await?;
             Ok::<_, MessagingError>((connection, publisher, deliveries))
         };
-        let (connection, publisher, mut deliveries) = tokio::time::timeout(SETUP_DEADLINE, setup)
-            .await
-            .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
+        let (connection, publisher, mut deliveries) =
+            tokio::time::timeout(amqp::SETUP_DEADLINE, setup)
+                .await
+                .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
         loop {
             // Quiet queues are normal; a dead connection that never says so
             // is not: look at the connection whenever nothing arrives.
-            let next = tokio::time::timeout(BROKER_DEADLINE, deliveries.next()).await;
+            let next = tokio::time::timeout(amqp::BROKER_DEADLINE, deliveries.next()).await;
             let delivery = match next {
                 Ok(Some(delivery)) => delivery?,
                 Ok(None) => return Ok(()),
@@ -326,7 +326,7 @@ impl Consumer {
                 self.dead_letter(publisher, &delivery, &format!("undecodable: {reason}"))
                     .await?;
                 self.metrics.dead_lettered.get_or_create(&label).inc();
-                broker(delivery.ack(BasicAckOptions::default())).await?;
+                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 return Ok(());
             }
         };
@@ -350,7 +350,7 @@ impl Consumer {
                 // Counted once committed: if the ack is lost, the message
                 // comes again and counts as a duplicate, not a second apply.
                 self.metrics.handled.get_or_create(&label).inc();
-                broker(delivery.ack(BasicAckOptions::default())).await?;
+                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 let lag = OffsetDateTime::now_utc() - message.envelope.occurred_at;
                 self.metrics
                     .lag
@@ -359,7 +359,7 @@ impl Consumer {
             }
             Outcome::Duplicate => {
                 self.metrics.duplicates.get_or_create(&label).inc();
-                broker(delivery.ack(BasicAckOptions::default())).await?;
+                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 tracing::debug!("duplicate skipped");
             }
             Outcome::Retry(reason) if message.attempt < self.queue.max_attempts => {
@@ -367,18 +367,18 @@ impl Consumer {
                 tracing::warn!(%reason, ?delay, "handler failed; will retry");
                 self.republish_for_retry(publisher, &delivery, message.attempt + 1, delay)
                     .await?;
-                broker(delivery.ack(BasicAckOptions::default())).await?;
+                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 self.metrics.retried.get_or_create(&label).inc();
             }
             Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
                 tracing::error!(%reason, "message dead-lettered");
                 self.dead_letter(publisher, &delivery, &reason).await?;
-                broker(delivery.ack(BasicAckOptions::default())).await?;
+                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 self.metrics.dead_lettered.get_or_create(&label).inc();
             }
             Outcome::Requeue(reason) => {
                 tracing::warn!(%reason, "database unavailable; message returned to the queue");
-                broker(delivery.nack(BasicNackOptions {
+                amqp::deadline(delivery.nack(BasicNackOptions {
                     requeue: true,
                     ..BasicNackOptions::default()
                 }))
@@ -430,7 +430,7 @@ impl Consumer {
             .clone()
             .with_headers(headers)
             .with_expiration(delay.as_millis().to_string().into());
-        self.send(
+        amqp::send_to_queue(
             publisher,
             &self.queue.retry_queue(),
             &delivery.data,
@@ -451,58 +451,13 @@ impl Consumer {
             AMQPValue::LongString(reason.as_bytes().to_vec().into()),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        self.send(
+        amqp::send_to_queue(
             publisher,
             &self.queue.dead_letter_queue(),
             &delivery.data,
             properties,
         )
         .await
-    }
-
-    async fn send(
-        &self,
-        publisher: &Channel,
-        queue: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), MessagingError> {
-        let confirm = broker(publisher.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        ))
-        .await?;
-        let confirmation = broker(confirm).await?;
-        if confirmation.is_ack() {
-            Ok(())
-        } else {
-            Err(MessagingError::Invalid(format!(
-                "the broker refused a message for {queue}"
-            )))
-        }
-    }
-}
-
-/// How long connecting and declaring may take before starting again.
-pub(crate) const SETUP_DEADLINE: Duration = Duration::from_secs(30);
-
-/// How long the broker may take to answer one call, or to show signs of
-/// life while the queue is quiet, before the connection counts as dead.
-const BROKER_DEADLINE: Duration = Duration::from_secs(10);
-
-/// One broker call, under [`BROKER_DEADLINE`]: a call on a connection that
-/// died mid-way must not wait for ever.
-async fn broker<T>(
-    call: impl Future<Output = Result<T, lapin::Error>>,
-) -> Result<T, MessagingError> {
-    match tokio::time::timeout(BROKER_DEADLINE, call).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(MessagingError::Invalid(
-            "the broker did not answer in time".into(),
-        )),
     }
 }
 

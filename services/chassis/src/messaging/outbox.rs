@@ -363,7 +363,7 @@ impl Relay {
         loop {
             let round = async {
                 let (connection, channel) =
-                    tokio::time::timeout(super::consumer::SETUP_DEADLINE, self.open_channel())
+                    tokio::time::timeout(amqp::SETUP_DEADLINE, self.open_channel())
                         .await
                         .map_err(|_| {
                             MessagingError::Invalid("connecting took too long".into())

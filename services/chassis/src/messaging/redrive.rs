@@ -7,10 +7,7 @@
 //! round in a loop.
 
 use lapin::Channel;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
 use super::{MessagingError, amqp};
@@ -76,22 +73,8 @@ async fn move_messages(
             })
             .unwrap_or_default();
         let properties = message.delivery.properties.clone().with_headers(headers);
-        let confirmation = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &message.delivery.data,
-                properties,
-            )
-            .await?
-            .await?;
-        if !confirmation.is_ack() {
-            return Err(MessagingError::Invalid(format!(
-                "the broker refused a message for {queue}"
-            )));
-        }
-        message.delivery.ack(BasicAckOptions::default()).await?;
+        amqp::send_to_queue(channel, queue, &message.delivery.data, properties).await?;
+        amqp::deadline(message.delivery.ack(BasicAckOptions::default())).await?;
         moved += 1;
     }
     Ok(moved)
