@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::breaker::{Breaker, BreakerSettings, CircuitBreakerError, CircuitState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,9 +30,6 @@ use prometheus_client::registry::Registry;
 use reqwest::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
-use tower_resilience_circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer, CircuitState};
 
 /// How calls to one dependency behave.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,8 +65,8 @@ impl Default for DependencySettings {
 pub enum SetupError {
     #[error("HTTP client: {0}")]
     Client(reqwest::Error),
-    #[error("circuit breaker settings: {0}")]
-    Breaker(String),
+    #[error(transparent)]
+    Breaker(#[from] crate::breaker::BreakerSetupError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,19 +138,16 @@ impl ClientMetrics {
     }
 }
 
-type Inner = BoxCloneSyncService<Request, Response, CircuitBreakerError<reqwest::Error>>;
-
 /// One dependency (a service, a third party) and how to call it.
 #[derive(Clone)]
 pub struct Dependency {
     name: String,
     base: String,
     http: reqwest::Client,
-    service: Inner,
+    breaker: Breaker<Request, Response, reqwest::Error>,
     bulkhead: Arc<Semaphore>,
     settings: DependencySettings,
     metrics: ClientMetrics,
-    state: Arc<dyn Fn() -> CircuitState + Send + Sync>,
 }
 
 impl std::fmt::Debug for Dependency {
@@ -162,14 +157,6 @@ impl std::fmt::Debug for Dependency {
             .field("base", &self.base)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-fn state_value(state: CircuitState) -> i64 {
-    match state {
-        CircuitState::Closed => 0,
-        CircuitState::Open => 1,
-        CircuitState::HalfOpen => 2,
     }
 }
 
@@ -193,38 +180,31 @@ impl Dependency {
                 dependency: name.to_owned(),
             })
             .clone();
-        gauge.set(0);
-        let dependency = name.to_owned();
-        let breaker = CircuitBreakerLayer::builder()
-            .name(name)
-            .consecutive_failures(settings.breaker_failures.max(1))
-            .wait_duration_in_open(Duration::from_millis(settings.breaker_open_ms))
-            .permitted_calls_in_half_open(1)
-            .failure_classifier(|result: &Result<Response, reqwest::Error>| match result {
+        let client = http.clone();
+        let breaker = Breaker::new(
+            name,
+            BreakerSettings {
+                failures: settings.breaker_failures,
+                open_for: Duration::from_millis(settings.breaker_open_ms),
+            },
+            |result: &Result<Response, reqwest::Error>| match result {
                 Ok(response) => response.status().is_server_error(),
                 Err(_) => true,
-            })
-            .on_state_transition(move |from, to| {
-                gauge.set(state_value(to));
-                tracing::warn!(dependency = %dependency, ?from, ?to, "circuit breaker changed state");
-            })
-            .build()
-            .map_err(|e| SetupError::Breaker(e.to_string()))?;
-        let client = http.clone();
-        let breaker = breaker.layer_fn(tower::service_fn(move |request: Request| {
-            let client = client.clone();
-            async move { client.execute(request).await }
-        }));
-        let probe = breaker.clone();
+            },
+            gauge,
+            tower::service_fn(move |request: Request| {
+                let client = client.clone();
+                async move { client.execute(request).await }
+            }),
+        )?;
         Ok(Self {
             name: name.to_owned(),
             base: base.trim_end_matches('/').to_owned(),
             http,
-            service: BoxCloneSyncService::new(breaker),
+            breaker,
             bulkhead: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             settings,
             metrics,
-            state: Arc::new(move || probe.state_sync()),
         })
     }
 
@@ -233,7 +213,7 @@ impl Dependency {
     }
 
     pub fn state(&self) -> CircuitState {
-        (self.state)()
+        self.breaker.state()
     }
 
     /// A request to `path` on this dependency, to build on.
@@ -268,7 +248,7 @@ impl Dependency {
             } else {
                 None
             };
-            let outcome = self.service.clone().oneshot(current).await;
+            let outcome = self.breaker.call(current).await;
             current = match (outcome, spare) {
                 (Ok(response), None) => return Ok(self.answered(response)),
                 (Ok(response), Some(_)) if !is_retryable(response.status()) => {

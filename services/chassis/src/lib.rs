@@ -22,6 +22,7 @@
 //! The monolith does not use the chassis on purpose: it is the legacy system.
 
 pub mod app;
+pub mod breaker;
 pub mod config;
 pub mod db;
 pub mod health;
