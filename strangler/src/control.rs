@@ -15,7 +15,7 @@ use crate::lifecycle::{Lifecycle, TransitionError};
 use crate::metrics::ProxyMetrics;
 use crate::plan::{Plan, PlanError};
 use crate::store::{Change, Store};
-use crate::table::{Backends, EjectionPolicy, RouteTable};
+use crate::table::{BackendPolicy, Backends, RouteTable};
 
 /// Longest reason kept in the audit log.
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -63,7 +63,7 @@ pub struct Control {
     current: Mutex<Current>,
     store: Store,
     metrics: ProxyMetrics,
-    ejection: EjectionPolicy,
+    backend_policy: BackendPolicy,
     /// Instance URLs from the environment, applied to every plan.
     overrides: BTreeMap<String, String>,
 }
@@ -79,7 +79,7 @@ impl Control {
         store: Store,
         plan_file: &std::path::Path,
         overrides: BTreeMap<String, String>,
-        ejection: EjectionPolicy,
+        backend_policy: BackendPolicy,
         metrics: ProxyMetrics,
     ) -> Result<Self, ControlError> {
         store.migrate().await?;
@@ -113,7 +113,7 @@ impl Control {
         for (name, lifecycle) in unseen {
             states.insert(name.to_owned(), lifecycle);
         }
-        let backends = Backends::for_plan(&plan, &Backends::default(), ejection);
+        let backends = Backends::for_plan(&plan, &Backends::default(), backend_policy, &metrics);
         let table = RouteTable::build(&plan, &states, &backends, None)?;
         for route in table.routes() {
             metrics.route_state(&route.name, route.lifecycle);
@@ -128,7 +128,7 @@ impl Control {
             current: Mutex::new(Current { plan, backends }),
             store,
             metrics,
-            ejection,
+            backend_policy,
             overrides,
         })
     }
@@ -216,7 +216,8 @@ impl Control {
             }
             states.insert(spec.name.clone(), spec.lifecycle);
         }
-        let backends = Backends::for_plan(&plan, &current.backends, self.ejection);
+        let backends =
+            Backends::for_plan(&plan, &current.backends, self.backend_policy, &self.metrics);
         let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
         self.store
             .record(who, reason, Some(source), &changes)

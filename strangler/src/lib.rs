@@ -13,16 +13,21 @@
 //!   persisting states and the audit log in PostgreSQL.
 //! - [`admin`]: the admin API and dashboard on the admin port.
 //! - [`plan`]: the route plan files under `infra/routes/`.
+//! - The safety net: [`shadow`] (copies of safe requests compared with
+//!   [`shadow::diff`]), [`guard`] (automatic rollback), and the breaker and
+//!   fallback in [`proxy`].
 
 pub mod admin;
 pub mod cohort;
 pub mod control;
+pub mod guard;
 pub mod lifecycle;
 pub mod metrics;
 pub mod plan;
 pub mod proxy;
 pub mod server;
 pub mod settings;
+pub mod shadow;
 pub mod stats;
 pub mod store;
 pub mod table;
@@ -35,15 +40,17 @@ use anyhow::Context as _;
 
 use chassis::db::PostgresCheck;
 use chassis::http::Service;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use admin::AdminState;
 use admin::auth::{Sessions, Tokens};
 use control::Control;
+use guard::Trip;
 use metrics::ProxyMetrics;
 use proxy::Proxy;
 use server::Listeners;
 use settings::{ProxySettings, Settings};
+use shadow::{Mismatch, Shadower};
 use store::Store;
 
 /// The strangler, bound to its two ports and ready to serve.
@@ -55,6 +62,11 @@ pub struct Application {
     proxies: Vec<Arc<Proxy>>,
     proxy_settings: ProxySettings,
     control: Arc<Control>,
+    metrics: ProxyMetrics,
+    /// Trips of the routes' guards, for the rollback task.
+    trips: mpsc::UnboundedReceiver<Trip>,
+    /// Shadow mismatches, for the task that stores them.
+    mismatches: mpsc::Receiver<Mismatch>,
 }
 
 impl Application {
@@ -68,7 +80,7 @@ impl Application {
                 Store::new(pool.clone()),
                 &settings.plan,
                 settings.backends.clone(),
-                settings.proxy.ejection(),
+                settings.proxy.backend_policy(),
                 metrics.clone(),
             )
             .await?,
@@ -76,6 +88,13 @@ impl Application {
         let public_addr = SocketAddr::new(settings.http.host, settings.http.port);
         let public = Listeners::bind(public_addr, settings.proxy.worker_count())
             .with_context(|| format!("binding the public port {public_addr}"))?;
+        let (shadower, mismatches) = Shadower::new(
+            settings.proxy.shadow_max_in_flight,
+            settings.proxy.shadow_body_limit_bytes,
+            metrics.clone(),
+        );
+        let shadower = Arc::new(shadower);
+        let (trip_sender, trips) = mpsc::unbounded_channel();
         let proxies = (0..public.len())
             .map(|_| {
                 Arc::new(Proxy::new(
@@ -83,6 +102,8 @@ impl Application {
                     &settings.proxy,
                     settings.tester_token.clone(),
                     metrics.clone(),
+                    Arc::clone(&shadower),
+                    trip_sender.clone(),
                 ))
             })
             .collect();
@@ -107,6 +128,9 @@ impl Application {
             proxies,
             proxy_settings: settings.proxy,
             control,
+            metrics,
+            trips,
+            mismatches,
         })
     }
 
@@ -134,6 +158,17 @@ impl Application {
             let _ = stop.send(true);
         });
         tracing::info!(address = %self.public.address(), workers = self.public.len(), "proxy listening");
+        // Both end when the proxies (their senders) are gone.
+        tokio::spawn(guard::run(
+            Arc::clone(&self.control),
+            self.trips,
+            self.metrics,
+        ));
+        tokio::spawn(shadow::record(
+            self.control.store().clone(),
+            self.mismatches,
+            self.proxy_settings.mismatches_kept,
+        ));
         let workers =
             server::spawn_workers(self.public, self.proxies, &self.proxy_settings, &stopped)?;
         let mut admin_stopped = stopped;

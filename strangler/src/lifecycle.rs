@@ -39,12 +39,13 @@ pub enum Lifecycle {
     /// The monolith serves the route.
     Legacy,
     /// The monolith serves it; safe requests are also copied to the new
-    /// backend for comparison (the comparison arrives with the safety-net
-    /// issue; until then shadow routes like legacy).
+    /// backend and the answers compared (`crate::shadow`).
     Shadow,
-    /// `percent` of the cohorts go to the new backend, the rest to the monolith.
+    /// `percent` of the cohorts go to the new backend, the rest to the
+    /// monolith; the route's guard rolls it back when too many calls fail.
     Canary { percent: Percent },
-    /// The new backend serves it; the monolith is still there to fall back on.
+    /// The new backend serves it, behind a breaker; the monolith is still
+    /// there to fall back on.
     Migrated,
     /// The new backend serves it and the monolith no longer does.
     Retired,

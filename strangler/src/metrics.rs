@@ -55,6 +55,24 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteReason {
+    pub route: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcome {
+    pub route: String,
+    /// `match` or `mismatch`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub backend: String,
+}
+
 type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Debug, Clone)]
@@ -66,6 +84,12 @@ pub struct ProxyMetrics {
     state: Family<StateLabels, Gauge>,
     transitions: Family<StateLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    shadow_compared: Family<RouteOutcome, Counter>,
+    shadow_skipped: Family<RouteReason, Counter>,
+    shadow_unstored: Family<RouteLabel, Counter>,
+    fallbacks: Family<RouteReason, Counter>,
+    rollbacks: Family<RouteLabel, Counter>,
+    breaker_state: Family<BackendLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,6 +108,12 @@ impl ProxyMetrics {
             state: Family::default(),
             transitions: Family::default(),
             rejected: Family::default(),
+            shadow_compared: Family::default(),
+            shadow_skipped: Family::default(),
+            shadow_unstored: Family::default(),
+            fallbacks: Family::default(),
+            rollbacks: Family::default(),
+            breaker_state: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("strangler");
         r.register(
@@ -121,7 +151,98 @@ impl ProxyMetrics {
             "Requests refused before proxying",
             metrics.rejected.clone(),
         );
+        r.register(
+            "shadow_comparisons",
+            "Shadow comparisons by route and outcome (match, mismatch)",
+            metrics.shadow_compared.clone(),
+        );
+        r.register(
+            "shadow_skipped",
+            "Shadow copies not compared: busy, request_body, too_large, legacy_incomplete",
+            metrics.shadow_skipped.clone(),
+        );
+        r.register(
+            "shadow_mismatches_unstored",
+            "Mismatches dropped because too many were waiting to be stored",
+            metrics.shadow_unstored.clone(),
+        );
+        r.register(
+            "fallbacks",
+            "Requests for the new backend sent to legacy: breaker_open, connect, timeout",
+            metrics.fallbacks.clone(),
+        );
+        r.register(
+            "automatic_rollbacks",
+            "Routes rolled back by the guard",
+            metrics.rollbacks.clone(),
+        );
+        r.register(
+            "breaker_state",
+            "New backends' circuit breakers: 0 closed, 1 open, 2 half-open",
+            metrics.breaker_state.clone(),
+        );
         metrics
+    }
+
+    fn route_reason(family: &Family<RouteReason, Counter>, route: &str, reason: &'static str) {
+        family
+            .get_or_create(&RouteReason {
+                route: route.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn shadow_compared(&self, route: &str, outcome: &'static str) {
+        self.shadow_compared
+            .get_or_create(&RouteOutcome {
+                route: route.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn shadow_skipped(&self, route: &str, reason: &'static str) {
+        Self::route_reason(&self.shadow_skipped, route, reason);
+    }
+
+    pub fn shadow_unstored(&self, route: &str) {
+        self.shadow_unstored
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn fallback(&self, route: &str, reason: &'static str) {
+        Self::route_reason(&self.fallbacks, route, reason);
+    }
+
+    /// Fallbacks of `route` for `reason` so far.
+    pub fn fallbacks(&self, route: &str, reason: &'static str) -> u64 {
+        self.fallbacks
+            .get_or_create(&RouteReason {
+                route: route.to_owned(),
+                reason,
+            })
+            .get()
+    }
+
+    pub fn automatic_rollback(&self, route: &str) {
+        self.rollbacks
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The gauge a backend's breaker keeps up to date.
+    pub fn breaker_gauge(&self, backend: &str) -> Gauge {
+        self.breaker_state
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .clone()
     }
 
     pub fn request(&self, labels: RequestLabels, seconds: f64) {

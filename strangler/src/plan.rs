@@ -16,6 +16,18 @@
 //! state = "canary"                       # legacy | shadow | canary | migrated | retired
 //! percent = 10                           # canary only
 //! cohort = { header = "x-member-id" }    # or { cookie = "…" } or { path_param = "…" }
+//!
+//! [routes.shadow]                        # optional: what may differ in shadow mode
+//! sample_percent = 100                   # share of GET/HEAD requests copied
+//! ignore = ["/placed_at", "/items/*/id"] # JSON Pointers; * is any key or index
+//! unordered = ["/items"]                 # arrays compared as multisets
+//! numeric_tolerance = 0.0
+//!
+//! [routes.guard]                         # optional: automatic rollback
+//! max_error_percent = 5.0                # of the new backend's calls in the window
+//! window_seconds = 30
+//! min_requests = 20
+//! enabled = true
 //! ```
 //!
 //! A plan is validated whole before anything changes: unknown backends,
@@ -28,7 +40,9 @@ use axum::http::{Method, Uri};
 use serde::Deserialize;
 
 use crate::cohort::CohortSource;
+use crate::guard::GuardPolicy;
 use crate::lifecycle::{Lifecycle, TransitionError};
+use crate::shadow::ShadowPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +72,10 @@ struct RouteFile {
     state: String,
     percent: Option<i64>,
     cohort: Option<CohortSource>,
+    #[serde(default)]
+    shadow: ShadowPolicy,
+    #[serde(default)]
+    guard: GuardPolicy,
 }
 
 fn legacy_state() -> String {
@@ -65,7 +83,7 @@ fn legacy_state() -> String {
 }
 
 /// A validated plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub default_backend: String,
     /// Backend name → base URLs of its instances.
@@ -74,7 +92,7 @@ pub struct Plan {
     pub routes: Vec<RouteSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
     pub name: String,
     /// Empty: every method.
@@ -84,6 +102,10 @@ pub struct RouteSpec {
     pub new: Option<String>,
     pub lifecycle: Lifecycle,
     pub cohort: Option<CohortSource>,
+    /// `[routes.shadow]`: what may differ in shadow mode.
+    pub shadow: ShadowPolicy,
+    /// `[routes.guard]`: when the route rolls itself back.
+    pub guard: GuardPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +225,9 @@ impl Plan {
                     format!("cohort path_param {param:?} is not in the path"),
                 ));
             }
+            if let Some(problem) = route.shadow.problem().or_else(|| route.guard.problem()) {
+                return Err(route_error(&name, problem));
+            }
             routes.push(RouteSpec {
                 name,
                 methods,
@@ -211,6 +236,8 @@ impl Plan {
                 new: route.new,
                 lifecycle,
                 cohort: route.cohort,
+                shadow: route.shadow,
+                guard: route.guard,
             });
         }
         Ok(Self {
@@ -324,6 +351,38 @@ mod tests {
             Some(CohortSource::Header("x-member-id".into()))
         );
         assert_eq!(plan.backends["ordering"].len(), 2);
+        assert_eq!(place.shadow, ShadowPolicy::default());
+        assert_eq!(place.guard, GuardPolicy::default());
+    }
+
+    #[test]
+    fn shadow_and_guard_policies_are_read_per_route() {
+        let plan = with_routes(
+            r#"
+            [[routes]]
+            name = "orders.show"
+            path = "/api/orders/{no}"
+            new = "ordering"
+            [routes.shadow]
+            sample_percent = 25
+            ignore = ["/placed_at", "/items/*/id"]
+            unordered = ["/items"]
+            numeric_tolerance = 0.5
+            [routes.guard]
+            max_error_percent = 2.5
+            window_seconds = 10
+            min_requests = 50
+            "#,
+        )
+        .unwrap();
+        let route = &plan.routes[0];
+        assert_eq!(route.shadow.sample_percent, 25);
+        assert_eq!(route.shadow.ignore.len(), 2);
+        assert_eq!(route.shadow.numeric_tolerance, 0.5);
+        assert_eq!(route.guard.max_error_percent, 2.5);
+        assert_eq!(route.guard.window_seconds, 10);
+        assert_eq!(route.guard.min_requests, 50);
+        assert!(route.guard.enabled);
     }
 
     #[test]
@@ -400,6 +459,38 @@ mod tests {
                 name = "a"
                 path = "/x"
                 colour = "red""#,
+                "unknown field",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                [routes.shadow]
+                ignore = ["placed_at"]"#,
+                "JSON Pointer",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                [routes.shadow]
+                sample_percent = 101"#,
+                "sample_percent",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                [routes.guard]
+                max_error_percent = 0.0"#,
+                "max_error_percent",
+            ),
+            (
+                r#"[[routes]]
+                name = "a"
+                path = "/x"
+                [routes.guard]
+                window = 30"#,
                 "unknown field",
             ),
         ];

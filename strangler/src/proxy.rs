@@ -11,6 +11,12 @@
 //!   refused, since the backend might read it differently (request smuggling);
 //! - bodies stream both ways: memory stays flat whatever their size;
 //! - the backend has a deadline, and its failure is a 502/504 problem, never a hang.
+//!
+//! And the safety net of a migration: shadow copies of safe requests on
+//! `shadow` routes ([`crate::shadow`]); on `canary` and `migrated` routes a
+//! breaker in front of the new backend, a fallback to legacy when the new
+//! backend cannot have seen the request, and the guard that rolls the route
+//! back when too many calls fail ([`crate::guard`]).
 
 use std::error::Error as _;
 use std::fmt::Write as _;
@@ -21,24 +27,29 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::uri::{PathAndQuery, Scheme};
-use axum::http::{Request, Response, StatusCode, Uri, Version};
+use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use axum::response::IntoResponse;
+use bytes::Bytes;
 use chassis::Problem;
+use chassis::breaker::{CircuitBreakerError, CircuitState};
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http::bearer::constant_time_eq;
 use chassis::http::problem::error_chain;
 use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
-use http_body_util::{LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::lifecycle::Side;
+use crate::guard::{self, Trips};
+use crate::lifecycle::{Lifecycle, Side};
 use crate::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
 use crate::settings::ProxySettings;
-use crate::table::{Decision, RouteTable};
+use crate::shadow::Shadower;
+use crate::table::{Backend, Call, Decision, Route, RouteTable};
 
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
@@ -63,22 +74,71 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    client: Client<HttpConnector, Body>,
-    backend_timeout: Duration,
+    upstream: Upstream,
     max_body_bytes: u64,
+    /// Largest request body kept to resend to legacy on a fallback.
+    replay_body_bytes: u64,
     tester_token: Option<SecretString>,
     metrics: ProxyMetrics,
+    shadow: Arc<Shadower>,
+    trips: Trips,
     /// The `route` label of traffic no route claims.
     default_route: Arc<str>,
 }
 
-impl Proxy {
-    pub fn new(
-        table: Arc<ArcSwap<RouteTable>>,
-        settings: &ProxySettings,
-        tester_token: Option<SecretString>,
-        metrics: ProxyMetrics,
-    ) -> Self {
+/// The hyper client and the deadline every backend call shares.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    timeout: Duration,
+}
+
+/// Why a backend call gave no response.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// No connection could be made: not a byte of the request was sent.
+    Connect(hyper_util::client::legacy::Error),
+    /// No response head within the deadline.
+    Timeout,
+    /// The request body outgrew the limit while streaming (the client's fault).
+    BodyTooLarge,
+    /// The request target could not be rebuilt for the backend (the client's fault).
+    BadTarget,
+    Other(hyper_util::client::legacy::Error),
+}
+
+impl CallFailure {
+    /// Whether the failure says something about the backend.
+    pub fn is_backend_fault(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Timeout | Self::Other(_))
+    }
+
+    /// For logs and stored mismatches.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connection failed",
+            Self::Timeout => "timed out",
+            Self::BodyTooLarge => "request body too large",
+            Self::BadTarget => "bad request target",
+            Self::Other(_) => "failed to answer",
+        }
+    }
+
+    /// The `kind` label of the error metric; `None` when the client was at fault.
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Connect(_) => Some("connect"),
+            Self::Timeout => Some("timeout"),
+            Self::Other(_) => Some("other"),
+            Self::BodyTooLarge | Self::BadTarget => None,
+        }
+    }
+}
+
+type CallResult = Result<Response<Incoming>, CallFailure>;
+
+impl Upstream {
+    pub fn new(settings: &ProxySettings) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
@@ -87,12 +147,75 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         Self {
-            table,
             client,
-            backend_timeout: Duration::from_millis(settings.backend_timeout_ms),
+            timeout: Duration::from_millis(settings.backend_timeout_ms),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends the request (its URI still the client's target) to the next
+    /// instance of `backend`, and reports the connection's fate for ejection.
+    pub async fn send(&self, backend: &Backend, mut parts: Parts, body: Body) -> CallResult {
+        let instance = backend.pick();
+        let original = std::mem::take(&mut parts.uri);
+        parts.uri = upstream_uri(&instance.base, original).ok_or(CallFailure::BadTarget)?;
+        parts.version = Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => {
+                backend.report(instance, true);
+                Ok(response)
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                backend.report(instance, false);
+                tracing::warn!(backend = %backend.name, instance = %instance.base, error = %error_chain(&error), "backend unreachable");
+                Err(CallFailure::Connect(error))
+            }
+            Ok(Err(error)) if is_body_too_large(&error) => Err(CallFailure::BodyTooLarge),
+            Ok(Err(error)) => {
+                tracing::warn!(backend = %backend.name, error = %error_chain(&error), "backend call failed");
+                Err(CallFailure::Other(error))
+            }
+            Err(_) => {
+                tracing::warn!(backend = %backend.name, timeout_ms = self.timeout.as_millis(), "backend timed out");
+                Err(CallFailure::Timeout)
+            }
+        }
+    }
+}
+
+/// What a request needs besides its head and body to be answered.
+struct Exchange<'a> {
+    decision: &'a Decision,
+    route: &'a Arc<str>,
+    request_id: HeaderValue,
+    /// The client's path, for a problem's `instance`.
+    path: String,
+}
+
+impl Proxy {
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        settings: &ProxySettings,
+        tester_token: Option<SecretString>,
+        metrics: ProxyMetrics,
+        shadow: Arc<Shadower>,
+        trips: Trips,
+    ) -> Self {
+        Self {
+            table,
+            upstream: Upstream::new(settings),
             max_body_bytes: settings.max_body_bytes,
+            replay_body_bytes: settings
+                .replay_body_limit_bytes
+                .min(settings.max_body_bytes),
             tester_token: tester_token.filter(|t| !t.expose_secret().is_empty()),
             metrics,
+            shadow,
+            trips,
             default_route: Arc::from(DEFAULT_ROUTE),
         }
     }
@@ -138,106 +261,290 @@ impl Proxy {
         client: SocketAddr,
         decision: Decision,
     ) -> Response<Body> {
-        let started = Instant::now();
-        let route = decision
-            .route
-            .as_ref()
-            .map_or(&self.default_route, |r| &r.name);
-        let backend = &decision.backend;
-        let instance = backend.pick();
         let (mut parts, body) = request.into_parts();
         let request_id = prepare_request_headers(&mut parts.headers, client);
-        let original = std::mem::take(&mut parts.uri);
-        // Kept for the problem's `instance` should the call fail (a cheap clone).
-        let target = original.path_and_query().cloned();
-        let path = || target.as_ref().map_or("/", PathAndQuery::path).to_owned();
-        parts.uri = match upstream_uri(&instance.base, original) {
-            Ok(uri) => uri,
-            Err(problem) => return problem.with_instance(path()).into_response(),
-        };
-        parts.version = Version::HTTP_11;
         let body = Body::new(Limited::new(
             body,
             usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
         ));
-        let upstream = Request::from_parts(parts, body);
-
-        let outcome =
-            tokio::time::timeout(self.backend_timeout, self.client.request(upstream)).await;
-        let latency = started.elapsed();
-        let (response, error_kind) = match outcome {
-            Ok(Ok(response)) => {
-                backend.report(instance, true);
-                let kind = response.status().is_server_error().then_some("status_5xx");
-                (relay_response(response, &request_id), kind)
-            }
-            Ok(Err(error)) if error.is_connect() => {
-                backend.report(instance, false);
-                tracing::warn!(route = &**route, backend = %backend.name, instance = %instance.base, error = %error_chain(&error), "backend unreachable");
-                let problem = Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "backend-unreachable",
-                    "Backend unreachable",
-                )
-                .with_detail(format!(
-                    "The {} service could not be reached.",
-                    backend.name
-                ));
-                (
-                    problem.with_instance(path()).into_response(),
-                    Some("connect"),
-                )
-            }
-            Ok(Err(error)) if is_body_too_large(&error) => {
-                self.metrics.rejected("body_too_large");
-                let problem = Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Request body too large",
-                )
-                .with_detail(format!("The body exceeds {} bytes.", self.max_body_bytes));
-                (problem.with_instance(path()).into_response(), None)
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(route = &**route, backend = %backend.name, error = %error_chain(&error), "backend call failed");
-                let problem = Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad Gateway")
-                    .with_detail(format!("The {} service failed to answer.", backend.name));
-                (problem.with_instance(path()).into_response(), Some("other"))
-            }
-            Err(_) => {
-                tracing::warn!(route = &**route, backend = %backend.name, timeout_ms = self.backend_timeout.as_millis(), "backend timed out");
-                let problem = Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "backend-timeout",
-                    "Backend timed out",
-                )
-                .with_detail(format!(
-                    "The {} service did not answer in time.",
-                    backend.name
-                ));
-                (
-                    problem.with_instance(path()).into_response(),
-                    Some("timeout"),
-                )
-            }
+        let exchange = Exchange {
+            route: decision
+                .route
+                .as_ref()
+                .map_or(&self.default_route, |r| &r.name),
+            decision: &decision,
+            request_id,
+            path: parts.uri.path().to_owned(),
         };
-        if let Some(kind) = error_kind {
-            self.metrics.error(route, &backend.name, kind);
+        match &decision.route {
+            Some(route)
+                if !decision.forced
+                    && decision.side == Side::New
+                    && guard::guards(route.lifecycle) =>
+            {
+                self.guarded(&exchange, route, parts, body).await
+            }
+            Some(route) if !decision.forced && route.lifecycle == Lifecycle::Shadow => {
+                let copy = self
+                    .shadow
+                    .admit(route, &parts.method, &parts.uri, &parts.headers);
+                let outcome = self
+                    .call(&exchange, Side::Legacy, &decision.backend, parts, body)
+                    .await;
+                match (outcome, copy) {
+                    (Ok(response), Some(copy)) => {
+                        let id = exchange.request_id.to_str().unwrap_or_default().to_owned();
+                        let response = self.shadow.fork(
+                            self.upstream.clone(),
+                            Arc::clone(route),
+                            copy,
+                            response,
+                            id,
+                        );
+                        relay_response(response, &exchange.request_id)
+                    }
+                    (outcome, _) => self.answer(&exchange, &decision.backend, outcome),
+                }
+            }
+            _ => {
+                let outcome = self
+                    .call(&exchange, decision.side, &decision.backend, parts, body)
+                    .await;
+                self.answer(&exchange, &decision.backend, outcome)
+            }
         }
-        decision
+    }
+
+    /// A request for the new backend of a route in `canary` or `migrated`:
+    /// through the backend's breaker, watched by the route's guard, and
+    /// sent to legacy instead when the new backend cannot have seen it
+    /// (breaker open, no connection) or, for a safe request, timed out.
+    async fn guarded(
+        &self,
+        exchange: &Exchange<'_>,
+        route: &Arc<Route>,
+        parts: Parts,
+        body: Body,
+    ) -> Response<Body> {
+        let new = &exchange.decision.backend;
+        let Some(breaker) = new.breaker.as_ref() else {
+            let outcome = self.call(exchange, Side::New, new, parts, body).await;
+            return self.answer(exchange, new, outcome);
+        };
+        let (parts, body, replay) = match self.keep_copy(parts, body).await {
+            Ok(kept) => kept,
+            Err(problem) => return problem.with_instance(exchange.path.clone()).into_response(),
+        };
+        // A request that cannot be resent goes to legacy at once while the
+        // breaker is open. The others ask the breaker, which is also what
+        // lets it move on to half-open when its wait is over.
+        if replay.is_none() && breaker.state() == CircuitState::Open {
+            self.metrics.fallback(&route.name, "breaker_open");
+            let outcome = self
+                .call(exchange, Side::Legacy, &route.legacy, parts, body)
+                .await;
+            return self.answer(exchange, &route.legacy, outcome);
+        }
+        let safe = is_safe(&parts.method);
+        let started = Instant::now();
+        let upstream = self.upstream.clone();
+        let backend = Arc::clone(new);
+        let call: Call = Box::pin(async move { upstream.send(&backend, parts, body).await });
+        let outcome = match breaker.call(call).await {
+            Ok(response) => Ok(response),
+            Err(CircuitBreakerError::Inner(failure)) => Err(Some(failure)),
+            // Half-open with its one trial call already out.
+            Err(CircuitBreakerError::OpenCircuit) => Err(None),
+        };
+        let outcome = match outcome {
+            Err(None) => None,
+            Ok(response) => Some(Ok(response)),
+            Err(Some(failure)) => Some(Err(failure)),
+        };
+        if let Some(outcome) = &outcome {
+            let failed = match outcome {
+                Ok(response) => response.status().is_server_error(),
+                Err(failure) => failure.is_backend_fault(),
+            };
+            self.observe(exchange, Side::New, new, outcome, started.elapsed());
+            if let Some(trip) = route.guard.record(&route.name, failed) {
+                tracing::warn!(route = &*route.name, "{}", trip.reason());
+                let _ = self.trips.send(trip);
+            }
+        }
+        let reason = match &outcome {
+            None => Some("breaker_open"),
+            Some(Err(CallFailure::Connect(_))) => Some("connect"),
+            Some(Err(CallFailure::Timeout)) if safe => Some("timeout"),
+            Some(_) => None,
+        };
+        match (reason, replay) {
+            (Some(reason), Some(replay)) => {
+                self.metrics.fallback(&route.name, reason);
+                let (parts, body) = replay.into_parts();
+                let outcome = self
+                    .call(exchange, Side::Legacy, &route.legacy, parts, body)
+                    .await;
+                self.answer(exchange, &route.legacy, outcome)
+            }
+            (_, _) => match outcome {
+                Some(outcome) => self.answer(exchange, new, outcome),
+                None => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "circuit-open",
+                    "Service unavailable",
+                )
+                .with_detail(format!(
+                    "The {} service is recovering and this request cannot be sent elsewhere.",
+                    new.name
+                ))
+                .with_instance(exchange.path.clone())
+                .into_response(),
+            },
+        }
+    }
+
+    /// Keeps a copy of a request that may have to go to legacy instead: a
+    /// request without a body always, one whose `Content-Length` is within
+    /// `replay_body_limit_bytes` by reading it first; larger or chunked
+    /// bodies stream once and have no fallback.
+    async fn keep_copy(
+        &self,
+        parts: Parts,
+        body: Body,
+    ) -> Result<(Parts, Body, Option<Request<Body>>), Problem> {
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+        let bytes = match (chunked, length) {
+            (false, None | Some(0)) => Bytes::new(),
+            (false, Some(n)) if n <= self.replay_body_bytes => body
+                .collect()
+                .await
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "incomplete-body",
+                        "Incomplete request body",
+                    )
+                    .with_detail("The request body ended before its Content-Length.")
+                })?
+                .to_bytes(),
+            _ => return Ok((parts, body, None)),
+        };
+        let mut copy = Request::new(Body::from(bytes.clone()));
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.headers_mut() = parts.headers.clone();
+        Ok((parts, Body::from(bytes), Some(copy)))
+    }
+
+    /// One backend call, observed in the metrics and the route's statistics.
+    async fn call(
+        &self,
+        exchange: &Exchange<'_>,
+        side: Side,
+        backend: &Backend,
+        parts: Parts,
+        body: Body,
+    ) -> CallResult {
+        let started = Instant::now();
+        let outcome = self.upstream.send(backend, parts, body).await;
+        self.observe(exchange, side, backend, &outcome, started.elapsed());
+        outcome
+    }
+
+    fn observe(
+        &self,
+        exchange: &Exchange<'_>,
+        side: Side,
+        backend: &Backend,
+        outcome: &CallResult,
+        latency: Duration,
+    ) {
+        let (status, kind) = match outcome {
+            Ok(response) => (
+                response.status(),
+                response.status().is_server_error().then_some("status_5xx"),
+            ),
+            Err(failure) => (failure_status(failure), failure.kind()),
+        };
+        if let Some(kind) = kind {
+            self.metrics.error(exchange.route, &backend.name, kind);
+        }
+        if matches!(outcome, Err(CallFailure::BodyTooLarge)) {
+            self.metrics.rejected("body_too_large");
+        }
+        exchange
+            .decision
             .stats
-            .record(decision.side, latency, error_kind.is_some());
+            .record(side, latency, kind.is_some());
         self.metrics.request(
             RequestLabels {
-                route: Arc::clone(route),
+                route: Arc::clone(exchange.route),
                 backend: Arc::clone(&backend.name),
-                side: decision.side.as_str(),
-                status: response.status().as_u16(),
+                side: side.as_str(),
+                status: status.as_u16(),
             },
             latency.as_secs_f64(),
         );
-        response
     }
+
+    /// The client's response: the backend's, or a problem saying why not.
+    fn answer(
+        &self,
+        exchange: &Exchange<'_>,
+        backend: &Backend,
+        outcome: CallResult,
+    ) -> Response<Body> {
+        let failure = match outcome {
+            Ok(response) => return relay_response(response, &exchange.request_id),
+            Err(failure) => failure,
+        };
+        let status = failure_status(&failure);
+        let problem = match failure {
+            CallFailure::Connect(_) => {
+                Problem::new(status, "backend-unreachable", "Backend unreachable").with_detail(
+                    format!("The {} service could not be reached.", backend.name),
+                )
+            }
+            CallFailure::Timeout => Problem::new(status, "backend-timeout", "Backend timed out")
+                .with_detail(format!(
+                    "The {} service did not answer in time.",
+                    backend.name
+                )),
+            CallFailure::BodyTooLarge => {
+                Problem::new(status, "body-too-large", "Request body too large")
+                    .with_detail(format!("The body exceeds {} bytes.", self.max_body_bytes))
+            }
+            CallFailure::BadTarget => {
+                Problem::new(status, "bad-request-target", "Bad request target")
+            }
+            CallFailure::Other(_) => Problem::new(status, "bad-gateway", "Bad Gateway")
+                .with_detail(format!("The {} service failed to answer.", backend.name)),
+        };
+        problem.with_instance(exchange.path.clone()).into_response()
+    }
+}
+
+fn failure_status(failure: &CallFailure) -> StatusCode {
+    match failure {
+        CallFailure::Connect(_) | CallFailure::Other(_) => StatusCode::BAD_GATEWAY,
+        CallFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        CallFailure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        CallFailure::BadTarget => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// RFC 9110 §9.2.1: methods that ask for nothing to change.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// Refuses requests whose length the backend might read differently from
@@ -353,23 +660,20 @@ fn remove_connection_options(headers: &mut HeaderMap) {
 
 /// The request target with the instance's authority: the parts are shared
 /// buffers, so nothing is parsed or copied again.
-fn upstream_uri(base: &Uri, original: Uri) -> Result<Uri, Problem> {
+fn upstream_uri(base: &Uri, original: Uri) -> Option<Uri> {
     let mut parts = original.into_parts();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = base.authority().cloned();
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
-    Uri::from_parts(parts).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request-target",
-            "Bad request target",
-        )
-    })
+    Uri::from_parts(parts).ok()
 }
 
-fn relay_response(response: Response<Incoming>, request_id: &HeaderValue) -> Response<Body> {
+fn relay_response<B>(response: Response<B>, request_id: &HeaderValue) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+{
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);

@@ -21,7 +21,9 @@ use chassis::db::DatabaseSettings;
 use chassis::telemetry::TelemetrySettings;
 use serde::Deserialize;
 
-use crate::table::EjectionPolicy;
+use chassis::breaker::BreakerSettings;
+
+use crate::table::{BackendPolicy, EjectionPolicy};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -74,6 +76,18 @@ pub struct ProxySettings {
     pub client_header_timeout_ms: u64,
     /// Proxy worker threads; 0 means one per CPU.
     pub workers: usize,
+    /// Shadow copies in flight at once; past that requests are not shadowed.
+    pub shadow_max_in_flight: usize,
+    /// Largest body (of either side) a shadow comparison reads.
+    pub shadow_body_limit_bytes: usize,
+    /// Mismatches stored per route (the latest).
+    pub mismatches_kept: i64,
+    /// Largest request body kept to resend to legacy on a fallback.
+    pub replay_body_limit_bytes: u64,
+    /// Failures in a row that open a new backend's breaker …
+    pub breaker_failures: usize,
+    /// … for this long, before one trial call.
+    pub breaker_open_ms: u64,
 }
 
 impl Default for ProxySettings {
@@ -88,6 +102,12 @@ impl Default for ProxySettings {
             eject_for_ms: 10_000,
             client_header_timeout_ms: 10_000,
             workers: 0,
+            shadow_max_in_flight: 64,
+            shadow_body_limit_bytes: 1024 * 1024,
+            mismatches_kept: 50,
+            replay_body_limit_bytes: 1024 * 1024,
+            breaker_failures: 5,
+            breaker_open_ms: 10_000,
         }
     }
 }
@@ -100,10 +120,16 @@ impl ProxySettings {
         }
     }
 
-    pub fn ejection(&self) -> EjectionPolicy {
-        EjectionPolicy {
-            after_failures: self.eject_after_failures.max(1),
-            duration: Duration::from_millis(self.eject_for_ms),
+    pub fn backend_policy(&self) -> BackendPolicy {
+        BackendPolicy {
+            ejection: EjectionPolicy {
+                after_failures: self.eject_after_failures.max(1),
+                duration: Duration::from_millis(self.eject_for_ms),
+            },
+            breaker: BreakerSettings {
+                failures: self.breaker_failures.max(1),
+                open_for: Duration::from_millis(self.breaker_open_ms),
+            },
         }
     }
 }

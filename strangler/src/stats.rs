@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::lifecycle::Side;
+use crate::shadow::ShadowCounts;
 
 const SLOTS: usize = 60;
 /// Latency bucket upper bounds: 0.25 ms doubling up to ~131 s.
@@ -28,6 +29,8 @@ pub struct RouteStats {
     epoch: Instant,
     legacy: Mutex<[Slot; SLOTS]>,
     new: Mutex<[Slot; SLOTS]>,
+    /// Shadow comparisons since the start.
+    pub shadow: ShadowCounts,
 }
 
 /// One side's traffic over the last minute.
@@ -47,6 +50,7 @@ impl Default for RouteStats {
             epoch: Instant::now(),
             legacy: Mutex::new([Slot::default(); SLOTS]),
             new: Mutex::new([Slot::default(); SLOTS]),
+            shadow: ShadowCounts::default(),
         }
     }
 }

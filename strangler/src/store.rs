@@ -9,6 +9,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use crate::lifecycle::Lifecycle;
+use crate::shadow::Mismatch;
+use crate::shadow::diff::Difference;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -28,6 +30,24 @@ pub struct AuditEntry {
     pub from_state: String,
     pub to_state: String,
     pub reason: String,
+}
+
+/// One stored shadow mismatch.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MismatchEntry {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub route: String,
+    pub method: String,
+    pub target: String,
+    pub request_id: String,
+    pub legacy_status: i16,
+    pub legacy_body: String,
+    pub new_status: Option<i16>,
+    pub new_body: String,
+    pub new_error: Option<String>,
+    pub differences: sqlx::types::Json<Vec<Difference>>,
 }
 
 /// One state change to record.
@@ -128,6 +148,62 @@ impl Store {
         sqlx::query_as(
             "SELECT id, at, who, route, from_state, to_state, reason FROM audit_log
              WHERE $1::text IS NULL OR route = $1
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(route)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+impl Store {
+    /// Stores a mismatch and deletes the route's beyond the newest `keep`.
+    pub async fn record_mismatch(&self, mismatch: &Mismatch, keep: i64) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO shadow_mismatch (route, method, target, request_id, legacy_status,
+                 legacy_body, new_status, new_body, new_error, differences)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&mismatch.route)
+        .bind(&mismatch.method)
+        .bind(&mismatch.target)
+        .bind(&mismatch.request_id)
+        .bind(i16::try_from(mismatch.legacy_status).unwrap_or(i16::MAX))
+        .bind(&mismatch.legacy_body)
+        .bind(
+            mismatch
+                .new_status
+                .map(|s| i16::try_from(s).unwrap_or(i16::MAX)),
+        )
+        .bind(&mismatch.new_body)
+        .bind(&mismatch.new_error)
+        .bind(sqlx::types::Json(&mismatch.differences))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM shadow_mismatch WHERE route = $1 AND id <= (
+                 SELECT id FROM shadow_mismatch WHERE route = $1
+                 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+        )
+        .bind(&mismatch.route)
+        .bind(keep.max(1))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The newest mismatches first; `route` narrows to one route.
+    pub async fn mismatches(
+        &self,
+        route: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MismatchEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, at, route, method, target, request_id, legacy_status, legacy_body,
+                    new_status, new_body, new_error, differences
+             FROM shadow_mismatch WHERE $1::text IS NULL OR route = $1
              ORDER BY id DESC LIMIT $2",
         )
         .bind(route)

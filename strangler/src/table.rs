@@ -11,12 +11,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, Method, Uri};
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::http::{HeaderMap, Method, Response, Uri};
+use chassis::breaker::{Breaker, BreakerSettings};
+use hyper::body::Incoming;
 
 use crate::cohort::{CohortSource, bucket};
+use crate::guard::{self, Guard};
 use crate::lifecycle::{Lifecycle, Side};
+use crate::metrics::ProxyMetrics;
 use crate::plan::{Plan, PlanError};
+use crate::proxy::CallFailure;
+use crate::shadow::ShadowPolicy;
 use crate::stats::RouteStats;
+
+/// One call to a backend, as the breaker runs it.
+pub type Call = Pin<Box<dyn Future<Output = Result<Response<Incoming>, CallFailure>> + Send>>;
+/// The breaker in front of a new backend (docs/patterns/circuit-breaker.md).
+pub type NewBreaker = Breaker<Call, Response<Incoming>, CallFailure>;
 
 /// One backend service with one or more instances.
 #[derive(Debug)]
@@ -27,6 +42,9 @@ pub struct Backend {
     /// Round-robin position.
     next: AtomicUsize,
     ejection: Ejection,
+    /// Only on backends some route uses as its new one: those are the
+    /// backends the strangler may fall back from.
+    pub breaker: Option<NewBreaker>,
 }
 
 #[derive(Debug)]
@@ -47,6 +65,23 @@ pub struct EjectionPolicy {
     pub duration: Duration,
 }
 
+/// How the strangler treats backends: passive ejection of instances, and a
+/// breaker in front of each new backend.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendPolicy {
+    pub ejection: EjectionPolicy,
+    pub breaker: BreakerSettings,
+}
+
+/// A failure counts against the new backend unless the request itself was
+/// at fault; a 5xx answer counts too.
+fn breaker_failure(result: &Result<Response<Incoming>, CallFailure>) -> bool {
+    match result {
+        Ok(response) => response.status().is_server_error(),
+        Err(failure) => failure.is_backend_fault(),
+    }
+}
+
 #[derive(Debug)]
 struct Ejection {
     policy: EjectionPolicy,
@@ -54,7 +89,29 @@ struct Ejection {
 }
 
 impl Backend {
-    pub fn new(name: &str, bases: &[Uri], policy: EjectionPolicy) -> Self {
+    /// A backend; `metrics` given, with a breaker whose state they show.
+    pub fn new(
+        name: &str,
+        bases: &[Uri],
+        policy: BackendPolicy,
+        metrics: Option<&ProxyMetrics>,
+    ) -> Self {
+        let breaker = metrics.and_then(|metrics| {
+            let built = Breaker::new(
+                name,
+                policy.breaker,
+                breaker_failure,
+                metrics.breaker_gauge(name),
+                tower::service_fn(|call: Call| call),
+            );
+            match built {
+                Ok(breaker) => Some(breaker),
+                Err(error) => {
+                    tracing::error!(backend = name, %error, "no circuit breaker for this backend");
+                    None
+                }
+            }
+        });
         Self {
             name: Arc::from(name),
             instances: bases
@@ -67,9 +124,10 @@ impl Backend {
                 .collect(),
             next: AtomicUsize::new(0),
             ejection: Ejection {
-                policy,
+                policy: policy.ejection,
                 epoch: Instant::now(),
             },
+            breaker,
         }
     }
 
@@ -128,15 +186,37 @@ pub struct Backends(HashMap<String, Arc<Backend>>);
 
 impl Backends {
     /// Backends for `plan`, reusing those of `previous` whose instances are
-    /// unchanged.
-    pub fn for_plan(plan: &Plan, previous: &Backends, policy: EjectionPolicy) -> Self {
+    /// unchanged (with their ejections and breakers). Backends that some
+    /// route uses as its new one get a breaker.
+    pub fn for_plan(
+        plan: &Plan,
+        previous: &Backends,
+        policy: BackendPolicy,
+        metrics: &ProxyMetrics,
+    ) -> Self {
+        let new: HashSet<&str> = plan
+            .routes
+            .iter()
+            .filter_map(|r| r.new.as_deref())
+            .collect();
         Self(
             plan.backends
                 .iter()
                 .map(|(name, bases)| {
+                    let wants_breaker = new.contains(name.as_str());
                     let backend = match previous.0.get(name) {
-                        Some(old) if old.bases().eq(bases.iter()) => Arc::clone(old),
-                        _ => Arc::new(Backend::new(name, bases, policy)),
+                        Some(old)
+                            if old.bases().eq(bases.iter())
+                                && old.breaker.is_some() == wants_breaker =>
+                        {
+                            Arc::clone(old)
+                        }
+                        _ => Arc::new(Backend::new(
+                            name,
+                            bases,
+                            policy,
+                            wants_breaker.then_some(metrics),
+                        )),
                     };
                     (name.clone(), backend)
                 })
@@ -164,6 +244,11 @@ pub struct Route {
     pub legacy: Arc<Backend>,
     pub new: Option<Arc<Backend>>,
     pub cohort: Option<CohortSource>,
+    /// What may differ between the answers in shadow mode.
+    pub shadow: ShadowPolicy,
+    /// The automatic rollback's window; kept while the route stays in
+    /// `canary` or `migrated`, fresh when it enters one of them.
+    pub guard: Arc<Guard>,
     /// Last-minute traffic; carried over from the previous table by name.
     pub stats: Arc<RouteStats>,
 }
@@ -198,6 +283,8 @@ pub struct Decision {
     /// `None`: no route claims the request; the default backend serves it.
     pub route: Option<Arc<Route>>,
     pub side: Side,
+    /// A tester chose the side: no shadow, no fallback, no guard.
+    pub forced: bool,
     pub backend: Arc<Backend>,
     pub stats: Arc<RouteStats>,
 }
@@ -239,6 +326,17 @@ impl RouteTable {
                 Some(state) if new.is_some() || *state == Lifecycle::Legacy => *state,
                 _ => spec.lifecycle,
             };
+            let guard = previous
+                .and_then(|t| t.route(&spec.name))
+                .filter(|old| {
+                    guard::guards(old.lifecycle)
+                        && guard::guards(lifecycle)
+                        && *old.guard.policy() == spec.guard
+                })
+                .map_or_else(
+                    || Arc::new(Guard::new(spec.guard)),
+                    |old| Arc::clone(&old.guard),
+                );
             routes.push(Arc::new(Route {
                 name: Arc::from(spec.name.as_str()),
                 methods: spec.methods.clone(),
@@ -247,6 +345,8 @@ impl RouteTable {
                 legacy: backend(&spec.legacy, &spec.name)?,
                 new,
                 cohort: spec.cohort.clone(),
+                shadow: spec.shadow.clone(),
+                guard,
                 stats: stats_of(&spec.name),
             }));
             grouped.entry(&spec.path).or_default().push(index);
@@ -302,6 +402,11 @@ impl RouteTable {
             (Some(_), None) => Side::Legacy,
             (None, _) => match route.lifecycle {
                 Lifecycle::Legacy | Lifecycle::Shadow => Side::Legacy,
+                // A tripped guard sends the route's traffic to legacy while
+                // its rollback is being written.
+                Lifecycle::Canary { .. } | Lifecycle::Migrated if route.guard.tripped() => {
+                    Side::Legacy
+                }
                 Lifecycle::Migrated | Lifecycle::Retired => Side::New,
                 Lifecycle::Canary { percent } => {
                     let key = route
@@ -323,6 +428,7 @@ impl RouteTable {
             stats: Arc::clone(&route.stats),
             route: Some(Arc::clone(route)),
             side,
+            forced: forced.is_some(),
         }
     }
 
@@ -330,6 +436,7 @@ impl RouteTable {
         Decision {
             route: None,
             side: Side::Legacy,
+            forced: false,
             backend: Arc::clone(&self.default_backend),
             stats: Arc::clone(&self.default_stats),
         }

@@ -70,6 +70,7 @@ async fn every_admin_call_without_the_token_gets_401(_: PgPoolOptions, options: 
         (Method::POST, "/api/routes/orders.show/rollback"),
         (Method::POST, "/api/plan"),
         (Method::GET, "/api/audit"),
+        (Method::GET, "/api/mismatches"),
     ];
     for (method, path) in calls {
         for token in [None, Some("wrong-token"), Some("")] {
@@ -288,17 +289,23 @@ async fn refused_transitions_say_why_and_change_nothing(
         .await
         .unwrap();
     assert!(audit.is_empty(), "refusals write no audit rows: {audit:?}");
-    for bad_limit in ["0", "1001", "abc"] {
-        let response = s
-            .admin_request(Method::GET, &format!("/api/audit?limit={bad_limit}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::BAD_REQUEST,
-            "limit={bad_limit}"
-        );
+    for listing in ["/api/audit", "/api/mismatches"] {
+        for query in ["limit=0", "limit=1001", "limit=abc", "colour=red"] {
+            let response = s
+                .admin_request(Method::GET, &format!("{listing}?{query}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{listing}?{query}"
+            );
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+        }
     }
 }
 

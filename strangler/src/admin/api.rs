@@ -9,6 +9,7 @@
 //! | `POST /api/routes/{name}/rollback` | `{"reason":"…"}` | the change |
 //! | `POST /api/plan?reason=…` | the plan, `Content-Type: application/toml` | the changes |
 //! | `GET /api/audit?route=…&limit=…` | | audit rows, newest first |
+//! | `GET /api/mismatches?route=…&limit=…` | | stored shadow mismatches, newest first |
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -22,7 +23,7 @@ use super::auth::Operator;
 use super::{AdminState, RouteView, problem_for, route_view};
 use crate::control::Applied;
 use crate::lifecycle::Lifecycle;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, MismatchEntry};
 
 pub fn router() -> Router<AdminState> {
     Router::new()
@@ -32,6 +33,7 @@ pub fn router() -> Router<AdminState> {
         .route("/api/routes/{name}/rollback", post(rollback))
         .route("/api/plan", post(apply_plan))
         .route("/api/audit", get(audit))
+        .route("/api/mismatches", get(mismatches))
 }
 
 async fn list(_: Operator, State(state): State<AdminState>) -> Json<Vec<RouteView>> {
@@ -146,28 +148,53 @@ async fn apply_plan(
     Ok(Json(applied))
 }
 
+/// `?route=…&limit=…` of the listing endpoints.
 #[derive(Debug, Deserialize)]
-struct AuditQuery {
+#[serde(deny_unknown_fields)]
+struct ListQuery {
     route: Option<String>,
     limit: Option<i64>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> Result<i64, Problem> {
+        let limit = self.limit.unwrap_or(100);
+        if (1..=1000).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
+                    .with_detail("limit is between 1 and 1000."),
+            )
+        }
+    }
 }
 
 async fn audit(
     _: Operator,
     State(state): State<AdminState>,
-    Query(query): Query<AuditQuery>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, Problem> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
-                .with_detail("limit is between 1 and 1000."),
-        );
-    }
+    let limit = query.limit()?;
     let entries = state
         .control
         .store()
         .audit(query.route.as_deref(), limit)
+        .await
+        .map_err(|e| problem_for(e.into()))?;
+    Ok(Json(entries))
+}
+
+async fn mismatches(
+    _: Operator,
+    State(state): State<AdminState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<MismatchEntry>>, Problem> {
+    let limit = query.limit()?;
+    let entries = state
+        .control
+        .store()
+        .mismatches(query.route.as_deref(), limit)
         .await
         .map_err(|e| problem_for(e.into()))?;
     Ok(Json(entries))

@@ -23,12 +23,23 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 #[derive(Debug)]
 pub struct Tokens(Vec<(String, SecretString)>);
 
+/// Names the strangler writes into the audit log itself; no token may
+/// take them, so that an automatic change cannot be impersonated.
+pub const RESERVED_NAMES: [&str; 2] = [crate::guard::GUARD, "startup"];
+
 impl Tokens {
     pub fn new(tokens: &BTreeMap<String, SecretString>) -> Self {
         Self(
             tokens
                 .iter()
                 .filter(|(_, secret)| !secret.expose_secret().is_empty())
+                .filter(|(name, _)| {
+                    let reserved = RESERVED_NAMES.contains(&name.as_str());
+                    if reserved {
+                        tracing::warn!(name = %name, "an admin token may not be named after the strangler's own audit entries; it is ignored");
+                    }
+                    !reserved
+                })
                 .map(|(name, secret)| (name.clone(), secret.clone()))
                 .collect(),
         )
@@ -135,4 +146,23 @@ pub fn session_cookie(id: &str) -> String {
 
 pub fn expired_cookie() -> String {
     format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_token_may_take_a_name_the_strangler_writes_itself() {
+        let tokens = Tokens::new(&BTreeMap::from([
+            ("guard".to_owned(), SecretString::from("g")),
+            ("startup".to_owned(), SecretString::from("s")),
+            ("alice".to_owned(), SecretString::from("a")),
+            ("bob".to_owned(), SecretString::from("")),
+        ]));
+        assert_eq!(tokens.who("g"), None);
+        assert_eq!(tokens.who("s"), None);
+        assert_eq!(tokens.who("a").as_deref(), Some("alice"));
+        assert_eq!(tokens.who(""), None, "an empty token is no token");
+    }
 }

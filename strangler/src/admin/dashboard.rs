@@ -1,7 +1,10 @@
 //! The dashboard: server-rendered HTML on the admin port, no external
 //! assets, refreshing itself every few seconds. It shows each route's state
-//! and last-minute traffic per side, the migration's progress and the audit
-//! log, and offers a form per route to advance it or roll it back.
+//! and last-minute traffic per side, its shadow match rate and the new
+//! backend's breaker, the migration's progress, the latest shadow
+//! mismatches with their differences, and the audit log (automatic
+//! rollbacks stand out); it offers a form per route to advance it or roll
+//! it back.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -15,9 +18,11 @@ use serde::Deserialize;
 
 use super::auth::{SignedIn, expired_cookie, session_cookie, session_id};
 use super::{AdminState, RouteView, problem_for, route_view};
+use crate::guard::GUARD;
 use crate::lifecycle::{Lifecycle, Side};
+use crate::shadow::ShadowTally;
 use crate::stats::Traffic;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, MismatchEntry};
 
 pub fn router() -> Router<AdminState> {
     Router::new()
@@ -30,6 +35,8 @@ pub fn router() -> Router<AdminState> {
 
 /// The audit rows the dashboard shows.
 const AUDIT_ROWS: i64 = 50;
+/// The shadow mismatches the dashboard shows.
+const MISMATCH_ROWS: i64 = 10;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -45,6 +52,7 @@ struct DashboardPage {
     refresh: bool,
     routes: Vec<RouteRow>,
     audit: Vec<AuditRow>,
+    mismatches: Vec<MismatchRow>,
     migrated_routes: usize,
     total_routes: usize,
     routes_share: String,
@@ -59,23 +67,73 @@ struct RouteRow {
     targets: Vec<(&'static str, bool)>,
     next_percent: u8,
     can_roll_back: bool,
+    /// `98.0% (49 of 50)`, or `–` before any comparison.
+    shadow: String,
+}
+
+/// A stored mismatch, its differences written for people.
+struct MismatchRow {
+    when: String,
+    entry: MismatchEntry,
+    new_status: String,
+    /// (path, legacy value, new value); `(absent)` for a missing value.
+    differences: Vec<(String, String, String)>,
+}
+
+impl From<MismatchEntry> for MismatchRow {
+    fn from(entry: MismatchEntry) -> Self {
+        let show = |value: &Option<serde_json::Value>| {
+            value
+                .as_ref()
+                .map_or_else(|| "(absent)".to_owned(), ToString::to_string)
+        };
+        Self {
+            when: utc_seconds(entry.at),
+            new_status: match (entry.new_status, &entry.new_error) {
+                (Some(status), _) => status.to_string(),
+                (None, Some(error)) => format!("no answer: {error}"),
+                (None, None) => "no answer".into(),
+            },
+            differences: entry
+                .differences
+                .iter()
+                .map(|d| (d.path.clone(), show(&d.legacy), show(&d.new)))
+                .collect(),
+            entry,
+        }
+    }
+}
+
+fn utc_seconds(at: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    at.format(&format).unwrap_or_else(|_| at.to_string())
+}
+
+fn shadow_cell(tally: ShadowTally) -> String {
+    match tally.match_rate {
+        Some(rate) => format!(
+            "{:.1}% ({} of {})",
+            rate * 100.0,
+            tally.matched,
+            tally.matched + tally.mismatched
+        ),
+        None => "–".into(),
+    }
 }
 
 /// An audit entry with its time written for people (UTC, to the second).
 struct AuditRow {
     when: String,
+    /// Written by the guard, not by a person.
+    automatic: bool,
     entry: AuditEntry,
 }
 
 impl From<AuditEntry> for AuditRow {
     fn from(entry: AuditEntry) -> Self {
-        let format =
-            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
         Self {
-            when: entry
-                .at
-                .format(&format)
-                .unwrap_or_else(|_| entry.at.to_string()),
+            when: utc_seconds(entry.at),
+            automatic: entry.who == GUARD,
             entry,
         }
     }
@@ -146,8 +204,12 @@ async fn render(
     status: StatusCode,
 ) -> Response {
     let table = state.control.table().load_full();
-    let audit = match state.control.store().audit(None, AUDIT_ROWS).await {
-        Ok(audit) => audit,
+    let store = state.control.store();
+    let (audit, mismatches) = match tokio::try_join!(
+        store.audit(None, AUDIT_ROWS),
+        store.mismatches(None, MISMATCH_ROWS)
+    ) {
+        Ok(found) => found,
         Err(e) => return problem_for(e.into()).into_response(),
     };
     let mut new_requests = 0_u64;
@@ -163,6 +225,7 @@ async fn render(
             RouteRow {
                 legacy: view.traffic.legacy.into(),
                 new: view.traffic.new.into(),
+                shadow: shadow_cell(view.shadow),
                 view,
                 targets: TARGETS.iter().map(|&t| (t, t == next_state)).collect(),
                 next_percent,
@@ -191,6 +254,7 @@ async fn render(
         traffic_share: share(new_requests, all_requests),
         routes,
         audit: audit.into_iter().map(AuditRow::from).collect(),
+        mismatches: mismatches.into_iter().map(MismatchRow::from).collect(),
         migrated_routes,
         total_routes,
     };

@@ -13,8 +13,12 @@ use axum::http::StatusCode;
 use chassis::Problem;
 use serde::Serialize;
 
+use chassis::breaker::state_name;
+
 use crate::control::{Control, ControlError};
+use crate::guard::GuardPolicy;
 use crate::lifecycle::{Side, TransitionError};
+use crate::shadow::{ShadowPolicy, ShadowTally};
 use crate::stats::Traffic;
 use crate::table::Route;
 use auth::{Sessions, Tokens};
@@ -42,7 +46,15 @@ pub struct RouteView {
     pub lifecycle: String,
     pub legacy_backend: String,
     pub new_backend: Option<String>,
+    /// The new backend's circuit breaker: `closed`, `open` or `half-open`.
+    pub new_breaker: Option<&'static str>,
     pub traffic: TrafficView,
+    /// Shadow comparisons since the strangler started.
+    pub shadow: ShadowTally,
+    pub shadow_policy: ShadowPolicy,
+    pub guard: GuardPolicy,
+    /// The guard tripped and the rollback is on its way.
+    pub guard_tripped: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,10 +73,19 @@ pub fn route_view(route: &Route) -> RouteView {
         lifecycle: route.lifecycle.to_string(),
         legacy_backend: route.legacy.name.to_string(),
         new_backend: route.new.as_ref().map(|b| b.name.to_string()),
+        new_breaker: route
+            .new
+            .as_ref()
+            .and_then(|b| b.breaker.as_ref())
+            .map(|b| state_name(b.state())),
         traffic: TrafficView {
             legacy: route.stats.last_minute(Side::Legacy),
             new: route.stats.last_minute(Side::New),
         },
+        shadow: route.stats.shadow.tally(),
+        shadow_policy: route.shadow.clone(),
+        guard: *route.guard.policy(),
+        guard_tripped: route.guard.tripped(),
     }
 }
 

@@ -152,12 +152,32 @@ impl http_body::Body for Zeros {
 
 /// A plan with `legacy` as the default backend and the given routes.
 pub fn plan(legacy: &TestBackend, new: &TestBackend, routes: &str) -> String {
+    plan_urls(&legacy.url, &new.url, routes)
+}
+
+/// A plan with backends `legacy` (the default) and `new` at these URLs.
+pub fn plan_urls(legacy: &str, new: &str, routes: &str) -> String {
     format!(
         "default_backend = \"legacy\"\n\
-         [backends.legacy]\ninstances = [\"{}\"]\n\
-         [backends.new]\ninstances = [\"{}\"]\n{routes}",
-        legacy.url, new.url
+         [backends.legacy]\ninstances = [\"{legacy}\"]\n\
+         [backends.new]\ninstances = [\"{new}\"]\n{routes}"
     )
+}
+
+/// Polls `probe` every 20 ms until it holds; panics after `seconds`.
+pub async fn eventually<F, Fut>(seconds: u64, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A plan file in a temporary folder, removed when dropped.
@@ -253,4 +273,253 @@ impl TestStrangler {
             .request(method, format!("{}{path}", self.admin))
             .bearer_auth(ADMIN_TOKEN)
     }
+
+    /// GET on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let response = self
+            .admin_request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the admin API answers");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("JSON")
+    }
+
+    /// The dashboard's HTML, signed in with the admin token.
+    pub async fn dashboard(&self) -> String {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        let login = browser
+            .post(format!("{}/login", self.admin))
+            .form(&[("token", ADMIN_TOKEN)])
+            .send()
+            .await
+            .expect("sign in");
+        let cookie = login.headers()["set-cookie"]
+            .to_str()
+            .expect("a cookie")
+            .split(';')
+            .next()
+            .expect("the session")
+            .to_owned();
+        browser
+            .get(format!("{}/?refresh=off", self.admin))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("the dashboard")
+            .text()
+            .await
+            .expect("HTML")
+    }
+
+    /// The value of one sample on `/metrics` (the line that starts so), 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// How a [`Scripted`] backend behaves; the test may change it at any time.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// The order total it reports.
+    pub total: i64,
+    /// Every n-th GET answers 500 (0: never).
+    pub fail_every: u64,
+    /// How long a GET waits before answering.
+    pub get_delay: Duration,
+    /// How long a write (POST, PUT, PATCH, DELETE) waits before answering.
+    pub write_delay: Duration,
+    /// GETs wait for this to be notified before answering.
+    pub gate: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            total: 12_000,
+            fail_every: 0,
+            get_delay: Duration::ZERO,
+            write_delay: Duration::ZERO,
+            gate: None,
+        }
+    }
+}
+
+/// What a [`Scripted`] backend received.
+#[derive(Debug, Default)]
+pub struct Receipts {
+    pub gets: AtomicU64,
+    /// GETs marked as shadow copies.
+    pub shadow_gets: AtomicU64,
+    /// GETs answered (after any gate and delay).
+    pub gets_answered: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+impl Receipts {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::SeqCst)
+    }
+}
+
+/// An order service stand-in: `GET /api/orders/{no}` answers an order as
+/// JSON (with a fresh `placed_at` each time), and any write answers
+/// `{"accepted": …}`; failures, delays and gates as its [`Behaviour`] says.
+pub struct Scripted {
+    pub name: String,
+    pub url: String,
+    pub address: SocketAddr,
+    pub behaviour: Arc<std::sync::Mutex<Behaviour>>,
+    pub receipts: Arc<Receipts>,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct ScriptedState {
+    name: String,
+    behaviour: Arc<std::sync::Mutex<Behaviour>>,
+    receipts: Arc<Receipts>,
+}
+
+impl Scripted {
+    pub async fn spawn(name: &str) -> Self {
+        Self::spawn_at(name, "127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Serves at `address` (to come back on the port of one that stopped).
+    pub async fn spawn_at(name: &str, address: SocketAddr) -> Self {
+        Self::serve(name, address, Arc::default(), Arc::new(Receipts::default())).await
+    }
+
+    async fn serve(
+        name: &str,
+        address: SocketAddr,
+        behaviour: Arc<std::sync::Mutex<Behaviour>>,
+        receipts: Arc<Receipts>,
+    ) -> Self {
+        let state = ScriptedState {
+            name: name.to_owned(),
+            behaviour: Arc::clone(&behaviour),
+            receipts: Arc::clone(&receipts),
+        };
+        let app = Router::new()
+            .route(
+                "/api/orders/{no}",
+                get(scripted_order).fallback(scripted_write),
+            )
+            .fallback(any(scripted_write))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .expect("bind a scripted backend");
+        let address = listener.local_addr().expect("backend address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("backend serves");
+        });
+        Self {
+            name: name.to_owned(),
+            url: format!("http://{address}"),
+            address,
+            behaviour,
+            receipts,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    pub fn set(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut self.behaviour.lock().expect("behaviour"));
+    }
+
+    /// Stops serving and closes the port: connections are refused from now on.
+    pub async fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.abort();
+            let _ = served.await;
+        }
+    }
+
+    /// Serves again on the same port, with the same behaviour and receipts.
+    pub async fn revive(&mut self) {
+        let revived = Self::serve(
+            &self.name,
+            self.address,
+            Arc::clone(&self.behaviour),
+            Arc::clone(&self.receipts),
+        )
+        .await;
+        *self = revived;
+    }
+}
+
+async fn scripted_order(
+    State(state): State<ScriptedState>,
+    Path(no): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let count = state.receipts.gets.fetch_add(1, Ordering::SeqCst) + 1;
+    if headers.contains_key("x-strangler-shadow") {
+        state.receipts.shadow_gets.fetch_add(1, Ordering::SeqCst);
+    }
+    let behaviour = state.behaviour.lock().expect("behaviour").clone();
+    if let Some(gate) = behaviour.gate {
+        gate.notified().await;
+    }
+    tokio::time::sleep(behaviour.get_delay).await;
+    state.receipts.gets_answered.fetch_add(1, Ordering::SeqCst);
+    if behaviour.fail_every > 0 && count % behaviour.fail_every == 0 {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "scripted failure",
+        )
+            .into_response();
+    }
+    let placed_at = time::OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .to_string();
+    axum::Json(json!({
+        "order_no": no,
+        "status": "PAID",
+        "total": behaviour.total,
+        "placed_at": placed_at,
+        "served_by": state.name,
+        "items": [{"menu": "bibimbap", "qty": 1}, {"menu": "sikhye", "qty": 2}],
+    }))
+    .into_response()
+}
+
+async fn scripted_write(State(state): State<ScriptedState>) -> axum::Json<Value> {
+    state.receipts.writes.fetch_add(1, Ordering::SeqCst);
+    let delay = state.behaviour.lock().expect("behaviour").write_delay;
+    tokio::time::sleep(delay).await;
+    axum::Json(json!({ "accepted": state.name }))
 }

@@ -1,0 +1,301 @@
+//! Automatic rollback: a guard watches the new backend's outcomes on each
+//! route in `canary` or `migrated`, over a sliding window. When the window
+//! holds at least `min_requests` calls and the share that failed (5xx,
+//! timeout, connection error) passes `max_error_percent`, the guard trips:
+//!
+//! 1. at once, in memory: the route's requests go to legacy from the next
+//!    one on (the proxy asks [`Guard::tripped`]), so the failing backend
+//!    stops getting traffic before anything is written;
+//! 2. then the [`run`] task rolls the route back to `legacy` through the
+//!    control plane like an operator would, with `who` = `guard`, the
+//!    measured rate in the reason, a metric and a warning. If the database
+//!    is down it keeps trying; the route stays on legacy meanwhile.
+//!
+//! A guard lives as long as the route stays in a state the new backend
+//! serves (`canary` at any percent, `migrated`); entering one of those from
+//! elsewhere starts a fresh window. Pattern: automatic rollback —
+//! docs/patterns/automatic-rollback.md.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::control::{Control, ControlError};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::ProxyMetrics;
+
+/// The `who` of the audit rows the guard writes.
+pub const GUARD: &str = "guard";
+
+/// When a route rolls itself back; per route in the plan (`[routes.guard]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardPolicy {
+    /// `false` leaves the route to its operators.
+    pub enabled: bool,
+    /// The failed share of the new backend's calls that trips the guard.
+    pub max_error_percent: f64,
+    /// How far back the window reaches.
+    pub window_seconds: u64,
+    /// Calls the window must hold before a rate counts.
+    pub min_requests: u32,
+}
+
+impl Default for GuardPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_error_percent: 5.0,
+            window_seconds: 30,
+            min_requests: 20,
+        }
+    }
+}
+
+impl GuardPolicy {
+    /// Why the policy cannot be used, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        if !(self.max_error_percent > 0.0 && self.max_error_percent <= 100.0) {
+            return Some("guard.max_error_percent is above 0 and at most 100".into());
+        }
+        if !(1..=MAX_WINDOW_SECONDS).contains(&self.window_seconds) {
+            return Some(format!(
+                "guard.window_seconds is between 1 and {MAX_WINDOW_SECONDS}"
+            ));
+        }
+        if self.min_requests == 0 {
+            return Some("guard.min_requests is at least 1".into());
+        }
+        None
+    }
+}
+
+const MAX_WINDOW_SECONDS: u64 = 600;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    second: u64,
+    requests: u64,
+    failures: u64,
+}
+
+/// One route's window of new-backend outcomes.
+#[derive(Debug)]
+pub struct Guard {
+    policy: GuardPolicy,
+    epoch: Instant,
+    /// One slot per second of the window, indexed by second modulo length.
+    slots: Mutex<Vec<Slot>>,
+    tripped: AtomicBool,
+}
+
+/// What the guard saw when it tripped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trip {
+    pub route: Arc<str>,
+    pub requests: u64,
+    pub failures: u64,
+    pub policy: GuardPolicy,
+}
+
+impl Trip {
+    pub fn percent(&self) -> f64 {
+        self.failures as f64 * 100.0 / self.requests.max(1) as f64
+    }
+
+    /// The audit log's reason.
+    pub fn reason(&self) -> String {
+        format!(
+            "automatic rollback: {:.1}% of the new backend's last {} calls failed within {} s (threshold {}%)",
+            self.percent(),
+            self.requests,
+            self.policy.window_seconds,
+            self.policy.max_error_percent
+        )
+    }
+}
+
+impl Guard {
+    pub fn new(policy: GuardPolicy) -> Self {
+        let len = usize::try_from(policy.window_seconds.clamp(1, MAX_WINDOW_SECONDS)).unwrap_or(1);
+        Self {
+            policy,
+            epoch: Instant::now(),
+            slots: Mutex::new(vec![Slot::default(); len]),
+            tripped: AtomicBool::new(false),
+        }
+    }
+
+    pub fn policy(&self) -> &GuardPolicy {
+        &self.policy
+    }
+
+    /// Whether the guard has tripped: the route's traffic belongs to legacy.
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+
+    /// Records one call to the new backend. Returns the trip, once, when
+    /// this call takes the window past the threshold.
+    pub fn record(&self, route: &Arc<str>, failed: bool) -> Option<Trip> {
+        if !self.policy.enabled {
+            return None;
+        }
+        let second = self.epoch.elapsed().as_secs();
+        // A poisoned lock only means a panic elsewhere mid-update of counters.
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let len = slots.len() as u64;
+        let slot = &mut slots[usize::try_from(second % len).unwrap_or(0)];
+        if slot.second != second {
+            *slot = Slot {
+                second,
+                ..Slot::default()
+            };
+        }
+        slot.requests += 1;
+        slot.failures += u64::from(failed);
+        // The rate only rises when a call fails: only then is it worth summing.
+        if !failed || self.tripped() {
+            return None;
+        }
+        let (requests, failures) = slots
+            .iter()
+            .filter(|s| s.second + len > second)
+            .fold((0, 0), |(r, f), s| (r + s.requests, f + s.failures));
+        drop(slots);
+        let over = requests >= u64::from(self.policy.min_requests)
+            && failures as f64 * 100.0 > self.policy.max_error_percent * requests as f64;
+        if over && !self.tripped.swap(true, Ordering::Relaxed) {
+            return Some(Trip {
+                route: Arc::clone(route),
+                requests,
+                failures,
+                policy: self.policy,
+            });
+        }
+        None
+    }
+}
+
+/// Whether the guard watches a route in this state.
+pub fn guards(lifecycle: Lifecycle) -> bool {
+    matches!(lifecycle, Lifecycle::Canary { .. } | Lifecycle::Migrated)
+}
+
+/// Where the proxy workers report trips.
+pub type Trips = mpsc::UnboundedSender<Trip>;
+
+/// Rolls back every route whose guard trips, until the channel closes.
+pub async fn run(
+    control: Arc<Control>,
+    mut trips: mpsc::UnboundedReceiver<Trip>,
+    metrics: ProxyMetrics,
+) {
+    while let Some(trip) = trips.recv().await {
+        roll_back(&control, &trip, &metrics).await;
+    }
+}
+
+async fn roll_back(control: &Control, trip: &Trip, metrics: &ProxyMetrics) {
+    let reason = trip.reason();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match control.rollback(GUARD, &trip.route, &reason).await {
+            Ok(_) => {
+                metrics.automatic_rollback(&trip.route);
+                tracing::warn!(
+                    route = &*trip.route,
+                    requests = trip.requests,
+                    failures = trip.failures,
+                    "{reason}"
+                );
+                return;
+            }
+            // Someone else moved the route first (already legacy, or gone).
+            Err(ControlError::Transition(_) | ControlError::UnknownRoute(_)) => {
+                tracing::info!(
+                    route = &*trip.route,
+                    "guard tripped, but the route had already moved"
+                );
+                return;
+            }
+            Err(error) => {
+                // The route stays on legacy in memory while this retries.
+                tracing::error!(route = &*trip.route, error = %chassis::http::problem::error_chain(&error), "automatic rollback could not be stored; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(percent: f64, min: u32) -> GuardPolicy {
+        GuardPolicy {
+            max_error_percent: percent,
+            min_requests: min,
+            ..GuardPolicy::default()
+        }
+    }
+
+    #[test]
+    fn trips_once_when_the_rate_passes_the_threshold_with_enough_calls() {
+        let route: Arc<str> = Arc::from("r");
+        let guard = Guard::new(policy(10.0, 20));
+        // 2 failures in 19 calls: too few calls to judge.
+        for i in 0..19 {
+            assert_eq!(guard.record(&route, i % 10 == 0), None);
+        }
+        // The 20th call fails: 3 of 20 = 15% > 10%.
+        let trip = guard.record(&route, true).expect("tripped");
+        assert_eq!((trip.requests, trip.failures), (20, 3));
+        assert!(trip.reason().contains("15.0%"), "{}", trip.reason());
+        assert!(guard.tripped());
+        assert_eq!(guard.record(&route, true), None, "trips only once");
+    }
+
+    #[test]
+    fn a_rate_at_the_threshold_does_not_trip() {
+        let route: Arc<str> = Arc::from("r");
+        let guard = Guard::new(policy(10.0, 10));
+        for i in 0..100 {
+            assert_eq!(guard.record(&route, i % 10 == 9), None);
+        }
+        assert!(!guard.tripped());
+    }
+
+    #[test]
+    fn a_disabled_guard_never_trips() {
+        let route: Arc<str> = Arc::from("r");
+        let guard = Guard::new(GuardPolicy {
+            enabled: false,
+            ..policy(1.0, 1)
+        });
+        assert_eq!(guard.record(&route, true), None);
+    }
+
+    #[test]
+    fn impossible_policies_are_named() {
+        assert!(
+            policy(0.0, 1)
+                .problem()
+                .unwrap()
+                .contains("max_error_percent")
+        );
+        assert!(policy(101.0, 1).problem().is_some());
+        assert!(policy(5.0, 0).problem().unwrap().contains("min_requests"));
+        let long = GuardPolicy {
+            window_seconds: 601,
+            ..GuardPolicy::default()
+        };
+        assert!(long.problem().unwrap().contains("window_seconds"));
+        assert_eq!(GuardPolicy::default().problem(), None);
+    }
+}

@@ -1,0 +1,450 @@
+//! Shadow traffic: on a route in `shadow`, the legacy backend answers the
+//! client as before, and a copy of each safe request (GET, HEAD) goes to the
+//! new backend once the legacy answer is on its way. The two answers are
+//! compared ([`diff`]); matches and mismatches are counted per route, and the
+//! latest mismatches are stored with both answers and the differing paths.
+//!
+//! What the client never notices:
+//!
+//! - the copy leaves after the legacy response head is sent on, from a task
+//!   of its own: the client's latency has no part of the new backend in it;
+//! - the legacy body streams to the client unchanged; a tee keeps a copy of
+//!   it up to `shadow_body_limit_bytes` (larger answers are not compared,
+//!   and counted as skipped);
+//! - at most `shadow_max_in_flight` copies are out at once; past that a
+//!   request is simply not shadowed (counted as skipped, never queued);
+//! - POST, PUT, PATCH, DELETE and every other unsafe method are never copied.
+//!
+//! Pattern: shadow traffic — docs/patterns/shadow-traffic.md.
+
+pub mod diff;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, Request, Response, Uri};
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::metrics::ProxyMetrics;
+use crate::proxy::Upstream;
+use crate::store::Store;
+use crate::table::{Backend, Route};
+use diff::{Answer, Difference};
+
+pub use diff::{PathPattern, ShadowPolicy};
+
+/// Marks the copy, so that the new service can tell it from real traffic.
+pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("x-strangler-shadow");
+/// Longest body text kept with a stored mismatch.
+const STORED_BODY_CHARS: usize = 16 * 1024;
+/// How long the copy waits for the client to finish reading the legacy body.
+const LEGACY_BODY_WAIT: Duration = Duration::from_secs(60);
+/// Mismatches waiting to be stored; past that they are counted and dropped.
+const RECORDER_QUEUE: usize = 256;
+
+/// Shadow match counts of one route since the strangler started.
+#[derive(Debug, Default)]
+pub struct ShadowCounts {
+    matched: AtomicU64,
+    mismatched: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// [`ShadowCounts`] as the admin API shows them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ShadowTally {
+    pub matched: u64,
+    pub mismatched: u64,
+    pub skipped: u64,
+    /// `matched / (matched + mismatched)`; `None` before any comparison.
+    pub match_rate: Option<f64>,
+}
+
+impl ShadowCounts {
+    pub fn tally(&self) -> ShadowTally {
+        let matched = self.matched.load(Ordering::Relaxed);
+        let mismatched = self.mismatched.load(Ordering::Relaxed);
+        let compared = matched + mismatched;
+        ShadowTally {
+            matched,
+            mismatched,
+            skipped: self.skipped.load(Ordering::Relaxed),
+            match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
+        }
+    }
+}
+
+/// A mismatch on its way to the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mismatch {
+    pub route: String,
+    pub method: String,
+    /// Path and query of the request.
+    pub target: String,
+    pub request_id: String,
+    pub legacy_status: u16,
+    pub legacy_body: String,
+    /// `None` when the new backend gave no answer (see `new_error`).
+    pub new_status: Option<u16>,
+    pub new_body: String,
+    pub new_error: Option<String>,
+    pub differences: Vec<Difference>,
+}
+
+/// The shadowing shared by every proxy worker.
+#[derive(Debug)]
+pub struct Shadower {
+    permits: Arc<Semaphore>,
+    body_limit: usize,
+    metrics: ProxyMetrics,
+    mismatches: mpsc::Sender<Mismatch>,
+}
+
+/// A request admitted for shadowing: its head and a place in the limit.
+#[derive(Debug)]
+pub struct Copy {
+    method: Method,
+    target: Uri,
+    headers: HeaderMap,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What the tee kept of the legacy body.
+#[derive(Debug)]
+enum Captured {
+    Body(Bytes),
+    TooLarge,
+}
+
+impl Shadower {
+    /// The shadower, and the receiving end of its mismatches for [`record`].
+    pub fn new(
+        max_in_flight: usize,
+        body_limit: usize,
+        metrics: ProxyMetrics,
+    ) -> (Self, mpsc::Receiver<Mismatch>) {
+        let (mismatches, receiver) = mpsc::channel(RECORDER_QUEUE);
+        let shadower = Self {
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            body_limit,
+            metrics,
+            mismatches,
+        };
+        (shadower, receiver)
+    }
+
+    fn skipped(&self, route: &Route, reason: &'static str) {
+        route.stats.shadow.skipped.fetch_add(1, Ordering::Relaxed);
+        self.metrics.shadow_skipped(&route.name, reason);
+    }
+
+    /// Whether this request of a `shadow` route is copied: safe methods
+    /// only, sampled by the route's percent, without a body, within the
+    /// in-flight limit. `headers` are the ones the backend will see.
+    pub fn admit(
+        &self,
+        route: &Route,
+        method: &Method,
+        target: &Uri,
+        headers: &HeaderMap,
+    ) -> Option<Copy> {
+        if !(method == Method::GET || method == Method::HEAD) || route.new.is_none() {
+            return None;
+        }
+        let percent = route.shadow.sample_percent;
+        if percent < 100 && fastrand::u8(0..100) >= percent {
+            return None;
+        }
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        if has_body {
+            self.skipped(route, "request_body");
+            return None;
+        }
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            self.skipped(route, "busy");
+            return None;
+        };
+        let mut headers = headers.clone();
+        headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
+        Some(Copy {
+            method: method.clone(),
+            target: target.clone(),
+            headers,
+            permit,
+        })
+    }
+
+    /// Sends the legacy response on through a tee and starts the copy's
+    /// journey to the new backend; returns the response for the client.
+    pub fn fork(
+        self: &Arc<Self>,
+        upstream: Upstream,
+        route: Arc<Route>,
+        copy: Copy,
+        legacy: Response<Incoming>,
+        request_id: String,
+    ) -> Response<Tee> {
+        let (parts, body) = legacy.into_parts();
+        let (tee, captured) = Tee::new(body, self.body_limit);
+        let status = parts.status.as_u16();
+        let shadower = Arc::clone(self);
+        tokio::spawn(async move {
+            shadower
+                .compare(upstream, route, copy, status, captured, request_id)
+                .await;
+        });
+        Response::from_parts(parts, tee)
+    }
+
+    async fn compare(
+        &self,
+        upstream: Upstream,
+        route: Arc<Route>,
+        copy: Copy,
+        legacy_status: u16,
+        captured: oneshot::Receiver<Captured>,
+        request_id: String,
+    ) {
+        let Copy {
+            method,
+            target,
+            headers,
+            permit: _permit,
+        } = copy;
+        let Some(new_backend) = route.new.clone() else {
+            return;
+        };
+        let new = match self
+            .ask_new(&upstream, &new_backend, &method, &target, headers)
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(NewAnswer::TooLarge) => return self.skipped(&route, "too_large"),
+            Err(NewAnswer::Failed(error)) => Err(error),
+        };
+        let legacy = match tokio::time::timeout(LEGACY_BODY_WAIT, captured).await {
+            Ok(Ok(Captured::Body(body))) => body,
+            Ok(Ok(Captured::TooLarge)) => return self.skipped(&route, "too_large"),
+            // The client went away, or the legacy body broke off.
+            _ => return self.skipped(&route, "legacy_incomplete"),
+        };
+        let (differences, new_status, new_body, new_error) = match new {
+            Ok((status, body)) => (
+                diff::compare(
+                    Answer {
+                        status: legacy_status,
+                        body: &legacy,
+                    },
+                    Answer {
+                        status,
+                        body: &body,
+                    },
+                    &route.shadow,
+                ),
+                Some(status),
+                body,
+                None,
+            ),
+            Err(error) => (
+                vec![Difference {
+                    path: "(status)".into(),
+                    legacy: Some(legacy_status.into()),
+                    new: None,
+                }],
+                None,
+                Bytes::new(),
+                Some(error),
+            ),
+        };
+        if differences.is_empty() {
+            route.stats.shadow.matched.fetch_add(1, Ordering::Relaxed);
+            self.metrics.shadow_compared(&route.name, "match");
+            return;
+        }
+        route
+            .stats
+            .shadow
+            .mismatched
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.shadow_compared(&route.name, "mismatch");
+        tracing::info!(
+            route = &*route.name,
+            %target,
+            differences = differences.len(),
+            first = %differences[0].path,
+            "shadow mismatch"
+        );
+        let mismatch = Mismatch {
+            route: route.name.to_string(),
+            method: method.to_string(),
+            target: target.to_string(),
+            request_id,
+            legacy_status,
+            legacy_body: stored_text(&legacy),
+            new_status,
+            new_body: stored_text(&new_body),
+            new_error,
+            differences,
+        };
+        if self.mismatches.try_send(mismatch).is_err() {
+            self.metrics.shadow_unstored(&route.name);
+            tracing::warn!(
+                route = &*route.name,
+                "too many mismatches waiting to be stored; one was dropped"
+            );
+        }
+    }
+
+    /// The new backend's status and body, read whole up to the limit.
+    async fn ask_new(
+        &self,
+        upstream: &Upstream,
+        backend: &Backend,
+        method: &Method,
+        target: &Uri,
+        headers: HeaderMap,
+    ) -> Result<(u16, Bytes), NewAnswer> {
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = target.clone();
+        *request.headers_mut() = headers;
+        let (parts, body) = request.into_parts();
+        let response = upstream
+            .send(backend, parts, body)
+            .await
+            .map_err(|failure| NewAnswer::Failed(failure.describe().to_owned()))?;
+        let status = response.status().as_u16();
+        let read = Limited::new(response.into_body(), self.body_limit).collect();
+        match tokio::time::timeout(upstream.timeout(), read).await {
+            Ok(Ok(body)) => Ok((status, body.to_bytes())),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                Err(NewAnswer::TooLarge)
+            }
+            Ok(Err(_)) => Err(NewAnswer::Failed("the body broke off".into())),
+            Err(_) => Err(NewAnswer::Failed("the body timed out".into())),
+        }
+    }
+}
+
+enum NewAnswer {
+    TooLarge,
+    Failed(String),
+}
+
+fn stored_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.len() <= STORED_BODY_CHARS {
+        return text.into_owned();
+    }
+    let mut end = STORED_BODY_CHARS;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The legacy body on its way to the client, with a copy kept (up to a
+/// limit) for the comparison. Frames pass through as they come.
+#[derive(Debug)]
+pub struct Tee {
+    inner: Incoming,
+    /// `None` once the body outgrew the limit.
+    kept: Option<BytesMut>,
+    limit: usize,
+    done: Option<oneshot::Sender<Captured>>,
+}
+
+impl Tee {
+    fn new(inner: Incoming, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
+        let (done, captured) = oneshot::channel();
+        let mut tee = Self {
+            inner,
+            kept: Some(BytesMut::new()),
+            limit,
+            done: Some(done),
+        };
+        // An empty body may never be polled.
+        if http_body::Body::is_end_stream(&tee.inner) {
+            tee.finish();
+        }
+        (tee, captured)
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let captured = match self.kept.take() {
+                Some(kept) => Captured::Body(kept.freeze()),
+                None => Captured::TooLarge,
+            };
+            let _ = done.send(captured);
+        }
+    }
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    match &mut this.kept {
+                        Some(kept) if kept.len() + data.len() <= this.limit => {
+                            kept.extend_from_slice(data);
+                        }
+                        Some(_) => {
+                            this.kept = None;
+                            this.finish();
+                        }
+                        None => {}
+                    }
+                }
+                // The server may stop polling once it knows the body ended.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            // A broken body is not compared: the sender goes unanswered.
+            Poll::Ready(Some(Err(_))) => this.done = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Stores mismatches as they come, keeping the latest `keep` per route.
+pub async fn record(store: Store, mut mismatches: mpsc::Receiver<Mismatch>, keep: i64) {
+    while let Some(mismatch) = mismatches.recv().await {
+        if let Err(error) = store.record_mismatch(&mismatch, keep).await {
+            tracing::warn!(route = %mismatch.route, %error, "a shadow mismatch could not be stored");
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The migration's safety net, against real HTTP backends: shadow traffic
+//! with response diffs, the automatic rollback of a failing canary, and the
+//! breaker with its fallback to legacy on a migrated route.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use support::{PlanFile, Receipts, Scripted, TestStrangler, eventually, plan_urls, settings};
+
+/// The new backend answers `total` 13,000 where legacy says 12,000;
+/// `placed_at` differs on every answer and is ignored.
+const SHADOWED: &str = r#"
+[[routes]]
+name = "orders.show"
+path = "/api/orders/{order_no}"
+new = "new"
+state = "shadow"
+[routes.shadow]
+ignore = ["/placed_at", "/served_by"]
+"#;
+
+async fn start(
+    options: PgConnectOptions,
+    routes: &str,
+    tune: impl FnOnce(&mut strangler::settings::Settings),
+) -> (Scripted, Scripted, TestStrangler, PlanFile) {
+    let legacy = Scripted::spawn("legacy").await;
+    let new = Scripted::spawn("new").await;
+    let file = PlanFile::new(&plan_urls(&legacy.url, &new.url, routes));
+    let mut settings = settings(&options, &file);
+    tune(&mut settings);
+    let strangler = TestStrangler::start(settings).await;
+    (legacy, new, strangler, file)
+}
+
+async fn route(s: &TestStrangler, name: &str) -> Value {
+    s.admin_json(&format!("/api/routes/{name}")).await
+}
+
+#[sqlx::test]
+async fn shadow_mode_records_a_changed_field_and_ignores_ignored_paths(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_legacy, new, s, _plan) = start(options, SHADOWED, |_| {}).await;
+    new.set(|b| b.total = 13_000);
+
+    let response = s.get("/api/orders/1001").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["served_by"], "legacy",
+        "the client gets legacy's answer"
+    );
+    assert_eq!(body["total"], 12_000);
+
+    eventually(10, "the mismatch to be stored", || async {
+        s.admin_json("/api/mismatches?route=orders.show")
+            .await
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    let stored = s.admin_json("/api/mismatches?route=orders.show").await;
+    let mismatch = &stored[0];
+    assert_eq!(mismatch["target"], "/api/orders/1001");
+    assert_eq!(mismatch["legacy_status"], 200);
+    assert_eq!(mismatch["new_status"], 200);
+    let differences = mismatch["differences"].as_array().unwrap();
+    assert_eq!(
+        differences.len(),
+        1,
+        "only the total differs: {differences:?}"
+    );
+    assert_eq!(differences[0]["path"], "/total");
+    assert_eq!(differences[0]["legacy"], 12_000);
+    assert_eq!(differences[0]["new"], 13_000);
+    assert!(
+        mismatch["legacy_body"]
+            .as_str()
+            .unwrap()
+            .contains("\"total\":12000")
+    );
+
+    // Only ignored paths differ now: a match.
+    new.set(|b| b.total = 12_000);
+    s.get("/api/orders/1002").send().await.unwrap();
+    eventually(10, "the match to be counted", || async {
+        route(&s, "orders.show").await["shadow"]["matched"] == 1
+    })
+    .await;
+    let shadow = &route(&s, "orders.show").await["shadow"];
+    assert_eq!(shadow["mismatched"], 1);
+    assert_eq!(shadow["match_rate"], 0.5);
+    assert_eq!(
+        s.metric("strangler_shadow_comparisons_total{route=\"orders.show\",outcome=\"mismatch\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric("strangler_shadow_comparisons_total{route=\"orders.show\",outcome=\"match\"}")
+            .await,
+        1.0
+    );
+    // The dashboard shows the mismatch with its path.
+    let html = s.dashboard().await;
+    assert!(html.contains("Latest shadow mismatches"));
+    assert!(html.contains("<code>/total</code>"), "{html}");
+    assert!(html.contains("50.0% (1 of 2)"));
+}
+
+#[sqlx::test]
+async fn the_client_is_answered_before_the_shadow_call_completes(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_legacy, new, s, _plan) = start(options, SHADOWED, |settings| {
+        settings.proxy.backend_timeout_ms = 30_000;
+    })
+    .await;
+    // The new backend holds every answer until the test lets it go.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    new.set(|b| b.gate = Some(Arc::clone(&gate)));
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/api/orders/7", s.public))
+        .send()
+        .await
+        .expect("answered without waiting for the new backend");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["served_by"], "legacy");
+    // The whole answer is in, and the new backend has not answered yet.
+    assert_eq!(Receipts::get(&new.receipts.gets_answered), 0);
+    assert_eq!(route(&s, "orders.show").await["shadow"]["matched"], 0);
+
+    eventually(10, "the copy to reach the new backend", || async {
+        Receipts::get(&new.receipts.shadow_gets) == 1
+    })
+    .await;
+    gate.notify_one();
+    eventually(10, "the comparison", || async {
+        route(&s, "orders.show").await["shadow"]["matched"] == 1
+    })
+    .await;
+}
+
+#[sqlx::test]
+async fn shadowing_never_sends_an_unsafe_method_to_the_new_backend(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = r#"
+[[routes]]
+name = "orders.any"
+path = "/api/orders/{order_no}"
+new = "new"
+state = "shadow"
+"#;
+    let (legacy, new, s, _plan) = start(options, routes, |_| {}).await;
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = s
+            .client
+            .request(method.clone(), format!("{}/api/orders/9", s.public))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["accepted"], "legacy", "{method}");
+    }
+    s.get("/api/orders/9").send().await.unwrap();
+    eventually(10, "the GET's copy", || async {
+        Receipts::get(&new.receipts.shadow_gets) == 1
+    })
+    .await;
+    // Let any stray copy arrive before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(Receipts::get(&new.receipts.writes), 0);
+    assert_eq!(Receipts::get(&new.receipts.gets), 1);
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 4);
+}
+
+#[sqlx::test]
+async fn a_canary_failing_one_call_in_five_rolls_back_by_itself(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = r#"
+[[routes]]
+name = "orders.show"
+methods = ["GET"]
+path = "/api/orders/{order_no}"
+new = "new"
+state = "canary"
+percent = 10
+cohort = { header = "x-member-id" }
+[routes.guard]
+max_error_percent = 5.0
+window_seconds = 60
+min_requests = 20
+"#;
+    let (_legacy, new, s, _plan) = start(options, routes, |_| {}).await;
+    new.set(|b| b.fail_every = 5);
+
+    // Steady traffic from distinct members until the guard acts.
+    let mut sent = 0;
+    while route(&s, "orders.show").await["state"] != "legacy" {
+        assert!(sent < 5_000, "no rollback after {sent} requests");
+        for _ in 0..20 {
+            sent += 1;
+            s.get("/api/orders/1")
+                .header("x-member-id", format!("member-{sent}"))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    let audit = s.admin_json("/api/audit?route=orders.show").await;
+    let row = &audit[0];
+    assert_eq!(row["who"], "guard");
+    assert_eq!(row["from_state"], "canary(10%)");
+    assert_eq!(row["to_state"], "legacy");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.starts_with("automatic rollback: "), "{reason}");
+    assert!(reason.contains("(threshold 5%)"), "{reason}");
+    assert_eq!(
+        s.metric("strangler_automatic_rollbacks_total{route=\"orders.show\"}")
+            .await,
+        1.0
+    );
+
+    // From now on the failing backend gets nothing.
+    let before = Receipts::get(&new.receipts.gets);
+    for member in 0..300 {
+        let response = s
+            .get("/api/orders/1")
+            .header("x-member-id", format!("after-{member}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(Receipts::get(&new.receipts.gets), before);
+}
+
+const MIGRATED: &str = r#"
+[[routes]]
+name = "orders.show"
+path = "/api/orders/{order_no}"
+new = "new"
+state = "migrated"
+[routes.guard]
+enabled = false
+"#;
+
+fn quick_breaker(settings: &mut strangler::settings::Settings) {
+    settings.proxy.breaker_failures = 3;
+    settings.proxy.breaker_open_ms = 1_000;
+}
+
+#[sqlx::test]
+async fn a_migrated_route_falls_back_to_legacy_while_the_new_backend_is_down(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (legacy, mut new, s, _plan) = start(options, MIGRATED, quick_breaker).await;
+    let served_by = |response: Value| response["served_by"].as_str().map(str::to_owned);
+    let body = s
+        .get("/api/orders/1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served_by(body).as_deref(), Some("new"));
+
+    new.kill().await;
+    for _ in 0..10 {
+        let response = s.get("/api/orders/1").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(served_by(body).as_deref(), Some("legacy"));
+    }
+    assert_eq!(route(&s, "orders.show").await["new_breaker"], "open");
+    assert!(
+        s.metric("strangler_fallbacks_total{route=\"orders.show\",reason=\"connect\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        s.metric("strangler_fallbacks_total{route=\"orders.show\",reason=\"breaker_open\"}")
+            .await
+            >= 1.0
+    );
+    // A POST the new backend never saw goes to legacy, once.
+    let response = s
+        .client
+        .post(format!("{}/api/orders/1", s.public))
+        .body("{\"note\":\"ring twice\"}")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["accepted"], "legacy");
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 1);
+
+    // Back on its port: after the open wait, one trial call closes the breaker.
+    new.revive().await;
+    eventually(10, "the new backend to serve again", || async {
+        let body: Value = s
+            .get("/api/orders/1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        served_by(body).as_deref() == Some("new")
+    })
+    .await;
+    assert_eq!(route(&s, "orders.show").await["new_breaker"], "closed");
+}
+
+#[sqlx::test]
+async fn a_post_that_reached_the_new_backend_is_never_sent_again(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (legacy, new, s, _plan) = start(options, MIGRATED, quick_breaker).await;
+    // Slower than the strangler's 1 s deadline, for writes and reads alike.
+    new.set(|b| {
+        b.write_delay = Duration::from_secs(3);
+        b.get_delay = Duration::from_secs(3);
+    });
+
+    let response = s
+        .client
+        .post(format!("{}/api/orders/1", s.public))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(Receipts::get(&new.receipts.writes), 1);
+    assert_eq!(
+        Receipts::get(&legacy.receipts.writes),
+        0,
+        "a POST without an idempotency key is not replayed"
+    );
+
+    // A safe request that timed out may go to legacy.
+    let response = s.get("/api/orders/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["served_by"], "legacy");
+    assert_eq!(
+        s.metric("strangler_fallbacks_total{route=\"orders.show\",reason=\"timeout\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(Receipts::get(&legacy.receipts.gets), 1);
+}
+
+#[sqlx::test]
+async fn answers_larger_than_the_shadow_limit_are_skipped_not_compared(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_legacy, new, s, _plan) = start(options, SHADOWED, |settings| {
+        settings.proxy.shadow_body_limit_bytes = 64;
+    })
+    .await;
+    new.set(|b| b.total = 13_000);
+    let response = s.get("/api/orders/5").send().await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["total"], 12_000,
+        "the client still gets the whole answer"
+    );
+    eventually(10, "the skip to be counted", || async {
+        route(&s, "orders.show").await["shadow"]["skipped"] == 1
+    })
+    .await;
+    let shadow = &route(&s, "orders.show").await["shadow"];
+    assert_eq!(
+        (shadow["matched"].as_u64(), shadow["mismatched"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        s.metric("strangler_shadow_skipped_total{route=\"orders.show\",reason=\"too_large\"}")
+            .await,
+        1.0
+    );
+}
