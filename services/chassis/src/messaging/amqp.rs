@@ -46,6 +46,23 @@ pub async fn deadline<T>(
     }
 }
 
+/// Closes `connection` politely, but gives up after a moment: on a
+/// connection whose broker went away the close handshake can wait for ever,
+/// and nothing is lost by dropping it instead. (Found by the restart test:
+/// a relay whose round failed sat in `close` and never reconnected.)
+pub async fn close(connection: &lapin::Connection, reason: &str) {
+    let closing = connection.close(200, reason.into());
+    if tokio::time::timeout(CLOSE_DEADLINE, closing).await.is_err() {
+        tracing::debug!(
+            reason,
+            "the broker did not acknowledge the close; dropping the connection"
+        );
+    }
+}
+
+/// How long a polite close may take.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Publishes to `queue` through the default exchange and waits for the
 /// broker's confirm (the channel is in confirm mode); a nack is an error.
 pub async fn send_to_queue(
@@ -212,7 +229,7 @@ impl ReadinessCheck for BrokerCheck {
                     MessagingError::Invalid(_) => "the AMQP URL is invalid".to_owned(),
                     other => format!("cannot connect: {}", redact(&other.to_string())),
                 })?;
-            let _ = connection.close(200, "readiness checked".into()).await;
+            close(&connection, "readiness checked").await;
             Ok(())
         })
     }

@@ -376,7 +376,7 @@ impl Relay {
                 let result = self
                     .relay_connected(&channel, &mut listener, &mut failures)
                     .await;
-                let _ = connection.close(200, "relay stopping".into()).await;
+                amqp::close(&connection, "relay stopping").await;
                 result
             };
             tokio::select! {

@@ -20,7 +20,7 @@ pub async fn redrive(url: &str, queue: &str, limit: Option<u64>) -> Result<u64, 
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let moved = move_messages(&channel, queue, limit).await;
-    let _ = connection.close(200, "redrive done".into()).await;
+    amqp::close(&connection, "redrive done").await;
     moved
 }
 
