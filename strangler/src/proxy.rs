@@ -192,8 +192,19 @@ struct Exchange<'a> {
     decision: &'a Decision,
     route: &'a Arc<str>,
     request_id: HeaderValue,
-    /// The client's path, for a problem's `instance`.
-    path: String,
+    /// The client's target (a shared buffer, not a copy), for a problem's
+    /// `instance`.
+    target: Option<PathAndQuery>,
+}
+
+impl Exchange<'_> {
+    /// The client's path, as a problem's `instance`.
+    fn instance(&self) -> String {
+        self.target
+            .as_ref()
+            .map_or("/", PathAndQuery::path)
+            .to_owned()
+    }
 }
 
 impl Proxy {
@@ -274,7 +285,7 @@ impl Proxy {
                 .map_or(&self.default_route, |r| &r.name),
             decision: &decision,
             request_id,
-            path: parts.uri.path().to_owned(),
+            target: parts.uri.path_and_query().cloned(),
         };
         match &decision.route {
             Some(route)
@@ -333,7 +344,7 @@ impl Proxy {
         };
         let (parts, body, replay) = match self.keep_copy(parts, body).await {
             Ok(kept) => kept,
-            Err(problem) => return problem.with_instance(exchange.path.clone()).into_response(),
+            Err(problem) => return problem.with_instance(exchange.instance()).into_response(),
         };
         // A request that cannot be resent goes to legacy at once while the
         // breaker is open. The others ask the breaker, which is also what
@@ -398,7 +409,7 @@ impl Proxy {
                     "The {} service is recovering and this request cannot be sent elsewhere.",
                     new.name
                 ))
-                .with_instance(exchange.path.clone())
+                .with_instance(exchange.instance())
                 .into_response(),
             },
         }
@@ -526,7 +537,7 @@ impl Proxy {
             CallFailure::Other(_) => Problem::new(status, "bad-gateway", "Bad Gateway")
                 .with_detail(format!("The {} service failed to answer.", backend.name)),
         };
-        problem.with_instance(exchange.path.clone()).into_response()
+        problem.with_instance(exchange.instance()).into_response()
     }
 }
 
