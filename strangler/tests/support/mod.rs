@@ -457,14 +457,20 @@ impl Scripted {
         change(&mut self.behaviour.lock().expect("behaviour"));
     }
 
-    /// Stops serving and closes the port: connections are refused from now on.
+    /// Stops serving and closes the port: connections are refused from now
+    /// on, and idle keep-alive connections are closed (a graceful shutdown
+    /// ends once they are; a busy one is cut after 5 s).
     pub async fn kill(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(served) = self.served.take() {
-            served.abort();
-            let _ = served.await;
+        if let Some(mut served) = self.served.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut served)
+                .await
+                .is_err()
+            {
+                served.abort();
+            }
         }
     }
 
