@@ -464,13 +464,12 @@ impl Scripted {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(mut served) = self.served.take() {
-            if tokio::time::timeout(Duration::from_secs(5), &mut served)
+        if let Some(mut served) = self.served.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut served)
                 .await
                 .is_err()
-            {
-                served.abort();
-            }
+        {
+            served.abort();
         }
     }
 
