@@ -361,16 +361,12 @@ impl Proxy {
         let upstream = self.upstream.clone();
         let backend = Arc::clone(new);
         let call: Call = Box::pin(async move { upstream.send(&backend, parts, body).await });
+        // `None`: the breaker refused the call (open, or half-open with its
+        // one trial call already out); nothing was sent.
         let outcome = match breaker.call(call).await {
-            Ok(response) => Ok(response),
-            Err(CircuitBreakerError::Inner(failure)) => Err(Some(failure)),
-            // Half-open with its one trial call already out.
-            Err(CircuitBreakerError::OpenCircuit) => Err(None),
-        };
-        let outcome = match outcome {
-            Err(None) => None,
             Ok(response) => Some(Ok(response)),
-            Err(Some(failure)) => Some(Err(failure)),
+            Err(CircuitBreakerError::Inner(failure)) => Some(Err(failure)),
+            Err(CircuitBreakerError::OpenCircuit) => None,
         };
         if let Some(outcome) = &outcome {
             let failed = match outcome {
