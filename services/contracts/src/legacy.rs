@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::OrderLine;
 use crate::{IntegrationEvent, Won};
 
 /// An order's status, in the new language (`tb_order.ord_stat_cd` translated).
@@ -42,14 +43,6 @@ impl OrderStatus {
             _ => return None,
         })
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub menu_id: i64,
-    pub name: String,
-    pub unit_price: Won,
-    pub quantity: u32,
 }
 
 /// `legacy.order.placed.v1`: an order appeared in the monolith.

@@ -41,6 +41,17 @@ pub trait IntegrationEvent: Serialize + DeserializeOwned + Send + Sync {
 /// Amounts are integer Korean won.
 pub type Won = i64;
 
+/// One line of an order, priced when it was placed. Ordering's and the
+/// legacy facts share it: a line means the same thing on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderLine {
+    pub menu_id: i64,
+    /// The menu item's name when ordered.
+    pub name: String,
+    pub unit_price: Won,
+    pub quantity: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,17 +3,8 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::OrderLine;
 use crate::{IntegrationEvent, Won};
-
-/// One line of an order, priced when it was placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub menu_id: i64,
-    /// The menu item's name when ordered.
-    pub name: String,
-    pub unit_price: Won,
-    pub quantity: u32,
-}
 
 /// `ordering.order.placed.v1`: a member placed an order (not yet paid).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
