@@ -169,29 +169,23 @@ async fn accept(
     State(state): State<AppState>,
     Param((shop_id, order_no)): Param<(i64, String)>,
 ) -> Result<Response, Fail> {
-    let view = fulfilment::decide(
-        &state.db,
-        &state.gateway,
-        shop_id,
-        &order_no,
-        Decision::Accept,
-    )
-    .await?;
-    Ok(json(&view))
+    shop_decides(&state, shop_id, &order_no, Decision::Accept).await
 }
 
 async fn reject(
     State(state): State<AppState>,
     Param((shop_id, order_no)): Param<(i64, String)>,
 ) -> Result<Response, Fail> {
-    let view = fulfilment::decide(
-        &state.db,
-        &state.gateway,
-        shop_id,
-        &order_no,
-        Decision::Reject,
-    )
-    .await?;
+    shop_decides(&state, shop_id, &order_no, Decision::Reject).await
+}
+
+async fn shop_decides(
+    state: &AppState,
+    shop_id: i64,
+    order_no: &str,
+    decision: Decision,
+) -> Result<Response, Fail> {
+    let view = fulfilment::decide(&state.db, &state.gateway, shop_id, order_no, decision).await?;
     Ok(json(&view))
 }
 
