@@ -29,13 +29,14 @@ use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::uri::{PathAndQuery, Scheme};
-use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
+use axum::http::{Request, Response, StatusCode, Uri, Version};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use chassis::Problem;
 use chassis::breaker::{CircuitBreakerError, CircuitState};
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http::bearer::constant_time_eq;
+use chassis::http::is_safe;
 use chassis::http::problem::error_chain;
 use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -544,14 +545,6 @@ fn failure_status(failure: &CallFailure) -> StatusCode {
         CallFailure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         CallFailure::BadTarget => StatusCode::BAD_REQUEST,
     }
-}
-
-/// RFC 9110 §9.2.1: methods that ask for nothing to change.
-fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
 }
 
 /// Refuses requests whose length the backend might read differently from

@@ -10,7 +10,7 @@
 //!   change a log line. While open, calls fail fast without touching the
 //!   network;
 //! - **retries** with jittered, doubling back-off, for idempotent requests
-//!   only: GET, HEAD, OPTIONS, PUT, DELETE, or any request carrying an
+//!   only: the safe methods (GET, HEAD, OPTIONS, TRACE), PUT, DELETE, or any request carrying an
 //!   `Idempotency-Key`. A POST without one is sent once, whatever happens;
 //! - a **fallback** hook ([`Dependency::call_or`]) for callers that have
 //!   something to answer when the dependency cannot.
@@ -309,10 +309,10 @@ impl Dependency {
 /// Whether sending `request` twice is safe (RFC 9110 §9.2.2), or the caller
 /// made it so with an idempotency key.
 pub fn is_idempotent(request: &Request) -> bool {
-    matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) || request.headers().contains_key("idempotency-key")
+    let method = request.method();
+    crate::http::is_safe(method)
+        || matches!(*method, Method::PUT | Method::DELETE)
+        || request.headers().contains_key("idempotency-key")
 }
 
 fn is_retryable(status: StatusCode) -> bool {

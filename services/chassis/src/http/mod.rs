@@ -46,6 +46,15 @@ use crate::trace_context::{TRACEPARENT, TraceContext};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// RFC 9110 §9.2.1: a method that asks for nothing to change, so that a
+/// request may be sent again, or elsewhere, without harm.
+pub fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
 /// A component's HTTP service under construction.
 #[derive(Debug)]
 pub struct Service {
