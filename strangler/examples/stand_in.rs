@@ -27,6 +27,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chassis::Problem;
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -200,16 +201,12 @@ async fn ask_upstream(stand_in: &StandIn, request: Request) -> Result<Response, 
 }
 
 fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
+    let slug = if status.is_server_error() {
+        "stand-in-failure"
+    } else {
+        "stand-in"
+    };
+    Problem::new(status, slug, status.canonical_reason().unwrap_or("Error"))
+        .with_detail(detail.to_owned())
         .into_response()
 }

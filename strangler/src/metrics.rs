@@ -218,16 +218,6 @@ impl ProxyMetrics {
         Self::route_reason(&self.fallbacks, route, reason);
     }
 
-    /// Fallbacks of `route` for `reason` so far.
-    pub fn fallbacks(&self, route: &str, reason: &'static str) -> u64 {
-        self.fallbacks
-            .get_or_create(&RouteReason {
-                route: route.to_owned(),
-                reason,
-            })
-            .get()
-    }
-
     pub fn automatic_rollback(&self, route: &str) {
         self.rollbacks
             .get_or_create(&RouteLabel {

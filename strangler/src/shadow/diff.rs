@@ -154,20 +154,21 @@ pub fn compare(legacy: Answer<'_>, new: Answer<'_>, policy: &ShadowPolicy) -> Ve
         _ if legacy.body == new.body => {}
         _ => out.push(Difference {
             path: "(body)".into(),
-            legacy: Some(excerpt(legacy.body)),
-            new: Some(excerpt(new.body)),
+            legacy: Some(clip(legacy.body, EXCERPT_CHARS).into()),
+            new: Some(clip(new.body, EXCERPT_CHARS).into()),
         }),
     }
     out
 }
 
-fn excerpt(body: &[u8]) -> Value {
+/// A body as text for people: lossy UTF-8, cut after `max_chars`
+/// characters with a `…`.
+pub fn clip(body: &[u8], max_chars: usize) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut cut: String = text.chars().take(EXCERPT_CHARS).collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        cut.push('…');
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.into_owned(),
     }
-    Value::String(cut)
 }
 
 struct Diff<'p, 'o> {

@@ -112,7 +112,7 @@ pub struct Shadower {
 
 /// A request admitted for shadowing: its head and a place in the limit.
 #[derive(Debug)]
-pub struct Copy {
+pub struct ShadowCopy {
     method: Method,
     target: Uri,
     headers: HeaderMap,
@@ -157,7 +157,7 @@ impl Shadower {
         method: &Method,
         target: &Uri,
         headers: &HeaderMap,
-    ) -> Option<Copy> {
+    ) -> Option<ShadowCopy> {
         if !(method == Method::GET || method == Method::HEAD) || route.new.is_none() {
             return None;
         }
@@ -179,7 +179,7 @@ impl Shadower {
         };
         let mut headers = headers.clone();
         headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
-        Some(Copy {
+        Some(ShadowCopy {
             method: method.clone(),
             target: target.clone(),
             headers,
@@ -193,7 +193,7 @@ impl Shadower {
         self: &Arc<Self>,
         upstream: Upstream,
         route: Arc<Route>,
-        copy: Copy,
+        copy: ShadowCopy,
         legacy: Response<Incoming>,
         request_id: String,
     ) -> Response<Tee> {
@@ -213,12 +213,12 @@ impl Shadower {
         &self,
         upstream: Upstream,
         route: Arc<Route>,
-        copy: Copy,
+        copy: ShadowCopy,
         legacy_status: u16,
         captured: oneshot::Receiver<Captured>,
         request_id: String,
     ) {
-        let Copy {
+        let ShadowCopy {
             method,
             target,
             headers,
@@ -293,9 +293,9 @@ impl Shadower {
             target: target.to_string(),
             request_id,
             legacy_status,
-            legacy_body: stored_text(&legacy),
+            legacy_body: diff::clip(&legacy, STORED_BODY_CHARS),
             new_status,
-            new_body: stored_text(&new_body),
+            new_body: diff::clip(&new_body, STORED_BODY_CHARS),
             new_error,
             differences,
         };
@@ -342,18 +342,6 @@ impl Shadower {
 enum NewAnswer {
     TooLarge,
     Failed(String),
-}
-
-fn stored_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    if text.len() <= STORED_BODY_CHARS {
-        return text.into_owned();
-    }
-    let mut end = STORED_BODY_CHARS;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// The legacy body on its way to the client, with a copy kept (up to a
