@@ -18,6 +18,9 @@
 //!   check.
 //! - [`messaging`]: RabbitMQ topology, the transactional outbox and its
 //!   relay, the idempotent consumer with retries and dead letters.
+//! - [`http_client`]: calls to other components and third parties with a
+//!   timeout, a bulkhead, safe retries and a fallback hook, behind the
+//!   circuit breaker of [`breaker`] (which the strangler uses too).
 //!
 //! The monolith does not use the chassis on purpose: it is the legacy system.
 
