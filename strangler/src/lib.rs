@@ -8,7 +8,8 @@
 //! - [`lifecycle`]: the states a route goes through and the legal moves.
 //! - [`table`]: the route table the proxy reads (an immutable snapshot) and
 //!   how one request is decided; [`cohort`] for sticky canary buckets.
-//! - [`proxy`] and [`server`]: the data plane on the public port.
+//! - [`proxy`] and [`server`]: the data plane on the public port;
+//!   [`upstream`] for the connections to the backends.
 //! - [`control`]: the single writer that changes the table, with [`store`]
 //!   persisting states and the audit log in PostgreSQL.
 //! - [`admin`]: the admin API and dashboard on the admin port.
@@ -31,6 +32,7 @@ pub mod shadow;
 pub mod stats;
 pub mod store;
 pub mod table;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

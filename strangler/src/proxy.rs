@@ -18,7 +18,6 @@
 //! backend cannot have seen the request, and the guard that rolls the route
 //! back when too many calls fail ([`crate::guard`]).
 
-use std::error::Error as _;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +27,8 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::uri::{PathAndQuery, Scheme};
-use axum::http::{Request, Response, StatusCode, Uri, Version};
+use axum::http::uri::PathAndQuery;
+use axum::http::{Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use chassis::Problem;
@@ -37,13 +36,9 @@ use chassis::breaker::{CircuitBreakerError, CircuitState};
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http::bearer::constant_time_eq;
 use chassis::http::is_safe;
-use chassis::http::problem::error_chain;
 use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::guard::{self, Trips};
 use crate::lifecycle::{Lifecycle, Side};
@@ -51,6 +46,7 @@ use crate::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
 use crate::settings::ProxySettings;
 use crate::shadow::Shadower;
 use crate::table::{Backend, Call, Decision, Route, RouteTable};
+use crate::upstream::{CallFailure, CallResult, Upstream};
 
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
@@ -85,107 +81,6 @@ pub struct Proxy {
     trips: Trips,
     /// The `route` label of traffic no route claims.
     default_route: Arc<str>,
-}
-
-/// The hyper client and the deadline every backend call shares.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-    timeout: Duration,
-}
-
-/// Why a backend call gave no response.
-#[derive(Debug)]
-pub enum CallFailure {
-    /// No connection could be made: not a byte of the request was sent.
-    Connect(hyper_util::client::legacy::Error),
-    /// No response head within the deadline.
-    Timeout,
-    /// The request body outgrew the limit while streaming (the client's fault).
-    BodyTooLarge,
-    /// The request target could not be rebuilt for the backend (the client's fault).
-    BadTarget,
-    Other(hyper_util::client::legacy::Error),
-}
-
-impl CallFailure {
-    /// Whether the failure says something about the backend.
-    pub fn is_backend_fault(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::Timeout | Self::Other(_))
-    }
-
-    /// For logs and stored mismatches.
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Self::Connect(_) => "connection failed",
-            Self::Timeout => "timed out",
-            Self::BodyTooLarge => "request body too large",
-            Self::BadTarget => "bad request target",
-            Self::Other(_) => "failed to answer",
-        }
-    }
-
-    /// The `kind` label of the error metric; `None` when the client was at fault.
-    fn kind(&self) -> Option<&'static str> {
-        match self {
-            Self::Connect(_) => Some("connect"),
-            Self::Timeout => Some("timeout"),
-            Self::Other(_) => Some("other"),
-            Self::BodyTooLarge | Self::BadTarget => None,
-        }
-    }
-}
-
-type CallResult = Result<Response<Incoming>, CallFailure>;
-
-impl Upstream {
-    pub fn new(settings: &ProxySettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Self {
-            client,
-            timeout: Duration::from_millis(settings.backend_timeout_ms),
-        }
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Sends the request (its URI still the client's target) to the next
-    /// instance of `backend`, and reports the connection's fate for ejection.
-    pub async fn send(&self, backend: &Backend, mut parts: Parts, body: Body) -> CallResult {
-        let instance = backend.pick();
-        let original = std::mem::take(&mut parts.uri);
-        parts.uri = upstream_uri(&instance.base, original).ok_or(CallFailure::BadTarget)?;
-        parts.version = Version::HTTP_11;
-        let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => {
-                backend.report(instance, true);
-                Ok(response)
-            }
-            Ok(Err(error)) if error.is_connect() => {
-                backend.report(instance, false);
-                tracing::warn!(backend = %backend.name, instance = %instance.base, error = %error_chain(&error), "backend unreachable");
-                Err(CallFailure::Connect(error))
-            }
-            Ok(Err(error)) if is_body_too_large(&error) => Err(CallFailure::BodyTooLarge),
-            Ok(Err(error)) => {
-                tracing::warn!(backend = %backend.name, error = %error_chain(&error), "backend call failed");
-                Err(CallFailure::Other(error))
-            }
-            Err(_) => {
-                tracing::warn!(backend = %backend.name, timeout_ms = self.timeout.as_millis(), "backend timed out");
-                Err(CallFailure::Timeout)
-            }
-        }
-    }
 }
 
 /// What a request needs besides its head and body to be answered.
@@ -658,18 +553,6 @@ fn remove_connection_options(headers: &mut HeaderMap) {
     }
 }
 
-/// The request target with the instance's authority: the parts are shared
-/// buffers, so nothing is parsed or copied again.
-fn upstream_uri(base: &Uri, original: Uri) -> Option<Uri> {
-    let mut parts = original.into_parts();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = base.authority().cloned();
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    Uri::from_parts(parts).ok()
-}
-
 fn relay_response<B>(response: Response<B>, request_id: &HeaderValue) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
@@ -682,17 +565,6 @@ where
         .entry(REQUEST_ID)
         .or_insert_with(|| request_id.clone());
     Response::from_parts(parts, Body::new(body))
-}
-
-fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if cause.is::<LengthLimitError>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 #[cfg(test)]

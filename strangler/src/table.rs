@@ -15,23 +15,22 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::http::{HeaderMap, Method, Response, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use chassis::breaker::{Breaker, BreakerSettings};
-use hyper::body::Incoming;
 
 use crate::cohort::{CohortSource, bucket};
 use crate::guard::{self, Guard};
 use crate::lifecycle::{Lifecycle, Side};
 use crate::metrics::ProxyMetrics;
 use crate::plan::{Plan, PlanError};
-use crate::proxy::CallFailure;
 use crate::shadow::ShadowPolicy;
 use crate::stats::RouteStats;
+use crate::upstream::{Answer, CallFailure, CallResult};
 
 /// One call to a backend, as the breaker runs it.
-pub type Call = Pin<Box<dyn Future<Output = Result<Response<Incoming>, CallFailure>> + Send>>;
+pub type Call = Pin<Box<dyn Future<Output = CallResult> + Send>>;
 /// The breaker in front of a new backend (docs/patterns/circuit-breaker.md).
-pub type NewBreaker = Breaker<Call, Response<Incoming>, CallFailure>;
+pub type NewBreaker = Breaker<Call, Answer, CallFailure>;
 
 /// One backend service with one or more instances.
 #[derive(Debug)]
@@ -50,11 +49,49 @@ pub struct Backend {
 #[derive(Debug)]
 pub struct Instance {
     pub base: Uri,
+    /// Where connections go; `None` for a URL without a host, which plans
+    /// refuse.
+    target: Option<Target>,
     /// Connection failures in a row; reset by any success.
     consecutive_failures: AtomicU32,
     /// Milliseconds since `Ejection::epoch` until which the instance is
     /// skipped; 0 when it is in rotation.
     ejected_until_ms: AtomicU64,
+}
+
+/// An instance's address, prepared once for every request to it.
+#[derive(Debug)]
+pub struct Target {
+    /// `host:port`, as the connector resolves it; also the key of the
+    /// instance's idle connections.
+    pub address: Arc<str>,
+    /// The `Host` header requests to the instance carry.
+    pub host: HeaderValue,
+}
+
+impl Instance {
+    fn new(base: &Uri) -> Self {
+        let target = base.authority().and_then(|authority| {
+            Some(Target {
+                address: Arc::from(format!(
+                    "{}:{}",
+                    authority.host(),
+                    authority.port_u16().unwrap_or(80)
+                )),
+                host: HeaderValue::from_str(authority.as_str()).ok()?,
+            })
+        });
+        Self {
+            base: base.clone(),
+            target,
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn target(&self) -> Option<&Target> {
+        self.target.as_ref()
+    }
 }
 
 /// Passive health: an instance that fails to connect `after_failures` times
@@ -75,7 +112,7 @@ pub struct BackendPolicy {
 
 /// A failure counts against the new backend unless the request itself was
 /// at fault; a 5xx answer counts too.
-fn breaker_failure(result: &Result<Response<Incoming>, CallFailure>) -> bool {
+fn breaker_failure(result: &CallResult) -> bool {
     match result {
         Ok(response) => response.status().is_server_error(),
         Err(failure) => failure.is_backend_fault(),
@@ -114,14 +151,7 @@ impl Backend {
         });
         Self {
             name: Arc::from(name),
-            instances: bases
-                .iter()
-                .map(|base| Instance {
-                    base: base.clone(),
-                    consecutive_failures: AtomicU32::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                })
-                .collect(),
+            instances: bases.iter().map(Instance::new).collect(),
             next: AtomicUsize::new(0),
             ejection: Ejection {
                 policy: policy.ejection,

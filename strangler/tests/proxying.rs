@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -107,7 +109,7 @@ async fn hop_by_hop_headers_stop_here_and_forwarding_headers_are_set(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let (_legacy, _new, s, _plan) = start(options, ROUTES).await;
+    let (_legacy, new, s, _plan) = start(options, ROUTES).await;
     let response = s
         .get("/api/orders/1")
         .header("connection", "x-hop")
@@ -151,6 +153,11 @@ async fn hop_by_hop_headers_stop_here_and_forwarding_headers_are_set(
     assert!(
         !traceparent.contains("00f067aa0ba902b7"),
         "a new span for this hop: {traceparent}"
+    );
+    assert_eq!(
+        format!("http://{}", headers["host"].as_str().unwrap()),
+        new.url,
+        "Host names the backend; the client's is in X-Forwarded-Host"
     );
 }
 
@@ -204,6 +211,108 @@ async fn the_tester_override_needs_the_token(_: PgPoolOptions, options: PgConnec
         .get("/api/orders/1")
         .header("x-strangler-backend", "legacy");
     assert_eq!(s.backend_for(no_token).await, "new");
+}
+
+#[sqlx::test]
+async fn backend_connections_are_kept_alive_and_used_again(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (legacy, _new, s, _plan) = start(options, ROUTES).await;
+    let peer = |body: Value| body["peer"].as_str().unwrap().to_owned();
+    // One client connection is served by one proxy worker, which sends its
+    // requests one after the other on one backend connection, whatever
+    // the answers were like.
+    let first = peer(s.get("/any").send().await.unwrap().json().await.unwrap());
+    for _ in 0..5 {
+        let head = s
+            .client
+            .head(format!("{}/any", s.public))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        let error = s.get("/boom").send().await.unwrap();
+        assert_eq!(error.text().await.unwrap(), "boom");
+        let download = s.get("/download/300000").send().await.unwrap();
+        assert_eq!(download.bytes().await.unwrap().len(), 300_000);
+        let body: Value = s.get("/any").send().await.unwrap().json().await.unwrap();
+        assert_eq!(peer(body), first, "a new backend connection was opened");
+    }
+    assert_eq!(
+        legacy.received(),
+        11,
+        "six GETs and five HEADs reach the echo; /boom and /download are not counted"
+    );
+}
+
+#[sqlx::test]
+async fn an_answer_the_client_abandons_leaves_no_connection_half_read(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (legacy, _new, s, _plan) = start(options, ROUTES).await;
+    for round in 0..10 {
+        // The client reads the start of a large download and goes away.
+        let mut download = s.get("/download/50000000").send().await.unwrap();
+        assert!(download.chunk().await.unwrap().is_some());
+        drop(download);
+        // What follows is answered in full and in order: no request lands
+        // on a backend connection with the rest of that body still in it.
+        let body: Value = s
+            .get(&format!("/any/{round}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["path"], format!("/any/{round}"));
+    }
+    assert_eq!(legacy.received(), 10);
+}
+
+#[sqlx::test]
+async fn a_backend_that_closes_its_idle_connections_costs_no_request(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    // Like a server whose keep-alive timeout is very short: it answers one
+    // request per connection, then closes it without a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0_u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let file = PlanFile::new(&format!(
+        "default_backend = \"legacy\"\n[backends.legacy]\ninstances = [\"{url}\"]\n"
+    ));
+    let s = TestStrangler::start(settings(&options, &file)).await;
+    for _ in 0..20 {
+        let response = s.get("/any").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text().await.unwrap(), "ok");
+        // Time for the close to arrive, as it would between real requests.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 20);
 }
 
 /// The URL of a port nothing listens on (bound, then released).

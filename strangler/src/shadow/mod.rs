@@ -31,14 +31,13 @@ use axum::http::{Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::metrics::ProxyMetrics;
-use crate::proxy::Upstream;
 use crate::store::Store;
 use crate::table::{Backend, Route};
+use crate::upstream::{self, Upstream, UpstreamBody};
 use diff::{Answer, Difference};
 
 pub use diff::{PathPattern, ShadowPolicy};
@@ -194,7 +193,7 @@ impl Shadower {
         upstream: Upstream,
         route: Arc<Route>,
         copy: ShadowCopy,
-        legacy: Response<Incoming>,
+        legacy: upstream::Answer,
         request_id: String,
     ) -> Response<Tee> {
         let (parts, body) = legacy.into_parts();
@@ -348,7 +347,7 @@ enum NewAnswer {
 /// limit) for the comparison. Frames pass through as they come.
 #[derive(Debug)]
 pub struct Tee {
-    inner: Incoming,
+    inner: UpstreamBody,
     /// `None` once the body outgrew the limit.
     kept: Option<BytesMut>,
     limit: usize,
@@ -356,7 +355,7 @@ pub struct Tee {
 }
 
 impl Tee {
-    fn new(inner: Incoming, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
+    fn new(inner: UpstreamBody, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
         let (done, captured) = oneshot::channel();
         let mut tee = Self {
             inner,

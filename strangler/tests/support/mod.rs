@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use bytes::Bytes;
@@ -92,7 +92,11 @@ impl TestBackend {
     }
 }
 
-async fn echo(State(state): State<BackendState>, request: Request) -> axum::Json<Value> {
+async fn echo(
+    State(state): State<BackendState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> axum::Json<Value> {
     state.received.fetch_add(1, Ordering::SeqCst);
     let headers: BTreeMap<String, String> = request
         .headers()
@@ -105,6 +109,8 @@ async fn echo(State(state): State<BackendState>, request: Request) -> axum::Json
         "path": request.uri().path(),
         "query": request.uri().query(),
         "headers": headers,
+        // Which connection the request came on.
+        "peer": peer.to_string(),
     }))
 }
 
