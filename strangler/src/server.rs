@@ -144,7 +144,11 @@ pub async fn serve_public<F>(
         // hyper answers 431 past this.
         .max_header_size(settings.max_header_bytes)
         .header_read_timeout(Duration::from_millis(settings.client_header_timeout_ms))
-        .keep_alive(true);
+        .keep_alive(true)
+        // One buffer per answer: a small body is copied behind its head and
+        // both leave in one write. Cheaper per request than a vectored
+        // write; a large body pays one extra copy (ADR 0008).
+        .writev(false);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

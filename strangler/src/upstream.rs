@@ -122,6 +122,8 @@ impl Upstream {
         let mut http = http1::Builder::new();
         // Backends' response heads get the same limit as clients' requests.
         http.max_header_size(settings.max_header_bytes);
+        // As on the public side (server.rs): one buffer, one write.
+        http.writev(false);
         Self {
             pool: Arc::new(Pool {
                 idle: Mutex::new(HashMap::new()),
