@@ -6,6 +6,10 @@
 #   throughput   64 connections: requests/s through each proxy, and direct
 #   latency      4 connections (light load): p50/p99 added over direct
 #   route table  the strangler with 100 routes vs 1 route
+#   CPU          each proxy's user + system time per request at 64
+#                connections, read from /proc: steadier than req/s when
+#                the machine is shared, since it does not depend on how
+#                much CPU the proxy was given
 #
 # Shared 2-core machines are noisy: one run can be 30% off the next. So all
 # proxies run at once and are measured in interleaved rounds (direct, nginx,
@@ -138,10 +142,42 @@ stop_all() {
 	[ -n "${DATABASE_URL:-}" ] && psql_admin -c "DROP DATABASE IF EXISTS ${BENCH_DB}_1" -c "DROP DATABASE IF EXISTS ${BENCH_DB}_100" 2>/dev/null || true
 }
 
-# wrk CONNECTIONS URL → one JSON line
+# CPU time (user + system, in clock ticks) used so far by the given
+# processes' threads.
+cpu_ticks() {
+	local total=0 pid stat line
+	local -a fields
+	for pid in "$@"; do
+		for stat in /proc/"$pid"/task/*/stat; do
+			read -r line <"$stat" 2>/dev/null || continue
+			# Fields after the command name, which may hold spaces: utime and
+			# stime are the 12th and 13th.
+			read -ra fields <<<"${line##*) }"
+			total=$((total + fields[11] + fields[12]))
+		done
+	done
+	say "$total"
+}
+
+# The processes doing a target's work: nginx's workers, or the strangler.
+busy_pids() {
+	case $1 in
+	direct) pgrep -P "$(cat "$BENCH/backend.pid")" ;;
+	nginx) pgrep -P "$(cat "$BENCH/proxy.pid")" ;;
+	strangler_1_route) cat "$BENCH/strangler-1.pid" ;;
+	strangler_100_routes) cat "$BENCH/strangler-100.pid" ;;
+	esac
+}
+
+# wrk CONNECTIONS URL [PID...] → one JSON line, with the CPU ticks the
+# given processes used during the run.
 measure() {
-	local connections=$1 url=$2
-	wrk -t1 -c"$connections" -d"${SECONDS_EACH}s" -s "$KIT_ROOT/tests/perf/wrk-report.lua" "$url" 2>/dev/null | tail -n1
+	local connections=$1 url=$2 before after run
+	shift 2
+	before=$(cpu_ticks "$@")
+	run=$(wrk -t1 -c"$connections" -d"${SECONDS_EACH}s" -s "$KIT_ROOT/tests/perf/wrk-report.lua" "$url" 2>/dev/null | tail -n1)
+	after=$(cpu_ticks "$@")
+	say "${run%\}},\"cpu_ticks\":$((after - before))}"
 }
 
 warm_up() {
@@ -179,24 +215,32 @@ main() {
 		step "round $round of $ROUNDS"
 		local name
 		for name in direct nginx strangler_1_route strangler_100_routes; do
-			say "{\"round\":$round,\"name\":\"$name\",\"run\":$(measure 64 "${url[$name]}")}" >>"$runs"
+			# shellcheck disable=SC2046 # one word per pid
+			say "{\"round\":$round,\"name\":\"$name\",\"run\":$(measure 64 "${url[$name]}" $(busy_pids "$name"))}" >>"$runs"
 		done
 		for name in direct nginx strangler_1_route; do
 			say "{\"round\":$round,\"name\":\"${name%%_1_route}_light\",\"run\":$(measure 4 "${url[$name]}")}" >>"$runs"
 		done
 	done
 
-	python3 - "$RESULTS" "$SECONDS_EACH" "$ROUNDS" "$runs" <<'PY'
+	python3 - "$RESULTS" "$SECONDS_EACH" "$ROUNDS" "$runs" "$(getconf CLK_TCK)" <<'PY'
 import json, os, sys, platform, datetime, statistics
 results, seconds, rounds, runs_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ticks_per_second = int(sys.argv[5])
 rounds_by_name = {}
 with open(runs_file) as f:
     for line in f:
         entry = json.loads(line)
-        rounds_by_name.setdefault(entry["name"], []).append(entry["run"])
+        run = entry["run"]
+        if run.get("requests") and run.get("cpu_ticks", 0) > 0:
+            run["cpu_us_per_request"] = round(run["cpu_ticks"] / ticks_per_second * 1e6 / run["requests"], 2)
+        rounds_by_name.setdefault(entry["name"], []).append(run)
 def median_run(runs):
     keys = ("rps", "p50_us", "p90_us", "p99_us", "max_us")
     run = {k: statistics.median(r[k] for r in runs) for k in keys}
+    cpu = [r["cpu_us_per_request"] for r in runs if "cpu_us_per_request" in r]
+    if cpu:
+        run["cpu_us_per_request"] = statistics.median(cpu)
     run["requests"] = sum(r["requests"] for r in runs)
     run["errors"] = sum(r["errors"] for r in runs)
     run["rounds"] = runs
@@ -218,6 +262,8 @@ section = {
         "strangler": {"p50": added(strangler_l, direct_l, "p50_us"), "p99": added(strangler_l, direct_l, "p99_us")},
     },
     "route_table_ratio_100_vs_1": round(hundred["rps"] / one["rps"], 3),
+    "cpu_per_request_ratio_vs_nginx": round(one["cpu_us_per_request"] / nginx["cpu_us_per_request"], 3)
+        if one.get("cpu_us_per_request") and nginx.get("cpu_us_per_request") else None,
     "targets": {"throughput_ratio_vs_nginx": 0.9, "added_p99_ratio_vs_nginx": 1.2, "route_table_ratio_100_vs_1": 0.95},
 }
 np99 = section["added_latency_us"]["nginx"]["p99"]
@@ -235,15 +281,18 @@ def verdict(value, target, higher=True):
     if value is None: return "n/a"
     return "meets target" if (value >= target if higher else value <= target) else "BELOW TARGET"
 print()
-print(f"{'':28}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}")
+print(f"{'':28}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'CPU µs/req':>12}")
 for name, run in section["runs"].items():
-    print(f"{name:28}{run['rps']:>10.0f}{run['p50_us']:>10}{run['p99_us']:>10}")
+    cpu = run.get("cpu_us_per_request")
+    print(f"{name:28}{run['rps']:>10.0f}{run['p50_us']:>10}{run['p99_us']:>10}{cpu if cpu is not None else '':>12}")
 print()
 t, r, a = section["throughput_ratio_vs_nginx"], section["route_table_ratio_100_vs_1"], section["added_p99_ratio_vs_nginx"]
 print(f"throughput, strangler / nginx:        {t:.3f}  (target ≥ 0.90: {verdict(t, 0.9)})")
 print(f"added p99, strangler / nginx:          {a if a is not None else 'n/a'}  (target ≤ 1.20: {verdict(a, 1.2, higher=False)})")
 print(f"  added p50/p99 µs: nginx {section['added_latency_us']['nginx']['p50']}/{np99}, strangler {section['added_latency_us']['strangler']['p50']}/{section['added_latency_us']['strangler']['p99']}")
 print(f"100 routes / 1 route:                  {r:.3f}  (target ≥ 0.95: {verdict(r, 0.95)})")
+c = section["cpu_per_request_ratio_vs_nginx"]
+print(f"CPU per request, strangler / nginx:    {c if c is not None else 'n/a'}  (lower is better)")
 print(f"socket or status errors in all runs:   {errors}")
 print(f"written to {results}")
 PY
