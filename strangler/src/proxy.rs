@@ -423,9 +423,6 @@ impl Proxy {
                 Problem::new(status, "body-too-large", "Request body too large")
                     .with_detail(format!("The body exceeds {} bytes.", self.max_body_bytes))
             }
-            CallFailure::BadTarget => {
-                Problem::new(status, "bad-request-target", "Bad request target")
-            }
             CallFailure::Other(_) => Problem::new(status, "bad-gateway", "Bad Gateway")
                 .with_detail(format!("The {} service failed to answer.", backend.name)),
         };
@@ -438,7 +435,6 @@ fn failure_status(failure: &CallFailure) -> StatusCode {
         CallFailure::Connect(_) | CallFailure::Other(_) => StatusCode::BAD_GATEWAY,
         CallFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
         CallFailure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        CallFailure::BadTarget => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -495,7 +491,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, client: SocketAddr) -> Heade
     let original_host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
     headers.remove(header::UPGRADE);
-    headers.remove(header::HOST); // the client sets the backend's authority
+    headers.remove(header::HOST); // `Upstream::send` names the backend instead
     headers.remove(&FORCE_BACKEND);
     headers.remove(&TESTER_TOKEN);
 

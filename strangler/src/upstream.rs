@@ -56,8 +56,6 @@ pub enum CallFailure {
     Timeout,
     /// The request body outgrew the limit while streaming (the client's fault).
     BodyTooLarge,
-    /// The request target could not be rebuilt for the backend (the client's fault).
-    BadTarget,
     Other(hyper::Error),
 }
 
@@ -73,7 +71,6 @@ impl CallFailure {
             Self::Connect(_) => "connection failed",
             Self::Timeout => "timed out",
             Self::BodyTooLarge => "request body too large",
-            Self::BadTarget => "bad request target",
             Self::Other(_) => "failed to answer",
         }
     }
@@ -84,7 +81,7 @@ impl CallFailure {
             Self::Connect(_) => Some("connect"),
             Self::Timeout => Some("timeout"),
             Self::Other(_) => Some("other"),
-            Self::BodyTooLarge | Self::BadTarget => None,
+            Self::BodyTooLarge => None,
         }
     }
 }
@@ -345,19 +342,14 @@ impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.give_back(),
-            // The server may stop polling once it knows the body ended.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+        match progress(&polled, &this.inner) {
+            Progress::Ended => this.give_back(),
             // A broken body leaves a connection nobody should reuse.
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+            Progress::Broken => this.lease = None,
+            Progress::Streaming => {}
         }
         polled
     }
@@ -368,6 +360,31 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// One poll of a backend's body.
+pub type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+/// Where a streamed body stands after one poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Streaming,
+    /// Its last frame has been read.
+    Ended,
+    /// It broke off.
+    Broken,
+}
+
+/// Where `body` stands after the poll that gave `polled`. A body whose
+/// length is known has ended with its last frame: the server may stop
+/// polling there and drop it, so waiting for `None` would miss the end.
+pub fn progress(polled: &Polled, body: &impl http_body::Body) -> Progress {
+    match polled {
+        Poll::Ready(None) => Progress::Ended,
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Progress::Ended,
+        Poll::Ready(Some(Err(_))) => Progress::Broken,
+        Poll::Ready(Some(Ok(_))) | Poll::Pending => Progress::Streaming,
     }
 }
 

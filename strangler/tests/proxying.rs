@@ -92,14 +92,7 @@ async fn paths_and_methods_pick_the_route_and_the_most_specific_path_wins(
 #[sqlx::test]
 async fn path_and_query_reach_the_backend_unchanged(_: PgPoolOptions, options: PgConnectOptions) {
     let (_legacy, _new, s, _plan) = start(options, ROUTES).await;
-    let body: Value = s
-        .get("/api/orders/A%20B?page=2&size=10")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = s.get_json("/api/orders/A%20B?page=2&size=10").await;
     assert_eq!(body["path"], "/api/orders/A%20B");
     assert_eq!(body["query"], "page=2&size=10");
 }
@@ -223,7 +216,7 @@ async fn backend_connections_are_kept_alive_and_used_again(
     // One client connection is served by one proxy worker, which sends its
     // requests one after the other on one backend connection, whatever
     // the answers were like.
-    let first = peer(s.get("/any").send().await.unwrap().json().await.unwrap());
+    let first = peer(s.get_json("/any").await);
     for _ in 0..5 {
         let head = s
             .client
@@ -236,7 +229,7 @@ async fn backend_connections_are_kept_alive_and_used_again(
         assert_eq!(error.text().await.unwrap(), "boom");
         let download = s.get("/download/300000").send().await.unwrap();
         assert_eq!(download.bytes().await.unwrap().len(), 300_000);
-        let body: Value = s.get("/any").send().await.unwrap().json().await.unwrap();
+        let body: Value = s.get_json("/any").await;
         assert_eq!(peer(body), first, "a new backend connection was opened");
     }
     assert_eq!(
@@ -259,14 +252,7 @@ async fn an_answer_the_client_abandons_leaves_no_connection_half_read(
         drop(download);
         // What follows is answered in full and in order: no request lands
         // on a backend connection with the rest of that body still in it.
-        let body: Value = s
-            .get(&format!("/any/{round}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = s.get_json(&format!("/any/{round}")).await;
         assert_eq!(body["path"], format!("/any/{round}"));
     }
     assert_eq!(legacy.received(), 10);

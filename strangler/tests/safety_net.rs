@@ -276,14 +276,7 @@ async fn a_migrated_route_falls_back_to_legacy_while_the_new_backend_is_down(
 ) {
     let (legacy, mut new, s, _plan) = start(options, MIGRATED, quick_breaker).await;
     let served_by = |response: Value| response["served_by"].as_str().map(str::to_owned);
-    let body = s
-        .get("/api/orders/1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = s.get_json("/api/orders/1").await;
     assert_eq!(served_by(body).as_deref(), Some("new"));
 
     new.kill().await;
@@ -320,14 +313,7 @@ async fn a_migrated_route_falls_back_to_legacy_while_the_new_backend_is_down(
     // Back on its port: after the open wait, one trial call closes the breaker.
     new.revive().await;
     eventually(10, "the new backend to serve again", || async {
-        let body: Value = s
-            .get("/api/orders/1")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = s.get_json("/api/orders/1").await;
         served_by(body).as_deref() == Some("new")
     })
     .await;

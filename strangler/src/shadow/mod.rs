@@ -29,7 +29,7 @@ use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
-use http_body::{Frame, SizeHint};
+use http_body::SizeHint;
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -37,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::metrics::ProxyMetrics;
 use crate::store::Store;
 use crate::table::{Backend, Route};
-use crate::upstream::{self, Upstream, UpstreamBody};
+use crate::upstream::{self, Progress, Upstream, UpstreamBody};
 use diff::{Answer, Difference};
 
 pub use diff::{PathPattern, ShadowPolicy};
@@ -385,35 +385,28 @@ impl http_body::Body for Tee {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> upstream::Polled {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    match &mut this.kept {
-                        Some(kept) if kept.len() + data.len() <= this.limit => {
-                            kept.extend_from_slice(data);
-                        }
-                        Some(_) => {
-                            this.kept = None;
-                            this.finish();
-                        }
-                        None => {}
-                    }
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            match &mut this.kept {
+                Some(kept) if kept.len() + data.len() <= this.limit => {
+                    kept.extend_from_slice(data);
                 }
-                // The server may stop polling once it knows the body ended.
-                if this.inner.is_end_stream() {
+                Some(_) => {
+                    this.kept = None;
                     this.finish();
                 }
+                None => {}
             }
-            Poll::Ready(None) => this.finish(),
+        }
+        match upstream::progress(&polled, &this.inner) {
+            Progress::Ended => this.finish(),
             // A broken body is not compared: the sender goes unanswered.
-            Poll::Ready(Some(Err(_))) => this.done = None,
-            Poll::Pending => {}
+            Progress::Broken => this.done = None,
+            Progress::Streaming => {}
         }
         polled
     }

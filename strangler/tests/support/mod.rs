@@ -274,6 +274,12 @@ impl TestStrangler {
         self.client.get(format!("{}{path}", self.public))
     }
 
+    /// GET through the proxy; the answer's body as JSON, whatever its status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).send().await.expect("the proxy answers");
+        response.json().await.expect("a JSON body")
+    }
+
     pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.admin))
