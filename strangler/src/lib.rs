@@ -9,7 +9,9 @@
 //! - [`table`]: the route table the proxy reads (an immutable snapshot) and
 //!   how one request is decided; [`cohort`] for sticky canary buckets.
 //! - [`proxy`] and [`server`]: the data plane on the public port;
-//!   [`upstream`] for the connections to the backends.
+//!   [`upstream`] for the connections to the backends; at the edge,
+//!   [`path`] (canonical paths), [`forwarding`] (the headers a backend
+//!   sees) and [`body`] (request bodies and whose fault a failure is).
 //! - [`control`]: the single writer that changes the table, with [`store`]
 //!   persisting states and the audit log in PostgreSQL.
 //! - [`admin`]: the admin API and dashboard on the admin port.
@@ -19,11 +21,14 @@
 //!   fallback in [`proxy`].
 
 pub mod admin;
+pub mod body;
 pub mod cohort;
 pub mod control;
+pub mod forwarding;
 pub mod guard;
 pub mod lifecycle;
 pub mod metrics;
+pub mod path;
 pub mod plan;
 pub mod proxy;
 pub mod server;
@@ -47,6 +52,7 @@ use tokio::sync::{mpsc, watch};
 use admin::AdminState;
 use admin::auth::{Sessions, Tokens};
 use control::Control;
+use forwarding::TrustedProxies;
 use guard::Trip;
 use metrics::ProxyMetrics;
 use proxy::Proxy;
@@ -96,12 +102,15 @@ impl Application {
             metrics.clone(),
         );
         let shadower = Arc::new(shadower);
+        let trusted = TrustedProxies::parse(&settings.proxy.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("STRANGLER_PROXY__TRUSTED_PROXIES: {e}"))?;
         let (trip_sender, trips) = mpsc::unbounded_channel();
         let proxies = (0..public.len())
             .map(|_| {
                 Arc::new(Proxy::new(
                     control.table(),
                     &settings.proxy,
+                    trusted.clone(),
                     settings.tester_token.clone(),
                     metrics.clone(),
                     Arc::clone(&shadower),

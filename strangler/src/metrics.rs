@@ -51,7 +51,9 @@ pub struct StateLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
-    /// `framing` (smuggling shapes) or `body_too_large`.
+    /// Before proxying: `framing` (smuggling shapes), `path` (no canonical
+    /// form), `upgrade`; while forwarding, the client's faults:
+    /// `body_too_large`, `client_body_timeout`, `client_aborted`.
     pub reason: &'static str,
 }
 
@@ -66,6 +68,12 @@ pub struct RouteOutcome {
     pub route: String,
     /// `match` or `mismatch`.
     pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteSide {
+    pub route: String,
+    pub side: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +96,7 @@ pub struct ProxyMetrics {
     shadow_skipped: Family<RouteReason, Counter>,
     shadow_unstored: Family<RouteLabel, Counter>,
     fallbacks: Family<RouteReason, Counter>,
+    forced: Family<RouteSide, Counter>,
     rollbacks: Family<RouteLabel, Counter>,
     breaker_state: Family<BackendLabel, Gauge>,
 }
@@ -112,6 +121,7 @@ impl ProxyMetrics {
             shadow_skipped: Family::default(),
             shadow_unstored: Family::default(),
             fallbacks: Family::default(),
+            forced: Family::default(),
             rollbacks: Family::default(),
             breaker_state: Family::default(),
         };
@@ -123,7 +133,7 @@ impl ProxyMetrics {
         );
         r.register(
             "backend_errors",
-            "Failed backend calls: connect, timeout, 5xx, other",
+            "Failed backend calls: connect, timeout, busy, status_5xx, other",
             metrics.errors.clone(),
         );
         r.register(
@@ -148,7 +158,7 @@ impl ProxyMetrics {
         );
         r.register(
             "rejected_requests",
-            "Requests refused before proxying",
+            "Requests refused or cut short for the client's fault: framing, path, upgrade, body_too_large, client_body_timeout, client_aborted",
             metrics.rejected.clone(),
         );
         r.register(
@@ -168,8 +178,13 @@ impl ProxyMetrics {
         );
         r.register(
             "fallbacks",
-            "Requests for the new backend sent to legacy: breaker_open, connect, timeout",
+            "Requests for the new backend sent to legacy: breaker_open, connect, busy, timeout",
             metrics.fallbacks.clone(),
+        );
+        r.register(
+            "forced_requests",
+            "Requests a tester sent to one side with X-Strangler-Backend",
+            metrics.forced.clone(),
         );
         r.register(
             "automatic_rollbacks",
@@ -216,6 +231,15 @@ impl ProxyMetrics {
 
     pub fn fallback(&self, route: &str, reason: &'static str) {
         Self::route_reason(&self.fallbacks, route, reason);
+    }
+
+    pub fn forced(&self, route: &str, side: &'static str) {
+        self.forced
+            .get_or_create(&RouteSide {
+                route: route.to_owned(),
+                side,
+            })
+            .inc();
     }
 
     pub fn automatic_rollback(&self, route: &str) {

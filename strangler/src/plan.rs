@@ -16,6 +16,7 @@
 //! state = "canary"                       # legacy | shadow | canary | migrated | retired
 //! percent = 10                           # canary only
 //! cohort = { header = "x-member-id" }    # or { cookie = "…" } or { path_param = "…" }
+//! cohort_salt = "ordering"               # absent: the route's name (docs in cohort.rs)
 //!
 //! [routes.shadow]                        # optional: what may differ in shadow mode
 //! sample_percent = 100                   # share of GET/HEAD requests copied
@@ -72,6 +73,7 @@ struct RouteFile {
     state: String,
     percent: Option<i64>,
     cohort: Option<CohortSource>,
+    cohort_salt: Option<String>,
     #[serde(default)]
     shadow: ShadowPolicy,
     #[serde(default)]
@@ -102,6 +104,9 @@ pub struct RouteSpec {
     pub new: Option<String>,
     pub lifecycle: Lifecycle,
     pub cohort: Option<CohortSource>,
+    /// Hashed with each cohort key: routes with one salt put a customer on
+    /// the same side. The route's name unless the plan says otherwise.
+    pub cohort_salt: String,
     /// `[routes.shadow]`: what may differ in shadow mode.
     pub shadow: ShadowPolicy,
     /// `[routes.guard]`: when the route rolls itself back.
@@ -228,6 +233,7 @@ impl Plan {
             if let Some(problem) = route.shadow.problem().or_else(|| route.guard.problem()) {
                 return Err(route_error(&name, problem));
             }
+            let cohort_salt = route.cohort_salt.unwrap_or_else(|| name.clone());
             routes.push(RouteSpec {
                 name,
                 methods,
@@ -236,6 +242,7 @@ impl Plan {
                 new: route.new,
                 lifecycle,
                 cohort: route.cohort,
+                cohort_salt,
                 shadow: route.shadow,
                 guard: route.guard,
             });

@@ -1,16 +1,23 @@
 //! The data plane: one request in, one backend chosen from the current route
 //! table, the request forwarded and the response streamed back.
 //!
-//! What a good reverse proxy owes both sides (RFC 9110 §7.6):
-//! - hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`,
-//!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) end at this hop;
-//! - the backend learns who asked: `X-Forwarded-For`, `-Proto`, `-Host`;
+//! What a good reverse proxy owes both sides:
+//! - the headers a backend sees are the client's end-to-end ones and what
+//!   this hop adds, and none a client may not set ([`crate::forwarding`]);
+//! - the path it routes on and forwards is the canonical one, so that no
+//!   other spelling can reach another route ([`crate::path`]);
 //! - `x-request-id` and `traceparent` are passed on (or created) so the hop
-//!   shows in the trace;
+//!   shows in the trace, and every answer the strangler makes itself carries
+//!   the request id;
 //! - a request framed two ways (`Content-Length` and `Transfer-Encoding`) is
 //!   refused, since the backend might read it differently (request smuggling);
-//! - bodies stream both ways: memory stays flat whatever their size;
-//! - the backend has a deadline, and its failure is a 502/504 problem, never a hang.
+//! - bodies stream both ways, whatever their framing (sized or chunked, with
+//!   trailers): memory stays flat whatever their size ([`crate::body`]);
+//! - the deadlines measure the backend, not the client, and a client's
+//!   fault (a stalled or aborted upload) is never counted against a
+//!   backend ([`crate::upstream`]);
+//! - a protocol upgrade (websocket) is refused with 501 rather than turned
+//!   into a plain request.
 //!
 //! And the safety net of a migration: shadow copies of safe requests on
 //! `shadow` routes ([`crate::shadow`]); on `canary` and `migrated` routes a
@@ -18,7 +25,6 @@
 //! backend cannot have seen the request, and the guard that rolls the route
 //! back when too many calls fail ([`crate::guard`]).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,22 +33,26 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::uri::PathAndQuery;
+use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Request, Response, StatusCode};
 use axum::response::IntoResponse;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chassis::Problem;
 use chassis::breaker::{CircuitBreakerError, CircuitState};
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http::bearer::constant_time_eq;
 use chassis::http::is_safe;
 use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::body::{ClientBodyError, Held, Outgoing, Prefixed, copy_head};
+use crate::cohort::key_cookie;
+use crate::forwarding::{self, REQUEST_ID, TrustedProxies};
 use crate::guard::{self, Trips};
 use crate::lifecycle::{Lifecycle, Side};
 use crate::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
+use crate::path::{self, PathError};
 use crate::settings::ProxySettings;
 use crate::shadow::Shadower;
 use crate::table::{Backend, Call, Decision, Route, RouteTable};
@@ -51,31 +61,18 @@ use crate::upstream::{CallFailure, CallResult, Upstream};
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
 pub const TESTER_TOKEN: HeaderName = HeaderName::from_static("x-strangler-tester-token");
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
     upstream: Upstream,
     max_body_bytes: u64,
+    /// Longest pause of a client in the middle of its request body.
+    client_body_idle: Duration,
     /// Largest request body kept to resend to legacy on a fallback.
     replay_body_bytes: u64,
     tester_token: Option<SecretString>,
+    trusted: TrustedProxies,
     metrics: ProxyMetrics,
     shadow: Arc<Shadower>,
     trips: Trips,
@@ -107,6 +104,7 @@ impl Proxy {
     pub fn new(
         table: Arc<ArcSwap<RouteTable>>,
         settings: &ProxySettings,
+        trusted: TrustedProxies,
         tester_token: Option<SecretString>,
         metrics: ProxyMetrics,
         shadow: Arc<Shadower>,
@@ -116,10 +114,12 @@ impl Proxy {
             table,
             upstream: Upstream::new(settings),
             max_body_bytes: settings.max_body_bytes,
+            client_body_idle: Duration::from_millis(settings.client_body_timeout_ms),
             replay_body_bytes: settings
                 .replay_body_limit_bytes
                 .min(settings.max_body_bytes),
             tester_token: tester_token.filter(|t| !t.expose_secret().is_empty()),
+            trusted,
             metrics,
             shadow,
             trips,
@@ -128,27 +128,69 @@ impl Proxy {
     }
 
     pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
-        if let Err(problem) = check_framing(request.headers(), self.max_body_bytes) {
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        let (mut parts, body) = request.into_parts();
+        if let Err(rejected) = self.admit(&mut parts) {
+            let (reason, problem) = *rejected;
+            self.metrics.rejected(reason);
+            let problem = problem.with_instance(parts.uri.path());
+            return with_request_id(problem.into_response(), &request_id);
+        }
+        let forced = self.forced_side(&parts.headers);
+        let decision =
+            self.table
+                .load()
+                .decide(&parts.method, parts.uri.path(), &parts.headers, forced);
+        if decision.forced
+            && let Some(route) = &decision.route
+        {
+            self.metrics.forced(&route.name, decision.side.as_str());
+            tracing::info!(route = &*route.name, side = decision.side.as_str(), request_id = ?request_id, "a tester forced the side");
+        }
+        let cohort_cookie = decision.new_cohort_key.as_deref().map(key_cookie);
+        let mut response = self
+            .forward(parts, body, client, decision, request_id)
+            .await;
+        if let Some(cookie) = cohort_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+
+    /// The checks before a request is routed: framing, upgrades, and the
+    /// path, which is made canonical in place. The error names the
+    /// rejection metric's reason.
+    fn admit(&self, parts: &mut Parts) -> Result<(), Box<(&'static str, Problem)>> {
+        check_framing(&parts.headers, self.max_body_bytes).map_err(|problem| {
             let reason = if problem.status == StatusCode::PAYLOAD_TOO_LARGE {
                 "body_too_large"
             } else {
                 "framing"
             };
-            self.metrics.rejected(reason);
-            return problem.with_instance(request.uri().path()).into_response();
-        }
-        let forced = self.forced_side(request.headers());
-        let decision = self.table.load().decide(
-            request.method(),
-            request.uri().path(),
-            request.headers(),
-            forced,
-        );
-        self.forward(request, client, decision).await
+            Box::new((reason, problem))
+        })?;
+        check_upgrade(&parts.headers).map_err(|problem| Box::new(("upgrade", problem)))?;
+        let canonical = match path::canonical(parts.uri.path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+            Ok(std::borrow::Cow::Owned(canonical)) => canonical,
+            Err(error) => return Err(Box::new(("path", path_problem(error)))),
+        };
+        let target = match parts.uri.query() {
+            Some(query) => format!("{canonical}?{query}"),
+            None => canonical,
+        };
+        parts.uri = Uri::try_from(target)
+            .map_err(|_| Box::new(("path", path_problem(PathError::BadEncoding))))?;
+        Ok(())
     }
 
-    /// `X-Strangler-Backend` counts only with the tester token; both headers
-    /// are removed before forwarding either way.
+    /// `X-Strangler-Backend` counts only with the tester token (and the
+    /// table honours it only on routes in `canary` or `migrated`); both
+    /// headers are removed before forwarding either way.
     fn forced_side(&self, headers: &HeaderMap) -> Option<Side> {
         let token = self.tester_token.as_ref()?;
         let presented = headers.get(&TESTER_TOKEN)?.as_bytes();
@@ -164,16 +206,15 @@ impl Proxy {
 
     async fn forward(
         &self,
-        request: Request<Incoming>,
+        mut parts: Parts,
+        body: Incoming,
         client: SocketAddr,
         decision: Decision,
+        request_id: HeaderValue,
     ) -> Response<Body> {
-        let (mut parts, body) = request.into_parts();
-        let request_id = prepare_request_headers(&mut parts.headers, client);
-        let body = Body::new(Limited::new(
-            body,
-            usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
-        ));
+        forwarding::prepare_request_headers(&mut parts.headers, client, &self.trusted, &request_id);
+        set_traceparent(&mut parts.headers);
+        let body = Outgoing::from_client(body, self.max_body_bytes, self.client_body_idle);
         let exchange = Exchange {
             route: decision
                 .route
@@ -192,9 +233,13 @@ impl Proxy {
                 self.guarded(&exchange, route, parts, body).await
             }
             Some(route) if !decision.forced && route.lifecycle == Lifecycle::Shadow => {
-                let copy = self
-                    .shadow
-                    .admit(route, &parts.method, &parts.uri, &parts.headers);
+                let copy = self.shadow.admit(
+                    route,
+                    &parts.method,
+                    &parts.uri,
+                    &parts.headers,
+                    !matches!(body, Outgoing::Empty),
+                );
                 let outcome = self
                     .call(&exchange, Side::Legacy, &decision.backend, parts, body)
                     .await;
@@ -225,27 +270,34 @@ impl Proxy {
     /// A request for the new backend of a route in `canary` or `migrated`:
     /// through the backend's breaker, watched by the route's guard, and
     /// sent to legacy instead when the new backend cannot have seen it
-    /// (breaker open, no connection) or, for a safe request, timed out.
+    /// (breaker open, no connection, instance at its limit) or, for a safe
+    /// request, timed out.
     async fn guarded(
         &self,
         exchange: &Exchange<'_>,
         route: &Arc<Route>,
         parts: Parts,
-        body: Body,
+        body: Outgoing,
     ) -> Response<Body> {
         let new = &exchange.decision.backend;
         let Some(breaker) = new.breaker.as_ref() else {
             let outcome = self.call(exchange, Side::New, new, parts, body).await;
             return self.answer(exchange, new, outcome);
         };
-        let (parts, body, replay) = match self.keep_copy(parts, body).await {
-            Ok(kept) => kept,
-            Err(problem) => return problem.with_instance(exchange.instance()).into_response(),
+        let body = match self.keep_copy(body).await {
+            Ok(body) => body,
+            Err(failure) => {
+                let outcome = Err(failure);
+                self.observe(exchange, Side::New, new, &outcome, Duration::ZERO);
+                return self.answer(exchange, new, outcome);
+            }
         };
+        let replay = body.again();
         // A request that cannot be resent goes to legacy at once while the
         // breaker is open. The others ask the breaker, which is also what
         // lets it move on to half-open when its wait is over.
         if replay.is_none() && breaker.state() == CircuitState::Open {
+            self.refused(route);
             self.metrics.fallback(&route.name, "breaker_open");
             let outcome = self
                 .call(exchange, Side::Legacy, &route.legacy, parts, body)
@@ -253,6 +305,7 @@ impl Proxy {
             return self.answer(exchange, &route.legacy, outcome);
         }
         let safe = is_safe(&parts.method);
+        let legacy_head = replay.as_ref().map(|_| copy_head(&parts));
         let started = Instant::now();
         let upstream = self.upstream.clone();
         let backend = Arc::clone(new);
@@ -264,85 +317,108 @@ impl Proxy {
             Err(CircuitBreakerError::Inner(failure)) => Some(Err(failure)),
             Err(CircuitBreakerError::OpenCircuit) => None,
         };
-        if let Some(outcome) = &outcome {
-            let failed = match outcome {
-                Ok(response) => response.status().is_server_error(),
-                Err(failure) => failure.is_backend_fault(),
-            };
-            self.observe(exchange, Side::New, new, outcome, started.elapsed());
-            if let Some(trip) = route.guard.record(&route.name, failed) {
-                tracing::warn!(route = &*route.name, "{}", trip.reason());
-                let _ = self.trips.send(trip);
+        match &outcome {
+            None => self.refused(route),
+            Some(outcome) => {
+                self.observe(exchange, Side::New, new, outcome, started.elapsed());
+                let failed = match outcome {
+                    Ok(response) => Some(response.status().is_server_error()),
+                    Err(failure) if failure.is_backend_fault() => Some(true),
+                    // The client's fault, or a call held back: no verdict.
+                    Err(_) => None,
+                };
+                if let Some(failed) = failed {
+                    self.record(route, failed);
+                }
             }
         }
         let reason = match &outcome {
             None => Some("breaker_open"),
             Some(Err(CallFailure::Connect(_))) => Some("connect"),
+            Some(Err(CallFailure::Busy)) => Some("busy"),
             Some(Err(CallFailure::Timeout)) if safe => Some("timeout"),
             Some(_) => None,
         };
-        match (reason, replay) {
-            (Some(reason), Some(replay)) => {
+        match (reason, replay, legacy_head) {
+            (Some(reason), Some(replay), Some(head)) => {
                 self.metrics.fallback(&route.name, reason);
-                let (parts, body) = replay.into_parts();
                 let outcome = self
-                    .call(exchange, Side::Legacy, &route.legacy, parts, body)
+                    .call(exchange, Side::Legacy, &route.legacy, head, replay)
                     .await;
                 self.answer(exchange, &route.legacy, outcome)
             }
-            (_, _) => match outcome {
+            _ => match outcome {
                 Some(outcome) => self.answer(exchange, new, outcome),
-                None => Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "circuit-open",
-                    "Service unavailable",
-                )
-                .with_detail(format!(
-                    "The {} service is recovering and this request cannot be sent elsewhere.",
-                    new.name
-                ))
-                .with_instance(exchange.instance())
-                .into_response(),
+                None => self.problem(
+                    exchange,
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "circuit-open",
+                        "Service unavailable",
+                    )
+                    .with_detail(format!(
+                        "The {} service is recovering and this request cannot be sent elsewhere.",
+                        new.name
+                    )),
+                ),
             },
         }
     }
 
-    /// Keeps a copy of a request that may have to go to legacy instead: a
-    /// request without a body always, one whose `Content-Length` is within
-    /// `replay_body_limit_bytes` by reading it first; larger or chunked
-    /// bodies stream once and have no fallback.
-    async fn keep_copy(
-        &self,
-        parts: Parts,
-        body: Body,
-    ) -> Result<(Parts, Body, Option<Request<Body>>), Problem> {
-        let length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
-        let bytes = match (chunked, length) {
-            (false, None | Some(0)) => Bytes::new(),
-            (false, Some(n)) if n <= self.replay_body_bytes => body
-                .collect()
-                .await
-                .map_err(|_| {
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "incomplete-body",
-                        "Incomplete request body",
-                    )
-                    .with_detail("The request body ended before its Content-Length.")
-                })?
-                .to_bytes(),
-            _ => return Ok((parts, body, None)),
+    /// One outcome for the route's guard; a trip is sent to the rollback task.
+    fn record(&self, route: &Route, failed: bool) {
+        if let Some(trip) = route.guard.record(&route.name, failed) {
+            tracing::warn!(route = &*route.name, "{}", trip.reason());
+            let _ = self.trips.send(trip);
+        }
+    }
+
+    /// A call the open breaker refused counts as a failure for the guard:
+    /// a new backend that is down must still roll its route back, though
+    /// the breaker keeps its calls from ever failing.
+    fn refused(&self, route: &Route) {
+        self.record(route, true);
+    }
+
+    /// Holds a body that may have to go to legacy instead: no body, or one
+    /// within `replay_body_limit_bytes`, read whole first (sized or
+    /// chunked alike, with its trailers). A larger one streams once, its
+    /// first bytes put back in front, and has no fallback.
+    async fn keep_copy(&self, body: Outgoing) -> Result<Outgoing, CallFailure> {
+        let Outgoing::Streaming(mut body) = body else {
+            return Ok(body);
         };
-        let mut copy = Request::new(Body::from(bytes.clone()));
-        *copy.method_mut() = parts.method.clone();
-        *copy.uri_mut() = parts.uri.clone();
-        *copy.headers_mut() = parts.headers.clone();
-        Ok((parts, Body::from(bytes), Some(copy)))
+        let limit = usize::try_from(self.replay_body_bytes).unwrap_or(usize::MAX);
+        if http_body::Body::size_hint(&body).lower() > self.replay_body_bytes {
+            return Ok(Outgoing::Streaming(body));
+        }
+        let mut data = BytesMut::new();
+        loop {
+            let frame = match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Err(client_failure(&error)),
+            };
+            match frame.into_data() {
+                Ok(chunk) if data.len() + chunk.len() > limit => {
+                    data.extend_from_slice(&chunk);
+                    let prefix = data.freeze();
+                    return Ok(Outgoing::Streaming(Body::new(Prefixed::new(prefix, body))));
+                }
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => {
+                    let trailers = frame.into_trailers().ok();
+                    return Ok(Outgoing::Held(Held {
+                        data: data.freeze(),
+                        trailers,
+                    }));
+                }
+            }
+        }
+        Ok(Outgoing::Held(Held {
+            data: data.freeze(),
+            trailers: None,
+        }))
     }
 
     /// One backend call, observed in the metrics and the route's statistics.
@@ -352,7 +428,7 @@ impl Proxy {
         side: Side,
         backend: &Backend,
         parts: Parts,
-        body: Body,
+        body: Outgoing,
     ) -> CallResult {
         let started = Instant::now();
         let outcome = self.upstream.send(backend, parts, body).await;
@@ -378,8 +454,10 @@ impl Proxy {
         if let Some(kind) = kind {
             self.metrics.error(exchange.route, &backend.name, kind);
         }
-        if matches!(outcome, Err(CallFailure::BodyTooLarge)) {
-            self.metrics.rejected("body_too_large");
+        if let Err(failure) = outcome
+            && let Some(reason) = failure.client_fault()
+        {
+            self.metrics.rejected(reason);
         }
         exchange
             .decision
@@ -419,22 +497,137 @@ impl Proxy {
                     "The {} service did not answer in time.",
                     backend.name
                 )),
+            CallFailure::Busy => {
+                Problem::new(status, "backend-busy", "Backend busy").with_detail(format!(
+                    "The {} service has as many requests in flight as it may; try again shortly.",
+                    backend.name
+                ))
+            }
             CallFailure::BodyTooLarge => {
                 Problem::new(status, "body-too-large", "Request body too large")
                     .with_detail(format!("The body exceeds {} bytes.", self.max_body_bytes))
             }
+            CallFailure::ClientTimeout => {
+                Problem::new(status, "request-body-timeout", "Request body timed out").with_detail(
+                    format!(
+                        "The request body stalled for more than {} ms.",
+                        self.client_body_idle.as_millis()
+                    ),
+                )
+            }
+            CallFailure::ClientAborted => {
+                Problem::new(status, "incomplete-body", "Incomplete request body")
+                    .with_detail("The request body broke off before its end.")
+            }
             CallFailure::Other(_) => Problem::new(status, "bad-gateway", "Bad Gateway")
                 .with_detail(format!("The {} service failed to answer.", backend.name)),
         };
-        problem.with_instance(exchange.instance()).into_response()
+        self.problem(exchange, problem)
     }
+
+    /// A problem the strangler answers itself, with the request's id.
+    fn problem(&self, exchange: &Exchange<'_>, problem: Problem) -> Response<Body> {
+        let mut response = problem.with_instance(exchange.instance()).into_response();
+        if problem_closes(response.status()) {
+            // The rest of the body is still on the wire: this connection
+            // cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        with_request_id(response, &exchange.request_id)
+    }
+}
+
+/// Whether an answer about a broken request body must close the connection.
+fn problem_closes(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+    )
+}
+
+/// What a failed read of a client body held for replay means.
+fn client_failure(error: &axum::Error) -> CallFailure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(fault) = cause.downcast_ref::<ClientBodyError>() {
+            return match fault {
+                ClientBodyError::TooLarge(_) => CallFailure::BodyTooLarge,
+                ClientBodyError::TimedOut(_) => CallFailure::ClientTimeout,
+                ClientBodyError::Aborted(_) => CallFailure::ClientAborted,
+            };
+        }
+        source = cause.source();
+    }
+    CallFailure::ClientAborted
+}
+
+fn with_request_id(mut response: Response<Body>, request_id: &HeaderValue) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id.clone());
+    response
+}
+
+fn path_problem(error: PathError) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "ambiguous-path",
+        "Ambiguous request path",
+    )
+    .with_detail(format!(
+        "{error}; see docs/patterns/strangler-fig.md#edge-behaviour."
+    ))
+}
+
+/// An `Upgrade` the strangler would have to carry out (a websocket) is
+/// refused: answering it as a plain request would hand the backend a
+/// request its client does not expect. `h2c` alone may be ignored (RFC
+/// 9113 §3.1 lets a server answer in HTTP/1.1), so it is.
+fn check_upgrade(headers: &HeaderMap) -> Result<(), Problem> {
+    let offered: Vec<&str> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .collect();
+    let refused = headers.contains_key(header::UPGRADE)
+        && (offered.is_empty() || offered.iter().any(|t| !t.eq_ignore_ascii_case("h2c")));
+    if refused {
+        return Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "upgrade-not-supported",
+            "Protocol upgrade not supported",
+        )
+        .with_detail(format!(
+            "The strangler does not carry '{}' connections; send a plain HTTP/1.1 request.",
+            offered.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `traceparent`: a child of the client's, or a new root.
+fn set_traceparent(headers: &mut HeaderMap) {
+    let parent = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    let hop = parent.map_or_else(TraceContext::new_root, |p| p.child());
+    headers.insert(TRACEPARENT, hop.to_header_value());
 }
 
 fn failure_status(failure: &CallFailure) -> StatusCode {
     match failure {
         CallFailure::Connect(_) | CallFailure::Other(_) => StatusCode::BAD_GATEWAY,
         CallFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        CallFailure::Busy => StatusCode::SERVICE_UNAVAILABLE,
         CallFailure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        CallFailure::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+        CallFailure::ClientAborted => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -485,77 +678,12 @@ fn check_framing(headers: &HeaderMap, max_body_bytes: u64) -> Result<(), Problem
     Ok(())
 }
 
-/// Strips hop-by-hop and strangler-only headers, sets the forwarding and
-/// tracing headers; returns the request id.
-fn prepare_request_headers(headers: &mut HeaderMap, client: SocketAddr) -> HeaderValue {
-    let original_host = headers.get(header::HOST).cloned();
-    strip_hop_by_hop(headers);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::HOST); // `Upstream::send` names the backend instead
-    headers.remove(&FORCE_BACKEND);
-    headers.remove(&TESTER_TOKEN);
-
-    let mut forwarded_for = String::with_capacity(48);
-    if let Some(previous) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        forwarded_for.push_str(previous);
-        forwarded_for.push_str(", ");
-    }
-    // Writing an address into a String cannot fail.
-    let _ = write!(forwarded_for, "{}", client.ip());
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let (false, Some(host)) = (headers.contains_key(&X_FORWARDED_HOST), original_host) {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-
-    let request_id = headers.get(&REQUEST_ID).cloned().unwrap_or_else(|| {
-        let id = new_request_id();
-        headers.insert(REQUEST_ID, id.clone());
-        id
-    });
-    let parent = headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse);
-    let hop = parent.map_or_else(TraceContext::new_root, |p| p.child());
-    headers.insert(TRACEPARENT, hop.to_header_value());
-    request_id
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        remove_connection_options(headers);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// The headers `Connection` names are hop-by-hop too.
-fn remove_connection_options(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in &named {
-        headers.remove(name);
-    }
-}
-
 fn relay_response<B>(response: Response<B>, request_id: &HeaderValue) -> Response<Body>
 where
-    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = axum::BoxError> + Send + 'static,
 {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::UPGRADE);
+    forwarding::strip_hop_by_hop(&mut parts.headers);
     parts
         .headers
         .entry(REQUEST_ID)
@@ -602,39 +730,5 @@ mod tests {
     fn an_announced_body_over_the_limit_is_refused() {
         let problem = check_framing(&headers(&[("content-length", "1001")]), 1000).unwrap_err();
         assert_eq!(problem.status, StatusCode::PAYLOAD_TOO_LARGE);
-    }
-
-    #[test]
-    fn hop_by_hop_headers_end_here_and_forwarding_headers_are_set() {
-        let mut map = headers(&[
-            ("connection", "keep-alive, x-secret-hop"),
-            ("x-secret-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("host", "shop.example"),
-            ("x-forwarded-for", "203.0.113.7"),
-            ("x-strangler-backend", "new"),
-            ("x-keep", "yes"),
-        ]);
-        let client: SocketAddr = "127.0.0.9:5000".parse().unwrap();
-        let id = prepare_request_headers(&mut map, client);
-        for gone in [
-            "connection",
-            "x-secret-hop",
-            "keep-alive",
-            "te",
-            "upgrade",
-            "host",
-            "x-strangler-backend",
-        ] {
-            assert!(!map.contains_key(gone), "{gone} was forwarded");
-        }
-        assert_eq!(map["x-keep"], "yes");
-        assert_eq!(map["x-forwarded-for"], "203.0.113.7, 127.0.0.9");
-        assert_eq!(map["x-forwarded-proto"], "http");
-        assert_eq!(map["x-forwarded-host"], "shop.example");
-        assert_eq!(map["x-request-id"], id);
-        assert!(TraceContext::parse(map["traceparent"].to_str().unwrap()).is_some());
     }
 }

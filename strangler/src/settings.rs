@@ -58,16 +58,30 @@ pub struct AdminSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ProxySettings {
-    /// Limit for a backend to send its response head.
+    /// Limit for a backend to send its response head once the request has
+    /// been sent whole, and for it to go on reading a request body.
     pub backend_timeout_ms: u64,
+    /// Longest pause of a backend in the middle of a response body.
+    pub response_idle_timeout_ms: u64,
+    /// Longest pause of a client in the middle of its request body (408).
+    pub client_body_timeout_ms: u64,
     /// Limit for opening a TCP connection to a backend.
     pub connect_timeout_ms: u64,
     /// Largest request head (request line and headers) accepted (431 beyond).
     pub max_header_bytes: usize,
     /// Largest request body forwarded.
     pub max_body_bytes: u64,
-    /// Idle keep-alive connections kept per backend instance.
+    /// Idle keep-alive connections kept per backend instance (per worker).
     pub pool_max_idle_per_host: usize,
+    /// An idle connection older than this is closed rather than used; keep
+    /// it below the backends' own keep-alive timeout.
+    pub pool_idle_timeout_ms: u64,
+    /// Requests out to one backend instance at once; past that, 503.
+    pub max_in_flight_per_instance: usize,
+    /// Comma-separated addresses or CIDR blocks (`10.0.0.0/8`) of proxies
+    /// in front of the strangler whose `X-Forwarded-*` and `Forwarded`
+    /// headers are believed; everyone else's are replaced.
+    pub trusted_proxies: String,
     /// Connection failures in a row that take an instance out of rotation …
     pub eject_after_failures: u32,
     /// … for this long.
@@ -94,10 +108,15 @@ impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             backend_timeout_ms: 10_000,
+            response_idle_timeout_ms: 60_000,
+            client_body_timeout_ms: 30_000,
             connect_timeout_ms: 1_000,
             max_header_bytes: 64 * 1024,
             max_body_bytes: 256 * 1024 * 1024,
             pool_max_idle_per_host: 256,
+            pool_idle_timeout_ms: 30_000,
+            max_in_flight_per_instance: 1024,
+            trusted_proxies: String::new(),
             eject_after_failures: 3,
             eject_for_ms: 10_000,
             client_header_timeout_ms: 10_000,

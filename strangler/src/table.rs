@@ -18,7 +18,7 @@ use std::pin::Pin;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use chassis::breaker::{Breaker, BreakerSettings};
 
-use crate::cohort::{CohortSource, bucket};
+use crate::cohort::{CohortSource, assigned_key, bucket, new_key};
 use crate::guard::{self, Guard};
 use crate::lifecycle::{Lifecycle, Side};
 use crate::metrics::ProxyMetrics;
@@ -57,6 +57,18 @@ pub struct Instance {
     /// Milliseconds since `Ejection::epoch` until which the instance is
     /// skipped; 0 when it is in rotation.
     ejected_until_ms: AtomicU64,
+    /// Requests out to this instance now, from every proxy worker.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A request's place in its instance's in-flight limit, given up on drop.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// An instance's address, prepared once for every request to it.
@@ -86,7 +98,18 @@ impl Instance {
             target,
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A place among the instance's `limit` requests in flight, if one is free.
+    fn enter(&self, limit: usize) -> Option<InFlight> {
+        self.in_flight
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(Arc::clone(&self.in_flight)))
     }
 
     pub fn target(&self) -> Option<&Target> {
@@ -182,6 +205,20 @@ impl Backend {
             .unwrap_or(&self.instances[start % len])
     }
 
+    /// The next instance in rotation with room for one more request in
+    /// flight ([`Self::pick`] first, then the others in turn); `None` when
+    /// every instance is at `limit`.
+    pub fn enter(&self, limit: usize) -> Option<(&Instance, InFlight)> {
+        let first = self.pick();
+        if let Some(place) = first.enter(limit) {
+            return Some((first, place));
+        }
+        self.instances
+            .iter()
+            .filter(|i| !std::ptr::eq(*i, first))
+            .find_map(|i| i.enter(limit).map(|place| (i, place)))
+    }
+
     /// Records whether a connection to `instance` could be made.
     pub fn report(&self, instance: &Instance, connected: bool) {
         if connected {
@@ -274,6 +311,8 @@ pub struct Route {
     pub legacy: Arc<Backend>,
     pub new: Option<Arc<Backend>>,
     pub cohort: Option<CohortSource>,
+    /// Hashed with each cohort key (see [`crate::cohort`]).
+    pub cohort_salt: String,
     /// What may differ between the answers in shadow mode.
     pub shadow: ShadowPolicy,
     /// The automatic rollback's window; kept while the route stays in
@@ -284,8 +323,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether the route serves `method`; HEAD wherever GET is (RFC 9110
+    /// §9.3.2: HEAD is GET without the body).
     fn accepts(&self, method: &Method) -> bool {
-        self.methods.is_empty() || self.methods.contains(method)
+        self.methods.is_empty()
+            || self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET))
     }
 
     pub fn backend(&self, side: Side) -> &Arc<Backend> {
@@ -300,8 +343,13 @@ impl Route {
 pub struct RouteTable {
     /// In plan order (the admin API and dashboard list them so).
     routes: Vec<Arc<Route>>,
-    /// Path template → indexes into `routes` (several when methods differ).
-    by_path: matchit::Router<Vec<usize>>,
+    /// Per method some route names: path template → the routes (indexes
+    /// into `routes`, in plan order) that serve that method there. A
+    /// method the most specific template does not serve falls through to
+    /// less specific ones that do, as if the others were not there.
+    by_method: Vec<(Method, matchit::Router<Vec<usize>>)>,
+    /// The same for every other method: the routes that name no methods.
+    other_methods: matchit::Router<Vec<usize>>,
     default_backend: Arc<Backend>,
     /// Traffic no route claims.
     default_stats: Arc<RouteStats>,
@@ -317,6 +365,9 @@ pub struct Decision {
     pub forced: bool,
     pub backend: Arc<Backend>,
     pub stats: Arc<RouteStats>,
+    /// A cohort key made up for a client that brought none, to be handed
+    /// to it in a cookie so that it stays on its side.
+    pub new_cohort_key: Option<String>,
 }
 
 /// A tester forcing a side with `X-Strangler-Backend` (already authenticated).
@@ -344,8 +395,7 @@ impl RouteTable {
             })
         };
         let mut routes = Vec::with_capacity(plan.routes.len());
-        let mut grouped: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (index, spec) in plan.routes.iter().enumerate() {
+        for spec in &plan.routes {
             let new = spec
                 .new
                 .as_deref()
@@ -375,24 +425,33 @@ impl RouteTable {
                 legacy: backend(&spec.legacy, &spec.name)?,
                 new,
                 cohort: spec.cohort.clone(),
+                cohort_salt: spec.cohort_salt.clone(),
                 shadow: spec.shadow.clone(),
                 guard,
                 stats: stats_of(&spec.name),
             }));
-            grouped.entry(&spec.path).or_default().push(index);
         }
-        let mut by_path = matchit::Router::new();
-        for (path, indexes) in grouped {
-            by_path
-                .insert(path, indexes)
-                .map_err(|e| PlanError::Route {
-                    route: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let mut named: Vec<Method> = Vec::new();
+        for method in routes.iter().flat_map(|r| &r.methods) {
+            if !named.contains(method) {
+                named.push(method.clone());
+            }
         }
+        if named.contains(&Method::GET) && !named.contains(&Method::HEAD) {
+            named.push(Method::HEAD);
+        }
+        let by_method = named
+            .into_iter()
+            .map(|method| {
+                let router = router_for(&routes, |r| r.accepts(&method))?;
+                Ok((method, router))
+            })
+            .collect::<Result<_, PlanError>>()?;
+        let other_methods = router_for(&routes, |r| r.methods.is_empty())?;
         Ok(Self {
             routes,
-            by_path,
+            by_method,
+            other_methods,
             default_backend: backend(&plan.default_backend, "default_backend")?,
             default_stats: previous.map_or_else(Arc::default, |t| Arc::clone(&t.default_stats)),
         })
@@ -406,9 +465,13 @@ impl RouteTable {
         self.routes.iter().find(|r| &*r.name == name)
     }
 
-    /// Decides the backend for one request. The most specific path template
-    /// wins (static segments over parameters over catch-alls); among routes
-    /// on that path, the one whose methods include the request's.
+    /// Decides the backend for one request (its path already canonical,
+    /// see [`crate::path`]). Among the routes that serve the request's
+    /// method, the most specific path template wins (static segments over
+    /// parameters over catch-alls), then the first in the plan.
+    ///
+    /// A tester's forced side counts only on a route in `canary` or
+    /// `migrated`, the states in which both sides serve it.
     pub fn decide(
         &self,
         method: &Method,
@@ -416,21 +479,28 @@ impl RouteTable {
         headers: &HeaderMap,
         forced: ForcedSide,
     ) -> Decision {
-        let Ok(matched) = self.by_path.at(path) else {
-            return self.default_decision();
-        };
-        let Some(route) = matched
-            .value
+        let router = self
+            .by_method
             .iter()
-            .map(|&i| &self.routes[i])
-            .find(|r| r.accepts(method))
-        else {
+            .find(|(m, _)| m == method)
+            .map_or(&self.other_methods, |(_, router)| router);
+        let Ok(matched) = router.at(path) else {
             return self.default_decision();
         };
-        let side = match (forced, &route.new) {
-            (Some(side), Some(_)) => side,
-            (Some(_), None) => Side::Legacy,
-            (None, _) => match route.lifecycle {
+        let Some(route) = matched.value.first().map(|&i| &self.routes[i]) else {
+            return self.default_decision();
+        };
+        let forced = forced.filter(|_| {
+            route.new.is_some()
+                && matches!(
+                    route.lifecycle,
+                    Lifecycle::Canary { .. } | Lifecycle::Migrated
+                )
+        });
+        let mut new_cohort_key = None;
+        let side = match forced {
+            Some(side) => side,
+            None => match route.lifecycle {
                 Lifecycle::Legacy | Lifecycle::Shadow => Side::Legacy,
                 // A tripped guard sends the route's traffic to legacy while
                 // its rollback is being written.
@@ -442,10 +512,10 @@ impl RouteTable {
                     let key = route
                         .cohort
                         .as_ref()
-                        .and_then(|c| c.key(headers, &matched.params));
-                    // No key: split at random by the percent.
-                    let b = key.as_deref().map_or_else(|| fastrand::u8(0..100), bucket);
-                    if b < percent.get() {
+                        .and_then(|c| c.key(headers, &matched.params))
+                        .or_else(|| assigned_key(headers).map(str::to_owned))
+                        .unwrap_or_else(|| new_cohort_key.insert(new_key()).clone());
+                    if bucket(&route.cohort_salt, &key) < percent.get() {
                         Side::New
                     } else {
                         Side::Legacy
@@ -459,6 +529,7 @@ impl RouteTable {
             route: Some(Arc::clone(route)),
             side,
             forced: forced.is_some(),
+            new_cohort_key,
         }
     }
 
@@ -469,6 +540,7 @@ impl RouteTable {
             forced: false,
             backend: Arc::clone(&self.default_backend),
             stats: Arc::clone(&self.default_stats),
+            new_cohort_key: None,
         }
     }
 
@@ -476,4 +548,26 @@ impl RouteTable {
     pub fn default_stats(&self) -> &RouteStats {
         &self.default_stats
     }
+}
+
+/// A router over the routes `include` picks: path template → their indexes
+/// in plan order.
+fn router_for(
+    routes: &[Arc<Route>],
+    include: impl Fn(&Route) -> bool,
+) -> Result<matchit::Router<Vec<usize>>, PlanError> {
+    let mut grouped: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, route) in routes.iter().enumerate() {
+        if include(route) {
+            grouped.entry(&route.path).or_default().push(index);
+        }
+    }
+    let mut router = matchit::Router::new();
+    for (path, indexes) in grouped {
+        router.insert(path, indexes).map_err(|e| PlanError::Route {
+            route: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(router)
 }

@@ -10,59 +10,89 @@
 //! only when hyper says it is ready for the next request. Measured in
 //! docs/adr/0008-own-upstream-pool.md.
 //!
-//! What it keeps from a careful client:
-//! - a deadline on connecting and one on the whole call (until the response
-//!   head);
+//! The deadlines measure the backend, never the client:
+//! - connecting has `connect_timeout_ms`;
+//! - the response head must come within `backend_timeout_ms` of the request
+//!   having been sent whole. While a body still streams from the client the
+//!   clock does not run: a slow upload is the client's business (its idle
+//!   limit is in [`crate::body::ClientBody`]); but an upload the backend
+//!   stops reading for `backend_timeout_ms` is the backend's timeout;
+//! - a response body that stops for `response_idle_timeout_ms` is cut.
+//!
+//! And what it keeps from a careful client:
 //! - a request that an idle connection refused before writing a byte (the
-//!   backend had just closed it) is sent again on another connection; one
-//!   that may have been seen is never resent;
-//! - idle connections are dropped after [`IDLE_TIMEOUT`] and beyond
+//!   backend had just closed it) is sent again on another connection;
+//! - a request whose reused connection broke before any byte of an answer
+//!   (the backend closed it while the request was on its way) is sent once
+//!   more on a fresh connection, when it is idempotent and its body is
+//!   still at hand (no body, or held whole); any other request the backend
+//!   may have seen is never resent;
+//! - idle connections are dropped after `pool_idle_timeout_ms` and beyond
 //!   `pool_max_idle_per_host` per instance;
+//! - at most `max_in_flight_per_instance` requests are out to one instance
+//!   at once (with HTTP/1.1, one busy connection each); past that the call
+//!   fails at once as [`CallFailure::Busy`] instead of piling up;
 //! - a connection failure is reported to the backend for passive ejection.
 
 use std::collections::{HashMap, VecDeque};
 use std::error::Error as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::BoxError;
 use axum::body::Body;
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::uri::PathAndQuery;
 use axum::http::{Request, Response, Uri, Version};
 use bytes::Bytes;
+use chassis::http::is_idempotent;
 use chassis::http::problem::error_chain;
 use http_body::{Frame, SizeHint};
-use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
+use crate::body::{ClientBodyError, Outgoing, Watch, copy_head};
 use crate::settings::ProxySettings;
-use crate::table::{Backend, Target};
-
-/// An idle connection older than this is closed rather than used.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::table::{Backend, InFlight, Target};
 
 /// Why a backend call gave no response.
 #[derive(Debug)]
 pub enum CallFailure {
     /// No connection could be made: not a byte of the request was sent.
     Connect(std::io::Error),
-    /// No response head within the deadline.
+    /// No response head within the deadline after the request was sent,
+    /// or the backend stopped reading the request body.
     Timeout,
+    /// The instance already has `max_in_flight_per_instance` requests out:
+    /// nothing was sent.
+    Busy,
     /// The request body outgrew the limit while streaming (the client's fault).
     BodyTooLarge,
+    /// The client kept its request body waiting too long (the client's fault).
+    ClientTimeout,
+    /// The client's request body broke off: it went away.
+    ClientAborted,
     Other(hyper::Error),
 }
 
 impl CallFailure {
-    /// Whether the failure says something about the backend.
+    /// Whether the failure says something about the backend: what the
+    /// breaker and the guard count. A client's fault never does, nor a
+    /// call the strangler itself held back.
     pub fn is_backend_fault(&self) -> bool {
         matches!(self, Self::Connect(_) | Self::Timeout | Self::Other(_))
+    }
+
+    /// Whether the backend cannot have seen the request.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Busy)
     }
 
     /// For logs and stored mismatches.
@@ -70,7 +100,10 @@ impl CallFailure {
         match self {
             Self::Connect(_) => "connection failed",
             Self::Timeout => "timed out",
+            Self::Busy => "too many requests in flight",
             Self::BodyTooLarge => "request body too large",
+            Self::ClientTimeout => "the client's body timed out",
+            Self::ClientAborted => "the client went away",
             Self::Other(_) => "failed to answer",
         }
     }
@@ -80,8 +113,19 @@ impl CallFailure {
         match self {
             Self::Connect(_) => Some("connect"),
             Self::Timeout => Some("timeout"),
+            Self::Busy => Some("busy"),
             Self::Other(_) => Some("other"),
-            Self::BodyTooLarge => None,
+            Self::BodyTooLarge | Self::ClientTimeout | Self::ClientAborted => None,
+        }
+    }
+
+    /// The `reason` label of the rejection metric, for the client's faults.
+    pub fn client_fault(&self) -> Option<&'static str> {
+        match self {
+            Self::BodyTooLarge => Some("body_too_large"),
+            Self::ClientTimeout => Some("client_body_timeout"),
+            Self::ClientAborted => Some("client_aborted"),
+            _ => None,
         }
     }
 }
@@ -95,7 +139,11 @@ pub type CallResult = Result<Answer, CallFailure>;
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pool: Arc<Pool>,
+    /// Time to the response head once the request is sent.
     timeout: Duration,
+    /// Longest pause inside a response body.
+    response_idle: Duration,
+    max_in_flight: usize,
 }
 
 #[derive(Debug)]
@@ -104,6 +152,7 @@ struct Pool {
     /// last.
     idle: Mutex<HashMap<Arc<str>, VecDeque<Idle>>>,
     max_idle: usize,
+    idle_timeout: Duration,
     connect_timeout: Duration,
     http: http1::Builder,
 }
@@ -112,6 +161,15 @@ struct Pool {
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
+}
+
+/// How one attempt on one connection ended without a response.
+enum Attempt {
+    /// The connection refused the request before writing a byte of it.
+    Unsent(Box<Request<Body>>),
+    /// The connection broke before any byte of an answer came back.
+    Broken(hyper::Error),
+    Failed(CallFailure),
 }
 
 impl Upstream {
@@ -125,10 +183,13 @@ impl Upstream {
             pool: Arc::new(Pool {
                 idle: Mutex::new(HashMap::new()),
                 max_idle: settings.pool_max_idle_per_host,
+                idle_timeout: Duration::from_millis(settings.pool_idle_timeout_ms),
                 connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
                 http,
             }),
             timeout: Duration::from_millis(settings.backend_timeout_ms),
+            response_idle: Duration::from_millis(settings.response_idle_timeout_ms),
+            max_in_flight: settings.max_in_flight_per_instance.max(1),
         }
     }
 
@@ -138,8 +199,11 @@ impl Upstream {
 
     /// Sends the request (its URI still the client's target) to the next
     /// instance of `backend`, and reports the connection's fate for ejection.
-    pub async fn send(&self, backend: &Backend, mut parts: Parts, body: Body) -> CallResult {
-        let instance = backend.pick();
+    pub async fn send(&self, backend: &Backend, mut parts: Parts, body: Outgoing) -> CallResult {
+        let Some((instance, in_flight)) = backend.enter(self.max_in_flight) else {
+            tracing::warn!(backend = %backend.name, limit = self.max_in_flight, "every instance has its limit of requests in flight");
+            return Err(CallFailure::Busy);
+        };
         let Some(target) = instance.target() else {
             // Plans refuse such URLs; a backend built some other way may not.
             return Err(CallFailure::Connect(std::io::Error::new(
@@ -155,48 +219,119 @@ impl Upstream {
         parts.uri = Uri::from(path);
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, target.host.clone());
-        let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.timeout, self.exchange(target, request)).await {
-            Ok(Ok(response)) => {
+        match self.exchange(target, parts, body).await {
+            Ok((response, sender)) => {
                 backend.report(instance, true);
-                Ok(response)
+                Ok(self.lease(response, sender, &target.address, in_flight))
             }
-            Ok(Err(CallFailure::Connect(error))) => {
+            Err(CallFailure::Connect(error)) => {
                 backend.report(instance, false);
                 tracing::warn!(backend = %backend.name, instance = %instance.base, %error, "backend unreachable");
                 Err(CallFailure::Connect(error))
             }
-            Ok(Err(CallFailure::Other(error))) if is_body_too_large(&error) => {
-                Err(CallFailure::BodyTooLarge)
-            }
-            Ok(Err(CallFailure::Other(error))) => {
-                tracing::warn!(backend = %backend.name, error = %error_chain(&error), "backend call failed");
-                Err(CallFailure::Other(error))
-            }
-            Ok(Err(failure)) => Err(failure),
-            Err(_) => {
+            Err(CallFailure::Other(error)) => match client_fault(&error) {
+                Some(failure) => Err(failure),
+                None => {
+                    tracing::warn!(backend = %backend.name, error = %error_chain(&error), "backend call failed");
+                    Err(CallFailure::Other(error))
+                }
+            },
+            Err(CallFailure::Timeout) => {
                 tracing::warn!(backend = %backend.name, timeout_ms = self.timeout.as_millis(), "backend timed out");
                 Err(CallFailure::Timeout)
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// The request on an idle connection, or on a new one; once more on a
+    /// fresh connection if a reused one broke under a request that may be
+    /// sent again. Returns the response with the connection it came on.
+    async fn exchange(
+        &self,
+        target: &Target,
+        parts: Parts,
+        body: Outgoing,
+    ) -> Result<(Response<Incoming>, SendRequest<Body>), CallFailure> {
+        let idempotent = is_idempotent(&parts.method);
+        let (mut parts, mut body) = (parts, body);
+        let mut may_reuse = true;
+        loop {
+            let idle = if may_reuse {
+                self.pool.checkout(&target.address)
+            } else {
+                None
+            };
+            let (mut sender, reused) = match idle {
+                Some(sender) => (sender, true),
+                None => (self.pool.connect(target).await?, false),
+            };
+            // What a second attempt needs, kept only when one may happen.
+            let spare = if reused && idempotent {
+                body.again().map(|again| (copy_head(&parts), again))
+            } else {
+                None
+            };
+            let (outgoing, watch) = body.into_body();
+            match self
+                .deliver(&mut sender, Request::from_parts(parts, outgoing), watch)
+                .await
+            {
+                Ok(response) => return Ok((response, sender)),
+                Err(Attempt::Unsent(unsent)) if reused => {
+                    // The idle connection closed before the request was
+                    // written: the backend saw nothing, try another.
+                    let (head, unsent) = (*unsent).into_parts();
+                    (parts, body) = (head, Outgoing::Streaming(unsent));
+                }
+                Err(Attempt::Unsent(_)) => {
+                    return Err(CallFailure::Connect(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "a new connection closed before the request was written",
+                    )));
+                }
+                Err(Attempt::Broken(error)) => match spare {
+                    Some((head, again)) if is_stale(&error) => {
+                        tracing::debug!(instance = %target.address, error = %error_chain(&error), "a reused connection broke; sending again on a fresh one");
+                        (parts, body) = (head, again);
+                        may_reuse = false;
+                    }
+                    _ => return Err(CallFailure::Other(error)),
+                },
+                Err(Attempt::Failed(failure)) => return Err(failure),
             }
         }
     }
 
-    /// The request on an idle connection, or on a new one.
-    async fn exchange(&self, target: &Target, mut request: Request<Body>) -> CallResult {
-        loop {
-            let (mut sender, reused) = match self.pool.checkout(&target.address) {
-                Some(sender) => (sender, true),
-                None => (self.pool.connect(target).await?, false),
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.lease(response, sender, &target.address)),
-                Err(mut refused) => match refused.take_message() {
-                    // The idle connection closed before the request was
-                    // written: the backend saw nothing, try another.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(CallFailure::Other(refused.into_error())),
-                },
+    /// One attempt on one connection, with the backend's deadlines: the
+    /// head deadline starts once the body has been sent whole.
+    async fn deliver(
+        &self,
+        sender: &mut SendRequest<Body>,
+        request: Request<Body>,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<Response<Incoming>, Attempt> {
+        let call = sender.try_send_request(request);
+        tokio::pin!(call);
+        if let Some(watch) = watch {
+            let mut frames = watch.frames();
+            loop {
+                tokio::select! {
+                    biased;
+                    answered = &mut call => return answered.map_err(Attempt::from),
+                    () = watch.sent() => break,
+                    () = tokio::time::sleep(self.timeout) => {
+                        if watch.stalled_by_backend(frames) {
+                            return Err(Attempt::Failed(CallFailure::Timeout));
+                        }
+                        frames = watch.frames();
+                    }
+                }
             }
+        }
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answered) => answered.map_err(Attempt::from),
+            Err(_) => Err(Attempt::Failed(CallFailure::Timeout)),
         }
     }
 
@@ -207,6 +342,7 @@ impl Upstream {
         response: Response<Incoming>,
         sender: SendRequest<Body>,
         address: &Arc<str>,
+        in_flight: InFlight,
     ) -> Answer {
         let (parts, inner) = response.into_parts();
         let mut body = UpstreamBody {
@@ -216,6 +352,10 @@ impl Upstream {
                 upstream: self.clone(),
                 address: Arc::clone(address),
             }),
+            in_flight: Some(in_flight),
+            idle: self.response_idle,
+            timer: None,
+            armed: false,
         };
         // A body that is already over (a HEAD, a 204) may never be polled.
         if http_body::Body::is_end_stream(&body.inner) {
@@ -242,6 +382,53 @@ impl Upstream {
     }
 }
 
+impl From<hyper::client::conn::TrySendError<Request<Body>>> for Attempt {
+    fn from(mut refused: hyper::client::conn::TrySendError<Request<Body>>) -> Self {
+        match refused.take_message() {
+            Some(unsent) => Self::Unsent(Box::new(unsent)),
+            None => Self::Broken(refused.into_error()),
+        }
+    }
+}
+
+/// Whether a connection broke the way a reused one does when the backend
+/// closed it as the request went out: closed before any answer, or reset.
+fn is_stale(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The client's fault behind a failed call, if it was one: its body broke
+/// off, timed out or outgrew the limit while being forwarded.
+fn client_fault(error: &hyper::Error) -> Option<CallFailure> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(fault) = cause.downcast_ref::<ClientBodyError>() {
+            return Some(match fault {
+                ClientBodyError::TooLarge(_) => CallFailure::BodyTooLarge,
+                ClientBodyError::TimedOut(_) => CallFailure::ClientTimeout,
+                ClientBodyError::Aborted(_) => CallFailure::ClientAborted,
+            });
+        }
+        source = cause.source();
+    }
+    None
+}
+
 impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, VecDeque<Idle>>> {
         // The map holds no invariant a panic elsewhere could break.
@@ -249,11 +436,17 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is ready; closed ones
-    /// are dropped on the way.
+    /// are dropped on the way, and once the newest is past the idle
+    /// timeout, all of them (the older ones are older still).
     fn checkout(&self, address: &str) -> Option<SendRequest<Body>> {
+        let now = Instant::now();
         let mut idle = self.lock();
         let queue = idle.get_mut(address)?;
         while let Some(entry) = queue.pop_back() {
+            if now.duration_since(entry.since) > self.idle_timeout {
+                queue.clear();
+                return None;
+            }
             if entry.sender.is_ready() {
                 return Some(entry.sender);
             }
@@ -271,7 +464,7 @@ impl Pool {
         while queue.front().is_some_and(|oldest| {
             queue.len() >= self.max_idle
                 || oldest.sender.is_closed()
-                || now.duration_since(oldest.since) > IDLE_TIMEOUT
+                || now.duration_since(oldest.since) > self.idle_timeout
         }) {
             queue.pop_front();
         }
@@ -316,11 +509,19 @@ impl Pool {
 
 /// A backend's response body. Frames pass through as they come; at its end
 /// the connection is handed back to the pool. Dropped before its end (the
-/// client went away), the connection is closed with it.
+/// client went away), the connection is closed with it. A backend that
+/// stops sending for `response_idle_timeout_ms` in the middle of it is cut
+/// off: the client sees the response break, as it would from the backend.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// The instance's place in its in-flight limit, until the body is over.
+    in_flight: Option<InFlight>,
+    idle: Duration,
+    /// Armed while the backend keeps us waiting for the next frame.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
 }
 
 #[derive(Debug)]
@@ -330,25 +531,67 @@ struct Lease {
     address: Arc<str>,
 }
 
+/// A response body stopped in the middle for too long.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent nothing of its response body for {} ms", .0.as_millis())]
+pub struct ResponseIdle(Duration);
+
 impl UpstreamBody {
     fn give_back(&mut self) {
+        self.in_flight = None;
         if let Some(lease) = self.lease.take() {
             lease.upstream.checkin(lease.sender, lease.address);
         }
+    }
+
+    /// Waits for the backend only as long as the idle limit allows; the
+    /// time the client takes to read what it was given is not counted.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<ResponseIdle> {
+        let deadline = tokio::time::Instant::now() + self.idle;
+        let timer = match (&mut self.timer, self.armed) {
+            (Some(timer), true) => timer,
+            (Some(timer), false) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            (None, _) => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.armed = true;
+        timer.as_mut().poll(cx).map(|()| ResponseIdle(self.idle))
     }
 }
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => match this.wait(cx) {
+                Poll::Ready(idle) => {
+                    tracing::warn!(
+                        instance = this.lease.as_ref().map_or("", |l| &*l.address),
+                        "{idle}; the response is cut off"
+                    );
+                    Poll::Ready(Some(Err(idle.into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Ready(polled) => {
+                this.armed = false;
+                Poll::Ready(polled.map(|frame| frame.map_err(BoxError::from)))
+            }
+        };
         match progress(&polled, &this.inner) {
             Progress::Ended => this.give_back(),
             // A broken body leaves a connection nobody should reuse.
-            Progress::Broken => this.lease = None,
+            Progress::Broken => {
+                this.lease = None;
+                this.in_flight = None;
+            }
             Progress::Streaming => {}
         }
         polled
@@ -364,7 +607,7 @@ impl http_body::Body for UpstreamBody {
 }
 
 /// One poll of a backend's body.
-pub type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+pub type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 /// Where a streamed body stands after one poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,22 +622,14 @@ pub enum Progress {
 /// Where `body` stands after the poll that gave `polled`. A body whose
 /// length is known has ended with its last frame: the server may stop
 /// polling there and drop it, so waiting for `None` would miss the end.
-pub fn progress(polled: &Polled, body: &impl http_body::Body) -> Progress {
+pub fn progress<E>(
+    polled: &Poll<Option<Result<Frame<Bytes>, E>>>,
+    body: &impl http_body::Body,
+) -> Progress {
     match polled {
         Poll::Ready(None) => Progress::Ended,
         Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Progress::Ended,
         Poll::Ready(Some(Err(_))) => Progress::Broken,
         Poll::Ready(Some(Ok(_))) | Poll::Pending => Progress::Streaming,
     }
-}
-
-fn is_body_too_large(error: &hyper::Error) -> bool {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if cause.is::<LengthLimitError>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }

@@ -108,7 +108,7 @@ async fn hop_by_hop_headers_stop_here_and_forwarding_headers_are_set(
         .header("connection", "x-hop")
         .header("x-hop", "private to this hop")
         .header("keep-alive", "timeout=5")
-        .header("te", "trailers")
+        .header("te", "deflate")
         .header("proxy-authorization", "Basic c2VjcmV0")
         .header("x-request-id", "req-7")
         .header(

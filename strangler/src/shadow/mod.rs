@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body::SizeHint;
@@ -34,6 +33,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::body::Outgoing;
 use crate::metrics::ProxyMetrics;
 use crate::store::Store;
 use crate::table::{Backend, Route};
@@ -148,7 +148,8 @@ impl Shadower {
     }
 
     /// Whether this request of a `shadow` route is copied: safe methods
-    /// only, sampled by the route's percent, without a body, within the
+    /// only, sampled by the route's percent, without a body (`has_body`
+    /// comes from the body itself, not from framing headers), within the
     /// in-flight limit. `headers` are the ones the backend will see.
     pub fn admit(
         &self,
@@ -156,6 +157,7 @@ impl Shadower {
         method: &Method,
         target: &Uri,
         headers: &HeaderMap,
+        has_body: bool,
     ) -> Option<ShadowCopy> {
         if !(method == Method::GET || method == Method::HEAD) || route.new.is_none() {
             return None;
@@ -164,10 +166,6 @@ impl Shadower {
         if percent < 100 && fastrand::u8(0..100) >= percent {
             return None;
         }
-        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-            || headers
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
         if has_body {
             self.skipped(route, "request_body");
             return None;
@@ -316,13 +314,13 @@ impl Shadower {
         target: &Uri,
         headers: HeaderMap,
     ) -> Result<(u16, Bytes), NewAnswer> {
-        let mut request = Request::new(Body::empty());
+        let mut request = Request::new(());
         *request.method_mut() = method.clone();
         *request.uri_mut() = target.clone();
         *request.headers_mut() = headers;
-        let (parts, body) = request.into_parts();
+        let (parts, ()) = request.into_parts();
         let response = upstream
-            .send(backend, parts, body)
+            .send(backend, parts, Outgoing::Empty)
             .await
             .map_err(|failure| NewAnswer::Failed(failure.describe().to_owned()))?;
         let status = response.status().as_u16();
@@ -383,7 +381,7 @@ impl Tee {
 
 impl http_body::Body for Tee {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> upstream::Polled {
         let this = &mut *self;

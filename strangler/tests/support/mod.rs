@@ -385,11 +385,18 @@ pub struct Receipts {
     /// GETs answered (after any gate and delay).
     pub gets_answered: AtomicU64,
     pub writes: AtomicU64,
+    /// Every write's body as it arrived, with its trailers.
+    pub bodies: std::sync::Mutex<Vec<(Bytes, Option<axum::http::HeaderMap>)>>,
 }
 
 impl Receipts {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last write received, with its trailers.
+    pub fn last_body(&self) -> Option<(Bytes, Option<axum::http::HeaderMap>)> {
+        self.bodies.lock().expect("bodies").last().cloned()
     }
 }
 
@@ -534,9 +541,122 @@ async fn scripted_order(
     .into_response()
 }
 
-async fn scripted_write(State(state): State<ScriptedState>) -> axum::Json<Value> {
+/// Reads the whole body (and trailers) before answering, and records them.
+async fn scripted_write(State(state): State<ScriptedState>, body: Body) -> axum::Json<Value> {
     state.receipts.writes.fetch_add(1, Ordering::SeqCst);
     let delay = state.behaviour.lock().expect("behaviour").write_delay;
     tokio::time::sleep(delay).await;
-    axum::Json(json!({ "accepted": state.name }))
+    let Ok(collected) = body.collect().await else {
+        return axum::Json(json!({ "accepted": state.name, "body": "broken" }));
+    };
+    let trailers = collected.trailers().cloned();
+    let bytes = collected.to_bytes();
+    let length = bytes.len();
+    state
+        .receipts
+        .bodies
+        .lock()
+        .expect("bodies")
+        .push((bytes, trailers));
+    axum::Json(json!({ "accepted": state.name, "bytes": length }))
+}
+
+/// A request body sent in the given chunks with no announced length, so
+/// that it goes out `Transfer-Encoding: chunked` (as Node, Java streaming
+/// clients and `curl -T -` send it), optionally with trailers.
+pub struct Chunked {
+    chunks: std::collections::VecDeque<Bytes>,
+    trailers: Option<axum::http::HeaderMap>,
+}
+
+impl Chunked {
+    /// `body` cut into chunks of `chunk` bytes.
+    pub fn new(body: &Bytes, chunk: usize) -> Self {
+        let chunks = (0..body.len())
+            .step_by(chunk.max(1))
+            .map(|start| body.slice(start..(start + chunk).min(body.len())))
+            .collect();
+        Self {
+            chunks,
+            trailers: None,
+        }
+    }
+
+    pub fn with_trailers(mut self, trailers: axum::http::HeaderMap) -> Self {
+        self.trailers = Some(trailers);
+        self
+    }
+}
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+/// `n` bytes that differ from one position to the next (so that a lost,
+/// doubled or reordered chunk shows).
+pub fn pattern(n: usize) -> Bytes {
+    (0..n)
+        .map(|i| u8::try_from((i * 31 + i / 251) % 251).expect("below 251"))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// One request on a fresh HTTP/1.1 connection to `base` (`http://host:port`),
+/// sent by hyper exactly as given: the way to control framing and headers
+/// that reqwest would normalise. The response body is read whole, with its
+/// trailers.
+pub async fn send<B>(
+    base: &str,
+    request: axum::http::Request<B>,
+) -> (
+    axum::http::response::Parts,
+    Bytes,
+    Option<axum::http::HeaderMap>,
+)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let address = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the strangler");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = request;
+    if !request.headers().contains_key("host") {
+        request.headers_mut().insert(
+            "host",
+            axum::http::HeaderValue::from_str(address).expect("host"),
+        );
+    }
+    let response = sender.send_request(request).await.expect("a response");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("the response body");
+    let trailers = collected.trailers().cloned();
+    (parts, collected.to_bytes(), trailers)
+}
+
+/// Serves `app` on a free loopback port until the test ends; its URL.
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a backend");
+    let url = format!("http://{}", listener.local_addr().expect("backend address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }

@@ -55,6 +55,14 @@ pub fn is_safe(method: &Method) -> bool {
     )
 }
 
+/// RFC 9110 §9.2.2: a method whose intended effect is the same whether it
+/// is sent once or several times (the safe ones, PUT and DELETE), so that
+/// a request that may have been seen can be sent again after its
+/// connection failed.
+pub fn is_idempotent(method: &Method) -> bool {
+    is_safe(method) || *method == Method::PUT || *method == Method::DELETE
+}
+
 /// A component's HTTP service under construction.
 #[derive(Debug)]
 pub struct Service {
