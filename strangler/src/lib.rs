@@ -50,7 +50,7 @@ use chassis::http::Service;
 use tokio::sync::{mpsc, watch};
 
 use admin::AdminState;
-use admin::auth::{Sessions, Tokens};
+use admin::auth::{Attempts, Sessions, Tokens};
 use control::Control;
 use forwarding::TrustedProxies;
 use guard::Trip;
@@ -127,7 +127,8 @@ impl Application {
         let state = AdminState {
             control: Arc::clone(&control),
             tokens: Arc::new(tokens),
-            sessions: Arc::new(Sessions::default()),
+            sessions: Arc::new(Sessions::new(settings.admin.secure_cookie)),
+            attempts: Arc::new(Attempts::new(settings.admin.login_attempts_per_minute)),
         };
         let service = service
             .routes(admin::router(state))

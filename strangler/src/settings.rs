@@ -5,7 +5,9 @@
 //! | `STRANGLER_HTTP__PORT` | 8000 | public port (the proxy) |
 //! | `STRANGLER_ADMIN__HTTP__PORT` | 8001 | admin API, dashboard, health, metrics |
 //! | `STRANGLER_ADMIN__TOKENS__<NAME>` | none | bearer tokens; `<name>` is who the audit log names |
-//! | `STRANGLER_TESTER_TOKEN` | none | lets `X-Strangler-Backend` force a side |
+//! | `STRANGLER_ADMIN__SECURE_COOKIE` | false | the admin plane is served over HTTPS: `__Host-` session cookie |
+//! | `STRANGLER_ADMIN__LOGIN_ATTEMPTS_PER_MINUTE` | 10 | wrong tokens per client address and minute before 429 |
+//! | `STRANGLER_TESTER_TOKEN` | none | lets `X-Strangler-Backend` force a side on canary and migrated routes; unset or empty turns the override off |
 //! | `STRANGLER_DATABASE__URL` | required | the `strangler` database |
 //! | `STRANGLER_PLAN` | `infra/routes/stage0.toml` | the initial route plan |
 //! | `STRANGLER_BACKENDS__<NAME>` | from the plan | comma-separated instance URLs for backend `<name>` |
@@ -47,12 +49,30 @@ pub struct Settings {
     pub tester_token: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct AdminSettings {
     pub http: HttpSettings,
     /// Token name → token. The name is what the audit log records as "who".
     pub tokens: BTreeMap<String, SecretString>,
+    /// The admin plane is reached over HTTPS (behind a TLS terminator): the
+    /// session cookie becomes `__Host-strangler_session` with `Secure`,
+    /// which browsers refuse over plain HTTP.
+    pub secure_cookie: bool,
+    /// Wrong tokens one client address may present per minute, at the
+    /// login form and the API together; past that, 429.
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::default(),
+            tokens: BTreeMap::new(),
+            secure_cookie: false,
+            login_attempts_per_minute: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -415,6 +415,186 @@ fn browser() -> reqwest::Client {
         .expect("a client")
 }
 
+/// The CSRF token the dashboard's forms carry for this session.
+async fn csrf_of(browser: &reqwest::Client, dashboard: &str, session: &str) -> String {
+    let html = browser
+        .get(format!("{dashboard}?refresh=off"))
+        .header("cookie", session)
+        .send()
+        .await
+        .expect("the dashboard")
+        .text()
+        .await
+        .expect("HTML");
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .expect("the token")
+        .to_owned()
+}
+
+/// Signs in with the admin token; the session cookie (`name=value`) and the
+/// whole `Set-Cookie`.
+async fn sign_in(browser: &reqwest::Client, admin: &str) -> (String, String) {
+    let login = browser
+        .post(format!("{admin}/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .to_owned();
+    let session = cookie.split(';').next().expect("the session").to_owned();
+    (session, cookie)
+}
+
+#[sqlx::test]
+async fn a_dashboard_form_without_its_sessions_token_changes_nothing(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    let browser = browser();
+    let (session, _) = sign_in(&browser, &w.s.admin).await;
+    for csrf in [None, Some("forged"), Some("")] {
+        let mut fields = vec![("to", "shadow"), ("percent", ""), ("reason", "csrf")];
+        if let Some(csrf) = csrf {
+            fields.push(("csrf", csrf));
+        }
+        let response = browser
+            .post(format!("{}/routes/orders.show/transition", w.s.admin))
+            .header("cookie", &session)
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        let (status, kind) = problem_type(response).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::FORBIDDEN, "/problems/csrf"),
+            "{csrf:?}"
+        );
+    }
+    let table = w.s.control.table().load_full();
+    assert_eq!(
+        table.route("orders.show").unwrap().lifecycle.name(),
+        "legacy"
+    );
+}
+
+#[sqlx::test]
+async fn a_change_posted_from_another_origin_is_refused(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    let transition = |origin: Option<String>| {
+        let mut request =
+            w.s.admin_request(Method::POST, "/api/routes/orders.show/transition")
+                .json(&json!({"to": "shadow", "reason": "origin"}));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    for evil in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+        let response = transition(Some(evil.to_owned())).await.unwrap();
+        let (status, kind) = problem_type(response).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::FORBIDDEN, "/problems/cross-origin"),
+            "{evil}"
+        );
+    }
+    let table = w.s.control.table().load_full();
+    assert_eq!(
+        table.route("orders.show").unwrap().lifecycle.name(),
+        "legacy"
+    );
+    // Its own origin, and a client that sends none, may change the table.
+    let own = w.s.admin.clone();
+    assert_eq!(
+        transition(Some(own)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let response =
+        w.s.admin_request(Method::POST, "/api/routes/orders.show/rollback")
+            .json(&json!({"reason": "no origin"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn wrong_tokens_past_the_limit_are_answered_429(_: PgPoolOptions, options: PgConnectOptions) {
+    let w = start(&options).await;
+    let browser = browser();
+    // The default: 10 wrong tokens a minute, login form and API together.
+    for attempt in 0..10 {
+        let response = if attempt % 2 == 0 {
+            browser
+                .post(format!("{}/login", w.s.admin))
+                .form(&[("token", "guess")])
+                .send()
+                .await
+                .unwrap()
+        } else {
+            w.s.client
+                .get(format!("{}/api/routes", w.s.admin))
+                .bearer_auth("guess")
+                .send()
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    for refused in [
+        browser
+            .post(format!("{}/login", w.s.admin))
+            .form(&[("token", ADMIN_TOKEN)]),
+        w.s.admin_request(Method::GET, "/api/routes"),
+    ] {
+        let response = refused.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        let (_, kind) = problem_type(response).await;
+        assert_eq!(kind, "/problems/too-many-attempts");
+    }
+}
+
+#[sqlx::test]
+async fn behind_https_the_session_is_a_host_only_secure_cookie(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let file = PlanFile::new(&plan(&legacy, &legacy, ""));
+    let mut settings = settings(&options, &file);
+    settings.admin.secure_cookie = true;
+    let s = TestStrangler::start(settings).await;
+    let (session, cookie) = sign_in(&browser(), &s.admin).await;
+    assert!(session.starts_with("__Host-strangler_session="), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute}: {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+}
+
 #[sqlx::test]
 async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
     _: PgPoolOptions,
@@ -450,6 +630,7 @@ async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
         "{cookie}"
     );
     let session = cookie.split(';').next().unwrap().to_owned();
+    let csrf = csrf_of(&browser, &page("/"), &session).await;
 
     let form = browser
         .post(page("/routes/orders.show/transition"))
@@ -458,6 +639,7 @@ async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
             ("to", "canary"),
             ("percent", "25"),
             ("reason", "<script>alert(1)</script>"),
+            ("csrf", &csrf),
         ])
         .send()
         .await
@@ -512,7 +694,12 @@ async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
     let refused = browser
         .post(page("/routes/orders.show/transition"))
         .header("cookie", &session)
-        .form(&[("to", "retired"), ("percent", ""), ("reason", "skip")])
+        .form(&[
+            ("to", "retired"),
+            ("percent", ""),
+            ("reason", "skip"),
+            ("csrf", &csrf),
+        ])
         .send()
         .await
         .unwrap();
@@ -528,7 +715,7 @@ async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
     let rollback = browser
         .post(page("/routes/orders.show/rollback"))
         .header("cookie", &session)
-        .form(&[("reason", "back")])
+        .form(&[("reason", "back"), ("csrf", &csrf)])
         .send()
         .await
         .unwrap();
@@ -547,6 +734,7 @@ async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
     let logout = browser
         .post(page("/logout"))
         .header("cookie", &session)
+        .form(&[("csrf", &csrf)])
         .send()
         .await
         .unwrap();

@@ -204,6 +204,75 @@ async fn the_tester_override_needs_the_token(_: PgPoolOptions, options: PgConnec
         .get("/api/orders/1")
         .header("x-strangler-backend", "legacy");
     assert_eq!(s.backend_for(no_token).await, "new");
+    assert_eq!(
+        s.metric("strangler_forced_requests_total{route=\"orders.show\",side=\"legacy\"}")
+            .await,
+        1.0,
+        "only the request with the token was forced"
+    );
+}
+
+#[sqlx::test]
+async fn the_tester_override_counts_only_where_both_sides_serve(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    // shops.any is retired (the monolith no longer serves it), orders.cancel
+    // is migrated; a route in legacy or shadow has no new side to force.
+    let routes = format!(
+        "{ROUTES}\n[[routes]]\nname = \"members.orders\"\npath = \"/api/members/{{id}}/orders\"\nnew = \"new\"\nstate = \"shadow\"\n"
+    );
+    let (_legacy, _new, s, _plan) = start(options, &routes).await;
+    let forced = |path: &str, side: &str| {
+        s.get(path)
+            .header("x-strangler-backend", side.to_owned())
+            .header("x-strangler-tester-token", TESTER_TOKEN)
+    };
+    assert_eq!(
+        s.backend_for(forced("/api/shops/7", "legacy")).await,
+        "new",
+        "retired"
+    );
+    assert_eq!(
+        s.backend_for(forced("/api/members/7/orders", "new")).await,
+        "legacy",
+        "shadow"
+    );
+    assert_eq!(
+        s.backend_for(forced("/api/orders/1", "legacy")).await,
+        "legacy",
+        "migrated"
+    );
+    assert_eq!(
+        s.metric("strangler_forced_requests_total{route=\"shops.any\",side=\"legacy\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        s.metric("strangler_forced_requests_total{route=\"members.orders\",side=\"new\"}")
+            .await,
+        0.0
+    );
+}
+
+#[sqlx::test]
+async fn without_a_tester_token_configured_nobody_can_force_a_side(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = TestBackend::spawn("new").await;
+    let file = PlanFile::new(&plan(&legacy, &new, ROUTES));
+    let mut settings = settings(&options, &file);
+    settings.tester_token = None;
+    let s = TestStrangler::start(settings).await;
+    for token in [TESTER_TOKEN, ""] {
+        let request = s
+            .get("/api/orders/1")
+            .header("x-strangler-backend", "legacy")
+            .header("x-strangler-tester-token", token);
+        assert_eq!(s.backend_for(request).await, "new", "{token:?}");
+    }
 }
 
 #[sqlx::test]

@@ -16,7 +16,7 @@ use axum::{Form, Router};
 use chassis::Problem;
 use serde::Deserialize;
 
-use super::auth::{SignedIn, expired_cookie, session_cookie, session_id};
+use super::auth::{Session, SignedIn, client_of, forged, too_many_attempts};
 use super::{AdminState, RouteView, problem_for, route_view};
 use crate::guard::GUARD;
 use crate::lifecycle::{Lifecycle, Side};
@@ -48,6 +48,8 @@ struct LoginPage {
 #[template(path = "dashboard.html")]
 struct DashboardPage {
     who: String,
+    /// The session's token, in every form.
+    csrf: String,
     error: Option<String>,
     refresh: bool,
     routes: Vec<RouteRow>,
@@ -182,13 +184,13 @@ struct DashboardQuery {
 }
 
 async fn dashboard(
-    SignedIn(who): SignedIn,
+    SignedIn(session): SignedIn,
     State(state): State<AdminState>,
     Query(query): Query<DashboardQuery>,
 ) -> Response {
     render(
         &state,
-        who,
+        &session,
         None,
         query.refresh.as_deref() != Some("off"),
         StatusCode::OK,
@@ -198,7 +200,7 @@ async fn dashboard(
 
 async fn render(
     state: &AdminState,
-    who: String,
+    session: &Session,
     error: Option<String>,
     refresh: bool,
     status: StatusCode,
@@ -247,7 +249,8 @@ async fn render(
         }
     };
     let page = DashboardPage {
-        who,
+        who: session.who.clone(),
+        csrf: session.csrf.clone(),
         error,
         refresh,
         routes_share: share(migrated_routes as u64, total_routes as u64),
@@ -280,27 +283,62 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<AdminState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AdminState>,
+    parts: Parts,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client = client_of(&parts);
+    if let Some(wait) = client.and_then(|c| state.attempts.wait(c)) {
+        return too_many_attempts(wait, "/login");
+    }
     match state.tokens.who(form.token.trim()) {
         Some(who) => {
             tracing::info!(%who, "dashboard sign-in");
             let id = state.sessions.open(who);
-            ([(SET_COOKIE, session_cookie(&id))], Redirect::to("/")).into_response()
+            (
+                [(SET_COOKIE, state.sessions.cookie(&id))],
+                Redirect::to("/"),
+            )
+                .into_response()
         }
-        None => page(
-            &LoginPage {
-                error: Some("That token is not valid.".into()),
-            },
-            StatusCode::UNAUTHORIZED,
-        ),
+        None => {
+            if let Some(client) = client {
+                state.attempts.failed(client);
+            }
+            page(
+                &LoginPage {
+                    error: Some("That token is not valid.".into()),
+                },
+                StatusCode::UNAUTHORIZED,
+            )
+        }
     }
 }
 
-async fn logout(State(state): State<AdminState>, parts: Parts) -> Response {
-    if let Some(id) = session_id(&parts) {
+#[derive(Debug, Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    SignedIn(session): SignedIn,
+    State(state): State<AdminState>,
+    parts: Parts,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if !session.csrf_matches(&form.csrf) {
+        return forged("/logout");
+    }
+    if let Some(id) = state.sessions.id(&parts) {
         state.sessions.close(&id);
     }
-    ([(SET_COOKIE, expired_cookie())], Redirect::to("/login")).into_response()
+    (
+        [(SET_COOKIE, state.sessions.expired_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,14 +347,19 @@ struct TransitionForm {
     #[serde(default)]
     percent: String,
     reason: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn transition(
-    SignedIn(who): SignedIn,
+    SignedIn(session): SignedIn,
     State(state): State<AdminState>,
     Path(name): Path<String>,
     Form(form): Form<TransitionForm>,
 ) -> Response {
+    if !session.csrf_matches(&form.csrf) {
+        return forged(&format!("/routes/{name}/transition"));
+    }
     let percent = match form.percent.trim() {
         "" => None,
         p => match p.parse::<i64>() {
@@ -324,7 +367,7 @@ async fn transition(
             Err(_) => {
                 return render(
                     &state,
-                    who,
+                    &session,
                     Some(format!("{p:?} is not a percent.")),
                     false,
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -337,34 +380,42 @@ async fn transition(
         Ok(to) => {
             state
                 .control
-                .transition(&who, &name, to, &form.reason)
+                .transition(&session.who, &name, to, &form.reason)
                 .await
         }
         Err(e) => Err(e.into()),
     };
-    after_change(&state, who, result.map(|_| ())).await
+    after_change(&state, &session, result.map(|_| ())).await
 }
 
 #[derive(Debug, Deserialize)]
 struct RollbackForm {
     reason: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn rollback(
-    SignedIn(who): SignedIn,
+    SignedIn(session): SignedIn,
     State(state): State<AdminState>,
     Path(name): Path<String>,
     Form(form): Form<RollbackForm>,
 ) -> Response {
-    let result = state.control.rollback(&who, &name, &form.reason).await;
-    after_change(&state, who, result.map(|_| ())).await
+    if !session.csrf_matches(&form.csrf) {
+        return forged(&format!("/routes/{name}/rollback"));
+    }
+    let result = state
+        .control
+        .rollback(&session.who, &name, &form.reason)
+        .await;
+    after_change(&state, &session, result.map(|_| ())).await
 }
 
 /// Success goes back to the dashboard (POST/redirect/GET); a refused change
 /// shows the dashboard with the reason.
 async fn after_change(
     state: &AdminState,
-    who: String,
+    session: &Session,
     result: Result<(), crate::control::ControlError>,
 ) -> Response {
     match result {
@@ -372,7 +423,7 @@ async fn after_change(
         Err(error) => {
             let problem = problem_for(error);
             let status = problem.status;
-            render(state, who, problem.detail, false, status).await
+            render(state, session, problem.detail, false, status).await
         }
     }
 }

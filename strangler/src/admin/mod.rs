@@ -21,17 +21,21 @@ use crate::lifecycle::{Side, TransitionError};
 use crate::shadow::{ShadowPolicy, ShadowTally};
 use crate::stats::Traffic;
 use crate::table::Route;
-use auth::{Sessions, Tokens};
+use auth::{Attempts, Sessions, Tokens};
 
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub control: Arc<Control>,
     pub tokens: Arc<Tokens>,
     pub sessions: Arc<Sessions>,
+    pub attempts: Arc<Attempts>,
 }
 
 pub fn router(state: AdminState) -> Router {
-    api::router().merge(dashboard::router()).with_state(state)
+    api::router()
+        .merge(dashboard::router())
+        .layer(axum::middleware::from_fn(auth::same_origin))
+        .with_state(state)
 }
 
 /// A route as the admin API shows it.

@@ -211,6 +211,7 @@ pub fn settings(database: &PgConnectOptions, plan: &PlanFile) -> Settings {
         admin: AdminSettings {
             http: HttpSettings::default(),
             tokens: BTreeMap::from([("alice".to_owned(), ADMIN_TOKEN.into())]),
+            ..AdminSettings::default()
         },
         telemetry: Default::default(),
         database: DatabaseSettings {

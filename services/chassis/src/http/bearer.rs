@@ -17,9 +17,22 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Compares secrets without leaking their common prefix through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a presented secret with the expected one without leaking,
+/// through the time it takes, how much of it matched or how long the
+/// expected one is: every byte of `presented` is compared (against the
+/// expected bytes, cycled), whatever the lengths, and the lengths' match is
+/// folded into the result rather than checked first. Only the length of
+/// `presented`, which the caller already knows, shapes the work.
+pub fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(presented.len() != expected.len());
+    for (i, byte) in presented.iter().enumerate() {
+        let against = expected
+            .get(i % expected.len().max(1))
+            .copied()
+            .unwrap_or(0);
+        difference |= byte ^ against;
+    }
+    difference == 0
 }
 
 /// 401 with `WWW-Authenticate: Bearer realm="<realm>"`; the detail says
