@@ -893,3 +893,35 @@ cohort = { header = "x-member-id" }
     }
     panic!("a canary whose new backend is down was never rolled back");
 }
+
+/// A GET with a chunked body on a shadow route: the copy would go without
+/// the body, so it is not shadowed at all (and legacy gets the body).
+#[sqlx::test]
+async fn a_get_with_a_chunked_body_is_not_shadowed_without_it(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = r#"
+[[routes]]
+name = "orders.show"
+path = "/api/orders/{order_no}"
+new = "new"
+state = "shadow"
+"#;
+    let (_legacy, new, s, _plan) = start_scripted(options, routes, |_| {}).await;
+    let mut stream = stall_upload(
+        &s.public,
+        "GET /api/orders/7 HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    eventually(10, "the skipped copy to be counted", || async {
+        s.metric("strangler_shadow_skipped_total{route=\"orders.show\",reason=\"request_body\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert_eq!(Receipts::get(&new.receipts.gets), 0);
+}
