@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! legacy ──► shadow ──► canary(p%) ──► migrated ──► retired
-//!    └──────────────────►┘  ▲   │
-//!                           └───┘ change p
+//!    └──────────────────►┘  ▲   │   ◄──────┘
+//!                           └───┘    step down
+//!                         change p
 //! any state ──rollback──► legacy
 //! ```
 //!
@@ -136,7 +137,9 @@ impl Lifecycle {
 
     /// Checks the move `self → to`. Forward moves go one step at a time
     /// (shadow may be skipped: unsafe routes cannot be shadowed); a canary may
-    /// change its percent; any state may return to legacy (rollback).
+    /// change its percent; a migrated route may step down to a canary (to
+    /// give part of the traffic back without a full rollback); any state may
+    /// return to legacy (rollback).
     pub fn transition(
         self,
         to: Lifecycle,
@@ -155,7 +158,7 @@ impl Lifecycle {
                 | (Legacy, Shadow | Canary { .. })
                 | (Shadow | Canary { .. }, Canary { .. })
                 | (Canary { .. }, Migrated)
-                | (Migrated, Retired)
+                | (Migrated, Retired | Canary { .. })
         );
         if allowed {
             Ok(to)
@@ -174,7 +177,7 @@ fn hint(from: Lifecycle) -> &'static str {
         Lifecycle::Legacy => "from legacy go to shadow or canary",
         Lifecycle::Shadow => "from shadow go to canary, or roll back",
         Lifecycle::Canary { .. } => "from canary change the percent, go to migrated, or roll back",
-        Lifecycle::Migrated => "from migrated go to retired, or roll back",
+        Lifecycle::Migrated => "from migrated go to retired, step down to canary, or roll back",
         Lifecycle::Retired => "retired is the last state; only a rollback leaves it",
     }
 }
@@ -226,6 +229,16 @@ mod tests {
     }
 
     #[test]
+    fn a_migrated_route_may_step_down_to_a_canary() {
+        assert_eq!(
+            Lifecycle::Migrated.transition(canary(50), true),
+            Ok(canary(50))
+        );
+        let error = Lifecycle::Retired.transition(canary(50), true).unwrap_err();
+        assert!(error.to_string().contains("only a rollback"), "{error}");
+    }
+
+    #[test]
     fn shadow_may_be_skipped() {
         assert_eq!(Lifecycle::Legacy.transition(canary(5), true), Ok(canary(5)));
     }
@@ -252,7 +265,7 @@ mod tests {
             (Lifecycle::Legacy, Lifecycle::Retired),
             (Lifecycle::Shadow, Lifecycle::Migrated),
             (canary(10), Lifecycle::Retired),
-            (Lifecycle::Migrated, canary(10)),
+            (Lifecycle::Migrated, Lifecycle::Shadow),
             (Lifecycle::Retired, Lifecycle::Migrated),
         ] {
             let error = from.transition(to, true).unwrap_err();

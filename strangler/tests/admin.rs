@@ -177,6 +177,28 @@ async fn a_transition_takes_effect_and_is_audited_with_who_and_why(
 }
 
 #[sqlx::test]
+async fn a_migrated_route_steps_down_to_a_canary_without_a_rollback(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let w = start(&options).await;
+    for step in [
+        json!({"to": "canary", "percent": 10, "reason": "start"}),
+        json!({"to": "migrated", "reason": "all in"}),
+        json!({"to": "canary", "percent": 50, "reason": "half back while we look"}),
+    ] {
+        let response = transition(&w.s, "orders.show", step.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{step}");
+    }
+    let route = w.s.admin_json("/api/routes/orders.show").await;
+    assert_eq!(route["lifecycle"], "canary(50%)");
+    let audit = w.s.admin_json("/api/audit?route=orders.show").await;
+    assert_eq!(audit[0]["from_state"], "migrated");
+    assert_eq!(audit[0]["to_state"], "canary(50%)");
+    assert_eq!(audit[0]["reason"], "half back while we look");
+}
+
+#[sqlx::test]
 async fn refused_transitions_say_why_and_change_nothing(
     _: PgPoolOptions,
     options: PgConnectOptions,
