@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
+use crate::guard::{GUARD, Trip};
 use crate::lifecycle::{Lifecycle, TransitionError};
 use crate::metrics::ProxyMetrics;
 use crate::plan::{Plan, PlanError};
@@ -152,6 +153,18 @@ impl Control {
     ) -> Result<Applied, ControlError> {
         let reason = check_reason(reason)?;
         let current = self.current.lock().await;
+        self.transition_held(&current, who, route, to, reason).await
+    }
+
+    /// [`Self::transition`], with the write lock already held.
+    async fn transition_held(
+        &self,
+        current: &Current,
+        who: Who<'_>,
+        route: &str,
+        to: Lifecycle,
+        reason: &str,
+    ) -> Result<Applied, ControlError> {
         let table = self.table.load_full();
         let existing = table
             .route(route)
@@ -163,7 +176,7 @@ impl Control {
             .await?;
         let mut states = states_of(&table);
         states.insert(route.to_owned(), to);
-        self.swap(&current, &states, &table)?;
+        self.swap(current, &states, &table)?;
         self.announce(who, route, from, to, reason);
         Ok(Applied {
             route: route.to_owned(),
@@ -180,6 +193,30 @@ impl Control {
         reason: &str,
     ) -> Result<Applied, ControlError> {
         self.transition(who, route, Lifecycle::Legacy, reason).await
+    }
+
+    /// Rolls a route back for a guard's trip, but only while the route still
+    /// has the guard that tripped: under the write lock, so that a route an
+    /// operator rolled back and advanced again meanwhile (a new canary, with
+    /// a new guard) is not rolled back for the old one's failures. `None`:
+    /// the trip no longer applies.
+    pub async fn roll_back_trip(
+        &self,
+        trip: &Trip,
+        reason: &str,
+    ) -> Result<Option<Applied>, ControlError> {
+        let reason = check_reason(reason)?;
+        let current = self.current.lock().await;
+        let table = self.table.load_full();
+        let applies = table.route(&trip.route).is_some_and(|route| {
+            crate::guard::guards(route.lifecycle) && route.guard.id() == trip.guard
+        });
+        if !applies {
+            return Ok(None);
+        }
+        self.transition_held(&current, GUARD, &trip.route, Lifecycle::Legacy, reason)
+            .await
+            .map(Some)
     }
 
     /// Replaces the plan: new routes, backends and, where the plan's state

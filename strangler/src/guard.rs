@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -83,9 +83,15 @@ struct Slot {
     failures: u64,
 }
 
+/// Tells guards apart: a trip names the guard that measured it.
+static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(1);
+
 /// One route's window of new-backend outcomes.
 #[derive(Debug)]
 pub struct Guard {
+    /// Unique in this process: a route that leaves `canary`/`migrated` and
+    /// enters again gets a new guard, with a new id.
+    id: u64,
     policy: GuardPolicy,
     epoch: Instant,
     /// One slot per second of the window, indexed by second modulo length.
@@ -97,6 +103,10 @@ pub struct Guard {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trip {
     pub route: Arc<str>,
+    /// The guard that measured it: the rollback applies only while the
+    /// route still has this guard, i.e. is still in the canary (or the
+    /// migrated state) the failures were seen in.
+    pub guard: u64,
     pub requests: u64,
     pub failures: u64,
     pub policy: GuardPolicy,
@@ -123,6 +133,7 @@ impl Guard {
     pub fn new(policy: GuardPolicy) -> Self {
         let len = usize::try_from(policy.window_seconds.clamp(1, MAX_WINDOW_SECONDS)).unwrap_or(1);
         Self {
+            id: NEXT_GUARD_ID.fetch_add(1, Ordering::Relaxed),
             policy,
             epoch: Instant::now(),
             slots: Mutex::new(vec![Slot::default(); len]),
@@ -132,6 +143,10 @@ impl Guard {
 
     pub fn policy(&self) -> &GuardPolicy {
         &self.policy
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether the guard has tripped: the route's traffic belongs to legacy.
@@ -172,6 +187,7 @@ impl Guard {
         if over && !self.tripped.swap(true, Ordering::Relaxed) {
             return Some(Trip {
                 route: Arc::clone(route),
+                guard: self.id,
                 requests,
                 failures,
                 policy: self.policy,
@@ -204,8 +220,15 @@ async fn roll_back(control: &Control, trip: &Trip, metrics: &ProxyMetrics) {
     let reason = trip.reason();
     let mut pause = Duration::from_millis(250);
     loop {
-        match control.rollback(GUARD, &trip.route, &reason).await {
-            Ok(_) => {
+        match control.roll_back_trip(trip, &reason).await {
+            Ok(None) => {
+                tracing::info!(
+                    route = &*trip.route,
+                    "guard tripped, but the route has moved since; the trip no longer applies"
+                );
+                return;
+            }
+            Ok(Some(_)) => {
                 metrics.automatic_rollback(&trip.route);
                 tracing::warn!(
                     route = &*trip.route,

@@ -391,3 +391,60 @@ async fn answers_larger_than_the_shadow_limit_are_skipped_not_compared(
         1.0
     );
 }
+
+#[sqlx::test]
+async fn a_trip_rolls_back_only_the_canary_it_was_measured_on(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = r#"
+[[routes]]
+name = "orders.show"
+path = "/api/orders/{order_no}"
+new = "new"
+state = "canary"
+percent = 10
+[routes.guard]
+min_requests = 1
+max_error_percent = 1.0
+"#;
+    let (_legacy, _new, s, _plan) = start(options, routes, |_| {}).await;
+    let name: Arc<str> = Arc::from("orders.show");
+    let guard_now = || {
+        let table = s.control.table().load_full();
+        Arc::clone(&table.route("orders.show").unwrap().guard)
+    };
+    let stale = guard_now()
+        .record(&name, true)
+        .expect("the first failure trips");
+
+    // Before the trip is written, an operator rolls back and starts again.
+    s.control
+        .rollback("alice", "orders.show", "looking into it")
+        .await
+        .unwrap();
+    let canary = strangler::lifecycle::Lifecycle::from_parts("canary", Some(20)).unwrap();
+    s.control
+        .transition("alice", "orders.show", canary, "fixed, again")
+        .await
+        .unwrap();
+    let outcome = s
+        .control
+        .roll_back_trip(&stale, &stale.reason())
+        .await
+        .unwrap();
+    assert_eq!(outcome, None, "the old canary's trip does not apply");
+    assert_eq!(route(&s, "orders.show").await["lifecycle"], "canary(20%)");
+
+    // The new canary's own trip does.
+    let fresh = guard_now().record(&name, true).expect("trips");
+    let outcome = s
+        .control
+        .roll_back_trip(&fresh, &fresh.reason())
+        .await
+        .unwrap();
+    assert_eq!(outcome.map(|a| a.to), Some("legacy".to_owned()));
+    let audit = s.admin_json("/api/audit?route=orders.show").await;
+    assert_eq!(audit[0]["who"], "guard");
+    assert_eq!(audit[0]["from_state"], "canary(20%)");
+}
