@@ -133,6 +133,9 @@ impl http_body::Body for ClientBody {
 pub struct Held {
     pub data: Bytes,
     pub trailers: Option<HeaderMap>,
+    /// Its share of the memory all held bodies may take, given back when
+    /// the last copy is dropped.
+    pub budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Held {

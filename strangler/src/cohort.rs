@@ -72,16 +72,21 @@ pub fn key_cookie(key: &str) -> String {
     format!("{COHORT_COOKIE}={key}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax")
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The value of cookie `name` in the request's `Cookie` headers. Read as
+/// bytes, so that another cookie's UTF-8 value does not hide this one.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim_matches('"'))
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter_map(|pair| {
+            let at = pair.iter().position(|b| *b == b'=')?;
+            Some((&pair[..at], &pair[at + 1..]))
+        })
+        .find(|(key, _)| *key == name.as_bytes())
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
+        .map(|value| value.trim_matches('"'))
 }
 
 /// The bucket (0–99) of a cohort key under a route's salt. FNV-1a: tiny,
@@ -177,6 +182,17 @@ mod tests {
             Some("99")
         );
         assert_eq!(key(CohortSource::Header("x-absent".into())), None);
+
+        let mut utf8 = HeaderMap::new();
+        utf8.insert(
+            COOKIE,
+            HeaderValue::from_bytes("city=Zürich; strangler_cohort=abc".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            assigned_key(&utf8),
+            Some("abc"),
+            "a UTF-8 neighbour hides nothing"
+        );
 
         let encoded = router.at("/api/members/m%2D9/orders").unwrap();
         assert_eq!(

@@ -38,8 +38,10 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers a `Connection` token may not remove.
-const PROTECTED: [&str; 13] = [
+/// Headers a `Connection` token may not remove. (`TE` is read before the
+/// tokens are applied: RFC 9110 §10.1.4 has a sender of `TE` name it in
+/// `Connection`, and its `trailers` must survive that.)
+const PROTECTED: [&str; 14] = [
     "content-length",
     "content-type",
     "transfer-encoding",
@@ -53,6 +55,7 @@ const PROTECTED: [&str; 13] = [
     "x-request-id",
     "traceparent",
     "tracestate",
+    "trailer",
 ];
 
 /// The prefix of the strangler's own headers.
@@ -82,10 +85,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Keeps `TE: trailers` (the one TE token a proxy passes on) and drops
-/// every other transfer coding the client offered this hop.
-fn keep_te_trailers(headers: &mut HeaderMap) {
-    let trailers = headers
+/// Whether the client accepts trailers (`TE: trailers`, the one TE token a
+/// proxy passes on); read before the hop-by-hop headers go.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
         .get_all(header::TE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -95,11 +98,7 @@ fn keep_te_trailers(headers: &mut HeaderMap) {
                 .split(';')
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    headers.remove(header::TE);
-    if trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
+        })
 }
 
 /// Removes the strangler's own headers and cookies from a client request.
@@ -112,24 +111,29 @@ fn strip_own(headers: &mut HeaderMap) {
     for name in own {
         headers.remove(name);
     }
-    if !headers.contains_key(header::COOKIE) {
+    // Bytes, not text: a browser may send UTF-8 in a cookie value, and
+    // such a header must not be dropped whole.
+    let own = |pair: &[u8]| {
+        let name = pair.split(|b| *b == b'=').next().unwrap_or(pair);
+        OWN_COOKIE_PREFIXES
+            .iter()
+            .any(|p| name.trim_ascii().starts_with(p.as_bytes()))
+    };
+    let pairs = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .map(<[u8]>::trim_ascii)
+            .filter(|pair| !pair.is_empty())
+    };
+    if !pairs().any(own) {
         return;
     }
-    let kept: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
-            !OWN_COOKIE_PREFIXES.iter().any(|p| name.starts_with(p))
-        })
-        .collect();
-    let joined = kept.join("; ");
+    let kept: Vec<&[u8]> = pairs().filter(|pair| !own(pair)).collect();
+    let joined = kept.join(&b"; "[..]);
     headers.remove(header::COOKIE);
-    if let (false, Ok(value)) = (joined.is_empty(), HeaderValue::from_str(&joined)) {
+    if let (false, Ok(value)) = (joined.is_empty(), HeaderValue::from_bytes(&joined)) {
         headers.insert(header::COOKIE, value);
     }
 }
@@ -143,19 +147,24 @@ pub fn prepare_request_headers(
     request_id: &HeaderValue,
 ) {
     let original_host = headers.get(header::HOST).cloned();
+    let trailers = accepts_trailers(headers);
     strip_hop_by_hop(headers);
-    keep_te_trailers(headers);
+    headers.remove(header::TE);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     strip_own(headers);
     headers.remove(header::HOST); // `Upstream::send` names the backend instead
 
-    let believed = trusted.contains(client.ip());
+    let client_ip = client.ip().to_canonical();
+    let believed = trusted.contains(client_ip);
     let mut forwarded_for = String::with_capacity(48);
     if believed && let Some(previous) = joined(headers, &X_FORWARDED_FOR) {
         forwarded_for.push_str(&previous);
         forwarded_for.push_str(", ");
     }
     // Writing an address into a String cannot fail.
-    let _ = write!(forwarded_for, "{}", client.ip());
+    let _ = write!(forwarded_for, "{client_ip}");
     headers.remove(&X_FORWARDED_FOR);
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
@@ -172,6 +181,22 @@ pub fn prepare_request_headers(
         headers.insert(X_FORWARDED_HOST, host);
     }
     headers.insert(REQUEST_ID, request_id.clone());
+}
+
+/// The client behind `peer`: the peer itself, or, when the peer is a
+/// trusted proxy, the nearest address in `X-Forwarded-For` that is not a
+/// trusted proxy (read from the right, as each proxy appends).
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let forwarded = joined(headers, &X_FORWARDED_FOR).unwrap_or_default();
+    forwarded
+        .rsplit(',')
+        .map(str::trim)
+        .map_while(|entry| entry.parse::<IpAddr>().ok())
+        .find(|address| !trusted.contains(*address))
+        .unwrap_or(peer)
 }
 
 /// All values of a header that may be sent several times, comma-joined.
@@ -211,7 +236,14 @@ impl TrustedProxies {
                             format!("trusted proxy {entry:?} has a prefix length above {max}")
                         })?
                 };
-                Ok((address, bits))
+                // `::ffff:10.0.0.0/104` is `10.0.0.0/8`: clients are compared
+                // in their IPv4 form.
+                Ok(match address {
+                    IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() && bits >= 96 => {
+                        (v6.to_canonical(), bits - 96)
+                    }
+                    other => (other, bits),
+                })
             })
             .collect::<Result<_, _>>()
             .map(Self)
@@ -308,6 +340,46 @@ mod tests {
     fn te_trailers_is_kept_and_nothing_else_of_te() {
         let map = prepared(&[("te", "gzip;q=0.5, trailers")], "127.0.0.1:1", "");
         assert_eq!(map["te"], "trailers");
+        // RFC 9110 §10.1.4: a sender of TE names it in Connection.
+        let map = prepared(
+            &[
+                ("te", "trailers"),
+                ("trailer", "x-checksum"),
+                ("connection", "keep-alive, TE, Trailer"),
+            ],
+            "127.0.0.1:1",
+            "",
+        );
+        assert_eq!(map["te"], "trailers");
+        assert_eq!(map["trailer"], "x-checksum");
+    }
+
+    #[test]
+    fn cookies_with_utf8_values_survive_and_only_the_stranglers_go() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            "cookie",
+            HeaderValue::from_bytes("city=Zürich; strangler_session=s; member_id=7".as_bytes())
+                .unwrap(),
+        );
+        map.append("cookie", HeaderValue::from_static("theme=dark"));
+        prepare_request_headers(
+            &mut map,
+            "127.0.0.1:1".parse().unwrap(),
+            &TrustedProxies::default(),
+            &HeaderValue::from_static("id"),
+        );
+        assert_eq!(
+            map["cookie"].as_bytes(),
+            "city=Zürich; member_id=7; theme=dark".as_bytes()
+        );
+        // Nothing of ours: the headers are left exactly as they came.
+        let mut map = HeaderMap::new();
+        map.insert("cookie", HeaderValue::from_static("a=1;b=2"));
+        map.append("cookie", HeaderValue::from_static("c=3"));
+        strip_own(&mut map);
+        let values: Vec<_> = map.get_all("cookie").iter().collect();
+        assert_eq!(values, ["a=1;b=2", "c=3"]);
     }
 
     #[test]
@@ -377,6 +449,35 @@ mod tests {
 
         let map = prepared(&[("cookie", "strangler_session=s3cr3t")], "127.0.0.1:1", "");
         assert!(!map.contains_key("cookie"));
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_nearest_untrusted_address() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let client = |xff: &str, peer: &str| {
+            client_address(
+                &headers(&[("x-forwarded-for", xff)]),
+                peer.parse().unwrap(),
+                &trusted,
+            )
+        };
+        assert_eq!(
+            client("203.0.113.7, 10.0.0.2", "10.0.0.1"),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client("1.1.1.1, 203.0.113.7", "10.0.0.1"),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client("203.0.113.7", "198.51.100.1"),
+            "198.51.100.1".parse::<IpAddr>().unwrap(),
+            "an untrusted peer is the client"
+        );
+        assert_eq!(
+            client("garbage", "10.0.0.1"),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -105,18 +105,23 @@ impl Application {
         let trusted = TrustedProxies::parse(&settings.proxy.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("STRANGLER_PROXY__TRUSTED_PROXIES: {e}"))?;
         let (trip_sender, trips) = mpsc::unbounded_channel();
+        let held_bytes = Arc::new(tokio::sync::Semaphore::new(
+            settings
+                .proxy
+                .replay_memory_limit_bytes
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        let shared = proxy::Shared {
+            table: control.table(),
+            held_bytes,
+            trusted: trusted.clone(),
+            tester_token: settings.tester_token.clone(),
+            metrics: metrics.clone(),
+            shadow: shadower,
+            trips: trip_sender,
+        };
         let proxies = (0..public.len())
-            .map(|_| {
-                Arc::new(Proxy::new(
-                    control.table(),
-                    &settings.proxy,
-                    trusted.clone(),
-                    settings.tester_token.clone(),
-                    metrics.clone(),
-                    Arc::clone(&shadower),
-                    trip_sender.clone(),
-                ))
-            })
+            .map(|_| Arc::new(Proxy::new(&settings.proxy, shared.clone())))
             .collect();
         let tokens = Tokens::new(&settings.admin.tokens);
         if tokens.is_empty() {
@@ -129,6 +134,21 @@ impl Application {
             tokens: Arc::new(tokens),
             sessions: Arc::new(Sessions::new(settings.admin.secure_cookie)),
             attempts: Arc::new(Attempts::new(settings.admin.login_attempts_per_minute)),
+            trusted: Arc::new(trusted.clone()),
+            public_origin: settings
+                .admin
+                .public_origin
+                .as_deref()
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .map(|origin| {
+                    admin::auth::normal_origin(origin).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "STRANGLER_ADMIN__PUBLIC_ORIGIN {origin:?} is not an origin like https://admin.example"
+                        )
+                    })
+                })
+                .transpose()?,
         };
         let service = service
             .routes(admin::router(state))

@@ -52,7 +52,7 @@ pub struct StateLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
     /// Before proxying: `framing` (smuggling shapes), `path` (no canonical
-    /// form), `upgrade`; while forwarding, the client's faults:
+    /// form), `upgrade`, `method` (CONNECT, TRACE); while forwarding, the client's faults:
     /// `body_too_large`, `client_body_timeout`, `client_aborted`.
     pub reason: &'static str,
 }
@@ -97,6 +97,7 @@ pub struct ProxyMetrics {
     shadow_unstored: Family<RouteLabel, Counter>,
     fallbacks: Family<RouteReason, Counter>,
     forced: Family<RouteSide, Counter>,
+    unheld: Counter,
     rollbacks: Family<RouteLabel, Counter>,
     breaker_state: Family<BackendLabel, Gauge>,
 }
@@ -122,6 +123,7 @@ impl ProxyMetrics {
             shadow_unstored: Family::default(),
             fallbacks: Family::default(),
             forced: Family::default(),
+            unheld: Counter::default(),
             rollbacks: Family::default(),
             breaker_state: Family::default(),
         };
@@ -158,7 +160,7 @@ impl ProxyMetrics {
         );
         r.register(
             "rejected_requests",
-            "Requests refused or cut short for the client's fault: framing, path, upgrade, body_too_large, client_body_timeout, client_aborted",
+            "Requests refused or cut short for the client's fault: framing, path, upgrade, method, body_too_large, client_body_timeout, client_aborted",
             metrics.rejected.clone(),
         );
         r.register(
@@ -180,6 +182,11 @@ impl ProxyMetrics {
             "fallbacks",
             "Requests for the new backend sent to legacy: breaker_open, connect, busy, timeout",
             metrics.fallbacks.clone(),
+        );
+        r.register(
+            "unheld_bodies",
+            "Bodies within the replay limit streamed without a fallback because held bodies had taken their memory budget",
+            metrics.unheld.clone(),
         );
         r.register(
             "forced_requests",
@@ -231,6 +238,10 @@ impl ProxyMetrics {
 
     pub fn fallback(&self, route: &str, reason: &'static str) {
         Self::route_reason(&self.fallbacks, route, reason);
+    }
+
+    pub fn unheld_body(&self) {
+        self.unheld.inc();
     }
 
     pub fn forced(&self, route: &str, side: &'static str) {

@@ -59,14 +59,16 @@ pub fn canonical(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(remove_dot_segments(&decoded)?))
 }
 
-/// Decodes `%xx` of unreserved characters and upper-cases the others.
+/// Decodes `%xx` of unreserved characters and upper-cases the others;
+/// every other byte (raw UTF-8 included) is kept as it came.
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            out.push(char::from(bytes[i]));
+            out.push(bytes[i]);
             i += 1;
             continue;
         }
@@ -75,16 +77,14 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             0 => return Err(PathError::BadEncoding),
             b'/' | b'\\' => return Err(PathError::EncodedSlash),
             b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
-                out.push(char::from(b));
+                out.push(b);
             }
-            b => {
-                out.push('%');
-                out.push_str(&format!("{b:02X}"));
-            }
+            b => out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
         }
         i += 3;
     }
-    Ok(out)
+    // Only ASCII bytes were added or removed: what was UTF-8 still is.
+    String::from_utf8(out).map_err(|_| PathError::BadEncoding)
 }
 
 /// RFC 3986 §5.2.4 on segments, with empty segments merged; a `..` that
@@ -168,6 +168,8 @@ mod tests {
             ("/api/orders/a%2db", Ok("/api/orders/a-b")),
             ("/api/orders/a%3ab", Ok("/api/orders/a%3Ab")),
             ("/api/orders/%EA%B9%80", Ok("/api/orders/%EA%B9%80")),
+            ("/products/café//reviews", Ok("/products/café/reviews")),
+            ("/products/%c3%a9", Ok("/products/%C3%A9")),
             ("/.well-known/x", Ok("/.well-known/x")),
             ("/API/Orders/7", Ok("/API/Orders/7")),
             ("/", Ok("/")),

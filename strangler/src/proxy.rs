@@ -45,6 +45,7 @@ use chassis::http::is_safe;
 use chassis::trace_context::{TRACEPARENT, TraceContext, new_request_id};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{ClientBodyError, Held, Outgoing, Prefixed, copy_head};
 use crate::cohort::key_cookie;
@@ -71,6 +72,9 @@ pub struct Proxy {
     client_body_idle: Duration,
     /// Largest request body kept to resend to legacy on a fallback.
     replay_body_bytes: u64,
+    /// Bytes all held bodies may take together, shared by every worker:
+    /// a held body takes permits for its bytes until it is dropped.
+    held_bytes: Arc<Semaphore>,
     tester_token: Option<SecretString>,
     trusted: TrustedProxies,
     metrics: ProxyMetrics,
@@ -100,16 +104,31 @@ impl Exchange<'_> {
     }
 }
 
+/// What every proxy worker shares; each worker keeps its own pool.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub table: Arc<ArcSwap<RouteTable>>,
+    /// The memory budget of held bodies (see `Proxy::keep_copy`).
+    pub held_bytes: Arc<Semaphore>,
+    pub trusted: TrustedProxies,
+    pub tester_token: Option<SecretString>,
+    pub metrics: ProxyMetrics,
+    pub shadow: Arc<Shadower>,
+    pub trips: Trips,
+}
+
 impl Proxy {
-    pub fn new(
-        table: Arc<ArcSwap<RouteTable>>,
-        settings: &ProxySettings,
-        trusted: TrustedProxies,
-        tester_token: Option<SecretString>,
-        metrics: ProxyMetrics,
-        shadow: Arc<Shadower>,
-        trips: Trips,
-    ) -> Self {
+    /// A worker's proxy, with a pool of its own.
+    pub fn new(settings: &ProxySettings, shared: Shared) -> Self {
+        let Shared {
+            table,
+            held_bytes,
+            trusted,
+            tester_token,
+            metrics,
+            shadow,
+            trips,
+        } = shared;
         Self {
             table,
             upstream: Upstream::new(settings),
@@ -118,6 +137,7 @@ impl Proxy {
             replay_body_bytes: settings
                 .replay_body_limit_bytes
                 .min(settings.max_body_bytes),
+            held_bytes,
             tester_token: tester_token.filter(|t| !t.expose_secret().is_empty()),
             trusted,
             metrics,
@@ -174,6 +194,7 @@ impl Proxy {
             Box::new((reason, problem))
         })?;
         check_upgrade(&parts.headers).map_err(|problem| Box::new(("upgrade", problem)))?;
+        check_method(&parts.method).map_err(|problem| Box::new(("method", problem)))?;
         let canonical = match path::canonical(parts.uri.path()) {
             Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
             Ok(std::borrow::Cow::Owned(canonical)) => canonical,
@@ -297,7 +318,7 @@ impl Proxy {
         // breaker is open. The others ask the breaker, which is also what
         // lets it move on to half-open when its wait is over.
         if replay.is_none() && breaker.state() == CircuitState::Open {
-            self.refused(route);
+            self.refused(route, CircuitState::Open);
             self.metrics.fallback(&route.name, "breaker_open");
             let outcome = self
                 .call(exchange, Side::Legacy, &route.legacy, parts, body)
@@ -318,7 +339,7 @@ impl Proxy {
             Err(CircuitBreakerError::OpenCircuit) => None,
         };
         match &outcome {
-            None => self.refused(route),
+            None => self.refused(route, breaker.state()),
             Some(outcome) => {
                 self.observe(exchange, Side::New, new, outcome, started.elapsed());
                 let failed = match outcome {
@@ -375,15 +396,21 @@ impl Proxy {
 
     /// A call the open breaker refused counts as a failure for the guard:
     /// a new backend that is down must still roll its route back, though
-    /// the breaker keeps its calls from ever failing.
-    fn refused(&self, route: &Route) {
-        self.record(route, true);
+    /// the breaker keeps its calls from ever failing. Not so while the
+    /// breaker is half-open: then one trial call is out, and the requests
+    /// it turns away meanwhile say nothing the trial will not.
+    fn refused(&self, route: &Route, state: CircuitState) {
+        if state == CircuitState::Open {
+            self.record(route, true);
+        }
     }
 
     /// Holds a body that may have to go to legacy instead: no body, or one
     /// within `replay_body_limit_bytes`, read whole first (sized or
-    /// chunked alike, with its trailers). A larger one streams once, its
-    /// first bytes put back in front, and has no fallback.
+    /// chunked alike, with its trailers), while the bytes held by all
+    /// requests together stay within `replay_memory_limit_bytes`. A larger
+    /// one, or one that finds the budget spent, streams once, its first
+    /// bytes put back in front, and has no fallback.
     async fn keep_copy(&self, body: Outgoing) -> Result<Outgoing, CallFailure> {
         let Outgoing::Streaming(mut body) = body else {
             return Ok(body);
@@ -393,31 +420,43 @@ impl Proxy {
             return Ok(Outgoing::Streaming(body));
         }
         let mut data = BytesMut::new();
+        let mut budget: Option<OwnedSemaphorePermit> = None;
+        let mut trailers = None;
         loop {
             let frame = match body.frame().await {
                 None => break,
                 Some(Ok(frame)) => frame,
                 Some(Err(error)) => return Err(client_failure(&error)),
             };
-            match frame.into_data() {
-                Ok(chunk) if data.len() + chunk.len() > limit => {
-                    data.extend_from_slice(&chunk);
+            let chunk = match frame.into_data() {
+                Ok(chunk) => chunk,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break;
+                }
+            };
+            let granted = u32::try_from(chunk.len())
+                .ok()
+                .and_then(|n| Arc::clone(&self.held_bytes).try_acquire_many_owned(n).ok());
+            data.extend_from_slice(&chunk);
+            match granted {
+                Some(permit) if data.len() <= limit => match &mut budget {
+                    Some(budget) => budget.merge(permit),
+                    None => budget = Some(permit),
+                },
+                _ => {
+                    if data.len() <= limit {
+                        self.metrics.unheld_body();
+                    }
                     let prefix = data.freeze();
                     return Ok(Outgoing::Streaming(Body::new(Prefixed::new(prefix, body))));
-                }
-                Ok(chunk) => data.extend_from_slice(&chunk),
-                Err(frame) => {
-                    let trailers = frame.into_trailers().ok();
-                    return Ok(Outgoing::Held(Held {
-                        data: data.freeze(),
-                        trailers,
-                    }));
                 }
             }
         }
         Ok(Outgoing::Held(Held {
             data: data.freeze(),
-            trailers: None,
+            trailers,
+            budget: budget.map(Arc::new),
         }))
     }
 
@@ -606,6 +645,22 @@ fn check_upgrade(headers: &HeaderMap) -> Result<(), Problem> {
             "The strangler does not carry '{}' connections; send a plain HTTP/1.1 request.",
             offered.join(", ")
         )));
+    }
+    Ok(())
+}
+
+/// CONNECT asks for a tunnel, which a reverse proxy does not open (and
+/// whose authority-form target is no path to route); TRACE echoes the
+/// request back, cookies and all, which no backend behind a proxy needs
+/// to offer the internet.
+fn check_method(method: &axum::http::Method) -> Result<(), Problem> {
+    if *method == axum::http::Method::CONNECT || *method == axum::http::Method::TRACE {
+        return Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "method-not-supported",
+            "Method not supported",
+        )
+        .with_detail(format!("The strangler does not forward {method} requests.")));
     }
     Ok(())
 }

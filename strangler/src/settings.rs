@@ -6,7 +6,8 @@
 //! | `STRANGLER_ADMIN__HTTP__PORT` | 8001 | admin API, dashboard, health, metrics |
 //! | `STRANGLER_ADMIN__TOKENS__<NAME>` | none | bearer tokens; `<name>` is who the audit log names |
 //! | `STRANGLER_ADMIN__SECURE_COOKIE` | false | the admin plane is served over HTTPS: `__Host-` session cookie |
-//! | `STRANGLER_ADMIN__LOGIN_ATTEMPTS_PER_MINUTE` | 10 | wrong tokens per client address and minute before 429 |
+//! | `STRANGLER_ADMIN__LOGIN_ATTEMPTS_PER_MINUTE` | 10 | wrong tokens per client (IPv4 address, IPv6 /64) and minute before 429 |
+//! | `STRANGLER_ADMIN__PUBLIC_ORIGIN` | from `Host` | the admin plane's origin behind a proxy that rewrites `Host` |
 //! | `STRANGLER_TESTER_TOKEN` | none | lets `X-Strangler-Backend` force a side on canary and migrated routes; unset or empty turns the override off |
 //! | `STRANGLER_DATABASE__URL` | required | the `strangler` database |
 //! | `STRANGLER_PLAN` | `infra/routes/stage0.toml` | the initial route plan |
@@ -62,6 +63,9 @@ pub struct AdminSettings {
     /// Wrong tokens one client address may present per minute, at the
     /// login form and the API together; past that, 429.
     pub login_attempts_per_minute: u32,
+    /// The admin plane's origin as browsers see it (`https://admin.example`),
+    /// for the cross-origin check behind a proxy that rewrites `Host`.
+    pub public_origin: Option<String>,
 }
 
 impl Default for AdminSettings {
@@ -71,6 +75,7 @@ impl Default for AdminSettings {
             tokens: BTreeMap::new(),
             secure_cookie: false,
             login_attempts_per_minute: 10,
+            public_origin: None,
         }
     }
 }
@@ -94,7 +99,8 @@ pub struct ProxySettings {
     /// Idle keep-alive connections kept per backend instance (per worker).
     pub pool_max_idle_per_host: usize,
     /// An idle connection older than this is closed rather than used; keep
-    /// it below the backends' own keep-alive timeout.
+    /// it below the backends' own keep-alive timeout (4 s by default: below
+    /// Node's 5 s, the shortest common one).
     pub pool_idle_timeout_ms: u64,
     /// Requests out to one backend instance at once; past that, 503.
     pub max_in_flight_per_instance: usize,
@@ -118,6 +124,9 @@ pub struct ProxySettings {
     pub mismatches_kept: i64,
     /// Largest request body kept to resend to legacy on a fallback.
     pub replay_body_limit_bytes: u64,
+    /// Memory all bodies kept for a fallback may take together; a body
+    /// that finds it spent streams without a fallback.
+    pub replay_memory_limit_bytes: usize,
     /// Failures in a row that open a new backend's breaker …
     pub breaker_failures: usize,
     /// … for this long, before one trial call.
@@ -134,7 +143,7 @@ impl Default for ProxySettings {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 256 * 1024 * 1024,
             pool_max_idle_per_host: 256,
-            pool_idle_timeout_ms: 30_000,
+            pool_idle_timeout_ms: 4_000,
             max_in_flight_per_instance: 1024,
             trusted_proxies: String::new(),
             eject_after_failures: 3,
@@ -145,6 +154,7 @@ impl Default for ProxySettings {
             shadow_body_limit_bytes: 1024 * 1024,
             mismatches_kept: 50,
             replay_body_limit_bytes: 1024 * 1024,
+            replay_memory_limit_bytes: 64 * 1024 * 1024,
             breaker_failures: 5,
             breaker_open_ms: 10_000,
         }

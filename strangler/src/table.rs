@@ -213,9 +213,12 @@ impl Backend {
         if let Some(place) = first.enter(limit) {
             return Some((first, place));
         }
+        // A full instance is no reason to try one that is known to be down.
+        let now = self.now_ms();
         self.instances
             .iter()
             .filter(|i| !std::ptr::eq(*i, first))
+            .filter(|i| i.ejected_until_ms.load(Ordering::Relaxed) <= now)
             .find_map(|i| i.enter(limit).map(|place| (i, place)))
     }
 

@@ -255,16 +255,26 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, SendRequest<Body>), CallFailure> {
         let idempotent = is_idempotent(&parts.method);
         let (mut parts, mut body) = (parts, body);
-        let mut may_reuse = true;
+        // The failure of an attempt the backend may have seen: once there is
+        // one, no later failure may say "nothing was sent" (which would let
+        // the request fall back to legacy and be applied twice).
+        let mut seen: Option<hyper::Error> = None;
+        let unseen = |failure: CallFailure, seen: &mut Option<hyper::Error>| match seen.take() {
+            Some(error) if failure.nothing_sent() => CallFailure::Other(error),
+            _ => failure,
+        };
         loop {
-            let idle = if may_reuse {
+            let idle = if seen.is_none() {
                 self.pool.checkout(&target.address)
             } else {
                 None
             };
             let (mut sender, reused) = match idle {
                 Some(sender) => (sender, true),
-                None => (self.pool.connect(target).await?, false),
+                None => match self.pool.connect(target).await {
+                    Ok(sender) => (sender, false),
+                    Err(failure) => return Err(unseen(failure, &mut seen)),
+                },
             };
             // What a second attempt needs, kept only when one may happen.
             let spare = if reused && idempotent {
@@ -285,16 +295,17 @@ impl Upstream {
                     (parts, body) = (head, Outgoing::Streaming(unsent));
                 }
                 Err(Attempt::Unsent(_)) => {
-                    return Err(CallFailure::Connect(std::io::Error::new(
+                    let failure = CallFailure::Connect(std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,
                         "a new connection closed before the request was written",
-                    )));
+                    ));
+                    return Err(unseen(failure, &mut seen));
                 }
                 Err(Attempt::Broken(error)) => match spare {
-                    Some((head, again)) if is_stale(&error) => {
+                    Some((head, again)) if seen.is_none() && is_stale(&error) => {
                         tracing::debug!(instance = %target.address, error = %error_chain(&error), "a reused connection broke; sending again on a fresh one");
                         (parts, body) = (head, again);
-                        may_reuse = false;
+                        seen = Some(error);
                     }
                     _ => return Err(CallFailure::Other(error)),
                 },
@@ -364,9 +375,12 @@ impl Upstream {
         Response::from_parts(parts, body)
     }
 
-    /// Keeps a connection whose exchange is over for the next request.
-    fn checkin(&self, sender: SendRequest<Body>, address: Arc<str>) {
+    /// Keeps a connection whose exchange is over for the next request. The
+    /// request's place in the in-flight limit is given up only then: a
+    /// backend that answered early may still be receiving the upload.
+    fn checkin(&self, sender: SendRequest<Body>, address: Arc<str>, in_flight: Option<InFlight>) {
         if sender.is_ready() {
+            drop(in_flight);
             self.pool.keep(sender, address);
         } else if !sender.is_closed() {
             // hyper has not yet seen the end of the exchange (the request
@@ -374,7 +388,9 @@ impl Upstream {
             let upstream = self.clone();
             let mut sender = sender;
             tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
+                let ready = sender.ready().await.is_ok();
+                drop(in_flight);
+                if ready {
                     upstream.pool.keep(sender, address);
                 }
             });
@@ -538,9 +554,11 @@ pub struct ResponseIdle(Duration);
 
 impl UpstreamBody {
     fn give_back(&mut self) {
-        self.in_flight = None;
+        let in_flight = self.in_flight.take();
         if let Some(lease) = self.lease.take() {
-            lease.upstream.checkin(lease.sender, lease.address);
+            lease
+                .upstream
+                .checkin(lease.sender, lease.address, in_flight);
         }
     }
 

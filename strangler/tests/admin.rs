@@ -524,7 +524,13 @@ async fn a_change_posted_from_another_origin_is_refused(
         }
         request.send()
     };
-    for evil in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+    let other_scheme = w.s.admin.replace("http://", "https://");
+    for evil in [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1:1",
+        &other_scheme,
+    ] {
         let response = transition(Some(evil.to_owned())).await.unwrap();
         let (status, kind) = problem_type(response).await;
         assert_eq!(
@@ -552,6 +558,40 @@ async fn a_change_posted_from_another_origin_is_refused(
             .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[sqlx::test]
+async fn behind_a_proxy_the_configured_public_origin_is_the_admin_planes_own(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let file = PlanFile::new(&plan(&legacy, &legacy, ROUTES_WITHOUT_NEW));
+    let mut settings = settings(&options, &file);
+    settings.admin.public_origin = Some("https://Admin.Example".into());
+    let s = TestStrangler::start(settings).await;
+    let rollback = |origin: &str| {
+        s.admin_request(Method::POST, "/api/routes/shops.list/rollback")
+            .header("origin", origin)
+            .json(&json!({"reason": "origin"}))
+            .send()
+    };
+    // The route is in legacy: an accepted request is a 409, a refused one 403.
+    let accepted = rollback("https://admin.example:443").await.unwrap();
+    assert_eq!(accepted.status(), StatusCode::CONFLICT);
+    let refused = rollback(&s.admin).await.unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "Host no longer decides"
+    );
+}
+
+/// One route with no new backend, for tests that need a table but no moves.
+const ROUTES_WITHOUT_NEW: &str = r#"
+[[routes]]
+name = "shops.list"
+path = "/api/shops"
+"#;
 
 #[sqlx::test]
 async fn wrong_tokens_past_the_limit_are_answered_429(_: PgPoolOptions, options: PgConnectOptions) {

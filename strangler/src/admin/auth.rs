@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::{HOST, ORIGIN, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -37,6 +37,7 @@ use chassis::http::is_safe;
 
 use super::AdminState;
 use crate::cohort::cookie;
+use crate::forwarding::{TrustedProxies, client_address};
 
 /// The session cookie over plain HTTP (the local stack).
 pub const SESSION_COOKIE: &str = "strangler_session";
@@ -78,13 +79,13 @@ impl Tokens {
     /// The name of the token `presented`, if it is one of ours. Every token
     /// is compared, so the time taken does not tell which one nearly matched.
     pub fn who(&self, presented: &str) -> Option<String> {
-        self.0
-            .iter()
-            .filter(|(_, secret)| {
-                constant_time_eq(presented.as_bytes(), secret.expose_secret().as_bytes())
-            })
-            .map(|(name, _)| name.clone())
-            .next_back()
+        let mut found = None;
+        for (name, secret) in &self.0 {
+            if constant_time_eq(presented.as_bytes(), secret.expose_secret().as_bytes()) {
+                found = Some(name);
+            }
+        }
+        found.cloned()
     }
 }
 
@@ -108,7 +109,8 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Session>>,
-    secure: bool,
+    /// Served over HTTPS: the `__Host-` cookie with `Secure`.
+    pub secure: bool,
 }
 
 /// 128 random bits from the OS, as hex.
@@ -189,15 +191,27 @@ impl Sessions {
     }
 }
 
-/// Wrong tokens per client address within the current minute.
+/// Wrong tokens per client within the current minute. A client is an IPv4
+/// address or an IPv6 /64 (one host's share: an attacker owns the whole
+/// /64). Memory is bounded: past [`ATTEMPTS_TRACKED`] clients, new ones
+/// share one overflow count, so spraying addresses buys no more guesses.
 #[derive(Debug)]
 pub struct Attempts {
     limit: u32,
-    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    seen: Mutex<AttemptTable>,
 }
 
-/// More addresses than this are pruned of their expired windows.
+#[derive(Debug, Default)]
+struct AttemptTable {
+    clients: HashMap<IpAddr, (Instant, u32)>,
+    /// When expired windows were last swept out.
+    swept: Option<Instant>,
+}
+
+/// Clients tracked one by one; the rest share [`OVERFLOW`].
 const ATTEMPTS_TRACKED: usize = 10_000;
+/// The key every client past the table's size shares.
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 impl Attempts {
     pub fn new(per_minute: u32) -> Self {
@@ -207,7 +221,7 @@ impl Attempts {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AttemptTable> {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -215,8 +229,9 @@ impl Attempts {
 
     /// How long `client` must wait before it may try again, if it must.
     pub fn wait(&self, client: IpAddr) -> Option<Duration> {
-        let seen = self.lock();
-        let (since, failures) = seen.get(&client)?;
+        let table = self.lock();
+        let key = table.key(client_key(client));
+        let (since, failures) = table.clients.get(&key)?;
         let elapsed = since.elapsed();
         (*failures >= self.limit && elapsed < ATTEMPT_WINDOW).then(|| ATTEMPT_WINDOW - elapsed)
     }
@@ -224,18 +239,51 @@ impl Attempts {
     /// Counts one wrong token from `client`.
     pub fn failed(&self, client: IpAddr) {
         let now = Instant::now();
-        let mut seen = self.lock();
-        if seen.len() >= ATTEMPTS_TRACKED {
-            seen.retain(|_, (since, _)| now.duration_since(*since) < ATTEMPT_WINDOW);
+        let mut table = self.lock();
+        if table.clients.len() >= ATTEMPTS_TRACKED
+            && table
+                .swept
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            table
+                .clients
+                .retain(|_, (since, _)| now.duration_since(*since) < ATTEMPT_WINDOW);
+            table.swept = Some(now);
         }
-        let entry = seen.entry(client).or_insert((now, 0));
+        let key = table.key(client_key(client));
+        let entry = table.clients.entry(key).or_insert((now, 0));
         if now.duration_since(entry.0) >= ATTEMPT_WINDOW {
             *entry = (now, 0);
         }
         entry.1 += 1;
         if entry.1 == self.limit {
-            tracing::warn!(%client, limit = self.limit, "too many wrong admin tokens; refusing this address for a minute");
+            tracing::warn!(%client, limit = self.limit, "too many wrong admin tokens; refusing this client for a minute");
         }
+    }
+}
+
+impl AttemptTable {
+    /// The client's own key, or the overflow's when the table is full.
+    fn key(&self, client: IpAddr) -> IpAddr {
+        if self.clients.contains_key(&client) || self.clients.len() < ATTEMPTS_TRACKED {
+            client
+        } else {
+            OVERFLOW
+        }
+    }
+}
+
+/// An IPv4 address as it is; an IPv6 address cut to its /64.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -258,12 +306,15 @@ pub fn too_many_attempts(wait: Duration, instance: &str) -> Response {
     response
 }
 
-/// The caller's address (the admin port serves with connect info).
-pub fn client_of(parts: &Parts) -> Option<IpAddr> {
-    parts
+/// The caller's address: the peer's (the admin port serves with connect
+/// info), or, when the peer is a trusted proxy, the client it names in
+/// `X-Forwarded-For`.
+pub fn client_of(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip())
+        .map(|ConnectInfo(address)| address.ip())?;
+    Some(client_address(&parts.headers, peer, trusted))
 }
 
 /// An API caller with a valid bearer token.
@@ -277,7 +328,7 @@ impl FromRequestParts<AdminState> for Operator {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        let client = client_of(parts);
+        let client = client_of(parts, &state.trusted);
         if let Some(wait) = client.and_then(|c| state.attempts.wait(c)) {
             return Err(too_many_attempts(wait, parts.uri.path()));
         }
@@ -338,21 +389,38 @@ pub fn forged(instance: &str) -> Response {
 /// Refuses a state-changing request sent from another origin: a browser
 /// names the page's origin in `Origin` on every cross-origin POST, so a
 /// request whose `Origin` is not this admin plane's own came from a page
-/// elsewhere. Requests without `Origin` (curl, scripts) pass; they carry
-/// a token or a session of their own.
-pub async fn same_origin(request: Request, next: Next) -> Response {
+/// elsewhere. The admin plane's origin is `STRANGLER_ADMIN__PUBLIC_ORIGIN`
+/// when set (behind a proxy that rewrites `Host`), else the request's
+/// `Host` with `https` when `SECURE_COOKIE` is set and `http` otherwise.
+/// Requests without `Origin` (curl, scripts) pass; they carry a token or a
+/// session of their own.
+pub async fn same_origin(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if is_safe(request.method()) {
         return next.run(request).await;
     }
     let headers = request.headers();
     if let Some(origin) = headers.get(ORIGIN) {
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-        let origin_host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, authority)| authority);
-        if host.is_none() || origin_host != host {
+        let own = state.public_origin.clone().or_else(|| {
+            let host = headers.get(HOST)?.to_str().ok()?;
+            let scheme = if state.sessions.secure {
+                "https"
+            } else {
+                "http"
+            };
+            Some(format!("{scheme}://{host}"))
+        });
+        let same = match (
+            origin.to_str().ok().and_then(normal_origin),
+            own.as_deref().and_then(normal_origin),
+        ) {
+            (Some(origin), Some(own)) => origin == own,
+            _ => false,
+        };
+        if !same {
             tracing::warn!(origin = ?origin, "a cross-origin request to the admin plane was refused");
             return Problem::new(
                 StatusCode::FORBIDDEN,
@@ -367,21 +435,27 @@ pub async fn same_origin(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_token_may_take_a_name_the_strangler_writes_itself() {
-        let tokens = Tokens::new(&BTreeMap::from([
-            ("guard".to_owned(), SecretString::from("g")),
-            ("startup".to_owned(), SecretString::from("s")),
-            ("alice".to_owned(), SecretString::from("a")),
-            ("bob".to_owned(), SecretString::from("")),
-        ]));
-        assert_eq!(tokens.who("g"), None);
-        assert_eq!(tokens.who("s"), None);
-        assert_eq!(tokens.who("a").as_deref(), Some("alice"));
-        assert_eq!(tokens.who(""), None, "an empty token is no token");
+/// `scheme://host:port` with the scheme and host lower-cased and the
+/// scheme's default port spelled out; `None` for an opaque origin (`null`).
+pub fn normal_origin(origin: &str) -> Option<String> {
+    let (scheme, authority) = origin.trim_end_matches('/').split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let authority = authority.to_ascii_lowercase();
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        return None;
     }
+    // The port is what follows the last ':' outside an IPv6 literal.
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, _)| {
+        !host.is_empty() && (!host.starts_with('[') || host.ends_with(']'))
+    });
+    Some(if has_port {
+        format!("{scheme}://{authority}")
+    } else {
+        format!("{scheme}://{authority}:{default}")
+    })
 }

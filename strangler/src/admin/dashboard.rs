@@ -288,7 +288,7 @@ async fn login(
     parts: Parts,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let client = client_of(&parts);
+    let client = client_of(&parts, &state.trusted);
     if let Some(wait) = client.and_then(|c| state.attempts.wait(c)) {
         return too_many_attempts(wait, "/login");
     }

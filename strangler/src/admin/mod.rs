@@ -16,6 +16,7 @@ use serde::Serialize;
 use chassis::breaker::state_name;
 
 use crate::control::{Control, ControlError};
+use crate::forwarding::TrustedProxies;
 use crate::guard::GuardPolicy;
 use crate::lifecycle::{Side, TransitionError};
 use crate::shadow::{ShadowPolicy, ShadowTally};
@@ -29,12 +30,20 @@ pub struct AdminState {
     pub tokens: Arc<Tokens>,
     pub sessions: Arc<Sessions>,
     pub attempts: Arc<Attempts>,
+    /// Proxies whose `X-Forwarded-For` names the client (the same list the
+    /// proxy believes).
+    pub trusted: Arc<TrustedProxies>,
+    /// The admin plane's origin as browsers see it, when `Host` does not say.
+    pub public_origin: Option<String>,
 }
 
 pub fn router(state: AdminState) -> Router {
     api::router()
         .merge(dashboard::router())
-        .layer(axum::middleware::from_fn(auth::same_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::same_origin,
+        ))
         .with_state(state)
 }
 
