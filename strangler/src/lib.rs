@@ -3,41 +3,47 @@
 //!
 //! Pattern: strangler fig — docs/patterns/strangler-fig.md.
 //!
+//! The source is in layers, each depending only on the ones below it
+//! (`strangler/tests/layers.rs` checks it):
+//!
+//! ```text
+//! admin      the admin API and dashboard on the admin port
+//!   │
+//! control    the single writer of the route table: store, rollbacks, mismatches
+//!   │
+//! data       the data plane: server, proxy, table, backends, upstream pool,
+//!   │        guard, shadow, and the edge's rules (forwarding, body)
+//!   │
+//! settings · observe   configuration; metrics and per-route statistics
+//!   │
+//! model      pure: lifecycle, cohorts, paths, plans, policies, diffs, records
+//! ```
+//!
 //! Where to start reading:
 //!
-//! - [`lifecycle`]: the states a route goes through and the legal moves.
-//! - [`table`]: the route table the proxy reads (an immutable snapshot) and
-//!   how one request is decided; [`cohort`] for sticky canary buckets.
-//! - [`proxy`] and [`server`]: the data plane on the public port;
-//!   [`upstream`] for the connections to the backends; at the edge,
-//!   [`path`] (canonical paths), [`forwarding`] (the headers a backend
-//!   sees) and [`body`] (request bodies and whose fault a failure is).
-//! - [`control`]: the single writer that changes the table, with [`store`]
-//!   persisting states and the audit log in PostgreSQL.
+//! - [`model::lifecycle`]: the states a route goes through and the legal
+//!   moves; [`model::plan`] for the plan files under `infra/routes/`.
+//! - [`data::table`]: the route table the proxy reads (an immutable
+//!   snapshot) and how one request is decided; [`model::cohort`] for sticky
+//!   canary buckets.
+//! - [`data::proxy`] and [`data::server`]: the data plane on the public
+//!   port; [`data::backends`] and [`data::upstream`] for the connections to
+//!   the backends; at the edge, [`model::path`] (canonical paths),
+//!   [`data::forwarding`] (the headers a backend sees) and [`data::body`]
+//!   (request bodies and whose fault a failure is).
+//! - [`control`]: the single writer that changes the table, with
+//!   [`control::store`] persisting states and the audit log in PostgreSQL.
 //! - [`admin`]: the admin API and dashboard on the admin port.
-//! - [`plan`]: the route plan files under `infra/routes/`.
-//! - The safety net: [`shadow`] (copies of safe requests compared with
-//!   [`shadow::diff`]), [`guard`] (automatic rollback), and the breaker and
-//!   fallback in [`proxy`].
+//! - The safety net: [`data::shadow`] (copies of safe requests compared with
+//!   [`model::diff`]), [`data::guard`] and [`control::rollback`] (automatic
+//!   rollback), and the breaker and fallback in [`data::proxy`].
 
 pub mod admin;
-pub mod body;
-pub mod cohort;
 pub mod control;
-pub mod forwarding;
-pub mod guard;
-pub mod lifecycle;
-pub mod metrics;
-pub mod path;
-pub mod plan;
-pub mod proxy;
-pub mod server;
+pub mod data;
+pub mod model;
+pub mod observe;
 pub mod settings;
-pub mod shadow;
-pub mod stats;
-pub mod store;
-pub mod table;
-pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,14 +58,14 @@ use tokio::sync::{mpsc, watch};
 use admin::AdminState;
 use admin::auth::{Attempts, Sessions, Tokens};
 use control::Control;
-use forwarding::TrustedProxies;
-use guard::Trip;
-use metrics::ProxyMetrics;
-use proxy::Proxy;
-use server::Listeners;
+use control::store::Store;
+use data::forwarding::TrustedProxies;
+use data::proxy::{self, Proxy};
+use data::server::{self, Listeners};
+use data::shadow::Shadower;
+use model::records::{Mismatch, Trip};
+use observe::metrics::ProxyMetrics;
 use settings::{ProxySettings, Settings};
-use shadow::{Mismatch, Shadower};
-use store::Store;
 
 /// The strangler, bound to its two ports and ready to serve.
 #[derive(Debug)]
@@ -191,12 +197,12 @@ impl Application {
         });
         tracing::info!(address = %self.public.address(), workers = self.public.len(), "proxy listening");
         // Both end when the proxies (their senders) are gone.
-        tokio::spawn(guard::run(
+        tokio::spawn(control::rollback::run(
             Arc::clone(&self.control),
             self.trips,
             self.metrics,
         ));
-        tokio::spawn(shadow::record(
+        tokio::spawn(control::mismatches::record(
             self.control.store().clone(),
             self.mismatches,
             self.proxy_settings.mismatches_kept,

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use chassis::breaker::BreakerSettings;
 
-use crate::table::{BackendPolicy, EjectionPolicy};
+use crate::model::policy::{BackendPolicy, EjectionPolicy};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use strangler::lifecycle::{Lifecycle, Percent};
+use strangler::model::lifecycle::{Lifecycle, Percent};
 use support::{PlanFile, TestBackend, TestStrangler, plan, settings};
 use tokio::sync::Semaphore;
 

@@ -59,7 +59,7 @@ state = "migrated"
 fn member_on_new_side() -> String {
     (0..)
         .map(|i| format!("member-{i}"))
-        .find(|m| strangler::cohort::bucket("canary", m) < 50)
+        .find(|m| strangler::model::cohort::bucket("canary", m) < 50)
         .expect("some member is on the new side")
 }
 
@@ -894,7 +894,7 @@ cohort = { header = "x-member-id" }
     new.kill().await;
     let member = (0..)
         .map(|i| format!("m{i}"))
-        .find(|m| strangler::cohort::bucket("orders.show", m) < 50)
+        .find(|m| strangler::model::cohort::bucket("orders.show", m) < 50)
         .unwrap();
     // The breaker opens after 5 failures; the guard needs 20 calls in 30 s.
     for sent in 1..=100 {

@@ -423,7 +423,7 @@ max_error_percent = 1.0
         .rollback("alice", "orders.show", "looking into it")
         .await
         .unwrap();
-    let canary = strangler::lifecycle::Lifecycle::from_parts("canary", Some(20)).unwrap();
+    let canary = strangler::model::lifecycle::Lifecycle::from_parts("canary", Some(20)).unwrap();
     s.control
         .transition("alice", "orders.show", canary, "fixed, again")
         .await

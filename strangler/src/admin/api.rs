@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::auth::Operator;
 use super::{AdminState, RouteView, problem_for, route_view};
 use crate::control::Applied;
-use crate::lifecycle::Lifecycle;
-use crate::store::{AuditEntry, MismatchEntry};
+use crate::control::store::{AuditEntry, MismatchEntry};
+use crate::model::lifecycle::Lifecycle;
 
 pub fn router() -> Router<AdminState> {
     Router::new()

@@ -16,7 +16,7 @@
 //!   past that it gets 429 until the minute is over.
 //!
 //! The proxy strips the session cookie from every request it forwards
-//! (`crate::forwarding`): the browser sends it to the public port too, since
+//! (`crate::data::forwarding`): the browser sends it to the public port too, since
 //! cookies are per host, not per port.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,8 +36,8 @@ use chassis::http::bearer::{self, constant_time_eq};
 use chassis::http::is_safe;
 
 use super::AdminState;
-use crate::cohort::cookie;
-use crate::forwarding::{TrustedProxies, client_address};
+use crate::data::forwarding::{TrustedProxies, client_address};
+use crate::model::cohort::cookie;
 
 /// The session cookie over plain HTTP (the local stack).
 pub const SESSION_COOKIE: &str = "strangler_session";
@@ -52,7 +52,7 @@ pub struct Tokens(Vec<(String, SecretString)>);
 
 /// Names the strangler writes into the audit log itself; no token may
 /// take them, so that an automatic change cannot be impersonated.
-pub const RESERVED_NAMES: [&str; 2] = [crate::guard::GUARD, "startup"];
+pub const RESERVED_NAMES: [&str; 2] = [crate::model::records::GUARD, "startup"];
 
 impl Tokens {
     pub fn new(tokens: &BTreeMap<String, SecretString>) -> Self {
@@ -193,7 +193,7 @@ impl Sessions {
 
 /// Wrong tokens per client within the current minute. A client is an IPv4
 /// address or an IPv6 /64 (one host's share: an attacker owns the whole
-/// /64). Memory is bounded: past [`ATTEMPTS_TRACKED`] clients, new ones
+/// /64). Memory is bounded: past `ATTEMPTS_TRACKED` clients, new ones
 /// share one overflow count, so spraying addresses buys no more guesses.
 #[derive(Debug)]
 pub struct Attempts {

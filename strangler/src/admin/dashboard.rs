@@ -18,11 +18,11 @@ use serde::Deserialize;
 
 use super::auth::{Session, SignedIn, client_of, forged, too_many_attempts};
 use super::{AdminState, RouteView, problem_for, route_view};
-use crate::guard::GUARD;
-use crate::lifecycle::{Lifecycle, Side};
-use crate::shadow::ShadowTally;
-use crate::stats::Traffic;
-use crate::store::{AuditEntry, MismatchEntry};
+use crate::control::store::{AuditEntry, MismatchEntry};
+use crate::model::lifecycle::{Lifecycle, Side};
+use crate::model::records::GUARD;
+use crate::observe::stats::ShadowTally;
+use crate::observe::stats::Traffic;
 
 pub fn router() -> Router<AdminState> {
     Router::new()

@@ -16,12 +16,13 @@ use serde::Serialize;
 use chassis::breaker::state_name;
 
 use crate::control::{Control, ControlError};
-use crate::forwarding::TrustedProxies;
-use crate::guard::GuardPolicy;
-use crate::lifecycle::{Side, TransitionError};
-use crate::shadow::{ShadowPolicy, ShadowTally};
-use crate::stats::Traffic;
-use crate::table::Route;
+use crate::data::forwarding::TrustedProxies;
+use crate::data::table::Route;
+use crate::model::diff::ShadowPolicy;
+use crate::model::lifecycle::{Side, TransitionError};
+use crate::model::policy::GuardPolicy;
+use crate::observe::stats::ShadowTally;
+use crate::observe::stats::Traffic;
 use auth::{Attempts, Sessions, Tokens};
 
 #[derive(Debug, Clone)]

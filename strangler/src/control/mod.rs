@@ -5,18 +5,25 @@
 //! one database transaction, then build a new table and swap it in whole.
 //! If the database refuses, nothing changes; readers (the proxy) never wait.
 
+pub mod mismatches;
+pub mod rollback;
+pub mod store;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
-use crate::guard::{GUARD, Trip};
-use crate::lifecycle::{Lifecycle, TransitionError};
-use crate::metrics::ProxyMetrics;
-use crate::plan::{Plan, PlanError};
-use crate::store::{Change, Store};
-use crate::table::{BackendPolicy, Backends, RouteTable};
+use crate::control::store::{Change, Store};
+use crate::data::backends::Backends;
+use crate::data::guard;
+use crate::data::table::RouteTable;
+use crate::model::lifecycle::{Lifecycle, TransitionError};
+use crate::model::plan::{Plan, PlanError};
+use crate::model::policy::BackendPolicy;
+use crate::model::records::{GUARD, Trip};
+use crate::observe::metrics::ProxyMetrics;
 
 /// Longest reason kept in the audit log.
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -208,9 +215,9 @@ impl Control {
         let reason = check_reason(reason)?;
         let current = self.current.lock().await;
         let table = self.table.load_full();
-        let applies = table.route(&trip.route).is_some_and(|route| {
-            crate::guard::guards(route.lifecycle) && route.guard.id() == trip.guard
-        });
+        let applies = table
+            .route(&trip.route)
+            .is_some_and(|route| guard::guards(route.lifecycle) && route.guard.id() == trip.guard);
         if !applies {
             return Ok(None);
         }

@@ -3,27 +3,27 @@
 //!
 //! What a good reverse proxy owes both sides:
 //! - the headers a backend sees are the client's end-to-end ones and what
-//!   this hop adds, and none a client may not set ([`crate::forwarding`]);
+//!   this hop adds, and none a client may not set ([`crate::data::forwarding`]);
 //! - the path it routes on and forwards is the canonical one, so that no
-//!   other spelling can reach another route ([`crate::path`]);
+//!   other spelling can reach another route ([`crate::model::path`]);
 //! - `x-request-id` and `traceparent` are passed on (or created) so the hop
 //!   shows in the trace, and every answer the strangler makes itself carries
 //!   the request id;
 //! - a request framed two ways (`Content-Length` and `Transfer-Encoding`) is
 //!   refused, since the backend might read it differently (request smuggling);
 //! - bodies stream both ways, whatever their framing (sized or chunked, with
-//!   trailers): memory stays flat whatever their size ([`crate::body`]);
+//!   trailers): memory stays flat whatever their size ([`crate::data::body`]);
 //! - the deadlines measure the backend, not the client, and a client's
 //!   fault (a stalled or aborted upload) is never counted against a
-//!   backend ([`crate::upstream`]);
+//!   backend ([`crate::data::upstream`]);
 //! - a protocol upgrade (websocket) is refused with 501 rather than turned
 //!   into a plain request.
 //!
 //! And the safety net of a migration: shadow copies of safe requests on
-//! `shadow` routes ([`crate::shadow`]); on `canary` and `migrated` routes a
+//! `shadow` routes ([`crate::data::shadow`]); on `canary` and `migrated` routes a
 //! breaker in front of the new backend, a fallback to legacy when the new
 //! backend cannot have seen the request, and the guard that rolls the route
-//! back when too many calls fail ([`crate::guard`]).
+//! back when too many calls fail ([`crate::data::guard`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,17 +47,18 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::{ClientBodyError, Held, Outgoing, Prefixed, copy_head};
-use crate::cohort::key_cookie;
-use crate::forwarding::{self, REQUEST_ID, TrustedProxies};
-use crate::guard::{self, Trips};
-use crate::lifecycle::{Lifecycle, Side};
-use crate::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
-use crate::path::{self, PathError};
+use crate::data::backends::{Backend, Call};
+use crate::data::body::{ClientBodyError, Held, Outgoing, Prefixed, copy_head};
+use crate::data::forwarding::{self, REQUEST_ID, TrustedProxies};
+use crate::data::guard::{self, Trips};
+use crate::data::shadow::Shadower;
+use crate::data::table::{Decision, Route, RouteTable};
+use crate::data::upstream::{CallFailure, CallResult, Upstream};
+use crate::model::cohort::key_cookie;
+use crate::model::lifecycle::{Lifecycle, Side};
+use crate::model::path::{self, PathError};
+use crate::observe::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
 use crate::settings::ProxySettings;
-use crate::shadow::Shadower;
-use crate::table::{Backend, Call, Decision, Route, RouteTable};
-use crate::upstream::{CallFailure, CallResult, Upstream};
 
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
@@ -330,7 +331,7 @@ impl Proxy {
         let started = Instant::now();
         let upstream = self.upstream.clone();
         let backend = Arc::clone(new);
-        let call: Call = Box::pin(async move { upstream.send(&backend, parts, body).await });
+        let call: Call = Box::pin(async move { backend.send(&upstream, parts, body).await });
         // `None`: the breaker refused the call (open, or half-open with its
         // one trial call already out); nothing was sent.
         let outcome = match breaker.call(call).await {
@@ -470,7 +471,7 @@ impl Proxy {
         body: Outgoing,
     ) -> CallResult {
         let started = Instant::now();
-        let outcome = self.upstream.send(backend, parts, body).await;
+        let outcome = backend.send(&self.upstream, parts, body).await;
         self.observe(exchange, side, backend, &outcome, started.elapsed());
         outcome
     }

@@ -40,10 +40,10 @@ use std::collections::{BTreeMap, HashSet};
 use axum::http::{Method, Uri};
 use serde::Deserialize;
 
-use crate::cohort::CohortSource;
-use crate::guard::GuardPolicy;
-use crate::lifecycle::{Lifecycle, TransitionError};
-use crate::shadow::ShadowPolicy;
+use crate::model::cohort::CohortSource;
+use crate::model::diff::ShadowPolicy;
+use crate::model::lifecycle::{Lifecycle, TransitionError};
+use crate::model::policy::GuardPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

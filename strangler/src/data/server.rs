@@ -32,7 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 
-use crate::proxy::Proxy;
+use crate::data::proxy::Proxy;
 use crate::settings::ProxySettings;
 
 /// How long in-flight requests may take to finish after shutdown begins.

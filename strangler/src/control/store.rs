@@ -8,9 +8,9 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
-use crate::lifecycle::Lifecycle;
-use crate::shadow::Mismatch;
-use crate::shadow::diff::Difference;
+use crate::model::diff::Difference;
+use crate::model::lifecycle::Lifecycle;
+use crate::model::records::Mismatch;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -15,7 +15,7 @@
 //! - the response head must come within `backend_timeout_ms` of the request
 //!   having been sent whole. While a body still streams from the client the
 //!   clock does not run: a slow upload is the client's business (its idle
-//!   limit is in [`crate::body::ClientBody`]); but an upload the backend
+//!   limit is in [`crate::data::body::ClientBody`]); but an upload the backend
 //!   stops reading for `backend_timeout_ms` is the backend's timeout;
 //! - a response body that stops for `response_idle_timeout_ms` is cut.
 //!
@@ -38,6 +38,7 @@ use std::collections::{HashMap, VecDeque};
 use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ use axum::body::Body;
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::uri::PathAndQuery;
-use axum::http::{Request, Response, Uri, Version};
+use axum::http::{HeaderValue, Request, Response, Uri, Version};
 use bytes::Bytes;
 use chassis::http::is_idempotent;
 use chassis::http::problem::error_chain;
@@ -58,9 +59,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::body::{ClientBodyError, Outgoing, Watch, copy_head};
+use crate::data::body::{ClientBodyError, Outgoing, Watch, copy_head};
 use crate::settings::ProxySettings;
-use crate::table::{Backend, InFlight, Target};
 
 /// Why a backend call gave no response.
 #[derive(Debug)]
@@ -134,6 +134,38 @@ impl CallFailure {
 pub type Answer = Response<UpstreamBody>;
 pub type CallResult = Result<Answer, CallFailure>;
 
+/// A request's place in its instance's in-flight limit, given up on drop.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// A place among `limit` on `counter`, if one is free.
+    pub fn enter(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(counter)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// An instance's address, prepared once for every request to it.
+#[derive(Debug)]
+pub struct Target {
+    /// `host:port`, as the connector resolves it; also the key of the
+    /// instance's idle connections.
+    pub address: Arc<str>,
+    /// The `Host` header requests to the instance carry.
+    pub host: HeaderValue,
+}
+
 /// One worker's connections to the backends, and the deadlines every
 /// backend call shares. Cloning shares the pool.
 #[derive(Debug, Clone)]
@@ -197,20 +229,20 @@ impl Upstream {
         self.timeout
     }
 
-    /// Sends the request (its URI still the client's target) to the next
-    /// instance of `backend`, and reports the connection's fate for ejection.
-    pub async fn send(&self, backend: &Backend, mut parts: Parts, body: Outgoing) -> CallResult {
-        let Some((instance, in_flight)) = backend.enter(self.max_in_flight) else {
-            tracing::warn!(backend = %backend.name, limit = self.max_in_flight, "every instance has its limit of requests in flight");
-            return Err(CallFailure::Busy);
-        };
-        let Some(target) = instance.target() else {
-            // Plans refuse such URLs; a backend built some other way may not.
-            return Err(CallFailure::Connect(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("the instance URL {} names no host", instance.base),
-            )));
-        };
+    /// The most requests one instance may have in flight.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Sends the request (its URI still the client's target) to `target`,
+    /// holding `in_flight` until its exchange is over.
+    pub async fn send(
+        &self,
+        target: &Target,
+        in_flight: InFlight,
+        mut parts: Parts,
+        body: Outgoing,
+    ) -> CallResult {
         let path = parts
             .uri
             .path_and_query()
@@ -220,25 +252,9 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         parts.headers.insert(header::HOST, target.host.clone());
         match self.exchange(target, parts, body).await {
-            Ok((response, sender)) => {
-                backend.report(instance, true);
-                Ok(self.lease(response, sender, &target.address, in_flight))
-            }
-            Err(CallFailure::Connect(error)) => {
-                backend.report(instance, false);
-                tracing::warn!(backend = %backend.name, instance = %instance.base, %error, "backend unreachable");
-                Err(CallFailure::Connect(error))
-            }
-            Err(CallFailure::Other(error)) => match client_fault(&error) {
-                Some(failure) => Err(failure),
-                None => {
-                    tracing::warn!(backend = %backend.name, error = %error_chain(&error), "backend call failed");
-                    Err(CallFailure::Other(error))
-                }
-            },
-            Err(CallFailure::Timeout) => {
-                tracing::warn!(backend = %backend.name, timeout_ms = self.timeout.as_millis(), "backend timed out");
-                Err(CallFailure::Timeout)
+            Ok((response, sender)) => Ok(self.lease(response, sender, &target.address, in_flight)),
+            Err(CallFailure::Other(error)) => {
+                Err(client_fault(&error).unwrap_or(CallFailure::Other(error)))
             }
             Err(failure) => Err(failure),
         }

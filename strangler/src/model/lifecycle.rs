@@ -40,7 +40,7 @@ pub enum Lifecycle {
     /// The monolith serves the route.
     Legacy,
     /// The monolith serves it; safe requests are also copied to the new
-    /// backend and the answers compared (`crate::shadow`).
+    /// backend and the answers compared (`crate::data::shadow`).
     Shadow,
     /// `percent` of the cohorts go to the new backend, the rest to the
     /// monolith; the route's guard rolls it back when too many calls fail.

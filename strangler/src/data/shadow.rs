@@ -17,11 +17,9 @@
 //!
 //! Pattern: shadow traffic — docs/patterns/shadow-traffic.md.
 
-pub mod diff;
-
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,17 +28,15 @@ use axum::http::{Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body::SizeHint;
 use http_body_util::{BodyExt, Limited};
-use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::body::Outgoing;
-use crate::metrics::ProxyMetrics;
-use crate::store::Store;
-use crate::table::{Backend, Route};
-use crate::upstream::{self, Progress, Upstream, UpstreamBody};
-use diff::{Answer, Difference};
-
-pub use diff::{PathPattern, ShadowPolicy};
+use crate::data::backends::Backend;
+use crate::data::body::Outgoing;
+use crate::data::table::Route;
+use crate::data::upstream::{self, Progress, Upstream, UpstreamBody};
+use crate::model::diff::{self, Answer, Difference};
+use crate::model::records::Mismatch;
+use crate::observe::metrics::ProxyMetrics;
 
 /// Marks the copy, so that the new service can tell it from real traffic.
 pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("x-strangler-shadow");
@@ -50,55 +46,6 @@ const STORED_BODY_CHARS: usize = 16 * 1024;
 const LEGACY_BODY_WAIT: Duration = Duration::from_secs(60);
 /// Mismatches waiting to be stored; past that they are counted and dropped.
 const RECORDER_QUEUE: usize = 256;
-
-/// Shadow match counts of one route since the strangler started.
-#[derive(Debug, Default)]
-pub struct ShadowCounts {
-    matched: AtomicU64,
-    mismatched: AtomicU64,
-    skipped: AtomicU64,
-}
-
-/// [`ShadowCounts`] as the admin API shows them.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct ShadowTally {
-    pub matched: u64,
-    pub mismatched: u64,
-    pub skipped: u64,
-    /// `matched / (matched + mismatched)`; `None` before any comparison.
-    pub match_rate: Option<f64>,
-}
-
-impl ShadowCounts {
-    pub fn tally(&self) -> ShadowTally {
-        let matched = self.matched.load(Ordering::Relaxed);
-        let mismatched = self.mismatched.load(Ordering::Relaxed);
-        let compared = matched + mismatched;
-        ShadowTally {
-            matched,
-            mismatched,
-            skipped: self.skipped.load(Ordering::Relaxed),
-            match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
-        }
-    }
-}
-
-/// A mismatch on its way to the store.
-#[derive(Debug, Clone, Serialize)]
-pub struct Mismatch {
-    pub route: String,
-    pub method: String,
-    /// Path and query of the request.
-    pub target: String,
-    pub request_id: String,
-    pub legacy_status: u16,
-    pub legacy_body: String,
-    /// `None` when the new backend gave no answer (see `new_error`).
-    pub new_status: Option<u16>,
-    pub new_body: String,
-    pub new_error: Option<String>,
-    pub differences: Vec<Difference>,
-}
 
 /// The shadowing shared by every proxy worker.
 #[derive(Debug)]
@@ -126,7 +73,7 @@ enum Captured {
 }
 
 impl Shadower {
-    /// The shadower, and the receiving end of its mismatches for [`record`].
+    /// The shadower, and the receiving end of its mismatches for `crate::control::mismatches::record`.
     pub fn new(
         max_in_flight: usize,
         body_limit: usize,
@@ -319,8 +266,8 @@ impl Shadower {
         *request.uri_mut() = target.clone();
         *request.headers_mut() = headers;
         let (parts, ()) = request.into_parts();
-        let response = upstream
-            .send(backend, parts, Outgoing::Empty)
+        let response = backend
+            .send(upstream, parts, Outgoing::Empty)
             .await
             .map_err(|failure| NewAnswer::Failed(failure.describe().to_owned()))?;
         let status = response.status().as_u16();
@@ -415,14 +362,5 @@ impl http_body::Body for Tee {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Stores mismatches as they come, keeping the latest `keep` per route.
-pub async fn record(store: Store, mut mismatches: mpsc::Receiver<Mismatch>, keep: i64) {
-    while let Some(mismatch) = mismatches.recv().await {
-        if let Err(error) = store.record_mismatch(&mismatch, keep).await {
-            tracing::warn!(route = %mismatch.route, %error, "a shadow mismatch could not be stored");
-        }
     }
 }

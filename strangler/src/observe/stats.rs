@@ -4,12 +4,12 @@
 //! right now" without one.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::lifecycle::Side;
-use crate::shadow::ShadowCounts;
+use crate::model::lifecycle::Side;
 
 const SLOTS: usize = 60;
 /// Latency bucket upper bounds: 0.25 ms doubling up to ~131 s.
@@ -122,6 +122,38 @@ impl RouteStats {
             requests_per_second: requests as f64 / window,
             error_rate: errors as f64 / requests as f64,
             p99_ms: p99.map(bucket_upper_ms),
+        }
+    }
+}
+
+/// Shadow match counts of one route since the strangler started.
+#[derive(Debug, Default)]
+pub struct ShadowCounts {
+    pub matched: AtomicU64,
+    pub mismatched: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+/// [`ShadowCounts`] as the admin API shows them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ShadowTally {
+    pub matched: u64,
+    pub mismatched: u64,
+    pub skipped: u64,
+    /// `matched / (matched + mismatched)`; `None` before any comparison.
+    pub match_rate: Option<f64>,
+}
+
+impl ShadowCounts {
+    pub fn tally(&self) -> ShadowTally {
+        let matched = self.matched.load(Ordering::Relaxed);
+        let mismatched = self.mismatched.load(Ordering::Relaxed);
+        let compared = matched + mismatched;
+        ShadowTally {
+            matched,
+            mismatched,
+            skipped: self.skipped.load(Ordering::Relaxed),
+            match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
         }
     }
 }

@@ -21,7 +21,7 @@ use axum::http::HeaderMap;
 use axum::http::header::COOKIE;
 use serde::{Deserialize, Serialize};
 
-use crate::path::percent_decode;
+use crate::model::path::percent_decode;
 
 /// The cookie that holds the cohort key the strangler gave a client that
 /// brought none.

@@ -6,10 +6,11 @@
 //! 1. at once, in memory: the route's requests go to legacy from the next
 //!    one on (the proxy asks [`Guard::tripped`]), so the failing backend
 //!    stops getting traffic before anything is written;
-//! 2. then the [`run`] task rolls the route back to `legacy` through the
-//!    control plane like an operator would, with `who` = `guard`, the
-//!    measured rate in the reason, a metric and a warning. If the database
-//!    is down it keeps trying; the route stays on legacy meanwhile.
+//! 2. then the rollback task (`crate::control::rollback`) rolls the route
+//!    back to `legacy` through the control plane like an operator would,
+//!    with `who` = `guard`, the measured rate in the reason, a metric and a
+//!    warning. If the database is down it keeps trying; the route stays on
+//!    legacy meanwhile.
 //!
 //! A guard lives as long as the route stays in a state the new backend
 //! serves (`canary` at any percent, `migrated`); entering one of those from
@@ -19,62 +20,13 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::control::{Control, ControlError};
-use crate::lifecycle::Lifecycle;
-use crate::metrics::ProxyMetrics;
-
-/// The `who` of the audit rows the guard writes.
-pub const GUARD: &str = "guard";
-
-/// When a route rolls itself back; per route in the plan (`[routes.guard]`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuardPolicy {
-    /// `false` leaves the route to its operators.
-    pub enabled: bool,
-    /// The failed share of the new backend's calls that trips the guard.
-    pub max_error_percent: f64,
-    /// How far back the window reaches.
-    pub window_seconds: u64,
-    /// Calls the window must hold before a rate counts.
-    pub min_requests: u32,
-}
-
-impl Default for GuardPolicy {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_error_percent: 5.0,
-            window_seconds: 30,
-            min_requests: 20,
-        }
-    }
-}
-
-impl GuardPolicy {
-    /// Why the policy cannot be used, if it cannot.
-    pub fn problem(&self) -> Option<String> {
-        if !(self.max_error_percent > 0.0 && self.max_error_percent <= 100.0) {
-            return Some("guard.max_error_percent is above 0 and at most 100".into());
-        }
-        if !(1..=MAX_WINDOW_SECONDS).contains(&self.window_seconds) {
-            return Some(format!(
-                "guard.window_seconds is between 1 and {MAX_WINDOW_SECONDS}"
-            ));
-        }
-        if self.min_requests == 0 {
-            return Some("guard.min_requests is at least 1".into());
-        }
-        None
-    }
-}
-
-const MAX_WINDOW_SECONDS: u64 = 600;
+use crate::model::lifecycle::Lifecycle;
+use crate::model::policy::{GuardPolicy, MAX_WINDOW_SECONDS};
+use crate::model::records::Trip;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -97,36 +49,6 @@ pub struct Guard {
     /// One slot per second of the window, indexed by second modulo length.
     slots: Mutex<Vec<Slot>>,
     tripped: AtomicBool,
-}
-
-/// What the guard saw when it tripped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Trip {
-    pub route: Arc<str>,
-    /// The guard that measured it: the rollback applies only while the
-    /// route still has this guard, i.e. is still in the canary (or the
-    /// migrated state) the failures were seen in.
-    pub guard: u64,
-    pub requests: u64,
-    pub failures: u64,
-    pub policy: GuardPolicy,
-}
-
-impl Trip {
-    pub fn percent(&self) -> f64 {
-        self.failures as f64 * 100.0 / self.requests.max(1) as f64
-    }
-
-    /// The audit log's reason.
-    pub fn reason(&self) -> String {
-        format!(
-            "automatic rollback: {:.1}% of the new backend's last {} calls failed within {} s (threshold {}%)",
-            self.percent(),
-            self.requests,
-            self.policy.window_seconds,
-            self.policy.max_error_percent
-        )
-    }
 }
 
 impl Guard {
@@ -204,57 +126,6 @@ pub fn guards(lifecycle: Lifecycle) -> bool {
 
 /// Where the proxy workers report trips.
 pub type Trips = mpsc::UnboundedSender<Trip>;
-
-/// Rolls back every route whose guard trips, until the channel closes.
-pub async fn run(
-    control: Arc<Control>,
-    mut trips: mpsc::UnboundedReceiver<Trip>,
-    metrics: ProxyMetrics,
-) {
-    while let Some(trip) = trips.recv().await {
-        roll_back(&control, &trip, &metrics).await;
-    }
-}
-
-async fn roll_back(control: &Control, trip: &Trip, metrics: &ProxyMetrics) {
-    let reason = trip.reason();
-    let mut pause = Duration::from_millis(250);
-    loop {
-        match control.roll_back_trip(trip, &reason).await {
-            Ok(None) => {
-                tracing::info!(
-                    route = &*trip.route,
-                    "guard tripped, but the route has moved since; the trip no longer applies"
-                );
-                return;
-            }
-            Ok(Some(_)) => {
-                metrics.automatic_rollback(&trip.route);
-                tracing::warn!(
-                    route = &*trip.route,
-                    requests = trip.requests,
-                    failures = trip.failures,
-                    "{reason}"
-                );
-                return;
-            }
-            // Someone else moved the route first (already legacy, or gone).
-            Err(ControlError::Transition(_) | ControlError::UnknownRoute(_)) => {
-                tracing::info!(
-                    route = &*trip.route,
-                    "guard tripped, but the route had already moved"
-                );
-                return;
-            }
-            Err(error) => {
-                // The route stays on legacy in memory while this retries.
-                tracing::error!(route = &*trip.route, error = %chassis::http::problem::error_chain(&error), "automatic rollback could not be stored; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //!   end at this hop. `TE: trailers` is kept: it tells the backend that
 //!   trailers, which are end-to-end (§6.5), will reach the client.
 //! - A `Connection` token may not remove a header that matters end to end
-//!   ([`PROTECTED`]): such tokens are ignored. Otherwise a client could
+//!   (`PROTECTED`): such tokens are ignored. Otherwise a client could
 //!   strip `Content-Length` or `Authorization` on the way, or hide the
 //!   forwarding headers this hop adds.
 //! - Every `x-strangler-*` header is the strangler's own: a client's are
@@ -64,7 +64,7 @@ const OWN_PREFIX: &str = "x-strangler-";
 const OWN_COOKIE_PREFIXES: [&str; 2] = ["strangler_", "__Host-strangler_"];
 
 /// Removes what ends at this hop; `Connection` tokens naming a
-/// [`PROTECTED`] header are ignored.
+/// `PROTECTED` header are ignored.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::lifecycle::Lifecycle;
+use crate::model::lifecycle::Lifecycle;
 
 pub const DEFAULT_ROUTE: &str = "(default)";
 

@@ -1,0 +1,293 @@
+//! The route table: an immutable snapshot built from a plan and the routes'
+//! current states, swapped whole on every change (see `crate::control`). A
+//! request reads one snapshot from start to end, so it never sees half of a
+//! change, and readers never take a lock.
+//!
+//! Backends live longer than snapshots (`crate::data::backends`): their
+//! round-robin position, ejections and breakers carry over when the table
+//! is rebuilt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method};
+
+use crate::data::backends::{Backend, Backends};
+use crate::data::guard::{self, Guard};
+use crate::model::cohort::{CohortSource, assigned_key, bucket, new_key};
+use crate::model::diff::ShadowPolicy;
+use crate::model::lifecycle::{Lifecycle, Side};
+use crate::model::plan::{Plan, PlanError};
+use crate::observe::stats::RouteStats;
+
+/// A route as the proxy uses it.
+#[derive(Debug)]
+pub struct Route {
+    /// Shared, so that labelling a metric with it costs no allocation.
+    pub name: Arc<str>,
+    pub methods: Vec<Method>,
+    pub path: String,
+    pub lifecycle: Lifecycle,
+    pub legacy: Arc<Backend>,
+    pub new: Option<Arc<Backend>>,
+    pub cohort: Option<CohortSource>,
+    /// Hashed with each cohort key (see [`crate::model::cohort`]).
+    pub cohort_salt: String,
+    /// What may differ between the answers in shadow mode.
+    pub shadow: ShadowPolicy,
+    /// The automatic rollback's window; kept while the route stays in
+    /// `canary` or `migrated`, fresh when it enters one of them.
+    pub guard: Arc<Guard>,
+    /// Last-minute traffic; carried over from the previous table by name.
+    pub stats: Arc<RouteStats>,
+}
+
+impl Route {
+    /// Whether the route serves `method`; HEAD wherever GET is (RFC 9110
+    /// §9.3.2: HEAD is GET without the body).
+    fn accepts(&self, method: &Method) -> bool {
+        self.methods.is_empty()
+            || self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET))
+    }
+
+    pub fn backend(&self, side: Side) -> &Arc<Backend> {
+        match (side, &self.new) {
+            (Side::New, Some(new)) => new,
+            _ => &self.legacy,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    /// In plan order (the admin API and dashboard list them so).
+    routes: Vec<Arc<Route>>,
+    /// Per method some route names: path template → the routes (indexes
+    /// into `routes`, in plan order) that serve that method there. A
+    /// method the most specific template does not serve falls through to
+    /// less specific ones that do, as if the others were not there.
+    by_method: Vec<(Method, matchit::Router<Vec<usize>>)>,
+    /// The same for every other method: the routes that name no methods.
+    other_methods: matchit::Router<Vec<usize>>,
+    default_backend: Arc<Backend>,
+    /// Traffic no route claims.
+    default_stats: Arc<RouteStats>,
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// `None`: no route claims the request; the default backend serves it.
+    pub route: Option<Arc<Route>>,
+    pub side: Side,
+    /// A tester chose the side: no shadow, no fallback, no guard.
+    pub forced: bool,
+    pub backend: Arc<Backend>,
+    pub stats: Arc<RouteStats>,
+    /// A cohort key made up for a client that brought none, to be handed
+    /// to it in a cookie so that it stays on its side.
+    pub new_cohort_key: Option<String>,
+}
+
+/// A tester forcing a side with `X-Strangler-Backend` (already authenticated).
+pub type ForcedSide = Option<Side>;
+
+impl RouteTable {
+    /// Builds the table for `plan` with each route in `states` (routes absent
+    /// from `states` take the plan's state), keeping the traffic statistics
+    /// of `previous`.
+    pub fn build(
+        plan: &Plan,
+        states: &HashMap<String, Lifecycle>,
+        backends: &Backends,
+        previous: Option<&RouteTable>,
+    ) -> Result<Self, PlanError> {
+        let stats_of = |name: &str| {
+            previous
+                .and_then(|t| t.route(name))
+                .map_or_else(Arc::default, |r| Arc::clone(&r.stats))
+        };
+        let backend = |name: &str, route: &str| {
+            backends.get(name).ok_or_else(|| PlanError::Route {
+                route: route.to_owned(),
+                reason: format!("backend {name:?} is not among the backends"),
+            })
+        };
+        let mut routes = Vec::with_capacity(plan.routes.len());
+        for spec in &plan.routes {
+            let new = spec
+                .new
+                .as_deref()
+                .map(|n| backend(n, &spec.name))
+                .transpose()?;
+            let lifecycle = match states.get(&spec.name) {
+                // A stored state needs the new backend the plan may have removed.
+                Some(state) if new.is_some() || *state == Lifecycle::Legacy => *state,
+                _ => spec.lifecycle,
+            };
+            let guard = previous
+                .and_then(|t| t.route(&spec.name))
+                .filter(|old| {
+                    guard::guards(old.lifecycle)
+                        && guard::guards(lifecycle)
+                        && *old.guard.policy() == spec.guard
+                })
+                .map_or_else(
+                    || Arc::new(Guard::new(spec.guard)),
+                    |old| Arc::clone(&old.guard),
+                );
+            routes.push(Arc::new(Route {
+                name: Arc::from(spec.name.as_str()),
+                methods: spec.methods.clone(),
+                path: spec.path.clone(),
+                lifecycle,
+                legacy: backend(&spec.legacy, &spec.name)?,
+                new,
+                cohort: spec.cohort.clone(),
+                cohort_salt: spec.cohort_salt.clone(),
+                shadow: spec.shadow.clone(),
+                guard,
+                stats: stats_of(&spec.name),
+            }));
+        }
+        let mut named: Vec<Method> = Vec::new();
+        for method in routes.iter().flat_map(|r| &r.methods) {
+            if !named.contains(method) {
+                named.push(method.clone());
+            }
+        }
+        if named.contains(&Method::GET) && !named.contains(&Method::HEAD) {
+            named.push(Method::HEAD);
+        }
+        let by_method = named
+            .into_iter()
+            .map(|method| {
+                let router = router_for(&routes, |r| r.accepts(&method))?;
+                Ok((method, router))
+            })
+            .collect::<Result<_, PlanError>>()?;
+        let other_methods = router_for(&routes, |r| r.methods.is_empty())?;
+        Ok(Self {
+            routes,
+            by_method,
+            other_methods,
+            default_backend: backend(&plan.default_backend, "default_backend")?,
+            default_stats: previous.map_or_else(Arc::default, |t| Arc::clone(&t.default_stats)),
+        })
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// Decides the backend for one request (its path already canonical,
+    /// see [`crate::model::path`]). Among the routes that serve the request's
+    /// method, the most specific path template wins (static segments over
+    /// parameters over catch-alls), then the first in the plan.
+    ///
+    /// A tester's forced side counts only on a route in `canary` or
+    /// `migrated`, the states in which both sides serve it.
+    pub fn decide(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        forced: ForcedSide,
+    ) -> Decision {
+        let router = self
+            .by_method
+            .iter()
+            .find(|(m, _)| m == method)
+            .map_or(&self.other_methods, |(_, router)| router);
+        let Ok(matched) = router.at(path) else {
+            return self.default_decision();
+        };
+        let Some(route) = matched.value.first().map(|&i| &self.routes[i]) else {
+            return self.default_decision();
+        };
+        let forced = forced.filter(|_| {
+            route.new.is_some()
+                && matches!(
+                    route.lifecycle,
+                    Lifecycle::Canary { .. } | Lifecycle::Migrated
+                )
+        });
+        let mut new_cohort_key = None;
+        let side = match forced {
+            Some(side) => side,
+            None => match route.lifecycle {
+                Lifecycle::Legacy | Lifecycle::Shadow => Side::Legacy,
+                // A tripped guard sends the route's traffic to legacy while
+                // its rollback is being written.
+                Lifecycle::Canary { .. } | Lifecycle::Migrated if route.guard.tripped() => {
+                    Side::Legacy
+                }
+                Lifecycle::Migrated | Lifecycle::Retired => Side::New,
+                Lifecycle::Canary { percent } => {
+                    let key = route
+                        .cohort
+                        .as_ref()
+                        .and_then(|c| c.key(headers, &matched.params))
+                        .or_else(|| assigned_key(headers).map(str::to_owned))
+                        .unwrap_or_else(|| new_cohort_key.insert(new_key()).clone());
+                    if bucket(&route.cohort_salt, &key) < percent.get() {
+                        Side::New
+                    } else {
+                        Side::Legacy
+                    }
+                }
+            },
+        };
+        Decision {
+            backend: Arc::clone(route.backend(side)),
+            stats: Arc::clone(&route.stats),
+            route: Some(Arc::clone(route)),
+            side,
+            forced: forced.is_some(),
+            new_cohort_key,
+        }
+    }
+
+    fn default_decision(&self) -> Decision {
+        Decision {
+            route: None,
+            side: Side::Legacy,
+            forced: false,
+            backend: Arc::clone(&self.default_backend),
+            stats: Arc::clone(&self.default_stats),
+            new_cohort_key: None,
+        }
+    }
+
+    /// Traffic no route claims.
+    pub fn default_stats(&self) -> &RouteStats {
+        &self.default_stats
+    }
+}
+
+/// A router over the routes `include` picks: path template → their indexes
+/// in plan order.
+fn router_for(
+    routes: &[Arc<Route>],
+    include: impl Fn(&Route) -> bool,
+) -> Result<matchit::Router<Vec<usize>>, PlanError> {
+    let mut grouped: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, route) in routes.iter().enumerate() {
+        if include(route) {
+            grouped.entry(&route.path).or_default().push(index);
+        }
+    }
+    let mut router = matchit::Router::new();
+    for (path, indexes) in grouped {
+        router.insert(path, indexes).map_err(|e| PlanError::Route {
+            route: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(router)
+}
