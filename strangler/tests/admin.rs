@@ -351,10 +351,10 @@ async fn a_plan_is_applied_whole_or_not_at_all(_: PgPoolOptions, options: PgConn
     };
     let response = apply(next.clone(), "application/toml").await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let applied: Vec<Value> = response.json().await.unwrap();
+    let report: Value = response.json().await.unwrap();
     assert_eq!(
-        applied,
-        vec![json!({"route": "orders.show", "from": "legacy", "to": "shadow"})]
+        report["states"],
+        json!([{"route": "orders.show", "from": "legacy", "to": "shadow"}])
     );
 
     let broken = next.replace("state = \"shadow\"", "state = \"retired\"");

@@ -7,7 +7,9 @@
 //! | `GET /api/routes/{name}` | | one route |
 //! | `POST /api/routes/{name}/transition` | `{"to":"canary","percent":10,"reason":"…"}` | the change |
 //! | `POST /api/routes/{name}/rollback` | `{"reason":"…"}` | the change |
-//! | `POST /api/plan?reason=…` | the plan, `Content-Type: application/toml` | the changes |
+//! | `POST /api/plan?reason=…&dry_run=true` | the plan, `Content-Type: application/toml` | what it changes (a dry run changes nothing) |
+//! | `GET /api/plans?limit=…` | | applied plans with who, when, why and their diffs, newest first |
+//! | `GET /api/plans/{id}` | | one applied plan, with its source |
 //! | `GET /api/audit?route=…&limit=…` | | audit rows, newest first |
 //! | `GET /api/mismatches?route=…&limit=…` | | stored shadow mismatches, newest first |
 
@@ -21,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Operator;
 use super::{AdminState, RouteView, problem_for, route_view};
-use crate::control::Applied;
-use crate::control::store::{AuditEntry, MismatchEntry};
+use crate::control::store::{AuditEntry, MismatchEntry, PlanEntry};
+use crate::control::{Applied, PlanReport};
 use crate::model::lifecycle::Lifecycle;
 
 pub fn router() -> Router<AdminState> {
@@ -32,6 +34,8 @@ pub fn router() -> Router<AdminState> {
         .route("/api/routes/{name}/transition", post(transition))
         .route("/api/routes/{name}/rollback", post(rollback))
         .route("/api/plan", post(apply_plan))
+        .route("/api/plans", get(plans))
+        .route("/api/plans/{id}", get(one_plan))
         .route("/api/audit", get(audit))
         .route("/api/mismatches", get(mismatches))
 }
@@ -116,8 +120,11 @@ fn changed(state: &AdminState, applied: Applied) -> Json<Changed> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PlanQuery {
     reason: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn apply_plan(
@@ -126,7 +133,7 @@ async fn apply_plan(
     Query(query): Query<PlanQuery>,
     headers: HeaderMap,
     source: String,
-) -> Result<Json<Vec<Applied>>, Problem> {
+) -> Result<Json<PlanReport>, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -140,12 +147,55 @@ async fn apply_plan(
         .with_detail("Send the plan as 'Content-Type: application/toml'."));
     }
     let reason = query.reason.unwrap_or_else(|| "plan applied".to_owned());
-    let applied = state
+    let report = state
         .control
-        .apply_plan(&who, &source, &reason)
+        .apply_plan(&who, &source, &reason, query.dry_run)
         .await
         .map_err(problem_for)?;
-    Ok(Json(applied))
+    Ok(Json(report))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlansQuery {
+    limit: Option<i64>,
+}
+
+async fn plans(
+    _: Operator,
+    State(state): State<AdminState>,
+    Query(query): Query<PlansQuery>,
+) -> Result<Json<Vec<PlanEntry>>, Problem> {
+    let limit = ListQuery {
+        route: None,
+        limit: query.limit,
+    }
+    .limit()?;
+    let entries = state
+        .control
+        .store()
+        .plans(limit)
+        .await
+        .map_err(|e| problem_for(e.into()))?;
+    Ok(Json(entries))
+}
+
+async fn one_plan(
+    _: Operator,
+    State(state): State<AdminState>,
+    Path(id): Path<i64>,
+) -> Result<Json<PlanEntry>, Problem> {
+    state
+        .control
+        .store()
+        .plan(id)
+        .await
+        .map_err(|e| problem_for(e.into()))?
+        .map(Json)
+        .ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, "unknown-plan", "Unknown plan")
+                .with_detail(format!("There is no applied plan {id}."))
+        })
 }
 
 /// `?route=…&limit=…` of the listing endpoints.

@@ -128,6 +128,11 @@ pub fn problem_for(error: ControlError) -> Problem {
             "invalid-plan",
             "Invalid plan",
         ),
+        ControlError::Removal { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "route-not-removable",
+            "Route cannot be removed",
+        ),
         ControlError::Reason => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "reason-required",

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
-use crate::control::store::{Change, Store};
+use crate::control::store::{Change, PlanRecord, Store};
 use crate::data::backends::Backends;
 use crate::data::guard;
 use crate::data::table::RouteTable;
 use crate::model::lifecycle::{Lifecycle, TransitionError};
-use crate::model::plan::{Plan, PlanError};
+use crate::model::plan::{Plan, PlanDiff, PlanError};
 use crate::model::policy::BackendPolicy;
 use crate::model::records::{GUARD, Trip};
 use crate::observe::metrics::ProxyMetrics;
@@ -38,6 +38,10 @@ pub enum ControlError {
     Plan(#[from] PlanError),
     #[error("a reason is required (1-{MAX_REASON_CHARS} characters): the audit log records why")]
     Reason,
+    #[error(
+        "route {route:?} is {state}: a plan may remove a route only while legacy serves it (legacy or shadow); roll it back first"
+    )]
+    Removal { route: String, state: Lifecycle },
     #[error("the route store failed")]
     Store(#[from] sqlx::Error),
     #[error("reading the plan file {path}: {source}")]
@@ -55,6 +59,29 @@ pub struct Applied {
     pub route: String,
     pub from: String,
     pub to: String,
+}
+
+impl From<&Change<'_>> for Applied {
+    fn from(change: &Change<'_>) -> Self {
+        Self {
+            route: change.route.to_owned(),
+            from: change.from.to_string(),
+            to: change.to.to_string(),
+        }
+    }
+}
+
+/// What applying a plan does (or, dry run, would do).
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct PlanReport {
+    /// `false` for a dry run: nothing was changed.
+    pub applied: bool,
+    /// Routes, backends and policies against the plan in force.
+    pub plan: PlanDiff,
+    /// The state changes the plan asks for.
+    pub states: Vec<Applied>,
+    /// Routes the plan no longer names, with the state they were in.
+    pub removed: Vec<Applied>,
 }
 
 /// The plan in force and the backends built for it.
@@ -110,11 +137,17 @@ impl Control {
             .routes
             .iter()
             .filter(|r| !states.contains_key(&r.name))
-            .map(|r| (r.name.as_str(), r.lifecycle))
+            .map(|r| (r.name.as_str(), r.lifecycle.unwrap_or(Lifecycle::Legacy)))
             .collect();
         if !stored {
+            let diff = serde_json::json!({ "initial": true });
+            let record = PlanRecord {
+                source: &source,
+                diff: &diff,
+                audited: false,
+            };
             store
-                .record("startup", "initial plan", Some(&source), &[])
+                .record("startup", "initial plan", Some(record), &[], &[])
                 .await?;
         }
         store.seed_states(&unseen).await?;
@@ -179,7 +212,7 @@ impl Control {
         let from = existing.lifecycle;
         from.transition(to, existing.new.is_some())?;
         self.store
-            .record(who, reason, None, &[Change { route, from, to }])
+            .record(who, reason, None, &[Change { route, from, to }], &[])
             .await?;
         let mut states = states_of(&table);
         states.insert(route.to_owned(), to);
@@ -226,15 +259,20 @@ impl Control {
             .map(Some)
     }
 
-    /// Replaces the plan: new routes, backends and, where the plan's state
-    /// differs from the current one, a transition (checked like any other).
-    /// All or nothing.
+    /// Replaces the plan: routes, backends and policies as the plan
+    /// describes them. A route's state moves only where the plan asks for a
+    /// state that differs from the current one, and only along the
+    /// lifecycle. A route the plan no longer names is removed, audited,
+    /// and its stored state deleted, but only while legacy serves it
+    /// (`legacy` or `shadow`). All or nothing; a dry run checks and reports
+    /// without changing anything.
     pub async fn apply_plan(
         &self,
         who: Who<'_>,
         source: &str,
         reason: &str,
-    ) -> Result<Vec<Applied>, ControlError> {
+        dry_run: bool,
+    ) -> Result<PlanReport, ControlError> {
         let reason = check_reason(reason)?;
         let mut plan = Plan::parse(source)?;
         plan.override_backends(&self.overrides)?;
@@ -246,8 +284,9 @@ impl Control {
             let from = table
                 .route(&spec.name)
                 .map_or(Lifecycle::Legacy, |r| r.lifecycle);
-            if from != spec.lifecycle {
-                from.transition(spec.lifecycle, spec.new.is_some())
+            let to = spec.lifecycle.unwrap_or(from);
+            if from != to {
+                from.transition(to, spec.new.is_some())
                     .map_err(|e| PlanError::Route {
                         route: spec.name.clone(),
                         reason: e.to_string(),
@@ -255,31 +294,69 @@ impl Control {
                 changes.push(Change {
                     route: &spec.name,
                     from,
-                    to: spec.lifecycle,
+                    to,
                 });
             }
-            states.insert(spec.name.clone(), spec.lifecycle);
+            states.insert(spec.name.clone(), to);
+        }
+        let mut removed = Vec::new();
+        for route in table.routes() {
+            if plan.route(&route.name).is_some() {
+                continue;
+            }
+            if !matches!(route.lifecycle, Lifecycle::Legacy | Lifecycle::Shadow) {
+                return Err(ControlError::Removal {
+                    route: route.name.to_string(),
+                    state: route.lifecycle,
+                });
+            }
+            removed.push(Change {
+                route: &route.name,
+                from: route.lifecycle,
+                to: Lifecycle::Legacy,
+            });
         }
         let backends =
             Backends::for_plan(&plan, &current.backends, self.backend_policy, &self.metrics);
         let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        let report = PlanReport {
+            applied: !dry_run,
+            plan: current.plan.diff(&plan),
+            states: changes.iter().map(Applied::from).collect(),
+            removed: removed
+                .iter()
+                .map(|c| Applied {
+                    to: store::REMOVED.to_owned(),
+                    ..Applied::from(c)
+                })
+                .collect(),
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        let diff = serde_json::json!({
+            "plan": &report.plan,
+            "states": &report.states,
+            "removed": &report.removed,
+        });
+        let record = PlanRecord {
+            source,
+            diff: &diff,
+            audited: true,
+        };
         self.store
-            .record(who, reason, Some(source), &changes)
+            .record(who, reason, Some(record), &changes, &removed)
             .await?;
         self.table.store(Arc::new(next));
         for change in &changes {
             self.announce(who, change.route, change.from, change.to, reason);
         }
-        let applied = changes
-            .iter()
-            .map(|c| Applied {
-                route: c.route.to_owned(),
-                from: c.from.to_string(),
-                to: c.to.to_string(),
-            })
-            .collect();
+        for gone in &removed {
+            self.metrics.forget_route(gone.route);
+            tracing::info!(%who, route = gone.route, from = %gone.from, reason, "route removed with the plan");
+        }
         *current = Current { plan, backends };
-        Ok(applied)
+        Ok(report)
     }
 
     fn swap(

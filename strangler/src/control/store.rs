@@ -1,6 +1,7 @@
-//! PostgreSQL persistence of the route table's state and its audit log.
-//! A change and its audit row are written in one transaction: there is no
-//! state change without its "who, when, from, to, why".
+//! PostgreSQL persistence of the route table's state, its audit log and
+//! the history of applied plans. A change and its audit row are written in
+//! one transaction: there is no state change without its "who, when, from,
+//! to, why", and no plan without its history entry.
 
 use std::collections::HashMap;
 
@@ -58,6 +59,38 @@ pub struct Change<'a> {
     pub to: Lifecycle,
 }
 
+/// What a removed route's audit row says it went to.
+pub const REMOVED: &str = "removed";
+
+/// The route named in the audit row of a plan that moved no route.
+pub const PLAN_ROUTE: &str = "(plan)";
+
+/// A plan to store as the one in force, with its entry in the history.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanRecord<'a> {
+    pub source: &'a str,
+    /// What it changes against the previous plan, as JSON.
+    pub diff: &'a serde_json::Value,
+    /// Whether a plan that moves no route gets an audit row: yes for one an
+    /// operator applied, no for the plan file read at the first start.
+    pub audited: bool,
+}
+
+/// One entry of the plan history.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PlanEntry {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub applied_at: OffsetDateTime,
+    pub applied_by: String,
+    pub reason: String,
+    pub diff: sqlx::types::Json<serde_json::Value>,
+    /// Only when one entry is asked for.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 impl Store {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
@@ -93,40 +126,97 @@ impl Store {
             .collect())
     }
 
-    /// Stores `source` as the plan in force and records `changes`, with
-    /// their audit rows, in one transaction.
+    /// Records `changes` and `removed` routes with their audit rows and,
+    /// given a plan, stores it as the one in force with its history entry,
+    /// all in one transaction. A removed route's state is deleted, so that
+    /// a route added again later starts from `legacy`. A plan that moves no
+    /// route still gets an audit row (route `(plan)`, from the previous plan
+    /// entry to its own).
     pub async fn record(
         &self,
         who: &str,
         reason: &str,
-        plan_source: Option<&str>,
+        plan: Option<PlanRecord<'_>>,
         changes: &[Change<'_>],
+        removed: &[Change<'_>],
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if let Some(source) = plan_source {
+        if let Some(plan) = plan {
             sqlx::query(
                 "INSERT INTO plan (source, applied_by) VALUES ($1, $2)
                  ON CONFLICT (id) DO UPDATE SET source = $1, applied_by = $2, applied_at = now()",
             )
-            .bind(source)
+            .bind(plan.source)
             .bind(who)
             .execute(&mut *tx)
+            .await?;
+            let previous: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM plan_history")
+                .fetch_one(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO plan_history (source, applied_by, reason, diff)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(plan.source)
+            .bind(who)
+            .bind(reason)
+            .bind(sqlx::types::Json(plan.diff))
+            .fetch_one(&mut *tx)
+            .await?;
+            if plan.audited && changes.is_empty() && removed.is_empty() {
+                audit(
+                    &mut tx,
+                    who,
+                    PLAN_ROUTE,
+                    &previous.map_or_else(|| "no plan".to_owned(), |p| format!("plan {p}")),
+                    &format!("plan {id}"),
+                    reason,
+                )
+                .await?;
+            }
+        }
+        for change in removed {
+            sqlx::query("DELETE FROM route_state WHERE route = $1")
+                .bind(change.route)
+                .execute(&mut *tx)
+                .await?;
+            audit(
+                &mut tx,
+                who,
+                change.route,
+                &change.from.to_string(),
+                REMOVED,
+                reason,
+            )
             .await?;
         }
         for change in changes {
             save_state(&mut tx, change.route, change.to).await?;
-            sqlx::query(
-                "INSERT INTO audit_log (who, route, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(who)
-            .bind(change.route)
-            .bind(change.from.to_string())
-            .bind(change.to.to_string())
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+            let (from, to) = (change.from.to_string(), change.to.to_string());
+            audit(&mut tx, who, change.route, &from, &to, reason).await?;
         }
         tx.commit().await
+    }
+
+    /// The newest plans first, without their sources.
+    pub async fn plans(&self, limit: i64) -> Result<Vec<PlanEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, applied_at, applied_by, reason, diff FROM plan_history
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// One plan of the history, with its source.
+    pub async fn plan(&self, id: i64) -> Result<Option<PlanEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, applied_at, applied_by, reason, diff, source FROM plan_history WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Saves states without audit rows: the plan's own states for routes the
@@ -211,6 +301,27 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+async fn audit(
+    tx: &mut Transaction<'_, Postgres>,
+    who: &str,
+    route: &str,
+    from: &str,
+    to: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (who, route, from_state, to_state, reason) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(who)
+    .bind(route)
+    .bind(from)
+    .bind(to)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn save_state(

@@ -124,7 +124,7 @@ impl RouteTable {
             let lifecycle = match states.get(&spec.name) {
                 // A stored state needs the new backend the plan may have removed.
                 Some(state) if new.is_some() || *state == Lifecycle::Legacy => *state,
-                _ => spec.lifecycle,
+                _ => spec.lifecycle.unwrap_or(Lifecycle::Legacy),
             };
             let guard = previous
                 .and_then(|t| t.route(&spec.name))

@@ -1,5 +1,5 @@
 //! Route plans: the TOML files under `infra/routes/` that describe the
-//! backends and the routes, with each route's lifecycle state.
+//! backends and the routes, and may ask for a route's lifecycle state.
 //!
 //! ```toml
 //! default_backend = "monolith"           # serves every path no route claims
@@ -13,7 +13,7 @@
 //! path = "/api/orders"                   # matchit template: {param}, {*rest}
 //! legacy = "monolith"                    # absent: the default backend
 //! new = "ordering"
-//! state = "canary"                       # legacy | shadow | canary | migrated | retired
+//! state = "canary"                       # optional: legacy | shadow | canary | migrated | retired
 //! percent = 10                           # canary only
 //! cohort = { header = "x-member-id" }    # or { cookie = "…" } or { path_param = "…" }
 //! cohort_salt = "ordering"               # absent: the route's name (docs in cohort.rs)
@@ -30,6 +30,13 @@
 //! min_requests = 20
 //! enabled = true
 //! ```
+//!
+//! A plan describes routes, backends and policies. A route's `state` is a
+//! request, applied only when it differs from the route's current state and
+//! the lifecycle allows the move; without one, a route stays where it is (a
+//! new route starts in `legacy`). So a plan posted again to change a URL
+//! leaves advanced routes where they are. [`Plan::diff`] says what a plan
+//! changes against the one in force.
 //!
 //! A plan is validated whole before anything changes: unknown backends,
 //! duplicate names, conflicting paths and impossible states are refused with
@@ -69,8 +76,7 @@ struct RouteFile {
     path: String,
     legacy: Option<String>,
     new: Option<String>,
-    #[serde(default = "legacy_state")]
-    state: String,
+    state: Option<String>,
     percent: Option<i64>,
     cohort: Option<CohortSource>,
     cohort_salt: Option<String>,
@@ -78,10 +84,6 @@ struct RouteFile {
     shadow: ShadowPolicy,
     #[serde(default)]
     guard: GuardPolicy,
-}
-
-fn legacy_state() -> String {
-    "legacy".into()
 }
 
 /// A validated plan.
@@ -102,7 +104,9 @@ pub struct RouteSpec {
     pub path: String,
     pub legacy: String,
     pub new: Option<String>,
-    pub lifecycle: Lifecycle,
+    /// The state the plan asks for; `None`: wherever the route is (a new
+    /// route: `legacy`).
+    pub lifecycle: Option<Lifecycle>,
     pub cohort: Option<CohortSource>,
     /// Hashed with each cohort key: routes with one salt put a customer on
     /// the same side. The route's name unless the plan says otherwise.
@@ -217,9 +221,16 @@ impl Plan {
                     ));
                 }
             }
-            let lifecycle = Lifecycle::from_parts(&route.state, route.percent)
-                .map_err(|e| route_error(&name, e))?;
-            if lifecycle != Lifecycle::Legacy && route.new.is_none() {
+            let lifecycle = match (&route.state, route.percent) {
+                (Some(state), percent) => {
+                    Some(Lifecycle::from_parts(state, percent).map_err(|e| route_error(&name, e))?)
+                }
+                (None, Some(_)) => {
+                    return Err(route_error(&name, "percent needs state = \"canary\""));
+                }
+                (None, None) => None,
+            };
+            if lifecycle.is_some_and(|l| l != Lifecycle::Legacy) && route.new.is_none() {
                 return Err(route_error(&name, TransitionError::NoNewBackend));
             }
             if let Some(CohortSource::PathParam(param)) = &route.cohort
@@ -284,6 +295,99 @@ impl Plan {
     pub fn route(&self, name: &str) -> Option<&RouteSpec> {
         self.routes.iter().find(|r| r.name == name)
     }
+
+    /// What `next` changes against this plan, states aside (those depend on
+    /// where the routes are, which the control plane knows).
+    pub fn diff(&self, next: &Plan) -> PlanDiff {
+        let names =
+            |plan: &Plan| -> Vec<String> { plan.routes.iter().map(|r| r.name.clone()).collect() };
+        let (before, after) = (names(self), names(next));
+        let routes_changed = next
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let old = self.route(&route.name)?;
+                let fields = route.changed_fields(old);
+                (!fields.is_empty()).then(|| RouteChange {
+                    route: route.name.clone(),
+                    fields,
+                })
+            })
+            .collect();
+        let backends_changed = next
+            .backends
+            .iter()
+            .filter(|(name, urls)| self.backends.get(*name).is_some_and(|old| old != *urls))
+            .map(|(name, _)| name.clone())
+            .collect();
+        PlanDiff {
+            default_backend: (self.default_backend != next.default_backend)
+                .then(|| next.default_backend.clone()),
+            backends_added: missing(next.backends.keys(), &self.backends),
+            backends_removed: missing(self.backends.keys(), &next.backends),
+            backends_changed,
+            routes_added: after
+                .iter()
+                .filter(|n| !before.contains(n))
+                .cloned()
+                .collect(),
+            routes_removed: before
+                .iter()
+                .filter(|n| !after.contains(n))
+                .cloned()
+                .collect(),
+            routes_changed,
+        }
+    }
+}
+
+fn missing<'a>(
+    names: impl Iterator<Item = &'a String>,
+    other: &BTreeMap<String, Vec<Uri>>,
+) -> Vec<String> {
+    names.filter(|n| !other.contains_key(*n)).cloned().collect()
+}
+
+impl RouteSpec {
+    /// The names of the fields (other than the state) that differ from `old`.
+    fn changed_fields(&self, old: &RouteSpec) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        let mut differs = |name: &'static str, changed: bool| {
+            if changed {
+                fields.push(name);
+            }
+        };
+        differs("methods", self.methods != old.methods);
+        differs("path", self.path != old.path);
+        differs("legacy", self.legacy != old.legacy);
+        differs("new", self.new != old.new);
+        differs("cohort", self.cohort != old.cohort);
+        differs("cohort_salt", self.cohort_salt != old.cohort_salt);
+        differs("shadow", self.shadow != old.shadow);
+        differs("guard", self.guard != old.guard);
+        fields
+    }
+}
+
+/// What a plan changes against the one in force (states aside).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlanDiff {
+    /// The new default backend, if it changes.
+    pub default_backend: Option<String>,
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<String>,
+    /// Backends whose instances change.
+    pub backends_changed: Vec<String>,
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    pub routes_changed: Vec<RouteChange>,
+}
+
+/// A route whose definition changes, and which of its fields do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteChange {
+    pub route: String,
+    pub fields: Vec<&'static str>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -352,7 +456,10 @@ mod tests {
         let place = &plan.routes[0];
         assert_eq!(place.methods, vec![Method::POST]);
         assert_eq!(place.legacy, "monolith");
-        assert_eq!(place.lifecycle.to_string(), "canary(10%)");
+        assert_eq!(
+            place.lifecycle.map(|l| l.to_string()).as_deref(),
+            Some("canary(10%)")
+        );
         assert_eq!(
             place.cohort,
             Some(CohortSource::Header("x-member-id".into()))

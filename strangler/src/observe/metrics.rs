@@ -311,6 +311,20 @@ impl ProxyMetrics {
             .set(i64::from(lifecycle.new_share()));
     }
 
+    /// Drops the gauges of a route that is no longer in the plan, so that
+    /// it does not go on showing a state it no longer has.
+    pub fn forget_route(&self, route: &str) {
+        for state in STATES {
+            self.state.remove(&StateLabels {
+                route: route.to_owned(),
+                state,
+            });
+        }
+        self.percent.remove(&RouteLabel {
+            route: route.to_owned(),
+        });
+    }
+
     pub fn transition(&self, route: &str, to: Lifecycle) {
         self.transitions
             .get_or_create(&StateLabels {
