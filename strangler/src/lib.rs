@@ -96,6 +96,7 @@ impl Application {
                 settings.backends.clone(),
                 settings.proxy.backend_policy(),
                 metrics.clone(),
+                std::time::Duration::from_millis(settings.recheck_ms.max(1)),
             )
             .await?,
         );
@@ -202,6 +203,7 @@ impl Application {
             self.trips,
             self.metrics,
         ));
+        tokio::spawn(Control::follow(Arc::clone(&self.control), stopped.clone()));
         tokio::spawn(control::mismatches::record(
             self.control.store().clone(),
             self.mismatches,

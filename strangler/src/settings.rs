@@ -12,6 +12,7 @@
 //! | `STRANGLER_DATABASE__URL` | required | the `strangler` database |
 //! | `STRANGLER_PLAN` | `infra/routes/stage0.toml` | the initial route plan |
 //! | `STRANGLER_BACKENDS__<NAME>` | from the plan | comma-separated instance URLs for backend `<name>` |
+//! | `STRANGLER_RECHECK_MS` | 5000 | how often to look for table changes other instances made (besides `NOTIFY`) |
 //! | `STRANGLER_PROXY__WORKERS` | one per CPU | proxy worker threads (docs/adr/0005-proxy-workers.md) |
 //! | `STRANGLER_PROXY__*` | see [`ProxySettings`] | timeouts and limits |
 
@@ -48,6 +49,14 @@ pub struct Settings {
     pub backends: BTreeMap<String, String>,
     /// Holders of this token may force a side with `X-Strangler-Backend`.
     pub tester_token: Option<SecretString>,
+    /// How often to check the database for route table changes another
+    /// instance made, besides hearing of them at once (`NOTIFY`).
+    #[serde(default = "default_recheck_ms")]
+    pub recheck_ms: u64,
+}
+
+fn default_recheck_ms() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -74,7 +74,12 @@ async fn a_hundred_transitions_under_two_hundred_clients_fail_no_request(
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "transition {i}");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "transition {i}: {:?}",
+            response.text().await
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     done.store(true, Ordering::SeqCst);

@@ -4,6 +4,11 @@
 //! against the lifecycle rules, write the new states and their audit rows in
 //! one database transaction, then build a new table and swap it in whole.
 //! If the database refuses, nothing changes; readers (the proxy) never wait.
+//!
+//! Several stranglers may share one database: each commit is announced
+//! (`NOTIFY`), and every instance [`Control::follow`]s the announcements,
+//! and checks every few seconds besides, reloading the table when the
+//! stored plan or states differ from its own.
 
 pub mod mismatches;
 pub mod rollback;
@@ -84,9 +89,10 @@ pub struct PlanReport {
     pub removed: Vec<Applied>,
 }
 
-/// The plan in force and the backends built for it.
+/// The plan in force (and its source as stored) and the backends built for it.
 #[derive(Debug)]
 struct Current {
+    source: String,
     plan: Plan,
     backends: Backends,
 }
@@ -101,6 +107,9 @@ pub struct Control {
     backend_policy: BackendPolicy,
     /// Instance URLs from the environment, applied to every plan.
     overrides: BTreeMap<String, String>,
+    /// How often to look for changes other instances made, besides
+    /// hearing of them.
+    recheck: std::time::Duration,
 }
 
 /// Who made a change: a token's name, or the automatic guard.
@@ -116,6 +125,7 @@ impl Control {
         overrides: BTreeMap<String, String>,
         backend_policy: BackendPolicy,
         metrics: ProxyMetrics,
+        recheck: std::time::Duration,
     ) -> Result<Self, ControlError> {
         store.migrate().await?;
         let (source, stored) = match store.plan_source().await? {
@@ -166,11 +176,16 @@ impl Control {
         );
         Ok(Self {
             table: Arc::new(ArcSwap::from_pointee(table)),
-            current: Mutex::new(Current { plan, backends }),
+            current: Mutex::new(Current {
+                source,
+                plan,
+                backends,
+            }),
             store,
             metrics,
             backend_policy,
             overrides,
+            recheck,
         })
     }
 
@@ -355,8 +370,123 @@ impl Control {
             self.metrics.forget_route(gone.route);
             tracing::info!(%who, route = gone.route, from = %gone.from, reason, "route removed with the plan");
         }
-        *current = Current { plan, backends };
+        *current = Current {
+            source: source.to_owned(),
+            plan,
+            backends,
+        };
         Ok(report)
+    }
+
+    /// Follows the changes other instances commit, until `stop` turns
+    /// true: each announcement, and every `recheck` in any case (an
+    /// announcement is lost while the listening connection is down),
+    /// reloads the table if the database holds another one.
+    pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            () = self.follow_changes() => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    async fn follow_changes(&self) {
+        let mut pause = std::time::Duration::from_millis(250);
+        loop {
+            let mut listener = match self.store.listen().await {
+                Ok(listener) => {
+                    pause = std::time::Duration::from_millis(250);
+                    Some(listener)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for route table changes; checking every few seconds");
+                    None
+                }
+            };
+            loop {
+                let heard = async {
+                    match listener.as_mut() {
+                        Some(listener) => listener.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    heard = heard => match heard {
+                        // This instance's own change is in its table already.
+                        Ok(announcement) if self.store.is_own(&announcement) => continue,
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "the route table listener broke; listening again");
+                            break;
+                        }
+                    },
+                    () = tokio::time::sleep(self.recheck) => {}
+                }
+                if let Err(error) = self.refresh().await {
+                    tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
+                }
+                if listener.is_none() {
+                    break;
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.recheck.max(std::time::Duration::from_millis(250)));
+        }
+    }
+
+    /// Reloads the table if the stored plan or states differ from this
+    /// instance's; `true` if it did.
+    pub async fn refresh(&self) -> Result<bool, ControlError> {
+        let mut current = self.current.lock().await;
+        let Some(source) = self.store.plan_source().await? else {
+            return Ok(false);
+        };
+        let stored = self.store.states().await?;
+        let table = self.table.load_full();
+        let same_plan = source == current.source;
+        let (plan, backends) = if same_plan {
+            (current.plan.clone(), current.backends.clone())
+        } else {
+            let mut plan = Plan::parse(&source)?;
+            plan.override_backends(&self.overrides)?;
+            let backends =
+                Backends::for_plan(&plan, &current.backends, self.backend_policy, &self.metrics);
+            (plan, backends)
+        };
+        let states: HashMap<String, Lifecycle> = plan
+            .routes
+            .iter()
+            .map(|spec| {
+                let state = stored
+                    .get(&spec.name)
+                    .copied()
+                    .or(spec.lifecycle)
+                    .unwrap_or(Lifecycle::Legacy);
+                (spec.name.clone(), state)
+            })
+            .collect();
+        if same_plan && states == states_of(&table) {
+            return Ok(false);
+        }
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        for route in table.routes() {
+            if next.route(&route.name).is_none() {
+                self.metrics.forget_route(&route.name);
+            }
+        }
+        for route in next.routes() {
+            let before = table.route(&route.name).map(|r| r.lifecycle);
+            if before != Some(route.lifecycle) {
+                self.metrics.route_state(&route.name, route.lifecycle);
+                tracing::info!(route = &*route.name, to = %route.lifecycle, "route state changed by another instance");
+            }
+        }
+        self.table.store(Arc::new(next));
+        *current = Current {
+            source,
+            plan,
+            backends,
+        };
+        Ok(true)
     }
 
     fn swap(

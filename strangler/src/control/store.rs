@@ -4,6 +4,7 @@
 //! to, why", and no plan without its history entry.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -15,9 +16,15 @@ use crate::model::records::Mismatch;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The channel every committed change is announced on, so that the other
+/// strangler instances on the same database reload the table.
+pub const CHANGES: &str = "strangler_changes";
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Names this process in its announcements, so that it can skip its own.
+    instance: Arc<str>,
 }
 
 /// One audit row.
@@ -93,7 +100,10 @@ pub struct PlanEntry {
 
 impl Store {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            instance: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -105,6 +115,18 @@ impl Store {
     }
 
     /// The plan source in force, if one was ever stored.
+    /// Whether an announcement came from this process.
+    pub fn is_own(&self, announcement: &sqlx::postgres::PgNotification) -> bool {
+        announcement.payload() == &*self.instance
+    }
+
+    /// A connection that hears the changes instances commit.
+    pub async fn listen(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES).await?;
+        Ok(listener)
+    }
+
     pub async fn plan_source(&self) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT source FROM plan")
             .fetch_optional(&self.pool)
@@ -195,6 +217,12 @@ impl Store {
             let (from, to) = (change.from.to_string(), change.to.to_string());
             audit(&mut tx, who, change.route, &from, &to, reason).await?;
         }
+        // Delivered when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES)
+            .bind(&*self.instance)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 

@@ -49,7 +49,21 @@ impl Listeners {
     /// Binds `workers` sockets to `address` (port 0 picks one port for all).
     /// Must run inside a tokio runtime; the sockets are handed to the
     /// workers' runtimes later.
+    ///
+    /// `SO_REUSEPORT` would let a second process on the same port share the
+    /// connections with this one, silently. So a fixed port is first bound
+    /// once without it: if that fails, the port is someone else's, and the
+    /// error says so.
     pub fn bind(address: SocketAddr, workers: usize) -> std::io::Result<Self> {
+        if address.port() != 0 {
+            let probe = std::net::TcpListener::bind(address).map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("{address} is already in use by another process ({error}); stop it or choose another port"),
+                )
+            })?;
+            drop(probe);
+        }
         let first = bind_one(address)?;
         let address = first.local_addr()?;
         let mut sockets = vec![first];

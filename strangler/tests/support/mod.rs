@@ -226,6 +226,7 @@ pub fn settings(database: &PgConnectOptions, plan: &PlanFile) -> Settings {
         plan: plan.0.clone(),
         backends: BTreeMap::new(),
         tester_token: Some(TESTER_TOKEN.into()),
+        recheck_ms: 5_000,
     }
 }
 
