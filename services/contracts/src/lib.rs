@@ -33,8 +33,10 @@ pub trait IntegrationEvent: Serialize + DeserializeOwned + Send + Sync {
     /// `<context>.<aggregate>.<fact>.v<N>`.
     const NAME: &'static str;
 
-    /// The aggregate the fact is about; events of one aggregate are
-    /// delivered in the order they were written.
+    /// The aggregate the fact is about. The outbox numbers each
+    /// aggregate's events 1, 2, 3 … in the order they were written (header
+    /// `aggregate_seq`); delivery may reorder them, and a consumer that
+    /// needs order applies them in that sequence (docs/adr/0009).
     fn aggregate_id(&self) -> String;
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use contracts::envelope::{
-    CONTENT_TYPE, HEADER_CAUSATION_ID, HEADER_ORIGIN, HEADER_PRODUCER, HEADER_TRACEPARENT,
+    CONTENT_TYPE, HEADER_AGGREGATE_ID, HEADER_AGGREGATE_SEQ, HEADER_CAUSATION_ID, HEADER_ORIGIN,
+    HEADER_PRODUCER, HEADER_TRACEPARENT,
 };
 use contracts::{Envelope, Origin};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -137,6 +138,53 @@ pub fn properties(envelope: &Envelope) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// Where an event stands in its aggregate's history: the `n`th fact
+/// about `aggregate_type` `aggregate_id` written by its producer
+/// (docs/adr/0009-per-aggregate-order.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatePosition {
+    /// `<context>.<aggregate>`, the first two parts of the event name: ids
+    /// of different aggregates may collide.
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// 1 for the aggregate's first event, then one more for each.
+    pub seq: i64,
+}
+
+/// `<context>.<aggregate>` of an event name `<context>.<aggregate>.<fact>.v<N>`
+/// (the whole name if it has fewer parts).
+pub fn aggregate_type(event_name: &str) -> &str {
+    match event_name.match_indices('.').nth(1) {
+        Some((end, _)) => &event_name[..end],
+        None => event_name,
+    }
+}
+
+/// `properties` with the aggregate id and sequence number as headers.
+pub fn with_position(properties: BasicProperties, aggregate_id: &str, seq: i64) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(HEADER_AGGREGATE_ID.into(), long(aggregate_id));
+    headers.insert(HEADER_AGGREGATE_SEQ.into(), AMQPValue::LongLongInt(seq));
+    properties.with_headers(headers)
+}
+
+/// The position a message carries, if it carries one (rows written before
+/// the outbox had sequence numbers do not).
+pub fn position(properties: &BasicProperties) -> Option<AggregatePosition> {
+    let headers = properties.headers().as_ref();
+    let seq = match headers?.inner().get(HEADER_AGGREGATE_SEQ)? {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        _ => return None,
+    };
+    Some(AggregatePosition {
+        aggregate_type: aggregate_type(short(properties.kind())?).to_owned(),
+        aggregate_id: header_str(headers, HEADER_AGGREGATE_ID)?,
+        seq,
+    })
+}
+
 /// A header's text, if it is a string.
 pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     match headers?.inner().get(name)? {
@@ -257,6 +305,18 @@ mod tests {
             .with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let back = super::envelope(&properties(&envelope)).unwrap();
         assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn the_position_survives_the_trip_and_names_the_aggregate_type() {
+        let envelope = Envelope::new("ordering.order.placed.v1", "ordering", Origin::New);
+        let properties = with_position(properties(&envelope), "42", 7);
+        let position = position(&properties).unwrap();
+        assert_eq!(position.aggregate_type, "ordering.order");
+        assert_eq!(position.aggregate_id, "42");
+        assert_eq!(position.seq, 7);
+        assert_eq!(super::position(&super::properties(&envelope)), None);
+        assert_eq!(aggregate_type("plain"), "plain");
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //!   counted as an attempt) and the consumer pauses;
 //! - the broker goes away: the consumer reconnects; unacknowledged
 //!   messages are delivered again and the inbox drops what was done.
+//!
+//! Order: a consumer built [`Consumer::in_aggregate_order`] applies each
+//! aggregate's events in their outbox sequence. A message that comes
+//! before its predecessor is parked in `inbox_parked` (and acknowledged);
+//! applying an event then applies the parked ones that follow it. One at or
+//! below the last applied number is acknowledged and skipped. The
+//! aggregate's row in `inbox_aggregate` is locked for the transaction, so
+//! several instances take turns on one aggregate.
+//! docs/adr/0009-per-aggregate-order.md.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use contracts::{Envelope, IntegrationEvent};
 use futures_util::StreamExt;
-use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,11 +48,12 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+use super::amqp::AggregatePosition;
 use super::topology::{self, QueueSpec};
 use super::{MessagingError, amqp};
 use crate::trace_context::TraceContext;
 
-/// The inbox table. Idempotent, like the outbox's (see [`install`]).
+/// Step 1: the inbox table. Idempotent, like the outbox's (see [`install`]).
 pub const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS inbox (
     consumer     text         NOT NULL,
@@ -53,8 +63,17 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 ";
 
+/// Step 2: the last sequence number applied per aggregate, for consumers
+/// in aggregate order (docs/adr/0009-per-aggregate-order.md).
+pub const SCHEMA_AGGREGATE_SEQUENCE: &str =
+    include_str!("schema/inbox-0002-aggregate-sequence.sql");
+
+/// Creates the inbox if it is missing and brings it to the latest step.
 pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
     sqlx::raw_sql(SCHEMA).execute(pool).await?;
+    sqlx::raw_sql(SCHEMA_AGGREGATE_SEQUENCE)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -67,6 +86,8 @@ pub struct Message {
     pub attempt: u32,
     /// The producer's trace continued: the context for work done here.
     pub trace: TraceContext,
+    /// The event's place in its aggregate's sequence, if the outbox gave it one.
+    pub position: Option<AggregatePosition>,
 }
 
 impl Message {
@@ -118,6 +139,7 @@ pub struct ConsumerMetrics {
     duplicates: Family<ConsumerLabel, Counter>,
     retried: Family<ConsumerLabel, Counter>,
     dead_lettered: Family<ConsumerLabel, Counter>,
+    parked: Family<ConsumerLabel, Counter>,
     handler_latency: Family<ConsumerLabel, Histogram>,
     lag: Family<ConsumerLabel, Histogram>,
 }
@@ -147,6 +169,11 @@ impl ConsumerMetrics {
             metrics.dead_lettered.clone(),
         );
         r.register(
+            "parked",
+            "Messages that came before their aggregate's previous one, parked until it is applied",
+            metrics.parked.clone(),
+        );
+        r.register(
             "handler_latency_seconds",
             "Time in the handler and its transaction",
             metrics.handler_latency.clone(),
@@ -165,6 +192,7 @@ impl ConsumerMetrics {
             duplicates: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
+            parked: Family::default(),
             handler_latency: Family::new_with_constructor(seconds_histogram),
             lag: Family::new_with_constructor(seconds_histogram),
         }
@@ -193,6 +221,10 @@ impl ConsumerMetrics {
             .get_or_create(&Self::label(consumer))
             .get()
     }
+
+    pub fn parked(&self, consumer: &str) -> u64 {
+        self.parked.get_or_create(&Self::label(consumer)).get()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +235,8 @@ pub struct Consumer {
     amqp_url: String,
     queue: QueueSpec,
     prefetch: u16,
+    /// Apply each aggregate's events in their sequence ([`Self::in_aggregate_order`]).
+    in_aggregate_order: bool,
     metrics: ConsumerMetrics,
 }
 
@@ -214,6 +248,19 @@ enum Outcome {
     DeadLetter(String),
     /// The database is unavailable: give the message back, pause.
     Requeue(String),
+    /// Its aggregate's previous event is not applied yet: parked in the
+    /// database until it is.
+    Parked(String),
+}
+
+/// Where a message stands against what its consumer applied.
+enum Turn {
+    Next,
+    /// At or below the last applied number: already applied, or superseded.
+    Past,
+    Early {
+        expected: i64,
+    },
 }
 
 impl Consumer {
@@ -230,8 +277,21 @@ impl Consumer {
             amqp_url: amqp_url.to_owned(),
             queue,
             prefetch: 32,
+            in_aggregate_order: false,
             metrics,
         }
+    }
+
+    /// Applies each aggregate's events in their outbox sequence: the next
+    /// one only; an early one is parked in the database until its
+    /// predecessor is applied, then applied right after it.
+    /// For consumers whose effect depends on order (projections, sync-back).
+    /// The consumer must see each aggregate from its first sequenced event
+    /// (its queue declared before the producer publishes), or that
+    /// aggregate's events stay parked (docs/adr/0009).
+    pub fn in_aggregate_order(mut self) -> Self {
+        self.in_aggregate_order = true;
+        self
     }
 
     /// Messages the broker sends ahead of acknowledgements.
@@ -297,6 +357,7 @@ impl Consumer {
                 .await
                 .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
+        self.drain_all(handler, &publisher).await?;
         loop {
             // Quiet queues are normal; a dead connection that never says so
             // is not: look at the connection whenever nothing arrives.
@@ -304,7 +365,10 @@ impl Consumer {
             let delivery = match next {
                 Ok(Some(delivery)) => delivery?,
                 Ok(None) => return Ok(()),
-                Err(_) if connection.status().connected() => continue,
+                Err(_) if connection.status().connected() => {
+                    self.drain_all(handler, &publisher).await?;
+                    continue;
+                }
                 Err(_) => return Err(MessagingError::Invalid("the connection is gone".into())),
             };
             *failures = 0;
@@ -323,7 +387,8 @@ impl Consumer {
             Ok(message) => message,
             Err(reason) => {
                 tracing::warn!(consumer = %self.name, %reason, "undecodable message");
-                self.dead_letter(publisher, &delivery, &format!("undecodable: {reason}"))
+                let reason = format!("undecodable: {reason}");
+                self.dead_letter(publisher, &delivery.data, &delivery.properties, &reason)
                     .await?;
                 self.metrics.dead_lettered.get_or_create(&label).inc();
                 amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
@@ -338,45 +403,14 @@ impl Consumer {
             trace_id = %message.trace.trace_id(),
             attempt = message.attempt,
         );
-        let started = Instant::now();
-        let outcome = self.apply(handler, &message).instrument(span.clone()).await;
-        let _entered = span.enter();
-        self.metrics
-            .handler_latency
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
-        match outcome {
-            Outcome::Applied => {
-                // Counted once committed: if the ack is lost, the message
-                // comes again and counts as a duplicate, not a second apply.
-                self.metrics.handled.get_or_create(&label).inc();
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
-                let lag = OffsetDateTime::now_utc() - message.envelope.occurred_at;
-                self.metrics
-                    .lag
-                    .get_or_create(&label)
-                    .observe(lag.as_seconds_f64().max(0.0));
-            }
-            Outcome::Duplicate => {
-                self.metrics.duplicates.get_or_create(&label).inc();
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
-                tracing::debug!("duplicate skipped");
-            }
-            Outcome::Retry(reason) if message.attempt < self.queue.max_attempts => {
-                let delay = self.queue.delay_after(message.attempt);
-                tracing::warn!(%reason, ?delay, "handler failed; will retry");
-                self.republish_for_retry(publisher, &delivery, message.attempt + 1, delay)
-                    .await?;
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
-                self.metrics.retried.get_or_create(&label).inc();
-            }
-            Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
-                tracing::error!(%reason, "message dead-lettered");
-                self.dead_letter(publisher, &delivery, &reason).await?;
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
-                self.metrics.dead_lettered.get_or_create(&label).inc();
-            }
-            Outcome::Requeue(reason) => {
+        async {
+            let started = Instant::now();
+            let outcome = self.apply(handler, &message).await;
+            self.metrics
+                .handler_latency
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            if let Outcome::Requeue(reason) = outcome {
                 tracing::warn!(%reason, "database unavailable; message returned to the queue");
                 amqp::deadline(delivery.nack(BasicNackOptions {
                     requeue: true,
@@ -384,9 +418,88 @@ impl Consumer {
                 }))
                 .await?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                return Ok(());
+            }
+            let applied = matches!(outcome, Outcome::Applied);
+            self.settle(
+                publisher,
+                &message,
+                &delivery.data,
+                &delivery.properties,
+                outcome,
+            )
+            .await?;
+            amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
+            if applied {
+                let lag = OffsetDateTime::now_utc() - message.envelope.occurred_at;
+                self.metrics
+                    .lag
+                    .get_or_create(&label)
+                    .observe(lag.as_seconds_f64().max(0.0));
+                if let Some(position) = self.ordered(&message) {
+                    self.drain(handler, publisher, &message.envelope.producer, position)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Does what `outcome` asks of a message (`body` and `properties` as
+    /// received), short of acknowledging it: counts it, and sends it to
+    /// wait or to the DLQ with a confirm. Deliveries handle `Requeue`
+    /// themselves; here it only concerns a parked message, which stays.
+    async fn settle(
+        &self,
+        publisher: &Channel,
+        message: &Message,
+        body: &[u8],
+        properties: &BasicProperties,
+        outcome: Outcome,
+    ) -> Result<(), MessagingError> {
+        let label = ConsumerMetrics::label(&self.name);
+        match outcome {
+            // Counted once committed: if the ack is lost, the message comes
+            // again and counts as a duplicate, not a second apply.
+            Outcome::Applied => {
+                self.metrics.handled.get_or_create(&label).inc();
+            }
+            Outcome::Duplicate => {
+                self.metrics.duplicates.get_or_create(&label).inc();
+                tracing::debug!("duplicate skipped");
+            }
+            Outcome::Parked(reason) => {
+                self.metrics.parked.get_or_create(&label).inc();
+                tracing::debug!(%reason, "parked until the previous event is applied");
+            }
+            Outcome::Retry(reason) if message.attempt < self.queue.max_attempts => {
+                let delay = self.queue.delay_after(message.attempt);
+                tracing::warn!(%reason, ?delay, "handler failed; will retry");
+                self.republish_for_retry(publisher, body, properties, message.attempt + 1, delay)
+                    .await?;
+                self.metrics.retried.get_or_create(&label).inc();
+            }
+            Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
+                tracing::error!(%reason, "message dead-lettered");
+                self.dead_letter(publisher, body, properties, &reason)
+                    .await?;
+                self.metrics.dead_lettered.get_or_create(&label).inc();
+            }
+            Outcome::Requeue(reason) => {
+                tracing::warn!(%reason, "database unavailable; the parked message stays parked");
             }
         }
         Ok(())
+    }
+
+    /// The message's position, if this consumer applies in aggregate order.
+    fn ordered<'m>(&self, message: &'m Message) -> Option<&'m AggregatePosition> {
+        message
+            .position
+            .as_ref()
+            .filter(|_| self.in_aggregate_order)
     }
 
     async fn apply<H: Handler>(&self, handler: &H, message: &Message) -> Outcome {
@@ -394,6 +507,28 @@ impl Consumer {
             Ok(tx) => tx,
             Err(error) => return Outcome::Requeue(error.to_string()),
         };
+        let ordered = self.ordered(message);
+        if let Some(position) = ordered {
+            let producer = &message.envelope.producer;
+            match self.take_turn(&mut tx, producer, position).await {
+                Ok(Turn::Next) => {}
+                Ok(Turn::Past) => return Outcome::Duplicate,
+                Ok(Turn::Early { expected }) => {
+                    let parked = match self.park(&mut tx, message, position).await {
+                        Ok(()) => tx.commit().await,
+                        Err(error) => Err(error),
+                    };
+                    return match parked {
+                        Ok(()) => Outcome::Parked(format!(
+                            "{} {} is at {}, expected {expected}",
+                            position.aggregate_type, position.aggregate_id, position.seq
+                        )),
+                        Err(error) => Outcome::Requeue(error.to_string()),
+                    };
+                }
+                Err(error) => return Outcome::Requeue(error.to_string()),
+            }
+        }
         let first = sqlx::query(
             "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -407,72 +542,284 @@ impl Consumer {
             Err(error) => return Outcome::Requeue(error.to_string()),
         }
         match handler.handle(&mut tx, message).await {
-            Ok(()) => match tx.commit().await {
-                Ok(()) => Outcome::Applied,
-                Err(error) => Outcome::Requeue(error.to_string()),
-            },
+            Ok(()) => {
+                if let Some(position) = ordered
+                    && let Err(error) = self
+                        .record_turn(&mut tx, &message.envelope.producer, position)
+                        .await
+                {
+                    return Outcome::Requeue(error.to_string());
+                }
+                match tx.commit().await {
+                    Ok(()) => Outcome::Applied,
+                    Err(error) => Outcome::Requeue(error.to_string()),
+                }
+            }
             Err(HandlerError::Retry(reason)) => Outcome::Retry(reason),
             Err(HandlerError::Reject(reason)) => Outcome::DeadLetter(reason),
         }
     }
 
+    /// Locks the aggregate's row for this transaction (another instance
+    /// with the same aggregate waits here) and says whether `position` is
+    /// the next to apply. An aggregate never seen starts at 0.
+    async fn take_turn(
+        &self,
+        tx: &mut PgConnection,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<Turn, sqlx::Error> {
+        // DO UPDATE (to the same value) locks an existing row, as FOR UPDATE would.
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO inbox_aggregate (consumer, producer, aggregate_type, aggregate_id, last_seq)
+             VALUES ($1, $2, $3, $4, 0)
+             ON CONFLICT (consumer, producer, aggregate_type, aggregate_id)
+             DO UPDATE SET last_seq = inbox_aggregate.last_seq
+             RETURNING last_seq",
+        )
+        .bind(&self.name)
+        .bind(producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(if position.seq <= last {
+            Turn::Past
+        } else if position.seq == last + 1 {
+            Turn::Next
+        } else {
+            Turn::Early { expected: last + 1 }
+        })
+    }
+
+    /// Keeps an early message in `inbox_parked` until its turn comes; a copy
+    /// already parked is kept as it is.
+    async fn park(
+        &self,
+        tx: &mut PgConnection,
+        message: &Message,
+        position: &AggregatePosition,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO inbox_parked
+                 (consumer, producer, aggregate_type, aggregate_id, seq, envelope, payload, attempt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(&message.envelope.producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .bind(position.seq)
+        .bind(sqlx::types::Json(&message.envelope))
+        .bind(&message.payload)
+        .bind(i64::from(message.attempt))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records `position` as the aggregate's last applied event, and drops
+    /// parked copies it makes stale.
+    async fn record_turn(
+        &self,
+        tx: &mut PgConnection,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "WITH stale AS (
+                 DELETE FROM inbox_parked
+                 WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3
+                   AND aggregate_id = $4 AND seq <= $5
+             )
+             UPDATE inbox_aggregate SET last_seq = $5
+             WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3 AND aggregate_id = $4",
+        )
+        .bind(&self.name)
+        .bind(producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .bind(position.seq)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies the aggregate's parked messages that are now next, one
+    /// transaction each, until one is missing or fails. A parked message
+    /// that fails goes to the retry queue (or the DLQ) like a delivered one,
+    /// and leaves the parking; one the database cannot take now stays
+    /// parked for the next [`Self::drain_all`].
+    async fn drain<H: Handler>(
+        &self,
+        handler: &H,
+        publisher: &Channel,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<(), MessagingError> {
+        while let Some((message, position)) = self.next_parked(producer, position).await? {
+            let outcome = self.apply(handler, &message).await;
+            let next = matches!(outcome, Outcome::Applied | Outcome::Duplicate);
+            let unpark = !matches!(outcome, Outcome::Applied | Outcome::Requeue(_));
+            let properties = amqp::with_position(
+                amqp::properties(&message.envelope),
+                &position.aggregate_id,
+                position.seq,
+            );
+            let body = serde_json::to_vec(&message.payload)
+                .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+            self.settle(publisher, &message, &body, &properties, outcome)
+                .await?;
+            if unpark {
+                self.unpark(producer, &position).await?;
+            }
+            if !next {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The parked message that is next for the aggregate of `position`, if any.
+    async fn next_parked(
+        &self,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<Option<(Message, AggregatePosition)>, MessagingError> {
+        let row: Option<(sqlx::types::Json<Envelope>, serde_json::Value, i64, i64)> =
+            sqlx::query_as(
+                "SELECT p.envelope, p.payload, p.attempt, p.seq
+                 FROM inbox_parked p JOIN inbox_aggregate a
+                     USING (consumer, producer, aggregate_type, aggregate_id)
+                 WHERE p.consumer = $1 AND p.producer = $2 AND p.aggregate_type = $3
+                   AND p.aggregate_id = $4 AND p.seq = a.last_seq + 1",
+            )
+            .bind(&self.name)
+            .bind(producer)
+            .bind(&position.aggregate_type)
+            .bind(&position.aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(envelope, payload, attempt, seq)| {
+            let envelope = envelope.0;
+            let position = AggregatePosition {
+                seq,
+                ..position.clone()
+            };
+            let message = Message {
+                trace: trace_of(&envelope),
+                position: Some(position.clone()),
+                envelope,
+                payload,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            };
+            (message, position)
+        }))
+    }
+
+    async fn unpark(
+        &self,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<(), MessagingError> {
+        sqlx::query(
+            "DELETE FROM inbox_parked
+             WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3
+               AND aggregate_id = $4 AND seq = $5",
+        )
+        .bind(&self.name)
+        .bind(producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .bind(position.seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Drains every aggregate whose next event is parked: at start-up and
+    /// whenever the queue is quiet, for drains a database outage cut short.
+    async fn drain_all<H: Handler>(
+        &self,
+        handler: &H,
+        publisher: &Channel,
+    ) -> Result<(), MessagingError> {
+        if !self.in_aggregate_order {
+            return Ok(());
+        }
+        let ready: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT p.producer, p.aggregate_type, p.aggregate_id
+             FROM inbox_parked p JOIN inbox_aggregate a
+                 USING (consumer, producer, aggregate_type, aggregate_id)
+             WHERE p.consumer = $1 AND p.seq = a.last_seq + 1",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await?;
+        for (producer, aggregate_type, aggregate_id) in ready {
+            let position = AggregatePosition {
+                aggregate_type,
+                aggregate_id,
+                seq: 0,
+            };
+            self.drain(handler, publisher, &producer, &position).await?;
+        }
+        Ok(())
+    }
+
     async fn republish_for_retry(
         &self,
         publisher: &Channel,
-        delivery: &Delivery,
+        body: &[u8],
+        properties: &BasicProperties,
         attempt: u32,
         delay: Duration,
     ) -> Result<(), MessagingError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(amqp::HEADER_ATTEMPT.into(), AMQPValue::LongUInt(attempt));
-        let properties = delivery
-            .properties
+        let properties = properties
             .clone()
             .with_headers(headers)
             .with_expiration(delay.as_millis().to_string().into());
-        amqp::send_to_queue(
-            publisher,
-            &self.queue.retry_queue(),
-            &delivery.data,
-            properties,
-        )
-        .await
+        amqp::send_to_queue(publisher, &self.queue.retry_queue(), body, properties).await
     }
 
     async fn dead_letter(
         &self,
         publisher: &Channel,
-        delivery: &Delivery,
+        body: &[u8],
+        properties: &BasicProperties,
         reason: &str,
     ) -> Result<(), MessagingError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(
             amqp::HEADER_ERROR.into(),
             AMQPValue::LongString(reason.as_bytes().to_vec().into()),
         );
-        let properties = delivery.properties.clone().with_headers(headers);
-        amqp::send_to_queue(
-            publisher,
-            &self.queue.dead_letter_queue(),
-            &delivery.data,
-            properties,
-        )
-        .await
+        let properties = properties.clone().with_headers(headers);
+        amqp::send_to_queue(publisher, &self.queue.dead_letter_queue(), body, properties).await
     }
+}
+
+/// The producer's trace continued, or a new one.
+fn trace_of(envelope: &Envelope) -> TraceContext {
+    envelope
+        .traceparent
+        .as_deref()
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::new_root, |parent| parent.child())
 }
 
 fn decode(delivery: &Delivery) -> Result<Message, String> {
     let envelope = amqp::envelope(&delivery.properties)?;
     let payload: serde_json::Value =
         serde_json::from_slice(&delivery.data).map_err(|e| format!("body is not JSON: {e}"))?;
-    let attempt =
-        amqp::header_u32(delivery.properties.headers().as_ref(), amqp::HEADER_ATTEMPT).unwrap_or(1);
-    let trace = envelope
-        .traceparent
-        .as_deref()
-        .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::new_root, |parent| parent.child());
+    let headers = delivery.properties.headers().as_ref();
+    let attempt = amqp::header_u32(headers, amqp::HEADER_ATTEMPT).unwrap_or(1);
+    let trace = trace_of(&envelope);
     Ok(Message {
+        position: amqp::position(&delivery.properties),
         envelope,
         payload,
         attempt,

@@ -5,6 +5,11 @@
 //!
 //! Pattern: transactional outbox — docs/patterns/reliable-messaging.md.
 //!
+//! Each event takes its aggregate's next sequence number as it is written;
+//! the number travels in the `aggregate_seq` header so that consumers that
+//! need order can restore it (docs/adr/0009-per-aggregate-order.md): the
+//! relay itself does not keep order across nacks or several relays.
+//!
 //! The relay claims a batch with `FOR UPDATE SKIP LOCKED` (several relays
 //! share the work and never publish the same row at once), publishes the
 //! whole batch with publisher confirms in flight together, marks the rows
@@ -29,9 +34,10 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{MessagingError, amqp};
 
-/// The outbox table, its index and the NOTIFY trigger. Idempotent: a
-/// producer runs it at start-up after its own migrations (see
-/// [`install`]); ADR 0006 says why it is not a sqlx migration.
+/// Step 1: the outbox table, its index and the NOTIFY trigger. Idempotent:
+/// a producer runs every step at start-up after its own migrations (see
+/// [`install`]); ADR 0006 says why they are not sqlx migrations. A step
+/// once released is never edited: a change is a new step.
 pub const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS outbox (
     id            bigserial    PRIMARY KEY,
@@ -55,7 +61,11 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 ";
 
-/// Creates the outbox if it is missing.
+/// Step 2: the per-aggregate sequence number (docs/adr/0009-per-aggregate-order.md).
+pub const SCHEMA_AGGREGATE_SEQUENCE: &str =
+    include_str!("schema/outbox-0002-aggregate-sequence.sql");
+
+/// Creates the outbox if it is missing and brings it to the latest step.
 pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
     // One statement batch in one transaction; a lock keeps two instances
     // starting at once from racing on the trigger.
@@ -64,12 +74,18 @@ pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
         .execute(&mut *tx)
         .await?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+    sqlx::raw_sql(SCHEMA_AGGREGATE_SEQUENCE)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Adds `event` to the outbox inside the caller's transaction: it is
-/// published if and only if that transaction commits.
+/// published if and only if that transaction commits. It takes the next
+/// sequence number of its aggregate; the aggregate's counter stays locked
+/// until the caller's transaction ends, so two writers of one aggregate
+/// take turns and the numbers follow commit order without gaps.
 pub async fn write<E: IntegrationEvent>(
     tx: &mut PgConnection,
     envelope: &Envelope,
@@ -87,8 +103,16 @@ pub async fn write<E: IntegrationEvent>(
     let envelope_json =
         serde_json::to_value(envelope).map_err(|e| MessagingError::Invalid(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO outbox (message_id, event_name, aggregate_id, envelope, payload, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH next AS (
+             INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq)
+             VALUES ($7, $3, 1)
+             ON CONFLICT (aggregate_type, aggregate_id)
+             DO UPDATE SET last_seq = outbox_aggregate.last_seq + 1
+             RETURNING last_seq
+         )
+         INSERT INTO outbox
+             (message_id, event_name, aggregate_id, envelope, payload, occurred_at, aggregate_seq)
+         SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next",
     )
     .bind(envelope.message_id)
     .bind(E::NAME)
@@ -96,6 +120,7 @@ pub async fn write<E: IntegrationEvent>(
     .bind(envelope_json)
     .bind(payload)
     .bind(envelope.occurred_at)
+    .bind(amqp::aggregate_type(E::NAME))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -184,6 +209,10 @@ impl RelayMetrics {
     pub fn published(&self) -> u64 {
         self.published.get()
     }
+
+    pub fn confirms_failed(&self) -> u64 {
+        self.confirms_failed.get()
+    }
 }
 
 /// A claimed batch: the rows stay locked until the transaction ends.
@@ -209,6 +238,9 @@ impl Batch {
 struct Row {
     id: i64,
     event_name: String,
+    aggregate_id: String,
+    /// `None` for rows written before the outbox had sequence numbers.
+    aggregate_seq: Option<i64>,
     envelope: String,
     payload: String,
 }
@@ -251,7 +283,8 @@ impl Relay {
     pub async fn claim(&self) -> Result<Batch, MessagingError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query_as(
-            "SELECT id, event_name, envelope::text AS envelope, payload::text AS payload FROM outbox
+            "SELECT id, event_name, aggregate_id, aggregate_seq,
+                    envelope::text AS envelope, payload::text AS payload FROM outbox
              WHERE published_at IS NULL ORDER BY id
              LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
@@ -261,9 +294,11 @@ impl Relay {
         Ok(Batch { tx, rows })
     }
 
-    /// Publishes the batch with every confirm in flight at once (in id
-    /// order, so one relay keeps each aggregate's order); returns the ids
-    /// the broker confirmed.
+    /// Publishes the batch with every confirm in flight at once, in id
+    /// order, each with its aggregate's sequence number in the headers;
+    /// returns the ids the broker confirmed. A nacked row goes out again in
+    /// a later round, behind rows published after it: order is restored by
+    /// consumers that apply events in sequence (docs/adr/0009).
     pub async fn publish(
         &self,
         channel: &Channel,
@@ -274,13 +309,17 @@ impl Relay {
         for row in &batch.rows {
             let envelope: Envelope = serde_json::from_str(&row.envelope)
                 .map_err(|e| MessagingError::Invalid(format!("outbox row {}: {e}", row.id)))?;
+            let mut properties = amqp::properties(&envelope);
+            if let Some(seq) = row.aggregate_seq {
+                properties = amqp::with_position(properties, &row.aggregate_id, seq);
+            }
             let confirm = channel
                 .basic_publish(
                     self.settings.exchange.as_str().into(),
                     row.event_name.as_str().into(),
                     BasicPublishOptions::default(),
                     row.payload.as_bytes(),
-                    amqp::properties(&envelope),
+                    properties,
                 )
                 .await?;
             pending.push((row.id, confirm));
