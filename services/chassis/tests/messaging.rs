@@ -32,6 +32,8 @@ use support::Relay as TcpRelay;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+/// The relays' payload limit in these tests (RabbitMQ's is 128 MiB).
+const MAX_MESSAGE_BYTES: usize = 4_096;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +53,8 @@ impl IntegrationEvent for Counted {
 
 /// Applies `Counted` as one row in `effects`, with no unique key: a message
 /// applied twice would show as two rows. `seq` is the aggregate sequence
-/// number the message carries (the payload's `seq` + 1).
+/// number the message carries (the payload's `seq` + 1 for a row written
+/// by hand, without one).
 #[derive(Clone, Default)]
 struct RecordEffect {
     fixed: Arc<AtomicBool>,
@@ -78,7 +81,12 @@ impl Handler for RecordEffect {
             )
             .bind(message.envelope.message_id)
             .bind(&event.aggregate)
-            .bind(message.position.as_ref().map(|p| p.seq))
+            .bind(
+                message
+                    .position
+                    .as_ref()
+                    .map_or(i64::from(event.seq) + 1, |p| p.seq),
+            )
             .bind(i64::from(message.attempt))
             .execute(&mut *tx)
             .await?;
@@ -174,6 +182,7 @@ impl Harness {
             batch_size,
             poll_interval: Duration::from_millis(200),
             name: "test-relay".into(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
             ..RelaySettings::default()
         };
         Relay::new(self.pool.clone(), &self.url, settings, metrics)
@@ -426,8 +435,8 @@ async fn an_event_published_but_never_marked_is_delivered_again_and_applied_once
     let crashing = harness.relay(10);
     let (_connection, channel) = crashing.open_channel().await.expect("channel");
     let batch = crashing.claim().await.expect("claim");
-    let confirmed = crashing.publish(&channel, &batch).await.expect("publish");
-    assert_eq!(confirmed.len(), 1);
+    let published = crashing.publish(&channel, &batch).await.expect("publish");
+    assert_eq!(published.confirmed.len(), 1);
     drop(batch);
 
     harness.spawn_relay(10);
@@ -690,4 +699,78 @@ async fn each_aggregate_is_applied_in_sequence_through_relays_nacks_retries_and_
         .expect("count the parked");
     assert_eq!(parked, 0, "everything parked was applied");
     assert_eq!(total(ConsumerMetrics::dead_lettered), 0);
+}
+
+/// A row the relay cannot publish (an envelope that does not parse, a
+/// payload over the size limit) is set aside with the reason and counted,
+/// and the rows after it are published; once fixed and released, it goes
+/// out too. Before, the bad row failed every batch it was in: the rows
+/// before it went out again and again, and none after it ever did.
+#[sqlx::test(migrations = false)]
+async fn an_unpublishable_row_is_set_aside_and_the_rows_after_it_flow(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.spawn_consumer(RecordEffect::default());
+    harness.write(3, 1, "ok").await;
+    let broken: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (message_id, event_name, aggregate_id, envelope, payload)
+         VALUES ($1, $2, 'agg-0', '{\"not\": \"an envelope\"}', '{}') RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(Counted::NAME)
+    .fetch_one(&harness.pool)
+    .await
+    .expect("a broken row");
+    harness.write(1, 1, &"x".repeat(MAX_MESSAGE_BYTES)).await;
+    harness.write(3, 1, "ok").await;
+    harness.spawn_relay(100);
+
+    eventually(30, "the six good events applied", || async {
+        harness.effects().await.0 == 6
+    })
+    .await;
+    eventually(10, "both bad rows set aside", || async {
+        harness.relay_metrics.quarantined() == 2
+    })
+    .await;
+    let failures: Vec<String> = sqlx::query_scalar(
+        "SELECT failure FROM outbox WHERE failed_at IS NOT NULL AND published_at IS NULL ORDER BY id",
+    )
+    .fetch_all(&harness.pool)
+    .await
+    .expect("the set-aside rows");
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert!(
+        failures[0].starts_with("envelope does not parse"),
+        "{failures:?}"
+    );
+    assert!(
+        failures[1].contains("bytes a message may have"),
+        "{failures:?}"
+    );
+
+    // A person fixes the broken row and releases it: it is published.
+    let envelope = Envelope::new(Counted::NAME, "chassis-tests", Origin::New);
+    let event = Counted {
+        aggregate: "agg-0".into(),
+        seq: 99,
+        behaviour: "ok".into(),
+    };
+    sqlx::query("UPDATE outbox SET message_id = $2, envelope = $3, payload = $4 WHERE id = $1")
+        .bind(broken)
+        .bind(envelope.message_id)
+        .bind(serde_json::to_value(&envelope).expect("envelope JSON"))
+        .bind(serde_json::to_value(&event).expect("event JSON"))
+        .execute(&harness.pool)
+        .await
+        .expect("fix the row");
+    assert_eq!(
+        outbox::release(&harness.pool, &[broken])
+            .await
+            .expect("release"),
+        1
+    );
+    eventually(30, "the fixed row applied", || async {
+        harness.effects().await.0 == 7
+    })
+    .await;
 }

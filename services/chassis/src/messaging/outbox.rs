@@ -13,7 +13,10 @@
 //! The relay claims a batch with `FOR UPDATE SKIP LOCKED` (several relays
 //! share the work and never publish the same row at once), publishes the
 //! whole batch with publisher confirms in flight together, marks the rows
-//! the broker confirmed, and commits. A relay that dies before it commits
+//! the broker confirmed, and commits. A row that can never be published
+//! (its envelope does not parse, its payload is over the broker's size
+//! limit) is set aside with the reason (`failed_at`, `failure`) instead of
+//! failing every batch it is in; [`release`] puts it back once fixed. A relay that dies before it commits
 //! leaves its rows unpublished: they go out again, and the consumers'
 //! inbox drops the duplicate. It wakes on `NOTIFY outbox` and also polls,
 //! and it reconnects to RabbitMQ and PostgreSQL on its own.
@@ -65,6 +68,9 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
 pub const SCHEMA_AGGREGATE_SEQUENCE: &str =
     include_str!("schema/outbox-0002-aggregate-sequence.sql");
 
+/// Step 3: rows set aside because they cannot be published.
+pub const SCHEMA_QUARANTINE: &str = include_str!("schema/outbox-0003-quarantine.sql");
+
 /// Creates the outbox if it is missing and brings it to the latest step.
 pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
     // One statement batch in one transaction; a lock keeps two instances
@@ -77,6 +83,7 @@ pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
     sqlx::raw_sql(SCHEMA_AGGREGATE_SEQUENCE)
         .execute(&mut *tx)
         .await?;
+    sqlx::raw_sql(SCHEMA_QUARANTINE).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -126,6 +133,21 @@ pub async fn write<E: IntegrationEvent>(
     Ok(())
 }
 
+/// Puts rows the relay set aside back in line, once a person has fixed
+/// what was wrong with them (see `failure`); returns how many. The relay
+/// publishes them at its next look at the table.
+pub async fn release(pool: &PgPool, ids: &[i64]) -> Result<u64, MessagingError> {
+    let released = sqlx::query(
+        "UPDATE outbox SET failed_at = NULL, failure = NULL
+         WHERE id = ANY($1) AND failed_at IS NOT NULL AND published_at IS NULL",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(released)
+}
+
 /// The longest a batch may take from claim to commit.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -141,6 +163,10 @@ pub struct RelaySettings {
     pub retention: Duration,
     /// The connection name shown in the RabbitMQ management UI.
     pub name: String,
+    /// Payloads larger than this are set aside instead of published: the
+    /// broker would close the channel on them, failing the whole batch.
+    /// RabbitMQ's `max_message_size` (128 MiB unless configured).
+    pub max_message_bytes: usize,
 }
 
 impl Default for RelaySettings {
@@ -151,6 +177,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             name: "outbox-relay".to_owned(),
+            max_message_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -159,6 +186,8 @@ impl Default for RelaySettings {
 pub struct RelayMetrics {
     backlog: Gauge,
     oldest_age_seconds: Gauge,
+    failed: Gauge,
+    quarantined: Counter,
     published: Counter,
     confirms_failed: Counter,
     publish_latency: Histogram,
@@ -177,6 +206,16 @@ impl RelayMetrics {
             "oldest_unpublished_age_seconds",
             "Age of the oldest unpublished event",
             metrics.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "failed",
+            "Events set aside as unpublishable, waiting for a person",
+            metrics.failed.clone(),
+        );
+        r.register(
+            "quarantined",
+            "Events the relay set aside as unpublishable",
+            metrics.quarantined.clone(),
         );
         r.register(
             "published",
@@ -200,6 +239,8 @@ impl RelayMetrics {
         Self {
             backlog: Gauge::default(),
             oldest_age_seconds: Gauge::default(),
+            failed: Gauge::default(),
+            quarantined: Counter::default(),
             published: Counter::default(),
             confirms_failed: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
@@ -212,6 +253,10 @@ impl RelayMetrics {
 
     pub fn confirms_failed(&self) -> u64 {
         self.confirms_failed.get()
+    }
+
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined.get()
     }
 }
 
@@ -230,6 +275,15 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+}
+
+/// What became of a published batch.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Rows the broker confirmed.
+    pub confirmed: Vec<i64>,
+    /// Rows that cannot be published, with the reason: set aside.
+    pub quarantined: Vec<(i64, String)>,
 }
 
 /// Read as text: the payload goes out byte for byte, with no JSON
@@ -285,7 +339,7 @@ impl Relay {
         let rows = sqlx::query_as(
             "SELECT id, event_name, aggregate_id, aggregate_seq,
                     envelope::text AS envelope, payload::text AS payload FROM outbox
-             WHERE published_at IS NULL ORDER BY id
+             WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id
              LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.settings.batch_size)
@@ -296,19 +350,26 @@ impl Relay {
 
     /// Publishes the batch with every confirm in flight at once, in id
     /// order, each with its aggregate's sequence number in the headers;
-    /// returns the ids the broker confirmed. A nacked row goes out again in
+    /// returns the ids the broker confirmed and the rows that cannot be
+    /// published (set aside by [`Self::mark`]). A nacked row goes out again in
     /// a later round, behind rows published after it: order is restored by
     /// consumers that apply events in sequence (docs/adr/0009).
     pub async fn publish(
         &self,
         channel: &Channel,
         batch: &Batch,
-    ) -> Result<Vec<i64>, MessagingError> {
+    ) -> Result<Published, MessagingError> {
         let started = Instant::now();
         let mut pending: Vec<(i64, PublisherConfirm)> = Vec::with_capacity(batch.rows.len());
+        let mut published = Published::default();
         for row in &batch.rows {
-            let envelope: Envelope = serde_json::from_str(&row.envelope)
-                .map_err(|e| MessagingError::Invalid(format!("outbox row {}: {e}", row.id)))?;
+            let envelope = match self.publishable(row) {
+                Ok(envelope) => envelope,
+                Err(reason) => {
+                    published.quarantined.push((row.id, reason));
+                    continue;
+                }
+            };
             let mut properties = amqp::properties(&envelope);
             if let Some(seq) = row.aggregate_seq {
                 properties = amqp::with_position(properties, &row.aggregate_id, seq);
@@ -324,10 +385,9 @@ impl Relay {
                 .await?;
             pending.push((row.id, confirm));
         }
-        let mut confirmed = Vec::with_capacity(pending.len());
         for (id, confirm) in pending {
             match confirm.await {
-                Ok(confirmation) if confirmation.is_ack() => confirmed.push(id),
+                Ok(confirmation) if confirmation.is_ack() => published.confirmed.push(id),
                 Ok(_) => {
                     self.metrics.confirms_failed.inc();
                     tracing::warn!(id, "the broker nacked an event; it stays in the outbox");
@@ -343,17 +403,55 @@ impl Relay {
                 .publish_latency
                 .observe(started.elapsed().as_secs_f64());
         }
-        Ok(confirmed)
+        Ok(published)
     }
 
-    /// Marks the confirmed rows published and releases the batch.
-    pub async fn mark(&self, mut batch: Batch, confirmed: &[i64]) -> Result<(), MessagingError> {
+    /// The row's envelope, or why the row can never be published: the
+    /// broker would refuse it and fail the batch with it.
+    fn publishable(&self, row: &Row) -> Result<Envelope, String> {
+        if row.payload.len() > self.settings.max_message_bytes {
+            return Err(format!(
+                "payload of {} bytes is over the {} bytes a message may have",
+                row.payload.len(),
+                self.settings.max_message_bytes
+            ));
+        }
+        // Routing keys are AMQP short strings.
+        if row.event_name.len() > 255 {
+            return Err("event name longer than 255 bytes".to_owned());
+        }
+        serde_json::from_str(&row.envelope).map_err(|e| format!("envelope does not parse: {e}"))
+    }
+
+    /// Marks the confirmed rows published, sets the unpublishable ones
+    /// aside with their reason (logged here, once: they are not claimed
+    /// again), and releases the batch.
+    pub async fn mark(
+        &self,
+        mut batch: Batch,
+        published: &Published,
+    ) -> Result<(), MessagingError> {
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(confirmed)
+            .bind(&published.confirmed)
             .execute(&mut *batch.tx)
             .await?;
+        for (id, reason) in &published.quarantined {
+            sqlx::query("UPDATE outbox SET failed_at = now(), failure = $2 WHERE id = $1")
+                .bind(id)
+                .bind(reason)
+                .execute(&mut *batch.tx)
+                .await?;
+        }
         batch.tx.commit().await?;
-        self.metrics.published.inc_by(confirmed.len() as u64);
+        for (id, reason) in &published.quarantined {
+            tracing::error!(id, %reason, "outbox row set aside: it cannot be published; fix it, then outbox::release");
+        }
+        self.metrics
+            .published
+            .inc_by(published.confirmed.len() as u64);
+        self.metrics
+            .quarantined
+            .inc_by(published.quarantined.len() as u64);
         Ok(())
     }
 
@@ -362,20 +460,23 @@ impl Relay {
         let batch = self.claim().await?;
         let seen = batch.len();
         if seen > 0 {
-            let confirmed = self.publish(channel, &batch).await?;
-            self.mark(batch, &confirmed).await?;
+            let published = self.publish(channel, &batch).await?;
+            self.mark(batch, &published).await?;
         }
         Ok(seen)
     }
 
     async fn measure_backlog(&self) -> Result<(), MessagingError> {
-        let (count, age): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM now() - min(occurred_at))::float8
+        let (count, age, failed): (i64, Option<f64>, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE failed_at IS NULL),
+                    extract(epoch FROM now() - min(occurred_at) FILTER (WHERE failed_at IS NULL))::float8,
+                    count(*) FILTER (WHERE failed_at IS NOT NULL)
              FROM outbox WHERE published_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await?;
         self.metrics.backlog.set(count);
+        self.metrics.failed.set(failed);
         #[allow(clippy::cast_possible_truncation)] // whole seconds are enough
         self.metrics
             .oldest_age_seconds
