@@ -40,7 +40,8 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 struct Counted {
     aggregate: String,
     seq: u32,
-    /// `ok`, `flaky` (fails twice) or `broken` (fails until fixed).
+    /// `ok`, `flaky` (fails twice), `broken` (fails until fixed) or
+    /// `panics` (the handler panics, every time).
     behaviour: String,
 }
 
@@ -70,6 +71,7 @@ impl Handler for RecordEffect {
                 "broken" if !self.fixed.load(Ordering::SeqCst) => {
                     return Err(HandlerError::Retry("broken until fixed".into()));
                 }
+                "panics" => panic!("the handler broke"),
                 _ => {}
             }
             self.traces
@@ -771,6 +773,71 @@ async fn an_unpublishable_row_is_set_aside_and_the_rows_after_it_flow(pool: PgPo
     );
     eventually(30, "the fixed row applied", || async {
         harness.effects().await.0 == 7
+    })
+    .await;
+}
+
+/// A handler that panics fails its message only: the panic is caught, the
+/// message is retried and then dead-lettered with the panic as its reason,
+/// and the consumer applies the events after it. Before, the panic ended the
+/// consumer's task and nothing more was consumed.
+#[sqlx::test(migrations = false)]
+async fn a_panicking_handler_fails_its_message_and_the_consumer_goes_on(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.spawn_consumer(RecordEffect::default());
+    harness.write(1, 1, "panics").await;
+    harness.write(2, 1, "ok").await;
+    harness.spawn_relay(10);
+    let name = harness.consumer_name();
+    eventually(30, "two effects and one dead letter", || async {
+        harness.effects().await.0 == 2 && harness.consumer_metrics.dead_lettered(&name) == 1
+    })
+    .await;
+    assert_eq!(
+        harness.consumer_metrics.retried(&name),
+        2,
+        "3 attempts in all"
+    );
+    eventually(10, "the dead letter in the DLQ", || async {
+        harness.dlq_depth().await == 1
+    })
+    .await;
+}
+
+/// The consumer's readiness check is up while it consumes and down while it
+/// cannot (here its broker connection is cut), and up again after.
+#[sqlx::test(migrations = false)]
+async fn readiness_reports_a_consumer_that_is_not_consuming(pool: PgPool) {
+    use chassis::health::ReadinessCheck;
+    let broker = broker_url();
+    let relay = TcpRelay::start(("127.0.0.1".to_owned(), broker_port(&broker))).await;
+    let harness = Harness::new(pool, through(&broker, relay.port)).await;
+    let consumer = Consumer::new(
+        &harness.consumer_name(),
+        harness.pool.clone(),
+        &harness.url,
+        harness.queue.clone(),
+        harness.consumer_metrics.clone(),
+    );
+    let check = consumer.readiness_check();
+    assert_eq!(
+        check.name(),
+        format!("consumer:{}", harness.consumer_name())
+    );
+    assert_eq!(check.check().await, Err("not consuming".to_owned()));
+    tokio::spawn(consumer.run(RecordEffect::default(), harness.stopped()));
+    eventually(30, "the consumer ready", || async {
+        check.check().await.is_ok()
+    })
+    .await;
+    relay.cut();
+    eventually(30, "the consumer not ready", || async {
+        check.check().await.is_err()
+    })
+    .await;
+    relay.restore();
+    eventually(30, "the consumer ready again", || async {
+        check.check().await.is_ok()
     })
     .await;
 }

@@ -13,6 +13,8 @@
 //!   `max_attempts`; then it goes to the DLQ with the error in `x-error`;
 //! - the handler says [`HandlerError::Reject`], or the message cannot be
 //!   decoded: straight to the DLQ;
+//! - the handler panics: the panic is caught and counts as a failure of
+//!   that message (retried, then the DLQ), and the consumer goes on;
 //! - the database is down: the message is returned to the queue (not
 //!   counted as an attempt) and the consumer pauses;
 //! - the broker goes away: the consumer reconnects; unacknowledged
@@ -28,11 +30,14 @@
 //! docs/adr/0009-per-aggregate-order.md.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use contracts::{Envelope, IntegrationEvent};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -51,6 +56,7 @@ use tracing::Instrument;
 use super::amqp::AggregatePosition;
 use super::topology::{self, QueueSpec};
 use super::{MessagingError, amqp};
+use crate::health::{CheckFuture, ReadinessCheck};
 use crate::trace_context::TraceContext;
 
 /// Step 1: the inbox table. Idempotent, like the outbox's (see [`install`]).
@@ -238,6 +244,8 @@ pub struct Consumer {
     /// Apply each aggregate's events in their sequence ([`Self::in_aggregate_order`]).
     in_aggregate_order: bool,
     metrics: ConsumerMetrics,
+    /// True while connected and consuming: what [`ConsumerCheck`] reports.
+    consuming: Arc<AtomicBool>,
 }
 
 /// What became of one delivery.
@@ -279,6 +287,15 @@ impl Consumer {
             prefetch: 32,
             in_aggregate_order: false,
             metrics,
+            consuming: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Readiness: this consumer is connected and consuming.
+    pub fn readiness_check(&self) -> ConsumerCheck {
+        ConsumerCheck {
+            name: format!("consumer:{}", self.name),
+            consuming: self.consuming.clone(),
         }
     }
 
@@ -305,19 +322,28 @@ impl Consumer {
         tokio::pin!(shutdown);
         let mut failures = 0_u32;
         loop {
+            // A panic in a round (outside a handler, whose panics are caught
+            // per message) ends the round like an error would, instead of
+            // ending the task and leaving the queue unconsumed.
+            let round = AssertUnwindSafe(self.consume(&handler, &mut failures)).catch_unwind();
             tokio::select! {
-                result = self.consume(&handler, &mut failures) => {
+                result = round => {
+                    self.consuming.store(false, Ordering::SeqCst);
                     failures += 1;
                     match result {
-                        Ok(()) => tracing::warn!(consumer = %self.name, "the broker ended the consumer; reconnecting"),
-                        Err(error) => tracing::warn!(consumer = %self.name, %error, failures, "consumer interrupted; reconnecting"),
+                        Ok(Ok(())) => tracing::warn!(consumer = %self.name, "the broker ended the consumer; reconnecting"),
+                        Ok(Err(error)) => tracing::warn!(consumer = %self.name, %error, failures, "consumer interrupted; reconnecting"),
+                        Err(panic) => tracing::error!(consumer = %self.name, panic = %panic_message(panic.as_ref()), failures, "consumer panicked; restarting"),
                     }
                     tokio::select! {
                         () = tokio::time::sleep(amqp::backoff(failures)) => {}
                         () = &mut shutdown => return,
                     }
                 }
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    self.consuming.store(false, Ordering::SeqCst);
+                    return;
+                }
             }
         }
     }
@@ -357,6 +383,7 @@ impl Consumer {
                 .await
                 .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
+        self.consuming.store(true, Ordering::SeqCst);
         self.drain_all(handler, &publisher).await?;
         loop {
             // Quiet queues are normal; a dead connection that never says so
@@ -541,7 +568,18 @@ impl Consumer {
             Ok(_) => {}
             Err(error) => return Outcome::Requeue(error.to_string()),
         }
-        match handler.handle(&mut tx, message).await {
+        // The call too, not only the future: a handler may panic before its
+        // first await.
+        let handled = AssertUnwindSafe(async { handler.handle(&mut tx, message).await })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::Retry(format!(
+                    "the handler panicked: {}",
+                    panic_message(panic.as_ref())
+                )))
+            });
+        match handled {
             Ok(()) => {
                 if let Some(position) = ordered
                     && let Err(error) = self
@@ -799,6 +837,41 @@ impl Consumer {
         );
         let properties = properties.clone().with_headers(headers);
         amqp::send_to_queue(publisher, &self.queue.dead_letter_queue(), body, properties).await
+    }
+}
+
+/// What a caught panic said, if it said it in text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Readiness of one consumer: down while it is not connected and
+/// consuming (the broker is away, or it is restarting after a failure).
+#[derive(Debug, Clone)]
+pub struct ConsumerCheck {
+    /// `consumer:<name>`.
+    name: String,
+    consuming: Arc<AtomicBool>,
+}
+
+impl ReadinessCheck for ConsumerCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        let consuming = self.consuming.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if consuming {
+                Ok(())
+            } else {
+                Err("not consuming".to_owned())
+            }
+        })
     }
 }
 
