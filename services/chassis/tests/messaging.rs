@@ -40,8 +40,9 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 struct Counted {
     aggregate: String,
     seq: u32,
-    /// `ok`, `flaky` (fails twice), `broken` (fails until fixed) or
-    /// `panics` (the handler panics, every time).
+    /// `ok`, `flaky` (fails twice), `broken` (fails until fixed),
+    /// `panics` (the handler panics, every time) or `swallows` (on the
+    /// first attempt, a statement fails and the handler hides the error).
     behaviour: String,
 }
 
@@ -72,6 +73,11 @@ impl Handler for RecordEffect {
                     return Err(HandlerError::Retry("broken until fixed".into()));
                 }
                 "panics" => panic!("the handler broke"),
+                "swallows" if message.attempt == 1 => {
+                    let failed = sqlx::query("SELECT 1 / 0").execute(&mut *tx).await;
+                    assert!(failed.is_err(), "division by zero fails");
+                    return Ok(());
+                }
                 _ => {}
             }
             self.traces
@@ -840,4 +846,28 @@ async fn readiness_reports_a_consumer_that_is_not_consuming(pool: PgPool) {
         check.check().await.is_ok()
     })
     .await;
+}
+
+/// A handler that catches a failed statement's error and returns `Ok` has
+/// left its transaction aborted; PostgreSQL turns the COMMIT into a rollback
+/// without an error. The consumer notices and retries the message instead
+/// of acknowledging an effect that was never stored: applied on attempt 2.
+#[sqlx::test(migrations = false)]
+async fn a_swallowed_sql_error_is_a_failure_not_a_silent_loss(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.spawn_consumer(RecordEffect::default());
+    harness.write(1, 1, "swallows").await;
+    harness.spawn_relay(10);
+    eventually(30, "the effect applied", || async {
+        harness.effects().await.0 == 1
+    })
+    .await;
+    let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM effects")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("the effect");
+    assert_eq!(attempt, 2, "the aborted first attempt was retried");
+    let name = harness.consumer_name();
+    assert_eq!(harness.consumer_metrics.retried(&name), 1);
+    assert_eq!(harness.consumer_metrics.handled(&name), 1);
 }

@@ -15,6 +15,9 @@
 //!   decoded: straight to the DLQ;
 //! - the handler panics: the panic is caught and counts as a failure of
 //!   that message (retried, then the DLQ), and the consumer goes on;
+//! - the handler returns `Ok` but a statement of its transaction failed
+//!   (it caught the error): PostgreSQL would turn the COMMIT into a
+//!   rollback, so this too is a failure of the message, retried;
 //! - the database is down: the message is returned to the queue (not
 //!   counted as an attempt) and the consumer pauses;
 //! - the broker goes away: the consumer reconnects; unacknowledged
@@ -581,6 +584,9 @@ impl Consumer {
             });
         match handled {
             Ok(()) => {
+                if let Err(outcome) = still_open(&mut tx).await {
+                    return outcome;
+                }
                 if let Some(position) = ordered
                     && let Err(error) = self
                         .record_turn(&mut tx, &message.envelope.producer, position)
@@ -837,6 +843,25 @@ impl Consumer {
         );
         let properties = properties.clone().with_headers(headers);
         amqp::send_to_queue(publisher, &self.queue.dead_letter_queue(), body, properties).await
+    }
+}
+
+/// Checks that the handler left its transaction usable. A handler that
+/// caught a failed statement's error and returned `Ok` leaves it aborted,
+/// and PostgreSQL answers COMMIT on an aborted transaction with a rollback,
+/// not an error: the effect and the inbox row would be lost while the
+/// message is acknowledged. sqlx keeps the transaction status to itself,
+/// so ask the server: any statement fails in an aborted transaction.
+async fn still_open(tx: &mut PgConnection) -> Result<(), Outcome> {
+    match sqlx::query("SELECT 1").execute(&mut *tx).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("25P02") => {
+            Err(Outcome::Retry(
+                "a statement of the handler failed (its error was caught): the transaction was aborted"
+                    .to_owned(),
+            ))
+        }
+        Err(error) => Err(Outcome::Requeue(error.to_string())),
     }
 }
 
