@@ -27,6 +27,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use support::Relay as TcpRelay;
 use tokio::sync::watch;
@@ -210,6 +211,18 @@ impl Harness {
 
     fn spawn_consumer(&self, handler: RecordEffect) {
         self.spawn_consumer_with(handler, self.consumer_metrics.clone(), false);
+    }
+
+    /// A consumer whose database is reached through `pool` (a cuttable relay).
+    fn spawn_consumer_on(&self, pool: PgPool, handler: RecordEffect) {
+        let consumer = Consumer::new(
+            &self.consumer_name(),
+            pool,
+            &self.url,
+            self.queue.clone(),
+            self.consumer_metrics.clone(),
+        );
+        tokio::spawn(consumer.run(handler, self.stopped()));
     }
 
     /// One more consumer instance on the queue, with its own metrics.
@@ -870,4 +883,108 @@ async fn a_swallowed_sql_error_is_a_failure_not_a_silent_loss(pool: PgPool) {
     let name = harness.consumer_name();
     assert_eq!(harness.consumer_metrics.retried(&name), 1);
     assert_eq!(harness.consumer_metrics.handled(&name), 1);
+}
+
+/// The arguments RabbitMQ holds for `queue`, from the management API.
+async fn queue_arguments(queue: &str) -> serde_json::Value {
+    let management = std::env::var("KIT_RABBIT_MANAGEMENT_URL")
+        .expect("KIT_RABBIT_MANAGEMENT_URL (make test sets it)");
+    let broker = broker_url();
+    let (credentials, _) = broker
+        .trim_start_matches("amqp://")
+        .rsplit_once('@')
+        .expect("a URL with credentials");
+    let (user, password) = credentials.split_once(':').expect("user:password");
+    let response = reqwest::Client::new()
+        .get(format!("{management}/api/queues/%2F/{queue}"))
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .expect("the management API answers");
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    body["arguments"].clone()
+}
+
+/// What the broker dead-letters itself (past the delivery limit) must
+/// reach the DLQ at least once: on RabbitMQ 3.10 that needs the
+/// at-least-once strategy, which needs reject-publish overflow.
+#[sqlx::test(migrations = false)]
+async fn the_broker_dead_letters_at_least_once(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    let arguments = queue_arguments(&harness.queue.name).await;
+    assert_eq!(arguments["x-queue-type"], "quorum", "{arguments}");
+    assert_eq!(
+        arguments["x-dead-letter-strategy"], "at-least-once",
+        "{arguments}"
+    );
+    assert_eq!(arguments["x-overflow"], "reject-publish", "{arguments}");
+}
+
+/// An outage of the consumer's database is not a poison message. Here the
+/// consumer reaches PostgreSQL through a TCP relay that the test cuts for
+/// 20 s while events keep coming (the shared server is not stopped: other
+/// tests use it), with a delivery limit of 3 so that requeueing through the
+/// outage would dead-letter. Nothing reaches the DLQ, every event is
+/// applied once after the database is back, and the consumer paused for it.
+#[sqlx::test(migrations = false)]
+async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_nothing(
+    _pool_options: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .expect("the test's pool");
+    let db_relay = TcpRelay::start((options.get_host().to_owned(), options.get_port())).await;
+    let consumer_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(options.port(db_relay.port));
+    let mut harness = Harness::new(pool, broker_url()).await;
+    harness.queue.delivery_limit = 3;
+    // Declared again with the lower limit: a queue of its own.
+    harness.queue.name = format!("{}-limited", harness.queue.name);
+    let connection = amqp::connect(&broker_url(), "test-setup")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology::declare(&channel, &harness.queue)
+        .await
+        .expect("declare");
+    amqp::close(&connection, "declared").await;
+
+    harness.spawn_consumer_on(consumer_pool, RecordEffect::default());
+    harness.spawn_relay(50);
+    harness.write(200, 20, "ok").await;
+    eventually(30, "the first 200 effects", || async {
+        harness.effects().await.0 == 200
+    })
+    .await;
+
+    // 800 more events over at least 20 s of outage.
+    db_relay.cut();
+    for _ in 0..40 {
+        harness.write(20, 20, "ok").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let name = harness.consumer_name();
+    db_relay.restore();
+
+    eventually(60, "all 1,000 effects", || async {
+        harness.effects().await.0 == 1_000
+    })
+    .await;
+    assert_eq!(harness.effects().await, (1_000, 1_000));
+    assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
+    assert_eq!(harness.dlq_depth().await, 0);
+    assert_eq!(
+        harness.consumer_metrics.retried(&name),
+        0,
+        "no attempt spent"
+    );
+    assert!(
+        harness.consumer_metrics.database_waits(&name) > 0,
+        "the consumer paused for the outage"
+    );
 }

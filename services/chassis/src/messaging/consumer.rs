@@ -18,8 +18,11 @@
 //! - the handler returns `Ok` but a statement of its transaction failed
 //!   (it caught the error): PostgreSQL would turn the COMMIT into a
 //!   rollback, so this too is a failure of the message, retried;
-//! - the database is down: the message is returned to the queue (not
-//!   counted as an attempt) and the consumer pauses;
+//! - the consumer's database cannot be reached (connection lost or refused,
+//!   pool timed out; [`is_unavailable`]), whether in the handler or the
+//!   inbox: the consumer keeps the message unacknowledged, stops taking
+//!   others and polls the database, then tries the same message again; no
+//!   attempt is spent and the broker counts no delivery;
 //! - the broker goes away: the consumer reconnects; unacknowledged
 //!   messages are delivered again and the inbox drops what was done.
 //!
@@ -42,9 +45,7 @@ use std::time::{Duration, Instant};
 use contracts::{Envelope, IntegrationEvent};
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -122,11 +123,49 @@ pub enum HandlerError {
     /// Will never succeed (the message makes no sense here).
     #[error("{0}")]
     Reject(String),
+    /// The consumer's own database cannot be reached: not the message's
+    /// fault. The consumer waits for the database and tries the same
+    /// message again, spending no attempt.
+    #[error("{0}")]
+    DatabaseUnavailable(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Retry(format!("database: {error}"))
+        if is_unavailable(&error) {
+            Self::DatabaseUnavailable(format!("database: {error}"))
+        } else {
+            Self::Retry(format!("database: {error}"))
+        }
+    }
+}
+
+/// Whether `error` says the database cannot be reached (connection lost or
+/// refused, pool exhausted, server shutting down), as opposed to a
+/// statement that failed on a database that works.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P0x: the server is shutting
+        // down or starting; 53300: too many connections.
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P0") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// A failed database call of the consumer's own bookkeeping, as an outcome.
+fn database_failure(error: sqlx::Error) -> Outcome {
+    if is_unavailable(&error) {
+        Outcome::Unavailable(error.to_string())
+    } else {
+        Outcome::Retry(format!("database: {error}"))
     }
 }
 
@@ -149,6 +188,7 @@ pub struct ConsumerMetrics {
     retried: Family<ConsumerLabel, Counter>,
     dead_lettered: Family<ConsumerLabel, Counter>,
     parked: Family<ConsumerLabel, Counter>,
+    database_waits: Family<ConsumerLabel, Counter>,
     handler_latency: Family<ConsumerLabel, Histogram>,
     lag: Family<ConsumerLabel, Histogram>,
 }
@@ -183,6 +223,11 @@ impl ConsumerMetrics {
             metrics.parked.clone(),
         );
         r.register(
+            "database_waits",
+            "Times consumption paused until the database answered again",
+            metrics.database_waits.clone(),
+        );
+        r.register(
             "handler_latency_seconds",
             "Time in the handler and its transaction",
             metrics.handler_latency.clone(),
@@ -202,6 +247,7 @@ impl ConsumerMetrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             parked: Family::default(),
+            database_waits: Family::default(),
             handler_latency: Family::new_with_constructor(seconds_histogram),
             lag: Family::new_with_constructor(seconds_histogram),
         }
@@ -227,6 +273,12 @@ impl ConsumerMetrics {
 
     pub fn dead_lettered(&self, consumer: &str) -> u64 {
         self.dead_lettered
+            .get_or_create(&Self::label(consumer))
+            .get()
+    }
+
+    pub fn database_waits(&self, consumer: &str) -> u64 {
+        self.database_waits
             .get_or_create(&Self::label(consumer))
             .get()
     }
@@ -257,8 +309,8 @@ enum Outcome {
     Duplicate,
     Retry(String),
     DeadLetter(String),
-    /// The database is unavailable: give the message back, pause.
-    Requeue(String),
+    /// The database cannot be reached: wait for it, then try again.
+    Unavailable(String),
     /// Its aggregate's previous event is not applied yet: parked in the
     /// database until it is.
     Parked(String),
@@ -435,21 +487,20 @@ impl Consumer {
         );
         async {
             let started = Instant::now();
-            let outcome = self.apply(handler, &message).await;
+            let mut outcome = self.apply(handler, &message).await;
+            // Not the message's fault: keep it (unacknowledged, so the
+            // broker counts no delivery) and stop consuming until the
+            // database answers, then try it again. Giving it back instead
+            // would count a delivery each time, and a quorum queue
+            // dead-letters past its delivery limit.
+            while let Outcome::Unavailable(reason) = outcome {
+                self.wait_for_database(&reason).await;
+                outcome = self.apply(handler, &message).await;
+            }
             self.metrics
                 .handler_latency
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());
-            if let Outcome::Requeue(reason) = outcome {
-                tracing::warn!(%reason, "database unavailable; message returned to the queue");
-                amqp::deadline(delivery.nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                }))
-                .await?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return Ok(());
-            }
             let applied = matches!(outcome, Outcome::Applied);
             self.settle(
                 publisher,
@@ -479,7 +530,7 @@ impl Consumer {
 
     /// Does what `outcome` asks of a message (`body` and `properties` as
     /// received), short of acknowledging it: counts it, and sends it to
-    /// wait or to the DLQ with a confirm. Deliveries handle `Requeue`
+    /// wait or to the DLQ with a confirm. Deliveries handle `Unavailable`
     /// themselves; here it only concerns a parked message, which stays.
     async fn settle(
         &self,
@@ -517,7 +568,7 @@ impl Consumer {
                     .await?;
                 self.metrics.dead_lettered.get_or_create(&label).inc();
             }
-            Outcome::Requeue(reason) => {
+            Outcome::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable; the parked message stays parked");
             }
         }
@@ -535,7 +586,7 @@ impl Consumer {
     async fn apply<H: Handler>(&self, handler: &H, message: &Message) -> Outcome {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
-            Err(error) => return Outcome::Requeue(error.to_string()),
+            Err(error) => return database_failure(error),
         };
         let ordered = self.ordered(message);
         if let Some(position) = ordered {
@@ -553,10 +604,10 @@ impl Consumer {
                             "{} {} is at {}, expected {expected}",
                             position.aggregate_type, position.aggregate_id, position.seq
                         )),
-                        Err(error) => Outcome::Requeue(error.to_string()),
+                        Err(error) => database_failure(error),
                     };
                 }
-                Err(error) => return Outcome::Requeue(error.to_string()),
+                Err(error) => return database_failure(error),
             }
         }
         let first = sqlx::query(
@@ -569,7 +620,7 @@ impl Consumer {
         match first {
             Ok(done) if done.rows_affected() == 0 => return Outcome::Duplicate,
             Ok(_) => {}
-            Err(error) => return Outcome::Requeue(error.to_string()),
+            Err(error) => return database_failure(error),
         }
         // The call too, not only the future: a handler may panic before its
         // first await.
@@ -592,15 +643,32 @@ impl Consumer {
                         .record_turn(&mut tx, &message.envelope.producer, position)
                         .await
                 {
-                    return Outcome::Requeue(error.to_string());
+                    return database_failure(error);
                 }
                 match tx.commit().await {
                     Ok(()) => Outcome::Applied,
-                    Err(error) => Outcome::Requeue(error.to_string()),
+                    Err(error) => database_failure(error),
                 }
             }
             Err(HandlerError::Retry(reason)) => Outcome::Retry(reason),
             Err(HandlerError::Reject(reason)) => Outcome::DeadLetter(reason),
+            Err(HandlerError::DatabaseUnavailable(reason)) => Outcome::Unavailable(reason),
+        }
+    }
+
+    /// Polls the database (back-off doubling to 5 s) until it answers.
+    async fn wait_for_database(&self, reason: &str) {
+        let label = ConsumerMetrics::label(&self.name);
+        self.metrics.database_waits.get_or_create(&label).inc();
+        tracing::warn!(%reason, "database unavailable; consumption paused until it answers");
+        let mut tries = 0;
+        loop {
+            tokio::time::sleep(amqp::backoff(tries)).await;
+            tries += 1;
+            if sqlx::query("SELECT 1").execute(&self.pool).await.is_ok() {
+                tracing::info!(tries, "database back; consuming again");
+                return;
+            }
         }
     }
 
@@ -705,7 +773,7 @@ impl Consumer {
         while let Some((message, position)) = self.next_parked(producer, position).await? {
             let outcome = self.apply(handler, &message).await;
             let next = matches!(outcome, Outcome::Applied | Outcome::Duplicate);
-            let unpark = !matches!(outcome, Outcome::Applied | Outcome::Requeue(_));
+            let unpark = !matches!(outcome, Outcome::Applied | Outcome::Unavailable(_));
             let properties = amqp::with_position(
                 amqp::properties(&message.envelope),
                 &position.aggregate_id,
@@ -861,7 +929,7 @@ async fn still_open(tx: &mut PgConnection) -> Result<(), Outcome> {
                     .to_owned(),
             ))
         }
-        Err(error) => Err(Outcome::Requeue(error.to_string())),
+        Err(error) => Err(database_failure(error)),
     }
 }
 

@@ -7,7 +7,12 @@
 //!   to the queue;
 //! - `<queue>.dlq`: messages that failed every attempt, could not be
 //!   decoded, or were delivered more than `delivery_limit` times (a message
-//!   that crashes its consumer) wait here for a person and a re-drive.
+//!   that crashes its consumer) wait here for a person and a re-drive. The
+//!   broker's own dead-lettering is at least once
+//!   (`x-dead-letter-strategy: at-least-once`, with `x-overflow:
+//!   reject-publish` as it requires). Every requeue counts toward the
+//!   delivery limit on RabbitMQ 3.10, so the consumer never requeues for an
+//!   outage of its database: it waits for it instead.
 //!
 //! Declaring is idempotent: the same spec can be declared by every
 //! instance at every start. Changing a queue's arguments later needs the
@@ -117,6 +122,11 @@ pub async fn declare(channel: &Channel, spec: &QueueSpec) -> Result<(), Messagin
         "x-dead-letter-routing-key".into(),
         text(&spec.dead_letter_queue()),
     );
+    // What the broker dead-letters itself (past the delivery limit) is
+    // otherwise at most once: dropped if the DLQ does not take it. At least
+    // once needs reject-publish overflow (RabbitMQ 3.10+).
+    args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    args.insert("x-overflow".into(), text("reject-publish"));
     channel
         .queue_declare(spec.name.as_str().into(), durable, args)
         .await?;
