@@ -988,3 +988,67 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
         "the consumer paused for the outage"
     );
 }
+
+/// Re-drive never loses a message: to a queue that does not exist, it moves
+/// nothing and the dead letter stays in the DLQ. Before, the publish to the
+/// default exchange was confirmed and dropped, and the dead letter acked.
+#[tokio::test]
+async fn redrive_to_a_missing_queue_moves_nothing_and_keeps_the_dead_letter() {
+    let queue = format!("test-{}.gone", Uuid::new_v4().simple());
+    let dlq = format!("{queue}.dlq");
+    let connection = amqp::connect(&broker_url(), "test-redrive")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    channel
+        .queue_declare(
+            dlq.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("the DLQ");
+    amqp::send_to_queue(&channel, &dlq, b"{}", BasicProperties::default())
+        .await
+        .expect("a dead letter");
+
+    let error = redrive(&broker_url(), &queue, None)
+        .await
+        .expect_err("there is no queue to move it to");
+    assert!(error.to_string().contains("NOT_FOUND"), "{error}");
+    let depth = |queue: String| async move {
+        let connection = amqp::connect(&broker_url(), "test-depth")
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect("the queue")
+            .message_count()
+    };
+    assert_eq!(
+        depth(dlq.clone()).await,
+        1,
+        "the dead letter is still there"
+    );
+
+    // The publish itself refuses a missing queue (if it went away after
+    // the check): returned by the broker, not confirmed and dropped.
+    let returned = amqp::send_to_queue(&channel, &queue, b"{}", BasicProperties::default())
+        .await
+        .expect_err("no such queue");
+    assert!(returned.to_string().contains("returned"), "{returned}");
+    channel
+        .queue_delete(dlq.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("clean up");
+}

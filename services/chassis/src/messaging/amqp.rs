@@ -65,7 +65,9 @@ pub async fn close(connection: &lapin::Connection, reason: &str) {
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Publishes to `queue` through the default exchange and waits for the
-/// broker's confirm (the channel is in confirm mode); a nack is an error.
+/// broker's confirm (the channel is in confirm mode). A nack is an error,
+/// and so is a missing queue: the publish is mandatory, so the broker
+/// returns what it cannot route instead of confirming and dropping it.
 pub async fn send_to_queue(
     channel: &lapin::Channel,
     queue: &str,
@@ -75,17 +77,22 @@ pub async fn send_to_queue(
     let confirm = deadline(channel.basic_publish(
         "".into(),
         queue.into(),
-        lapin::options::BasicPublishOptions::default(),
+        lapin::options::BasicPublishOptions {
+            mandatory: true,
+            ..lapin::options::BasicPublishOptions::default()
+        },
         body,
         properties,
     ))
     .await?;
-    if deadline(confirm).await?.is_ack() {
-        Ok(())
-    } else {
-        Err(MessagingError::Invalid(format!(
+    match deadline(confirm).await? {
+        lapin::Confirmation::Ack(None) => Ok(()),
+        lapin::Confirmation::Ack(Some(_)) => Err(MessagingError::Invalid(format!(
+            "no queue {queue}: the broker returned the message"
+        ))),
+        _ => Err(MessagingError::Invalid(format!(
             "the broker refused a message for {queue}"
-        )))
+        ))),
     }
 }
 
