@@ -8,7 +8,9 @@
 //!   The name is the routing key on the `delivery.events` exchange and the
 //!   AMQP `type` property.
 //! - The JSON of a version never changes once published: fields are only
-//!   added (consumers ignore what they do not know), and anything else is a
+//!   added (consumers ignore what they do not know; a value added to an
+//!   enum such as `OrderStatus` reads as its `Unknown` variant in a
+//!   consumer built before it), and anything else is a
 //!   new version published beside the old one. The tests pin each event's
 //!   JSON so an accidental change fails the build.
 //! - [`envelope`] says what travels beside the payload (ids, time, trace).
