@@ -921,6 +921,76 @@ async fn the_broker_dead_letters_at_least_once(pool: PgPool) {
     assert_eq!(arguments["x-overflow"], "reject-publish", "{arguments}");
 }
 
+/// The retry queue is a quorum queue like the one it feeds, and what it
+/// sends back goes at least once. (That its per-message TTL works on
+/// quorum queues is shown by the retry tests: the flaky event comes back.)
+#[sqlx::test(migrations = false)]
+async fn the_retry_queue_is_a_quorum_queue(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    let arguments = queue_arguments(&harness.queue.retry_queue()).await;
+    assert_eq!(arguments["x-queue-type"], "quorum", "{arguments}");
+    assert_eq!(
+        arguments["x-dead-letter-strategy"], "at-least-once",
+        "{arguments}"
+    );
+}
+
+/// An event published while no queue is bound to its name is kept in
+/// `<exchange>.unrouted` (the exchange's alternate exchange), not dropped.
+#[tokio::test]
+async fn an_event_no_queue_is_bound_to_is_kept_not_dropped() {
+    let exchange = format!("test.events.{}", Uuid::new_v4().simple());
+    let connection = amqp::connect(&broker_url(), "test-unrouted")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    topology::declare_exchange(&channel, &exchange)
+        .await
+        .expect("declare");
+    let envelope = Envelope::new("test.nobody.listens.v1", "chassis-tests", Origin::New);
+    let confirm = channel
+        .basic_publish(
+            exchange.as_str().into(),
+            "test.nobody.listens.v1".into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            amqp::properties(&envelope),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+    let unrouted = topology::unrouted(&exchange);
+    let kept = channel
+        .basic_get(
+            unrouted.as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .expect("get")
+        .expect("the event is kept in the unrouted queue");
+    assert_eq!(
+        amqp::envelope(&kept.delivery.properties).expect("the envelope"),
+        envelope
+    );
+    channel
+        .queue_delete(unrouted.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("clean up");
+    for name in [exchange.as_str(), unrouted.as_str()] {
+        channel
+            .exchange_delete(
+                name.into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await
+            .expect("clean up");
+    }
+}
+
 /// An outage of the consumer's database is not a poison message. Here the
 /// consumer reaches PostgreSQL through a TCP relay that the test cuts for
 /// 20 s while events keep coming (the shared server is not stopped: other
