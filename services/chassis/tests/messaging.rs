@@ -1122,3 +1122,151 @@ async fn redrive_to_a_missing_queue_moves_nothing_and_keeps_the_dead_letter() {
         .await
         .expect("clean up");
 }
+
+/// The consumer deletes its inbox rows past the retention (at start, then
+/// hourly while idle) and keeps the recent ones and other consumers'.
+#[sqlx::test(migrations = false)]
+async fn the_consumer_prunes_its_inbox_by_age(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    let name = harness.consumer_name();
+    for (consumer, age_days) in [(name.as_str(), 8), (name.as_str(), 0), ("someone-else", 8)] {
+        sqlx::query(
+            "INSERT INTO inbox (consumer, message_id, received_at)
+             VALUES ($1, $2, now() - make_interval(days => $3))",
+        )
+        .bind(consumer)
+        .bind(Uuid::now_v7())
+        .bind(age_days)
+        .execute(&harness.pool)
+        .await
+        .expect("an inbox row");
+    }
+    let consumer = Consumer::new(
+        &name,
+        harness.pool.clone(),
+        &harness.url,
+        harness.queue.clone(),
+        harness.consumer_metrics.clone(),
+    )
+    .with_inbox_retention(Duration::from_secs(24 * 3600));
+    tokio::spawn(consumer.run(RecordEffect::default(), harness.stopped()));
+    let left = || async {
+        sqlx::query_as::<_, (String, i32)>(
+            "SELECT consumer, extract(day FROM now() - received_at)::int FROM inbox ORDER BY 1, 2",
+        )
+        .fetch_all(&harness.pool)
+        .await
+        .expect("the inbox")
+    };
+    eventually(30, "the old row of this consumer pruned", || async {
+        left().await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        left().await,
+        vec![("someone-else".to_owned(), 8), (name.clone(), 0)]
+    );
+}
+
+/// Published rows past the retention are pruned while the relay is behind
+/// (here 5,000 unpublished rows, one per batch), not only once it has
+/// caught up; unpublished rows are never pruned.
+#[sqlx::test(migrations = false)]
+async fn the_relay_prunes_published_rows_while_it_is_behind(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.write(3, 1, "ok").await;
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '30 days'")
+        .execute(&harness.pool)
+        .await
+        .expect("three old published rows");
+    harness.write(5_000, 50, "ok").await;
+    let relay = Relay::new(
+        harness.pool.clone(),
+        &harness.url,
+        RelaySettings {
+            exchange: harness.exchange.clone(),
+            batch_size: 1,
+            retention: Duration::from_secs(24 * 3600),
+            ..RelaySettings::default()
+        },
+        harness.relay_metrics.clone(),
+    );
+    tokio::spawn(relay.run(harness.stopped()));
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*) FILTER (WHERE published_at < now() - interval '1 day'),
+                    count(*) FILTER (WHERE published_at IS NULL) FROM outbox",
+        )
+        .fetch_one(&harness.pool)
+        .await
+        .expect("count")
+    };
+    eventually(30, "the old published rows pruned", || async {
+        counts().await.0 == 0
+    })
+    .await;
+    let (_, unpublished) = counts().await;
+    assert!(
+        unpublished > 0,
+        "pruned while behind, with {unpublished} to go"
+    );
+}
+
+/// The relay wakes on NOTIFY: its poll interval here is an hour, so nothing
+/// else could make it publish within the test. Its database connection is
+/// then cut (through a TCP relay) and restored: it listens again, and the
+/// next event is again published on NOTIFY.
+#[sqlx::test(migrations = false)]
+async fn the_relay_wakes_on_notify_and_listens_again_after_a_cut(
+    _pool_options: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .expect("the test's pool");
+    let db_relay = TcpRelay::start((options.get_host().to_owned(), options.get_port())).await;
+    let relay_pool = PgPoolOptions::new()
+        .max_connections(3)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(options.port(db_relay.port));
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.spawn_consumer(RecordEffect::default());
+    let relay = Relay::new(
+        relay_pool,
+        &harness.url,
+        RelaySettings {
+            exchange: harness.exchange.clone(),
+            batch_size: 100,
+            poll_interval: Duration::from_secs(3600),
+            ..RelaySettings::default()
+        },
+        harness.relay_metrics.clone(),
+    );
+    tokio::spawn(relay.run(harness.stopped()));
+
+    // The first event may be in the relay's first claim; the second comes
+    // after a claim, so only a NOTIFY can bring it out within the hour.
+    for n in 1..=2 {
+        harness.write(1, 1, "ok").await;
+        eventually(30, "the event published on NOTIFY", || async {
+            harness.effects().await.0 == n
+        })
+        .await;
+    }
+    // The relay's database connections are cut for a moment: it opens a
+    // new LISTEN connection when they come back.
+    db_relay.cut();
+    harness.write(1, 1, "ok").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    db_relay.restore();
+    eventually(30, "the event written during the cut", || async {
+        harness.effects().await.0 == 3
+    })
+    .await;
+    harness.write(1, 1, "ok").await;
+    eventually(30, "an event published on NOTIFY after the cut", || async {
+        harness.effects().await.0 == 4
+    })
+    .await;
+}

@@ -171,6 +171,9 @@ fn database_failure(error: sqlx::Error) -> Outcome {
 
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 
+/// How often an idle consumer prunes its inbox (and once at each start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// What a consumer does with each message, inside the inbox transaction.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> HandlerFuture<'a>;
@@ -301,6 +304,9 @@ pub struct Consumer {
     metrics: ConsumerMetrics,
     /// True while connected and consuming: what [`ConsumerCheck`] reports.
     consuming: Arc<AtomicBool>,
+    /// Inbox rows older than this are deleted: a duplicate that comes
+    /// later than this after the original is applied again.
+    inbox_retention: Duration,
 }
 
 /// What became of one delivery.
@@ -343,6 +349,40 @@ impl Consumer {
             in_aggregate_order: false,
             metrics,
             consuming: Arc::new(AtomicBool::new(false)),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// How long the inbox remembers a message (7 days by default): longer
+    /// than any redelivery, re-send or re-drive can come after it.
+    pub fn with_inbox_retention(mut self, retention: Duration) -> Self {
+        self.inbox_retention = retention;
+        self
+    }
+
+    /// Deletes this consumer's inbox rows past the retention; returns how many.
+    pub async fn prune_inbox(&self) -> Result<u64, MessagingError> {
+        let deleted = sqlx::query(
+            "DELETE FROM inbox WHERE consumer = $1 AND received_at < now() - make_interval(secs => $2)",
+        )
+        .bind(&self.name)
+        .bind(self.inbox_retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    /// Prunes the inbox if the last pruning is older than [`PRUNE_EVERY`].
+    async fn prune_if_due(&self, last: &mut Option<Instant>) {
+        if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.prune_inbox().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(consumer = %self.name, rows, "pruned the inbox"),
+            Err(error) => tracing::warn!(consumer = %self.name, %error, "pruning the inbox failed"),
         }
     }
 
@@ -439,6 +479,8 @@ impl Consumer {
                 .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
         self.consuming.store(true, Ordering::SeqCst);
+        let mut last_prune = None;
+        self.prune_if_due(&mut last_prune).await;
         self.drain_all(handler, &publisher).await?;
         loop {
             // Quiet queues are normal; a dead connection that never says so
@@ -448,6 +490,7 @@ impl Consumer {
                 Ok(Some(delivery)) => delivery?,
                 Ok(None) => return Ok(()),
                 Err(_) if connection.status().connected() => {
+                    self.prune_if_due(&mut last_prune).await;
                     self.drain_all(handler, &publisher).await?;
                     continue;
                 }

@@ -18,8 +18,10 @@
 //! limit) is set aside with the reason (`failed_at`, `failure`) instead of
 //! failing every batch it is in; [`release`] puts it back once fixed. A relay that dies before it commits
 //! leaves its rows unpublished: they go out again, and the consumers'
-//! inbox drops the duplicate. It wakes on `NOTIFY outbox` and also polls,
-//! and it reconnects to RabbitMQ and PostgreSQL on its own.
+//! inbox drops the duplicate. It wakes on `NOTIFY outbox` and also polls;
+//! a lost `LISTEN` connection is opened again at once. It prunes published
+//! rows past the retention every minute, even while it is behind, and it
+//! reconnects to RabbitMQ and PostgreSQL on its own.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -147,6 +149,9 @@ pub async fn release(pool: &PgPool, ids: &[i64]) -> Result<u64, MessagingError> 
     .rows_affected();
     Ok(released)
 }
+
+/// How often the relay deletes published rows past the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The longest a batch may take from claim to commit.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
@@ -509,13 +514,7 @@ impl Relay {
                             MessagingError::Invalid("connecting took too long".into())
                         })??;
                 tracing::info!(exchange = %self.settings.exchange, "outbox relay connected");
-                let mut listener = match PgListener::connect_with(&self.pool).await {
-                    Ok(mut listener) => listener.listen("outbox").await.map(|()| listener).ok(),
-                    Err(_) => None,
-                };
-                let result = self
-                    .relay_connected(&channel, &mut listener, &mut failures)
-                    .await;
+                let result = self.relay_connected(&channel, &mut failures).await;
                 amqp::close(&connection, "relay stopping").await;
                 result
             };
@@ -535,14 +534,64 @@ impl Relay {
         }
     }
 
+    /// A connection listening on `outbox`, or `None` if the database
+    /// cannot give one now.
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::debug!(%error, "cannot LISTEN for the outbox");
+                return None;
+            }
+        };
+        match listener.listen("outbox").await {
+            Ok(()) => Some(listener),
+            Err(error) => {
+                tracing::debug!(%error, "cannot LISTEN for the outbox");
+                None
+            }
+        }
+    }
+
+    /// Tries to LISTEN again (back-off doubling) until it works or
+    /// `poll_interval` has passed, whichever comes first.
+    async fn listen_again(&self) -> Option<PgListener> {
+        let deadline = tokio::time::Instant::now() + self.settings.poll_interval;
+        let mut tries = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            tokio::time::sleep(amqp::backoff(tries).min(left)).await;
+            tries += 1;
+            if let Some(listener) = self.listen().await {
+                tracing::info!(tries, "listening for the outbox again");
+                return Some(listener);
+            }
+        }
+    }
+
     async fn relay_connected(
         &self,
         channel: &Channel,
-        listener: &mut Option<PgListener>,
         failures: &mut u32,
     ) -> Result<(), MessagingError> {
-        let mut last_prune = Instant::now();
+        // Listening starts before the first claim: a row committed after the
+        // claim wakes the relay, one committed before it is in the claim.
+        let mut listener = self.listen().await;
+        let mut last_prune: Option<Instant> = None;
         loop {
+            // Pruning comes before the claim, so a relay that is behind
+            // (every batch full) still prunes; only published rows go.
+            if last_prune.is_none_or(|at| at.elapsed() > PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned published outbox rows"),
+                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
+                }
+            }
             // A connection that dies mid-batch may leave a confirm pending
             // for ever; the batch is abandoned (and goes out again) instead.
             let seen = tokio::time::timeout(PUBLISH_DEADLINE, self.relay_once(channel))
@@ -555,23 +604,17 @@ impl Relay {
             if let Err(error) = self.measure_backlog().await {
                 tracing::debug!(%error, "cannot measure the outbox backlog");
             }
-            if last_prune.elapsed() > Duration::from_secs(60) {
-                last_prune = Instant::now();
-                match self.prune().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "pruned published outbox rows"),
-                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
-                }
-            }
-            match listener {
+            match &mut listener {
                 Some(l) => {
                     let woke = tokio::time::timeout(self.settings.poll_interval, l.recv()).await;
                     if let Ok(Err(error)) = woke {
-                        tracing::debug!(%error, "outbox listener lost; polling until it is back");
-                        *listener = None;
+                        tracing::warn!(%error, "outbox listener lost; listening again");
+                        listener = None;
                     }
                 }
-                None => tokio::time::sleep(self.settings.poll_interval).await,
+                // Without a listener, a NOTIFY would go unheard: listen
+                // again as soon as the database lets us, then look.
+                None => listener = self.listen_again().await,
             }
         }
     }
