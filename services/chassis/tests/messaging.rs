@@ -112,6 +112,8 @@ struct Harness {
     consumer_metrics: ConsumerMetrics,
     relay_metrics: RelayMetrics,
     stop: watch::Sender<bool>,
+    /// The consumers started, to wait for them in [`Self::stop_consumers`].
+    consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn broker_url() -> String {
@@ -171,6 +173,7 @@ impl Harness {
             consumer_metrics: ConsumerMetrics::unregistered(),
             relay_metrics: RelayMetrics::unregistered(),
             stop,
+            consumers: Mutex::default(),
         }
     }
 
@@ -222,7 +225,7 @@ impl Harness {
             self.queue.clone(),
             self.consumer_metrics.clone(),
         );
-        tokio::spawn(consumer.run(handler, self.stopped()));
+        self.keep(tokio::spawn(consumer.run(handler, self.stopped())));
     }
 
     /// One more consumer instance on the queue, with its own metrics.
@@ -239,7 +242,26 @@ impl Harness {
         } else {
             consumer
         };
-        tokio::spawn(consumer.run(handler, self.stopped()));
+        self.keep(tokio::spawn(consumer.run(handler, self.stopped())));
+    }
+
+    fn keep(&self, consumer: tokio::task::JoinHandle<()>) {
+        self.consumers
+            .lock()
+            .expect("consumers lock")
+            .push(consumer);
+    }
+
+    /// Stops everything and waits until every consumer has finished the
+    /// message in hand: after this, no effect is on its way, so what the
+    /// effects table holds is final (instead of sleeping a while and
+    /// hoping nothing else comes).
+    async fn stop_consumers(&self) {
+        let _ = self.stop.send(true);
+        let consumers = std::mem::take(&mut *self.consumers.lock().expect("consumers lock"));
+        for consumer in consumers {
+            consumer.await.expect("the consumer stops cleanly");
+        }
     }
 
     /// Writes `count` events over `aggregates` aggregates, in transactions of 500.
@@ -394,7 +416,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.stop_consumers().await;
     assert_eq!(
         harness.effects().await,
         (all, all),
@@ -472,19 +494,61 @@ async fn an_event_published_but_never_marked_is_delivered_again_and_applied_once
     assert_eq!(traces, vec!["4bf92f3577b34da6a3ce929d0e0e4736".to_owned()]);
 }
 
+/// Two relays on one outbox publish every event once between them, and
+/// both do part of the work (one relay doing everything would pass the
+/// count alone).
 #[sqlx::test(migrations = false)]
 async fn two_relays_on_one_outbox_publish_every_event(pool: PgPool) {
     let harness = Harness::new(pool, broker_url()).await;
     harness.spawn_consumer(RecordEffect::default());
     harness.write(3_000, 30, "ok").await;
-    harness.spawn_relay(100);
-    harness.spawn_relay(100);
+    let relays = [RelayMetrics::unregistered(), RelayMetrics::unregistered()];
+    for metrics in &relays {
+        harness.spawn_relay_with(100, metrics.clone());
+    }
     eventually(60, "all 3,000 effects", || async {
         harness.effects().await.0 >= 3_000
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    harness.stop_consumers().await;
     assert_eq!(harness.effects().await, (3_000, 3_000));
+    for (i, metrics) in relays.iter().enumerate() {
+        assert!(metrics.published() > 0, "relay {i} published nothing");
+    }
+}
+
+/// While one relay holds a batch, a second one claims the next rows at
+/// once instead of waiting for the first: `FOR UPDATE SKIP LOCKED`. With a
+/// plain `FOR UPDATE` the second claim waits on the first one's locks, which
+/// this test sees in `pg_stat_activity` and fails on.
+#[sqlx::test(migrations = false)]
+async fn a_second_relay_claims_other_rows_without_waiting(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.write(20, 4, "ok").await;
+    let first = harness.relay(10).claim().await.expect("the first claim");
+    assert_eq!(first.len(), 10);
+    let second_relay = harness.relay(10);
+    let second = tokio::spawn(async move { second_relay.claim().await });
+    tokio::pin!(second);
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&harness.pool)
+        .await
+        .expect("pg_locks")
+    };
+    let second = loop {
+        tokio::select! {
+            claimed = &mut second => break claimed.expect("the claim task").expect("the second claim"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                assert_eq!(waiting().await, 0, "the second relay waits for the first one's rows");
+            }
+        }
+    };
+    assert_eq!(second.len(), 10, "the other ten rows");
+    drop(first);
 }
 
 #[sqlx::test(migrations = false)]

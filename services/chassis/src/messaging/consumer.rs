@@ -55,6 +55,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::amqp::AggregatePosition;
@@ -414,31 +415,53 @@ impl Consumer {
 
     /// Consumes until `shutdown`, reconnecting after any failure.
     pub async fn run<H: Handler, F: Future<Output = ()> + Send>(self, handler: H, shutdown: F) {
-        tokio::pin!(shutdown);
+        let (stop, stopping) = watch::channel(false);
+        let work = self.supervise(&handler, stopping);
+        tokio::pin!(work, shutdown);
+        tokio::select! {
+            () = &mut work => return,
+            () = &mut shutdown => {}
+        }
+        // Stopping is graceful: the message in hand is finished (applied
+        // and acknowledged, or left for redelivery if the database is
+        // away), then the connection is closed. When `run` returns, no
+        // effect of this consumer is still on its way.
+        let _ = stop.send(true);
+        work.await;
+    }
+
+    /// Consumes until `stopping` turns true, starting again after any
+    /// failure with back-off.
+    async fn supervise<H: Handler>(&self, handler: &H, stopping: watch::Receiver<bool>) {
         let mut failures = 0_u32;
         loop {
             // A panic in a round (outside a handler, whose panics are caught
             // per message) ends the round like an error would, instead of
             // ending the task and leaving the queue unconsumed.
-            let round = AssertUnwindSafe(self.consume(&handler, &mut failures)).catch_unwind();
+            let round = AssertUnwindSafe(self.consume(handler, &mut failures, stopping.clone()))
+                .catch_unwind()
+                .await;
+            self.consuming.store(false, Ordering::SeqCst);
+            let asked_to_stop = *stopping.borrow();
+            if asked_to_stop {
+                return;
+            }
+            failures += 1;
+            match round {
+                Ok(Ok(())) => {
+                    tracing::warn!(consumer = %self.name, "the broker ended the consumer; reconnecting")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(consumer = %self.name, %error, failures, "consumer interrupted; reconnecting")
+                }
+                Err(panic) => {
+                    tracing::error!(consumer = %self.name, panic = %panic_message(panic.as_ref()), failures, "consumer panicked; restarting")
+                }
+            }
+            let mut stop = stopping.clone();
             tokio::select! {
-                result = round => {
-                    self.consuming.store(false, Ordering::SeqCst);
-                    failures += 1;
-                    match result {
-                        Ok(Ok(())) => tracing::warn!(consumer = %self.name, "the broker ended the consumer; reconnecting"),
-                        Ok(Err(error)) => tracing::warn!(consumer = %self.name, %error, failures, "consumer interrupted; reconnecting"),
-                        Err(panic) => tracing::error!(consumer = %self.name, panic = %panic_message(panic.as_ref()), failures, "consumer panicked; restarting"),
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(amqp::backoff(failures)) => {}
-                        () = &mut shutdown => return,
-                    }
-                }
-                () = &mut shutdown => {
-                    self.consuming.store(false, Ordering::SeqCst);
-                    return;
-                }
+                () = tokio::time::sleep(amqp::backoff(failures)) => {}
+                () = stopped(&mut stop) => return,
             }
         }
     }
@@ -447,6 +470,7 @@ impl Consumer {
         &self,
         handler: &H,
         failures: &mut u32,
+        mut stopping: watch::Receiver<bool>,
     ) -> Result<(), MessagingError> {
         // Setting up must not hang either (a broker still starting may
         // accept the connection and sit on the declarations).
@@ -485,7 +509,14 @@ impl Consumer {
         loop {
             // Quiet queues are normal; a dead connection that never says so
             // is not: look at the connection whenever nothing arrives.
-            let next = tokio::time::timeout(amqp::BROKER_DEADLINE, deliveries.next()).await;
+            let next = tokio::select! {
+                biased;
+                () = stopped(&mut stopping) => {
+                    amqp::close(&connection, "consumer stopping").await;
+                    return Ok(());
+                }
+                next = tokio::time::timeout(amqp::BROKER_DEADLINE, deliveries.next()) => next,
+            };
             let delivery = match next {
                 Ok(Some(delivery)) => delivery?,
                 Ok(None) => return Ok(()),
@@ -497,7 +528,8 @@ impl Consumer {
                 Err(_) => return Err(MessagingError::Invalid("the connection is gone".into())),
             };
             *failures = 0;
-            self.process(handler, &publisher, delivery).await?;
+            self.process(handler, &publisher, delivery, &stopping)
+                .await?;
         }
     }
 
@@ -506,6 +538,7 @@ impl Consumer {
         handler: &H,
         publisher: &Channel,
         delivery: Delivery,
+        stopping: &watch::Receiver<bool>,
     ) -> Result<(), MessagingError> {
         let label = ConsumerMetrics::label(&self.name);
         let message = match decode(&delivery) {
@@ -537,7 +570,10 @@ impl Consumer {
             // would count a delivery each time, and a quorum queue
             // dead-letters past its delivery limit.
             while let Outcome::Unavailable(reason) = outcome {
-                self.wait_for_database(&reason).await;
+                if !self.wait_for_database(&reason, stopping).await {
+                    // Stopping: left unacknowledged, it is delivered again.
+                    return Ok(());
+                }
                 outcome = self.apply(handler, &message).await;
             }
             self.metrics
@@ -699,18 +735,23 @@ impl Consumer {
         }
     }
 
-    /// Polls the database (back-off doubling to 5 s) until it answers.
-    async fn wait_for_database(&self, reason: &str) {
+    /// Polls the database (back-off doubling to 5 s) until it answers
+    /// (true) or the consumer is stopping (false).
+    async fn wait_for_database(&self, reason: &str, stopping: &watch::Receiver<bool>) -> bool {
+        let mut stop = stopping.clone();
         let label = ConsumerMetrics::label(&self.name);
         self.metrics.database_waits.get_or_create(&label).inc();
         tracing::warn!(%reason, "database unavailable; consumption paused until it answers");
         let mut tries = 0;
         loop {
-            tokio::time::sleep(amqp::backoff(tries)).await;
+            tokio::select! {
+                () = tokio::time::sleep(amqp::backoff(tries)) => {}
+                () = stopped(&mut stop) => return false,
+            }
             tries += 1;
             if sqlx::query("SELECT 1").execute(&self.pool).await.is_ok() {
                 tracing::info!(tries, "database back; consuming again");
-                return;
+                return true;
             }
         }
     }
@@ -974,6 +1015,12 @@ async fn still_open(tx: &mut PgConnection) -> Result<(), Outcome> {
         }
         Err(error) => Err(database_failure(error)),
     }
+}
+
+/// Resolves once the consumer is told to stop (the sender gone counts).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here.
+    let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
 /// What a caught panic said, if it said it in text.
