@@ -34,6 +34,11 @@
 //! aggregate's row in `inbox_aggregate` is locked for the transaction, so
 //! several instances take turns on one aggregate.
 //! docs/adr/0009-per-aggregate-order.md.
+//!
+//! Running: [`Consumer::run`] restarts a round that fails (or panics
+//! outside a handler) with back-off; [`Consumer::readiness_check`] is down
+//! while it is not consuming; stopping finishes the message in hand first.
+//! The inbox forgets a message id after [`Consumer::with_inbox_retention`].
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
