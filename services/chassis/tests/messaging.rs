@@ -1277,11 +1277,13 @@ async fn the_relay_prunes_published_rows_while_it_is_behind(pool: PgPool) {
 }
 
 /// The relay wakes on NOTIFY: its poll interval here is an hour, so nothing
-/// else could make it publish within the test. Its database connection is
-/// then cut (through a TCP relay) and restored: it listens again, and the
-/// next event is again published on NOTIFY.
+/// else could make it publish within the test. Then its LISTEN connection
+/// dies at a moment the pool has no connection to give for a second: the
+/// listener's own reconnect times out, while the relay's next claim gets a
+/// connection. The relay must open a new LISTEN connection itself; before,
+/// it went on with none and waited out its poll interval.
 #[sqlx::test(migrations = false)]
-async fn the_relay_wakes_on_notify_and_listens_again_after_a_cut(
+async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_listener(
     _pool_options: PgPoolOptions,
     options: PgConnectOptions,
 ) {
@@ -1289,15 +1291,15 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_a_cut(
         .connect_with(options.clone())
         .await
         .expect("the test's pool");
-    let db_relay = TcpRelay::start((options.get_host().to_owned(), options.get_port())).await;
+    // Two connections: the LISTEN one and one for claims.
     let relay_pool = PgPoolOptions::new()
-        .max_connections(3)
+        .max_connections(2)
         .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy_with(options.port(db_relay.port));
+        .connect_lazy_with(options);
     let harness = Harness::new(pool, broker_url()).await;
     harness.spawn_consumer(RecordEffect::default());
     let relay = Relay::new(
-        relay_pool,
+        relay_pool.clone(),
         &harness.url,
         RelaySettings {
             exchange: harness.exchange.clone(),
@@ -1318,18 +1320,38 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_a_cut(
         })
         .await;
     }
-    // The relay's database connections are cut for a moment: it opens a
-    // new LISTEN connection when they come back.
-    db_relay.cut();
-    harness.write(1, 1, "ok").await;
+
+    // The test takes the claim connection, and queues for the slot that
+    // the LISTEN connection frees when it dies (the pool serves waiters in
+    // order), so the listener's reconnect waits 1 s and gives up.
+    let claim_connection = relay_pool.acquire().await.expect("the idle connection");
+    let freed_slot = tokio::spawn({
+        let relay_pool = relay_pool.clone();
+        async move { relay_pool.acquire().await.expect("the freed slot") }
+    });
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&harness.pool)
+    .await
+    .expect("terminate the LISTEN connection");
+    assert_eq!(terminated, vec![true]);
+    let freed_slot = freed_slot.await.expect("the waiting task");
+    // Let go after the listener gave up (1 s), within the second a claim
+    // waits for a connection.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    db_relay.restore();
-    eventually(30, "the event written during the cut", || async {
-        harness.effects().await.0 == 3
-    })
+    drop((claim_connection, freed_slot));
+
+    harness.write(1, 1, "ok").await;
+    eventually(
+        30,
+        "an event published after the listener was lost",
+        || async { harness.effects().await.0 == 3 },
+    )
     .await;
     harness.write(1, 1, "ok").await;
-    eventually(30, "an event published on NOTIFY after the cut", || async {
+    eventually(30, "an event published on NOTIFY again", || async {
         harness.effects().await.0 == 4
     })
     .await;
