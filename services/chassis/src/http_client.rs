@@ -1,11 +1,14 @@
 //! Calls to other components and third parties, made safe by default:
 //!
-//! - a **timeout** on every call (2 s unless the dependency says otherwise);
+//! - a **deadline** on every call (2 s unless the dependency says
+//!   otherwise), one for the call with all its retries: each try gets what
+//!   is left of it;
 //! - a **bulkhead**: at most `max_in_flight` calls at once to one
 //!   dependency; one more is refused at once instead of queueing, so a slow
 //!   dependency cannot take every task with it;
-//! - a **circuit breaker** (closed → open after `breaker_failures` failures
-//!   in a row → half-open after `breaker_open_for` → closed on a success),
+//! - a **circuit breaker** (closed → open after `breaker_failures` failed
+//!   calls in a row → half-open after `breaker_open_for` → closed on a
+//!   success), counting each call once however many tries it took,
 //!   from `tower-resilience-circuitbreaker`; its state is a metric and each
 //!   change a log line. While open, calls fail fast without touching the
 //!   network;
@@ -13,7 +16,9 @@
 //!   only: the safe methods (GET, HEAD, OPTIONS, TRACE), PUT, DELETE, or any request carrying an
 //!   `Idempotency-Key`. A POST without one is sent once, whatever happens;
 //! - a **fallback** hook ([`Dependency::call_or`]) for callers that have
-//!   something to answer when the dependency cannot.
+//!   something to answer when the dependency cannot;
+//! - the caller's **trace** goes along: every request carries a
+//!   `traceparent` continuing the [`TraceContext`] it was built with.
 //!
 //! Pattern: circuit breaker, timeout, bulkhead — docs/patterns/circuit-breaker.md.
 
@@ -21,7 +26,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::breaker::{Breaker, BreakerSettings, CircuitBreakerError, CircuitState};
+use crate::trace_context::{TRACEPARENT, TraceContext};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +43,7 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DependencySettings {
+    /// The deadline of one call, all its tries included.
     pub timeout_ms: u64,
     /// Calls in flight at once; one more is refused (bulkhead).
     pub max_in_flight: usize,
@@ -42,7 +51,7 @@ pub struct DependencySettings {
     pub retries: u32,
     /// The first pause before a retry; later ones double, with jitter.
     pub retry_backoff_ms: u64,
-    /// Failures in a row that open the breaker.
+    /// Failed calls in a row that open the breaker.
     pub breaker_failures: usize,
     /// How long the breaker stays open before letting one call test the water.
     pub breaker_open_ms: u64,
@@ -144,10 +153,67 @@ pub struct Dependency {
     name: String,
     base: String,
     http: reqwest::Client,
+    /// Around [`Tries`]: a call is one success or one failure, whatever
+    /// the number of tries.
     breaker: Breaker<Request, Response, reqwest::Error>,
     bulkhead: Arc<Semaphore>,
     settings: DependencySettings,
     metrics: ClientMetrics,
+}
+
+/// The tries of one call, within its deadline.
+#[derive(Debug, Clone)]
+struct Tries {
+    name: String,
+    http: reqwest::Client,
+    deadline: Duration,
+    retries: u32,
+    backoff: Duration,
+    metrics: ClientMetrics,
+}
+
+impl Tries {
+    /// Sends `request`, and again after a 502/503/504 or a transport error
+    /// if it is idempotent, while the call's deadline leaves time for it.
+    async fn send(&self, mut request: Request) -> Result<Response, reqwest::Error> {
+        let deadline = Instant::now() + self.deadline;
+        let tries = if is_idempotent(&request) {
+            1 + self.retries
+        } else {
+            1
+        };
+        let mut backoff = self.backoff;
+        let mut attempt = 1;
+        loop {
+            *request.timeout_mut() = Some(deadline.saturating_duration_since(Instant::now()));
+            // The copy for the next try; none on the last try, or for a
+            // body that cannot be cloned (a stream), which is sent once.
+            let spare = if attempt < tries {
+                request.try_clone()
+            } else {
+                None
+            };
+            let outcome = self.http.execute(request).await;
+            let Some(spare) = spare else {
+                return outcome;
+            };
+            if matches!(&outcome, Ok(response) if !is_retryable(response.status())) {
+                return outcome;
+            }
+            let jitter = fastrand::u64(0..=backoff.as_millis().try_into().unwrap_or(u64::MAX) / 2);
+            let pause = backoff + Duration::from_millis(jitter);
+            // No time left for another try after the pause: this answer
+            // (or failure) is the call's.
+            if deadline.saturating_duration_since(Instant::now()) <= pause {
+                return outcome;
+            }
+            self.metrics.count(&self.name, "retried");
+            tokio::time::sleep(pause).await;
+            backoff = backoff.saturating_mul(2);
+            attempt += 1;
+            request = spare;
+        }
+    }
 }
 
 impl std::fmt::Debug for Dependency {
@@ -180,7 +246,14 @@ impl Dependency {
                 dependency: name.to_owned(),
             })
             .clone();
-        let client = http.clone();
+        let tries = Tries {
+            name: name.to_owned(),
+            http: http.clone(),
+            deadline: timeout,
+            retries: settings.retries,
+            backoff: Duration::from_millis(settings.retry_backoff_ms),
+            metrics: metrics.clone(),
+        };
         let breaker = Breaker::new(
             name,
             BreakerSettings {
@@ -193,8 +266,8 @@ impl Dependency {
             },
             gauge,
             tower::service_fn(move |request: Request| {
-                let client = client.clone();
-                async move { client.execute(request).await }
+                let tries = tries.clone();
+                async move { tries.send(request).await }
             }),
         )?;
         Ok(Self {
@@ -216,12 +289,23 @@ impl Dependency {
         self.breaker.state()
     }
 
-    /// A request to `path` on this dependency, to build on.
-    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
+    /// A request to `path` on this dependency, to build on, carrying the
+    /// caller's trace: `traceparent` names a new span of `trace` as the
+    /// parent of what the dependency does. A handler finds its request's
+    /// context in the request extensions; work outside any request starts
+    /// one with [`TraceContext::new_root`].
+    pub fn request(
+        &self,
+        trace: &TraceContext,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(TRACEPARENT, trace.child().to_header_value())
     }
 
-    /// Sends `request` with the timeout, bulkhead, breaker and retries.
+    /// Sends `request` with the bulkhead, breaker, retries and one deadline.
     /// A 5xx answer that outlasts the retries is returned as a response.
     pub async fn call(&self, request: reqwest::RequestBuilder) -> Result<Response, CallError> {
         let request = request.build().map_err(|source| CallError::Failed {
@@ -232,46 +316,19 @@ impl Dependency {
             self.metrics.count(&self.name, "rejected");
             return Err(CallError::Rejected(self.name.clone()));
         };
-        let tries = if is_idempotent(&request) {
-            1 + self.settings.retries
-        } else {
-            1
-        };
-        let mut current = request;
-        let mut backoff = Duration::from_millis(self.settings.retry_backoff_ms);
-        let mut attempt = 1;
-        loop {
-            // The copy for the next try; none on the last try, or for a
-            // body that cannot be cloned (a stream), which is sent once.
-            let spare = if attempt < tries {
-                current.try_clone()
-            } else {
-                None
-            };
-            let outcome = self.breaker.call(current).await;
-            current = match (outcome, spare) {
-                (Ok(response), None) => return Ok(self.answered(response)),
-                (Ok(response), Some(_)) if !is_retryable(response.status()) => {
-                    return Ok(self.answered(response));
-                }
-                (Err(CircuitBreakerError::OpenCircuit), _) => {
-                    self.metrics.count(&self.name, "open");
-                    return Err(CallError::Open(self.name.clone()));
-                }
-                (Err(CircuitBreakerError::Inner(source)), None) => {
-                    self.metrics.count(&self.name, "failed");
-                    return Err(CallError::Failed {
-                        dependency: self.name.clone(),
-                        source,
-                    });
-                }
-                (_, Some(spare)) => spare,
-            };
-            self.metrics.count(&self.name, "retried");
-            let jitter = fastrand::u64(0..=backoff.as_millis().try_into().unwrap_or(u64::MAX) / 2);
-            tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-            backoff = backoff.saturating_mul(2);
-            attempt += 1;
+        match self.breaker.call(request).await {
+            Ok(response) => Ok(self.answered(response)),
+            Err(CircuitBreakerError::OpenCircuit) => {
+                self.metrics.count(&self.name, "open");
+                Err(CallError::Open(self.name.clone()))
+            }
+            Err(CircuitBreakerError::Inner(source)) => {
+                self.metrics.count(&self.name, "failed");
+                Err(CallError::Failed {
+                    dependency: self.name.clone(),
+                    source,
+                })
+            }
         }
     }
 

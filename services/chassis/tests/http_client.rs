@@ -1,9 +1,10 @@
 //! The resilient client against a wiremock dependency: breaker, bulkhead,
-//! retries only when safe, fallback.
+//! retries only when safe and within one deadline, fallback, trace context.
 
 use std::time::Duration;
 
 use chassis::http_client::{CallError, ClientMetrics, Dependency, DependencySettings};
+use chassis::trace_context::TraceContext;
 use reqwest::{Method, StatusCode};
 use tower_resilience_circuitbreaker::CircuitState;
 use wiremock::matchers::{method, path};
@@ -45,7 +46,7 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
 
     for _ in 0..3 {
         let response = catalog
-            .call(catalog.request(Method::GET, "/menu"))
+            .call(catalog.request(&TraceContext::new_root(), Method::GET, "/menu"))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -53,7 +54,9 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
     assert_eq!(catalog.state(), CircuitState::Open);
     let before = received(&server).await;
     let started = std::time::Instant::now();
-    let refused = catalog.call(catalog.request(Method::GET, "/menu")).await;
+    let refused = catalog
+        .call(catalog.request(&TraceContext::new_root(), Method::GET, "/menu"))
+        .await;
     assert!(matches!(refused, Err(CallError::Open(_))), "{refused:?}");
     assert!(started.elapsed() < Duration::from_millis(50), "fails fast");
     assert_eq!(received(&server).await, before, "nothing sent while open");
@@ -65,7 +68,7 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
         .await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     let trial = catalog
-        .call(catalog.request(Method::GET, "/menu"))
+        .call(catalog.request(&TraceContext::new_root(), Method::GET, "/menu"))
         .await
         .unwrap();
     assert_eq!(trial.status(), StatusCode::OK);
@@ -93,7 +96,11 @@ async fn the_bulkhead_refuses_calls_beyond_its_limit() {
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..3 {
         let payments = payments.clone();
-        calls.spawn(async move { payments.call(payments.request(Method::GET, "/slow")).await });
+        calls.spawn(async move {
+            payments
+                .call(payments.request(&TraceContext::new_root(), Method::GET, "/slow"))
+                .await
+        });
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let results = calls.join_all().await;
@@ -128,7 +135,11 @@ async fn only_idempotent_requests_are_retried() {
     .unwrap();
 
     let post = ordering
-        .call(ordering.request(Method::POST, "/orders").body("{}"))
+        .call(
+            ordering
+                .request(&TraceContext::new_root(), Method::POST, "/orders")
+                .body("{}"),
+        )
         .await
         .unwrap();
     assert_eq!(post.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -141,7 +152,7 @@ async fn only_idempotent_requests_are_retried() {
     let keyed = ordering
         .call(
             ordering
-                .request(Method::POST, "/orders")
+                .request(&TraceContext::new_root(), Method::POST, "/orders")
                 .header("Idempotency-Key", "k1")
                 .body("{}"),
         )
@@ -155,7 +166,7 @@ async fn only_idempotent_requests_are_retried() {
     );
 
     ordering
-        .call(ordering.request(Method::GET, "/orders/1"))
+        .call(ordering.request(&TraceContext::new_root(), Method::GET, "/orders/1"))
         .await
         .unwrap();
     assert_eq!(received(&server).await, 4 + 3, "a GET is tried three times");
@@ -180,7 +191,9 @@ async fn a_timeout_counts_as_a_failure_and_the_fallback_answers() {
         ClientMetrics::default(),
     )
     .unwrap();
-    let timed_out = history.call(history.request(Method::GET, "/history")).await;
+    let timed_out = history
+        .call(history.request(&TraceContext::new_root(), Method::GET, "/history"))
+        .await;
     assert!(
         matches!(&timed_out, Err(CallError::Failed { source, .. }) if source.is_timeout()),
         "{timed_out:?}"
@@ -189,7 +202,7 @@ async fn a_timeout_counts_as_a_failure_and_the_fallback_answers() {
 
     let fallback = history
         .call_or(
-            history.request(Method::GET, "/history"),
+            history.request(&TraceContext::new_root(), Method::GET, "/history"),
             |error| async move {
                 assert!(matches!(error, CallError::Open(_)));
                 Ok(reqwest::Response::from(
@@ -203,4 +216,99 @@ async fn a_timeout_counts_as_a_failure_and_the_fallback_answers() {
         .await
         .unwrap();
     assert_eq!(fallback.status(), StatusCode::NON_AUTHORITATIVE_INFORMATION);
+}
+
+/// The deadline is the call's, not each try's: with 150 ms answers, a
+/// 400 ms deadline and five retries allowed, at most three tries start
+/// (before, each try had its own 400 ms and all six went out).
+#[tokio::test]
+async fn one_deadline_covers_every_try_of_a_call() {
+    let server = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(150)))
+        .mount(&server)
+        .await;
+    let history = Dependency::new(
+        "history",
+        &server.uri(),
+        DependencySettings {
+            timeout_ms: 400,
+            retries: 5,
+            breaker_failures: 100,
+            ..settings()
+        },
+        ClientMetrics::default(),
+    )
+    .unwrap();
+    let _ = history
+        .call(history.request(&TraceContext::new_root(), Method::GET, "/slow"))
+        .await;
+    let tries = received(&server).await;
+    assert!((1..=3).contains(&tries), "{tries} tries within 400 ms");
+}
+
+/// The breaker counts calls, not tries: three tries of one call are one
+/// failure, so a breaker that opens after 3 failures opens on the third
+/// failed call (before, the first call's three tries opened it).
+#[tokio::test]
+async fn a_call_counts_once_for_the_breaker_however_many_tries() {
+    let server = MockServer::start().await;
+    Mock::given(path("/menu"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let catalog = Dependency::new(
+        "catalog",
+        &server.uri(),
+        DependencySettings {
+            retries: 2,
+            breaker_failures: 3,
+            ..settings()
+        },
+        ClientMetrics::default(),
+    )
+    .unwrap();
+    for call in 1..=3 {
+        assert_eq!(catalog.state(), CircuitState::Closed, "before call {call}");
+        let response = catalog
+            .call(catalog.request(&TraceContext::new_root(), Method::GET, "/menu"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(received(&server).await, 3 * 3, "three tries per call");
+    assert_eq!(catalog.state(), CircuitState::Open);
+}
+
+/// Every request carries `traceparent`: the caller's trace id, with a new
+/// span of the caller as parent.
+#[tokio::test]
+async fn the_callers_trace_goes_with_the_request() {
+    let server = MockServer::start().await;
+    Mock::given(path("/menu"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let catalog = Dependency::new(
+        "catalog",
+        &server.uri(),
+        settings(),
+        ClientMetrics::default(),
+    )
+    .unwrap();
+    let caller = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .expect("a traceparent");
+    catalog
+        .call(catalog.request(&caller, Method::GET, "/menu"))
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.expect("recorded");
+    let sent = requests[0]
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .expect("a valid traceparent on the request");
+    assert_eq!(sent.trace_id(), caller.trace_id());
+    assert_ne!(sent.span_id(), caller.span_id());
 }

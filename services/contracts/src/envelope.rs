@@ -11,6 +11,8 @@
 //! | header `causation_id` | [`Envelope::causation_id`] | the message that caused this one |
 //! | header `producer` | [`Envelope::producer`] | the component that published it |
 //! | header `origin` | [`Envelope::origin`] | `legacy` (from the monolith's data) or `new` |
+//! | header `aggregate_id` | [`IntegrationEvent::aggregate_id`](crate::IntegrationEvent::aggregate_id) | the aggregate the fact is about |
+//! | header `aggregate_seq` | set by the outbox | 1, 2, 3 … per aggregate in the order written; consumers that need order apply the next one only |
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -21,6 +23,8 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_CAUSATION_ID: &str = "causation_id";
 pub const HEADER_PRODUCER: &str = "producer";
 pub const HEADER_ORIGIN: &str = "origin";
+pub const HEADER_AGGREGATE_ID: &str = "aggregate_id";
+pub const HEADER_AGGREGATE_SEQ: &str = "aggregate_seq";
 
 /// Where a fact comes from: the legacy monolith's data (through the
 /// anti-corruption layer) or a new service.

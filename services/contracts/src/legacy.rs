@@ -26,6 +26,11 @@ pub enum OrderStatus {
     Rejected,
     /// `90`
     Cancelled,
+    /// A status added after this version of the contract: adding one is an
+    /// additive change, so a consumer built before it still reads the
+    /// event (and decides what an unknown status means for it).
+    #[serde(other)]
+    Unknown,
 }
 
 impl OrderStatus {
@@ -149,5 +154,16 @@ mod tests {
             assert!(OrderStatus::from_legacy_code(code).is_some(), "{code}");
         }
         assert_eq!(OrderStatus::from_legacy_code("99"), None);
+    }
+
+    #[test]
+    fn a_status_added_later_reads_as_unknown() {
+        let changed: OrderStatusChanged = serde_json::from_value(json!({
+            "order_no": "20261122-000001", "from": "delivered", "to": "returned_to_shop",
+            "changed_at": "2026-11-22T04:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(changed.to, OrderStatus::Unknown);
+        assert_eq!(changed.from, OrderStatus::Delivered);
     }
 }

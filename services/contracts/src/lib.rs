@@ -8,7 +8,9 @@
 //!   The name is the routing key on the `delivery.events` exchange and the
 //!   AMQP `type` property.
 //! - The JSON of a version never changes once published: fields are only
-//!   added (consumers ignore what they do not know), and anything else is a
+//!   added (consumers ignore what they do not know; a value added to an
+//!   enum such as `OrderStatus` reads as its `Unknown` variant in a
+//!   consumer built before it), and anything else is a
 //!   new version published beside the old one. The tests pin each event's
 //!   JSON so an accidental change fails the build.
 //! - [`envelope`] says what travels beside the payload (ids, time, trace).
@@ -33,8 +35,10 @@ pub trait IntegrationEvent: Serialize + DeserializeOwned + Send + Sync {
     /// `<context>.<aggregate>.<fact>.v<N>`.
     const NAME: &'static str;
 
-    /// The aggregate the fact is about; events of one aggregate are
-    /// delivered in the order they were written.
+    /// The aggregate the fact is about. The outbox numbers each
+    /// aggregate's events 1, 2, 3 … in the order they were written (header
+    /// `aggregate_seq`); delivery may reorder them, and a consumer that
+    /// needs order applies them in that sequence (docs/adr/0009).
     fn aggregate_id(&self) -> String;
 }
 

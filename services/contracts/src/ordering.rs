@@ -56,6 +56,10 @@ pub enum CancelReason {
     PaymentDeclined,
     /// The gateway did not answer; any charge was released.
     PaymentFailed,
+    /// A reason added after this version of the contract: adding one is an
+    /// additive change, so a consumer built before it still reads the event.
+    #[serde(other)]
+    Unknown,
 }
 
 /// `ordering.order.cancelled.v1`: the order will not be fulfilled.
@@ -140,5 +144,15 @@ mod tests {
             serde_json::to_value(&event).unwrap(),
             json!({"order_no": "20261122-000123", "reason": "payment_declined", "refunded": false, "cancelled_at": "2026-11-22T12:31:00Z"})
         );
+    }
+
+    #[test]
+    fn a_reason_added_later_reads_as_unknown() {
+        let event: OrderCancelled = serde_json::from_value(json!({
+            "order_no": "20261122-000123", "reason": "shop_closed", "refunded": true,
+            "cancelled_at": "2026-11-22T12:31:00Z"
+        }))
+        .unwrap();
+        assert_eq!(event.reason, CancelReason::Unknown);
     }
 }

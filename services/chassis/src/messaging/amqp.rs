@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use contracts::envelope::{
-    CONTENT_TYPE, HEADER_CAUSATION_ID, HEADER_ORIGIN, HEADER_PRODUCER, HEADER_TRACEPARENT,
+    CONTENT_TYPE, HEADER_AGGREGATE_ID, HEADER_AGGREGATE_SEQ, HEADER_CAUSATION_ID, HEADER_ORIGIN,
+    HEADER_PRODUCER, HEADER_TRACEPARENT,
 };
 use contracts::{Envelope, Origin};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -64,7 +65,9 @@ pub async fn close(connection: &lapin::Connection, reason: &str) {
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Publishes to `queue` through the default exchange and waits for the
-/// broker's confirm (the channel is in confirm mode); a nack is an error.
+/// broker's confirm (the channel is in confirm mode). A nack is an error,
+/// and so is a missing queue: the publish is mandatory, so the broker
+/// returns what it cannot route instead of confirming and dropping it.
 pub async fn send_to_queue(
     channel: &lapin::Channel,
     queue: &str,
@@ -74,17 +77,22 @@ pub async fn send_to_queue(
     let confirm = deadline(channel.basic_publish(
         "".into(),
         queue.into(),
-        lapin::options::BasicPublishOptions::default(),
+        lapin::options::BasicPublishOptions {
+            mandatory: true,
+            ..lapin::options::BasicPublishOptions::default()
+        },
         body,
         properties,
     ))
     .await?;
-    if deadline(confirm).await?.is_ack() {
-        Ok(())
-    } else {
-        Err(MessagingError::Invalid(format!(
+    match deadline(confirm).await? {
+        lapin::Confirmation::Ack(None) => Ok(()),
+        lapin::Confirmation::Ack(Some(_)) => Err(MessagingError::Invalid(format!(
+            "no queue {queue}: the broker returned the message"
+        ))),
+        _ => Err(MessagingError::Invalid(format!(
             "the broker refused a message for {queue}"
-        )))
+        ))),
     }
 }
 
@@ -135,6 +143,53 @@ pub fn properties(envelope: &Envelope) -> BasicProperties {
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)
         .with_headers(headers)
+}
+
+/// Where an event stands in its aggregate's history: the `n`th fact
+/// about `aggregate_type` `aggregate_id` written by its producer
+/// (docs/adr/0009-per-aggregate-order.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatePosition {
+    /// `<context>.<aggregate>`, the first two parts of the event name: ids
+    /// of different aggregates may collide.
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// 1 for the aggregate's first event, then one more for each.
+    pub seq: i64,
+}
+
+/// `<context>.<aggregate>` of an event name `<context>.<aggregate>.<fact>.v<N>`
+/// (the whole name if it has fewer parts).
+pub fn aggregate_type(event_name: &str) -> &str {
+    match event_name.match_indices('.').nth(1) {
+        Some((end, _)) => &event_name[..end],
+        None => event_name,
+    }
+}
+
+/// `properties` with the aggregate id and sequence number as headers.
+pub fn with_position(properties: BasicProperties, aggregate_id: &str, seq: i64) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(HEADER_AGGREGATE_ID.into(), long(aggregate_id));
+    headers.insert(HEADER_AGGREGATE_SEQ.into(), AMQPValue::LongLongInt(seq));
+    properties.with_headers(headers)
+}
+
+/// The position a message carries, if it carries one (rows written before
+/// the outbox had sequence numbers do not).
+pub fn position(properties: &BasicProperties) -> Option<AggregatePosition> {
+    let headers = properties.headers().as_ref();
+    let seq = match headers?.inner().get(HEADER_AGGREGATE_SEQ)? {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        _ => return None,
+    };
+    Some(AggregatePosition {
+        aggregate_type: aggregate_type(short(properties.kind())?).to_owned(),
+        aggregate_id: header_str(headers, HEADER_AGGREGATE_ID)?,
+        seq,
+    })
 }
 
 /// A header's text, if it is a string.
@@ -257,6 +312,18 @@ mod tests {
             .with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let back = super::envelope(&properties(&envelope)).unwrap();
         assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn the_position_survives_the_trip_and_names_the_aggregate_type() {
+        let envelope = Envelope::new("ordering.order.placed.v1", "ordering", Origin::New);
+        let properties = with_position(properties(&envelope), "42", 7);
+        let position = position(&properties).unwrap();
+        assert_eq!(position.aggregate_type, "ordering.order");
+        assert_eq!(position.aggregate_id, "42");
+        assert_eq!(position.seq, 7);
+        assert_eq!(super::position(&super::properties(&envelope)), None);
+        assert_eq!(aggregate_type("plain"), "plain");
     }
 
     #[test]

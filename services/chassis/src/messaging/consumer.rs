@@ -13,23 +13,46 @@
 //!   `max_attempts`; then it goes to the DLQ with the error in `x-error`;
 //! - the handler says [`HandlerError::Reject`], or the message cannot be
 //!   decoded: straight to the DLQ;
-//! - the database is down: the message is returned to the queue (not
-//!   counted as an attempt) and the consumer pauses;
+//! - the handler panics: the panic is caught and counts as a failure of
+//!   that message (retried, then the DLQ), and the consumer goes on;
+//! - the handler returns `Ok` but a statement of its transaction failed
+//!   (it caught the error): PostgreSQL would turn the COMMIT into a
+//!   rollback, so this too is a failure of the message, retried;
+//! - the consumer's database cannot be reached (connection lost or refused,
+//!   pool timed out; [`is_unavailable`]), whether in the handler or the
+//!   inbox: the consumer keeps the message unacknowledged, stops taking
+//!   others and polls the database, then tries the same message again; no
+//!   attempt is spent and the broker counts no delivery;
 //! - the broker goes away: the consumer reconnects; unacknowledged
 //!   messages are delivered again and the inbox drops what was done.
+//!
+//! Order: a consumer built [`Consumer::in_aggregate_order`] applies each
+//! aggregate's events in their outbox sequence. A message that comes
+//! before its predecessor is parked in `inbox_parked` (and acknowledged);
+//! applying an event then applies the parked ones that follow it. One at or
+//! below the last applied number is acknowledged and skipped. The
+//! aggregate's row in `inbox_aggregate` is locked for the transaction, so
+//! several instances take turns on one aggregate.
+//! docs/adr/0009-per-aggregate-order.md.
+//!
+//! Running: [`Consumer::run`] restarts a round that fails (or panics
+//! outside a handler) with back-off; [`Consumer::readiness_check`] is down
+//! while it is not consuming; stopping finishes the message in hand first.
+//! The inbox forgets a message id after [`Consumer::with_inbox_retention`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use contracts::{Envelope, IntegrationEvent};
-use futures_util::StreamExt;
-use lapin::Channel;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,13 +60,16 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::amqp::AggregatePosition;
 use super::topology::{self, QueueSpec};
 use super::{MessagingError, amqp};
+use crate::health::{CheckFuture, ReadinessCheck};
 use crate::trace_context::TraceContext;
 
-/// The inbox table. Idempotent, like the outbox's (see [`install`]).
+/// Step 1: the inbox table. Idempotent, like the outbox's (see [`install`]).
 pub const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS inbox (
     consumer     text         NOT NULL,
@@ -53,8 +79,17 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 ";
 
+/// Step 2: the last sequence number applied per aggregate, for consumers
+/// in aggregate order (docs/adr/0009-per-aggregate-order.md).
+pub const SCHEMA_AGGREGATE_SEQUENCE: &str =
+    include_str!("schema/inbox-0002-aggregate-sequence.sql");
+
+/// Creates the inbox if it is missing and brings it to the latest step.
 pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
     sqlx::raw_sql(SCHEMA).execute(pool).await?;
+    sqlx::raw_sql(SCHEMA_AGGREGATE_SEQUENCE)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -67,6 +102,8 @@ pub struct Message {
     pub attempt: u32,
     /// The producer's trace continued: the context for work done here.
     pub trace: TraceContext,
+    /// The event's place in its aggregate's sequence, if the outbox gave it one.
+    pub position: Option<AggregatePosition>,
 }
 
 impl Message {
@@ -92,15 +129,56 @@ pub enum HandlerError {
     /// Will never succeed (the message makes no sense here).
     #[error("{0}")]
     Reject(String),
+    /// The consumer's own database cannot be reached: not the message's
+    /// fault. The consumer waits for the database and tries the same
+    /// message again, spending no attempt.
+    #[error("{0}")]
+    DatabaseUnavailable(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Retry(format!("database: {error}"))
+        if is_unavailable(&error) {
+            Self::DatabaseUnavailable(format!("database: {error}"))
+        } else {
+            Self::Retry(format!("database: {error}"))
+        }
+    }
+}
+
+/// Whether `error` says the database cannot be reached (connection lost or
+/// refused, pool exhausted, server shutting down), as opposed to a
+/// statement that failed on a database that works.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P0x: the server is shutting
+        // down or starting; 53300: too many connections.
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P0") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// A failed database call of the consumer's own bookkeeping, as an outcome.
+fn database_failure(error: sqlx::Error) -> Outcome {
+    if is_unavailable(&error) {
+        Outcome::Unavailable(error.to_string())
+    } else {
+        Outcome::Retry(format!("database: {error}"))
     }
 }
 
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+/// How often an idle consumer prunes its inbox (and once at each start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What a consumer does with each message, inside the inbox transaction.
 pub trait Handler: Send + Sync + 'static {
@@ -118,6 +196,8 @@ pub struct ConsumerMetrics {
     duplicates: Family<ConsumerLabel, Counter>,
     retried: Family<ConsumerLabel, Counter>,
     dead_lettered: Family<ConsumerLabel, Counter>,
+    parked: Family<ConsumerLabel, Counter>,
+    database_waits: Family<ConsumerLabel, Counter>,
     handler_latency: Family<ConsumerLabel, Histogram>,
     lag: Family<ConsumerLabel, Histogram>,
 }
@@ -147,6 +227,16 @@ impl ConsumerMetrics {
             metrics.dead_lettered.clone(),
         );
         r.register(
+            "parked",
+            "Messages that came before their aggregate's previous one, parked until it is applied",
+            metrics.parked.clone(),
+        );
+        r.register(
+            "database_waits",
+            "Times consumption paused until the database answered again",
+            metrics.database_waits.clone(),
+        );
+        r.register(
             "handler_latency_seconds",
             "Time in the handler and its transaction",
             metrics.handler_latency.clone(),
@@ -165,6 +255,8 @@ impl ConsumerMetrics {
             duplicates: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
+            parked: Family::default(),
+            database_waits: Family::default(),
             handler_latency: Family::new_with_constructor(seconds_histogram),
             lag: Family::new_with_constructor(seconds_histogram),
         }
@@ -193,6 +285,16 @@ impl ConsumerMetrics {
             .get_or_create(&Self::label(consumer))
             .get()
     }
+
+    pub fn database_waits(&self, consumer: &str) -> u64 {
+        self.database_waits
+            .get_or_create(&Self::label(consumer))
+            .get()
+    }
+
+    pub fn parked(&self, consumer: &str) -> u64 {
+        self.parked.get_or_create(&Self::label(consumer)).get()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -203,7 +305,14 @@ pub struct Consumer {
     amqp_url: String,
     queue: QueueSpec,
     prefetch: u16,
+    /// Apply each aggregate's events in their sequence ([`Self::in_aggregate_order`]).
+    in_aggregate_order: bool,
     metrics: ConsumerMetrics,
+    /// True while connected and consuming: what [`ConsumerCheck`] reports.
+    consuming: Arc<AtomicBool>,
+    /// Inbox rows older than this are deleted: a duplicate that comes
+    /// later than this after the original is applied again.
+    inbox_retention: Duration,
 }
 
 /// What became of one delivery.
@@ -212,8 +321,21 @@ enum Outcome {
     Duplicate,
     Retry(String),
     DeadLetter(String),
-    /// The database is unavailable: give the message back, pause.
-    Requeue(String),
+    /// The database cannot be reached: wait for it, then try again.
+    Unavailable(String),
+    /// Its aggregate's previous event is not applied yet: parked in the
+    /// database until it is.
+    Parked(String),
+}
+
+/// Where a message stands against what its consumer applied.
+enum Turn {
+    Next,
+    /// At or below the last applied number: already applied, or superseded.
+    Past,
+    Early {
+        expected: i64,
+    },
 }
 
 impl Consumer {
@@ -230,8 +352,64 @@ impl Consumer {
             amqp_url: amqp_url.to_owned(),
             queue,
             prefetch: 32,
+            in_aggregate_order: false,
             metrics,
+            consuming: Arc::new(AtomicBool::new(false)),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+
+    /// How long the inbox remembers a message (7 days by default): longer
+    /// than any redelivery, re-send or re-drive can come after it.
+    pub fn with_inbox_retention(mut self, retention: Duration) -> Self {
+        self.inbox_retention = retention;
+        self
+    }
+
+    /// Deletes this consumer's inbox rows past the retention; returns how many.
+    pub async fn prune_inbox(&self) -> Result<u64, MessagingError> {
+        let deleted = sqlx::query(
+            "DELETE FROM inbox WHERE consumer = $1 AND received_at < now() - make_interval(secs => $2)",
+        )
+        .bind(&self.name)
+        .bind(self.inbox_retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
+    /// Prunes the inbox if the last pruning is older than [`PRUNE_EVERY`].
+    async fn prune_if_due(&self, last: &mut Option<Instant>) {
+        if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.prune_inbox().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(consumer = %self.name, rows, "pruned the inbox"),
+            Err(error) => tracing::warn!(consumer = %self.name, %error, "pruning the inbox failed"),
+        }
+    }
+
+    /// Readiness: this consumer is connected and consuming.
+    pub fn readiness_check(&self) -> ConsumerCheck {
+        ConsumerCheck {
+            name: format!("consumer:{}", self.name),
+            consuming: self.consuming.clone(),
+        }
+    }
+
+    /// Applies each aggregate's events in their outbox sequence: the next
+    /// one only; an early one is parked in the database until its
+    /// predecessor is applied, then applied right after it.
+    /// For consumers whose effect depends on order (projections, sync-back).
+    /// The consumer must see each aggregate from its first sequenced event
+    /// (its queue declared before the producer publishes), or that
+    /// aggregate's events stay parked (docs/adr/0009).
+    pub fn in_aggregate_order(mut self) -> Self {
+        self.in_aggregate_order = true;
+        self
     }
 
     /// Messages the broker sends ahead of acknowledgements.
@@ -242,22 +420,53 @@ impl Consumer {
 
     /// Consumes until `shutdown`, reconnecting after any failure.
     pub async fn run<H: Handler, F: Future<Output = ()> + Send>(self, handler: H, shutdown: F) {
-        tokio::pin!(shutdown);
+        let (stop, stopping) = watch::channel(false);
+        let work = self.supervise(&handler, stopping);
+        tokio::pin!(work, shutdown);
+        tokio::select! {
+            () = &mut work => return,
+            () = &mut shutdown => {}
+        }
+        // Stopping is graceful: the message in hand is finished (applied
+        // and acknowledged, or left for redelivery if the database is
+        // away), then the connection is closed. When `run` returns, no
+        // effect of this consumer is still on its way.
+        let _ = stop.send(true);
+        work.await;
+    }
+
+    /// Consumes until `stopping` turns true, starting again after any
+    /// failure with back-off.
+    async fn supervise<H: Handler>(&self, handler: &H, stopping: watch::Receiver<bool>) {
         let mut failures = 0_u32;
         loop {
-            tokio::select! {
-                result = self.consume(&handler, &mut failures) => {
-                    failures += 1;
-                    match result {
-                        Ok(()) => tracing::warn!(consumer = %self.name, "the broker ended the consumer; reconnecting"),
-                        Err(error) => tracing::warn!(consumer = %self.name, %error, failures, "consumer interrupted; reconnecting"),
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(amqp::backoff(failures)) => {}
-                        () = &mut shutdown => return,
-                    }
+            // A panic in a round (outside a handler, whose panics are caught
+            // per message) ends the round like an error would, instead of
+            // ending the task and leaving the queue unconsumed.
+            let round = AssertUnwindSafe(self.consume(handler, &mut failures, stopping.clone()))
+                .catch_unwind()
+                .await;
+            self.consuming.store(false, Ordering::SeqCst);
+            let asked_to_stop = *stopping.borrow();
+            if asked_to_stop {
+                return;
+            }
+            failures += 1;
+            match round {
+                Ok(Ok(())) => {
+                    tracing::warn!(consumer = %self.name, "the broker ended the consumer; reconnecting")
                 }
-                () = &mut shutdown => return,
+                Ok(Err(error)) => {
+                    tracing::warn!(consumer = %self.name, %error, failures, "consumer interrupted; reconnecting")
+                }
+                Err(panic) => {
+                    tracing::error!(consumer = %self.name, panic = %panic_message(panic.as_ref()), failures, "consumer panicked; restarting")
+                }
+            }
+            let mut stop = stopping.clone();
+            tokio::select! {
+                () = tokio::time::sleep(amqp::backoff(failures)) => {}
+                () = stopped(&mut stop) => return,
             }
         }
     }
@@ -266,6 +475,7 @@ impl Consumer {
         &self,
         handler: &H,
         failures: &mut u32,
+        mut stopping: watch::Receiver<bool>,
     ) -> Result<(), MessagingError> {
         // Setting up must not hang either (a broker still starting may
         // accept the connection and sit on the declarations).
@@ -297,18 +507,34 @@ impl Consumer {
                 .await
                 .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
+        self.consuming.store(true, Ordering::SeqCst);
+        let mut last_prune = None;
+        self.prune_if_due(&mut last_prune).await;
+        self.drain_all(handler, &publisher).await?;
         loop {
             // Quiet queues are normal; a dead connection that never says so
             // is not: look at the connection whenever nothing arrives.
-            let next = tokio::time::timeout(amqp::BROKER_DEADLINE, deliveries.next()).await;
+            let next = tokio::select! {
+                biased;
+                () = stopped(&mut stopping) => {
+                    amqp::close(&connection, "consumer stopping").await;
+                    return Ok(());
+                }
+                next = tokio::time::timeout(amqp::BROKER_DEADLINE, deliveries.next()) => next,
+            };
             let delivery = match next {
                 Ok(Some(delivery)) => delivery?,
                 Ok(None) => return Ok(()),
-                Err(_) if connection.status().connected() => continue,
+                Err(_) if connection.status().connected() => {
+                    self.prune_if_due(&mut last_prune).await;
+                    self.drain_all(handler, &publisher).await?;
+                    continue;
+                }
                 Err(_) => return Err(MessagingError::Invalid("the connection is gone".into())),
             };
             *failures = 0;
-            self.process(handler, &publisher, delivery).await?;
+            self.process(handler, &publisher, delivery, &stopping)
+                .await?;
         }
     }
 
@@ -317,13 +543,15 @@ impl Consumer {
         handler: &H,
         publisher: &Channel,
         delivery: Delivery,
+        stopping: &watch::Receiver<bool>,
     ) -> Result<(), MessagingError> {
         let label = ConsumerMetrics::label(&self.name);
         let message = match decode(&delivery) {
             Ok(message) => message,
             Err(reason) => {
                 tracing::warn!(consumer = %self.name, %reason, "undecodable message");
-                self.dead_letter(publisher, &delivery, &format!("undecodable: {reason}"))
+                let reason = format!("undecodable: {reason}");
+                self.dead_letter(publisher, &delivery.data, &delivery.properties, &reason)
                     .await?;
                 self.metrics.dead_lettered.get_or_create(&label).inc();
                 amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
@@ -338,62 +566,134 @@ impl Consumer {
             trace_id = %message.trace.trace_id(),
             attempt = message.attempt,
         );
-        let started = Instant::now();
-        let outcome = self.apply(handler, &message).instrument(span.clone()).await;
-        let _entered = span.enter();
-        self.metrics
-            .handler_latency
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
-        match outcome {
-            Outcome::Applied => {
-                // Counted once committed: if the ack is lost, the message
-                // comes again and counts as a duplicate, not a second apply.
-                self.metrics.handled.get_or_create(&label).inc();
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
+        async {
+            let started = Instant::now();
+            let mut outcome = self.apply(handler, &message).await;
+            // Not the message's fault: keep it (unacknowledged, so the
+            // broker counts no delivery) and stop consuming until the
+            // database answers, then try it again. Giving it back instead
+            // would count a delivery each time, and a quorum queue
+            // dead-letters past its delivery limit.
+            while let Outcome::Unavailable(reason) = outcome {
+                if !self.wait_for_database(&reason, stopping).await {
+                    // Stopping: left unacknowledged, it is delivered again.
+                    return Ok(());
+                }
+                outcome = self.apply(handler, &message).await;
+            }
+            self.metrics
+                .handler_latency
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            let applied = matches!(outcome, Outcome::Applied);
+            self.settle(
+                publisher,
+                &message,
+                &delivery.data,
+                &delivery.properties,
+                outcome,
+            )
+            .await?;
+            amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
+            if applied {
                 let lag = OffsetDateTime::now_utc() - message.envelope.occurred_at;
                 self.metrics
                     .lag
                     .get_or_create(&label)
                     .observe(lag.as_seconds_f64().max(0.0));
+                if let Some(position) = self.ordered(&message) {
+                    self.drain(handler, publisher, &message.envelope.producer, position)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Does what `outcome` asks of a message (`body` and `properties` as
+    /// received), short of acknowledging it: counts it, and sends it to
+    /// wait or to the DLQ with a confirm. Deliveries handle `Unavailable`
+    /// themselves; here it only concerns a parked message, which stays.
+    async fn settle(
+        &self,
+        publisher: &Channel,
+        message: &Message,
+        body: &[u8],
+        properties: &BasicProperties,
+        outcome: Outcome,
+    ) -> Result<(), MessagingError> {
+        let label = ConsumerMetrics::label(&self.name);
+        match outcome {
+            // Counted once committed: if the ack is lost, the message comes
+            // again and counts as a duplicate, not a second apply.
+            Outcome::Applied => {
+                self.metrics.handled.get_or_create(&label).inc();
             }
             Outcome::Duplicate => {
                 self.metrics.duplicates.get_or_create(&label).inc();
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 tracing::debug!("duplicate skipped");
+            }
+            Outcome::Parked(reason) => {
+                self.metrics.parked.get_or_create(&label).inc();
+                tracing::debug!(%reason, "parked until the previous event is applied");
             }
             Outcome::Retry(reason) if message.attempt < self.queue.max_attempts => {
                 let delay = self.queue.delay_after(message.attempt);
                 tracing::warn!(%reason, ?delay, "handler failed; will retry");
-                self.republish_for_retry(publisher, &delivery, message.attempt + 1, delay)
+                self.republish_for_retry(publisher, body, properties, message.attempt + 1, delay)
                     .await?;
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
                 self.metrics.retried.get_or_create(&label).inc();
             }
             Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
                 tracing::error!(%reason, "message dead-lettered");
-                self.dead_letter(publisher, &delivery, &reason).await?;
-                amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
+                self.dead_letter(publisher, body, properties, &reason)
+                    .await?;
                 self.metrics.dead_lettered.get_or_create(&label).inc();
             }
-            Outcome::Requeue(reason) => {
-                tracing::warn!(%reason, "database unavailable; message returned to the queue");
-                amqp::deadline(delivery.nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                }))
-                .await?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Outcome::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable; the parked message stays parked");
             }
         }
         Ok(())
     }
 
+    /// The message's position, if this consumer applies in aggregate order.
+    fn ordered<'m>(&self, message: &'m Message) -> Option<&'m AggregatePosition> {
+        message
+            .position
+            .as_ref()
+            .filter(|_| self.in_aggregate_order)
+    }
+
     async fn apply<H: Handler>(&self, handler: &H, message: &Message) -> Outcome {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
-            Err(error) => return Outcome::Requeue(error.to_string()),
+            Err(error) => return database_failure(error),
         };
+        let ordered = self.ordered(message);
+        if let Some(position) = ordered {
+            let producer = &message.envelope.producer;
+            match self.take_turn(&mut tx, producer, position).await {
+                Ok(Turn::Next) => {}
+                Ok(Turn::Past) => return Outcome::Duplicate,
+                Ok(Turn::Early { expected }) => {
+                    let parked = match self.park(&mut tx, message, position).await {
+                        Ok(()) => tx.commit().await,
+                        Err(error) => Err(error),
+                    };
+                    return match parked {
+                        Ok(()) => Outcome::Parked(format!(
+                            "{} {} is at {}, expected {expected}",
+                            position.aggregate_type, position.aggregate_id, position.seq
+                        )),
+                        Err(error) => database_failure(error),
+                    };
+                }
+                Err(error) => return database_failure(error),
+            }
+        }
         let first = sqlx::query(
             "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -404,75 +704,383 @@ impl Consumer {
         match first {
             Ok(done) if done.rows_affected() == 0 => return Outcome::Duplicate,
             Ok(_) => {}
-            Err(error) => return Outcome::Requeue(error.to_string()),
+            Err(error) => return database_failure(error),
         }
-        match handler.handle(&mut tx, message).await {
-            Ok(()) => match tx.commit().await {
-                Ok(()) => Outcome::Applied,
-                Err(error) => Outcome::Requeue(error.to_string()),
-            },
+        // The call too, not only the future: a handler may panic before its
+        // first await.
+        let handled = AssertUnwindSafe(async { handler.handle(&mut tx, message).await })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::Retry(format!(
+                    "the handler panicked: {}",
+                    panic_message(panic.as_ref())
+                )))
+            });
+        match handled {
+            Ok(()) => {
+                if let Err(outcome) = still_open(&mut tx).await {
+                    return outcome;
+                }
+                if let Some(position) = ordered
+                    && let Err(error) = self
+                        .record_turn(&mut tx, &message.envelope.producer, position)
+                        .await
+                {
+                    return database_failure(error);
+                }
+                match tx.commit().await {
+                    Ok(()) => Outcome::Applied,
+                    Err(error) => database_failure(error),
+                }
+            }
             Err(HandlerError::Retry(reason)) => Outcome::Retry(reason),
             Err(HandlerError::Reject(reason)) => Outcome::DeadLetter(reason),
+            Err(HandlerError::DatabaseUnavailable(reason)) => Outcome::Unavailable(reason),
         }
+    }
+
+    /// Polls the database (back-off doubling to 5 s) until it answers
+    /// (true) or the consumer is stopping (false).
+    async fn wait_for_database(&self, reason: &str, stopping: &watch::Receiver<bool>) -> bool {
+        let mut stop = stopping.clone();
+        let label = ConsumerMetrics::label(&self.name);
+        self.metrics.database_waits.get_or_create(&label).inc();
+        tracing::warn!(%reason, "database unavailable; consumption paused until it answers");
+        let mut tries = 0;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(amqp::backoff(tries)) => {}
+                () = stopped(&mut stop) => return false,
+            }
+            tries += 1;
+            if sqlx::query("SELECT 1").execute(&self.pool).await.is_ok() {
+                tracing::info!(tries, "database back; consuming again");
+                return true;
+            }
+        }
+    }
+
+    /// Locks the aggregate's row for this transaction (another instance
+    /// with the same aggregate waits here) and says whether `position` is
+    /// the next to apply. An aggregate never seen starts at 0.
+    async fn take_turn(
+        &self,
+        tx: &mut PgConnection,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<Turn, sqlx::Error> {
+        // DO UPDATE (to the same value) locks an existing row, as FOR UPDATE would.
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO inbox_aggregate (consumer, producer, aggregate_type, aggregate_id, last_seq)
+             VALUES ($1, $2, $3, $4, 0)
+             ON CONFLICT (consumer, producer, aggregate_type, aggregate_id)
+             DO UPDATE SET last_seq = inbox_aggregate.last_seq
+             RETURNING last_seq",
+        )
+        .bind(&self.name)
+        .bind(producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(if position.seq <= last {
+            Turn::Past
+        } else if position.seq == last + 1 {
+            Turn::Next
+        } else {
+            Turn::Early { expected: last + 1 }
+        })
+    }
+
+    /// Keeps an early message in `inbox_parked` until its turn comes; a copy
+    /// already parked is kept as it is.
+    async fn park(
+        &self,
+        tx: &mut PgConnection,
+        message: &Message,
+        position: &AggregatePosition,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO inbox_parked
+                 (consumer, producer, aggregate_type, aggregate_id, seq, envelope, payload, attempt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(&message.envelope.producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .bind(position.seq)
+        .bind(sqlx::types::Json(&message.envelope))
+        .bind(&message.payload)
+        .bind(i64::from(message.attempt))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records `position` as the aggregate's last applied event, and drops
+    /// parked copies it makes stale.
+    async fn record_turn(
+        &self,
+        tx: &mut PgConnection,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "WITH stale AS (
+                 DELETE FROM inbox_parked
+                 WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3
+                   AND aggregate_id = $4 AND seq <= $5
+             )
+             UPDATE inbox_aggregate SET last_seq = $5
+             WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3 AND aggregate_id = $4",
+        )
+        .bind(&self.name)
+        .bind(producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .bind(position.seq)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies the aggregate's parked messages that are now next, one
+    /// transaction each, until one is missing or fails. A parked message
+    /// that fails goes to the retry queue (or the DLQ) like a delivered one,
+    /// and leaves the parking; one the database cannot take now stays
+    /// parked for the next [`Self::drain_all`].
+    async fn drain<H: Handler>(
+        &self,
+        handler: &H,
+        publisher: &Channel,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<(), MessagingError> {
+        while let Some((message, position)) = self.next_parked(producer, position).await? {
+            let outcome = self.apply(handler, &message).await;
+            let next = matches!(outcome, Outcome::Applied | Outcome::Duplicate);
+            let unpark = !matches!(outcome, Outcome::Applied | Outcome::Unavailable(_));
+            let properties = amqp::with_position(
+                amqp::properties(&message.envelope),
+                &position.aggregate_id,
+                position.seq,
+            );
+            let body = serde_json::to_vec(&message.payload)
+                .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+            self.settle(publisher, &message, &body, &properties, outcome)
+                .await?;
+            if unpark {
+                self.unpark(producer, &position).await?;
+            }
+            if !next {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The parked message that is next for the aggregate of `position`, if any.
+    async fn next_parked(
+        &self,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<Option<(Message, AggregatePosition)>, MessagingError> {
+        let row: Option<(sqlx::types::Json<Envelope>, serde_json::Value, i64, i64)> =
+            sqlx::query_as(
+                "SELECT p.envelope, p.payload, p.attempt, p.seq
+                 FROM inbox_parked p JOIN inbox_aggregate a
+                     USING (consumer, producer, aggregate_type, aggregate_id)
+                 WHERE p.consumer = $1 AND p.producer = $2 AND p.aggregate_type = $3
+                   AND p.aggregate_id = $4 AND p.seq = a.last_seq + 1",
+            )
+            .bind(&self.name)
+            .bind(producer)
+            .bind(&position.aggregate_type)
+            .bind(&position.aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(envelope, payload, attempt, seq)| {
+            let envelope = envelope.0;
+            let position = AggregatePosition {
+                seq,
+                ..position.clone()
+            };
+            let message = Message {
+                trace: trace_of(&envelope),
+                position: Some(position.clone()),
+                envelope,
+                payload,
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            };
+            (message, position)
+        }))
+    }
+
+    async fn unpark(
+        &self,
+        producer: &str,
+        position: &AggregatePosition,
+    ) -> Result<(), MessagingError> {
+        sqlx::query(
+            "DELETE FROM inbox_parked
+             WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3
+               AND aggregate_id = $4 AND seq = $5",
+        )
+        .bind(&self.name)
+        .bind(producer)
+        .bind(&position.aggregate_type)
+        .bind(&position.aggregate_id)
+        .bind(position.seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Drains every aggregate whose next event is parked: at start-up and
+    /// whenever the queue is quiet, for drains a database outage cut short.
+    async fn drain_all<H: Handler>(
+        &self,
+        handler: &H,
+        publisher: &Channel,
+    ) -> Result<(), MessagingError> {
+        if !self.in_aggregate_order {
+            return Ok(());
+        }
+        let ready: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT p.producer, p.aggregate_type, p.aggregate_id
+             FROM inbox_parked p JOIN inbox_aggregate a
+                 USING (consumer, producer, aggregate_type, aggregate_id)
+             WHERE p.consumer = $1 AND p.seq = a.last_seq + 1",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await?;
+        for (producer, aggregate_type, aggregate_id) in ready {
+            let position = AggregatePosition {
+                aggregate_type,
+                aggregate_id,
+                seq: 0,
+            };
+            self.drain(handler, publisher, &producer, &position).await?;
+        }
+        Ok(())
     }
 
     async fn republish_for_retry(
         &self,
         publisher: &Channel,
-        delivery: &Delivery,
+        body: &[u8],
+        properties: &BasicProperties,
         attempt: u32,
         delay: Duration,
     ) -> Result<(), MessagingError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(amqp::HEADER_ATTEMPT.into(), AMQPValue::LongUInt(attempt));
-        let properties = delivery
-            .properties
+        let properties = properties
             .clone()
             .with_headers(headers)
             .with_expiration(delay.as_millis().to_string().into());
-        amqp::send_to_queue(
-            publisher,
-            &self.queue.retry_queue(),
-            &delivery.data,
-            properties,
-        )
-        .await
+        amqp::send_to_queue(publisher, &self.queue.retry_queue(), body, properties).await
     }
 
     async fn dead_letter(
         &self,
         publisher: &Channel,
-        delivery: &Delivery,
+        body: &[u8],
+        properties: &BasicProperties,
         reason: &str,
     ) -> Result<(), MessagingError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(
             amqp::HEADER_ERROR.into(),
             AMQPValue::LongString(reason.as_bytes().to_vec().into()),
         );
-        let properties = delivery.properties.clone().with_headers(headers);
-        amqp::send_to_queue(
-            publisher,
-            &self.queue.dead_letter_queue(),
-            &delivery.data,
-            properties,
-        )
-        .await
+        let properties = properties.clone().with_headers(headers);
+        amqp::send_to_queue(publisher, &self.queue.dead_letter_queue(), body, properties).await
     }
+}
+
+/// Checks that the handler left its transaction usable. A handler that
+/// caught a failed statement's error and returned `Ok` leaves it aborted,
+/// and PostgreSQL answers COMMIT on an aborted transaction with a rollback,
+/// not an error: the effect and the inbox row would be lost while the
+/// message is acknowledged. sqlx keeps the transaction status to itself,
+/// so ask the server: any statement fails in an aborted transaction.
+async fn still_open(tx: &mut PgConnection) -> Result<(), Outcome> {
+    match sqlx::query("SELECT 1").execute(&mut *tx).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("25P02") => {
+            Err(Outcome::Retry(
+                "a statement of the handler failed (its error was caught): the transaction was aborted"
+                    .to_owned(),
+            ))
+        }
+        Err(error) => Err(database_failure(error)),
+    }
+}
+
+/// Resolves once the consumer is told to stop (the sender gone counts).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here.
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}
+
+/// What a caught panic said, if it said it in text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Readiness of one consumer: down while it is not connected and
+/// consuming (the broker is away, or it is restarting after a failure).
+#[derive(Debug, Clone)]
+pub struct ConsumerCheck {
+    /// `consumer:<name>`.
+    name: String,
+    consuming: Arc<AtomicBool>,
+}
+
+impl ReadinessCheck for ConsumerCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        let consuming = self.consuming.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if consuming {
+                Ok(())
+            } else {
+                Err("not consuming".to_owned())
+            }
+        })
+    }
+}
+
+/// The producer's trace continued, or a new one.
+fn trace_of(envelope: &Envelope) -> TraceContext {
+    envelope
+        .traceparent
+        .as_deref()
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::new_root, |parent| parent.child())
 }
 
 fn decode(delivery: &Delivery) -> Result<Message, String> {
     let envelope = amqp::envelope(&delivery.properties)?;
     let payload: serde_json::Value =
         serde_json::from_slice(&delivery.data).map_err(|e| format!("body is not JSON: {e}"))?;
-    let attempt =
-        amqp::header_u32(delivery.properties.headers().as_ref(), amqp::HEADER_ATTEMPT).unwrap_or(1);
-    let trace = envelope
-        .traceparent
-        .as_deref()
-        .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::new_root, |parent| parent.child());
+    let headers = delivery.properties.headers().as_ref();
+    let attempt = amqp::header_u32(headers, amqp::HEADER_ATTEMPT).unwrap_or(1);
+    let trace = trace_of(&envelope);
     Ok(Message {
+        position: amqp::position(&delivery.properties),
         envelope,
         payload,
         attempt,

@@ -14,6 +14,8 @@
 //!
 //! Delivery is at least once; effects are exactly once because every
 //! consumer records the message id in the same transaction as its effect.
+//! Each aggregate's events carry a sequence number; a consumer built
+//! `in_aggregate_order` applies them in it (docs/adr/0009).
 
 pub mod amqp;
 pub mod consumer;

@@ -5,13 +5,23 @@
 //!
 //! Pattern: transactional outbox — docs/patterns/reliable-messaging.md.
 //!
+//! Each event takes its aggregate's next sequence number as it is written;
+//! the number travels in the `aggregate_seq` header so that consumers that
+//! need order can restore it (docs/adr/0009-per-aggregate-order.md): the
+//! relay itself does not keep order across nacks or several relays.
+//!
 //! The relay claims a batch with `FOR UPDATE SKIP LOCKED` (several relays
 //! share the work and never publish the same row at once), publishes the
 //! whole batch with publisher confirms in flight together, marks the rows
-//! the broker confirmed, and commits. A relay that dies before it commits
+//! the broker confirmed, and commits. A row that can never be published
+//! (its envelope does not parse, its payload is over the broker's size
+//! limit) is set aside with the reason (`failed_at`, `failure`) instead of
+//! failing every batch it is in; [`release`] puts it back once fixed. A relay that dies before it commits
 //! leaves its rows unpublished: they go out again, and the consumers'
-//! inbox drops the duplicate. It wakes on `NOTIFY outbox` and also polls,
-//! and it reconnects to RabbitMQ and PostgreSQL on its own.
+//! inbox drops the duplicate. It wakes on `NOTIFY outbox` and also polls;
+//! a lost `LISTEN` connection is opened again at once. It prunes published
+//! rows past the retention every minute, even while it is behind, and it
+//! reconnects to RabbitMQ and PostgreSQL on its own.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -29,9 +39,10 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::{MessagingError, amqp};
 
-/// The outbox table, its index and the NOTIFY trigger. Idempotent: a
-/// producer runs it at start-up after its own migrations (see
-/// [`install`]); ADR 0006 says why it is not a sqlx migration.
+/// Step 1: the outbox table, its index and the NOTIFY trigger. Idempotent:
+/// a producer runs every step at start-up after its own migrations (see
+/// [`install`]); ADR 0006 says why they are not sqlx migrations. A step
+/// once released is never edited: a change is a new step.
 pub const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS outbox (
     id            bigserial    PRIMARY KEY,
@@ -55,7 +66,14 @@ CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 ";
 
-/// Creates the outbox if it is missing.
+/// Step 2: the per-aggregate sequence number (docs/adr/0009-per-aggregate-order.md).
+pub const SCHEMA_AGGREGATE_SEQUENCE: &str =
+    include_str!("schema/outbox-0002-aggregate-sequence.sql");
+
+/// Step 3: rows set aside because they cannot be published.
+pub const SCHEMA_QUARANTINE: &str = include_str!("schema/outbox-0003-quarantine.sql");
+
+/// Creates the outbox if it is missing and brings it to the latest step.
 pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
     // One statement batch in one transaction; a lock keeps two instances
     // starting at once from racing on the trigger.
@@ -64,12 +82,19 @@ pub async fn install(pool: &PgPool) -> Result<(), MessagingError> {
         .execute(&mut *tx)
         .await?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+    sqlx::raw_sql(SCHEMA_AGGREGATE_SEQUENCE)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(SCHEMA_QUARANTINE).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Adds `event` to the outbox inside the caller's transaction: it is
-/// published if and only if that transaction commits.
+/// published if and only if that transaction commits. It takes the next
+/// sequence number of its aggregate; the aggregate's counter stays locked
+/// until the caller's transaction ends, so two writers of one aggregate
+/// take turns and the numbers follow commit order without gaps.
 pub async fn write<E: IntegrationEvent>(
     tx: &mut PgConnection,
     envelope: &Envelope,
@@ -87,8 +112,16 @@ pub async fn write<E: IntegrationEvent>(
     let envelope_json =
         serde_json::to_value(envelope).map_err(|e| MessagingError::Invalid(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO outbox (message_id, event_name, aggregate_id, envelope, payload, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH next AS (
+             INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq)
+             VALUES ($7, $3, 1)
+             ON CONFLICT (aggregate_type, aggregate_id)
+             DO UPDATE SET last_seq = outbox_aggregate.last_seq + 1
+             RETURNING last_seq
+         )
+         INSERT INTO outbox
+             (message_id, event_name, aggregate_id, envelope, payload, occurred_at, aggregate_seq)
+         SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next",
     )
     .bind(envelope.message_id)
     .bind(E::NAME)
@@ -96,10 +129,29 @@ pub async fn write<E: IntegrationEvent>(
     .bind(envelope_json)
     .bind(payload)
     .bind(envelope.occurred_at)
+    .bind(amqp::aggregate_type(E::NAME))
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
+
+/// Puts rows the relay set aside back in line, once a person has fixed
+/// what was wrong with them (see `failure`); returns how many. The relay
+/// publishes them at its next look at the table.
+pub async fn release(pool: &PgPool, ids: &[i64]) -> Result<u64, MessagingError> {
+    let released = sqlx::query(
+        "UPDATE outbox SET failed_at = NULL, failure = NULL
+         WHERE id = ANY($1) AND failed_at IS NOT NULL AND published_at IS NULL",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(released)
+}
+
+/// How often the relay deletes published rows past the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The longest a batch may take from claim to commit.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
@@ -116,6 +168,10 @@ pub struct RelaySettings {
     pub retention: Duration,
     /// The connection name shown in the RabbitMQ management UI.
     pub name: String,
+    /// Payloads larger than this are set aside instead of published: the
+    /// broker would close the channel on them, failing the whole batch.
+    /// RabbitMQ's `max_message_size` (128 MiB unless configured).
+    pub max_message_bytes: usize,
 }
 
 impl Default for RelaySettings {
@@ -126,6 +182,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             name: "outbox-relay".to_owned(),
+            max_message_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -134,6 +191,8 @@ impl Default for RelaySettings {
 pub struct RelayMetrics {
     backlog: Gauge,
     oldest_age_seconds: Gauge,
+    failed: Gauge,
+    quarantined: Counter,
     published: Counter,
     confirms_failed: Counter,
     publish_latency: Histogram,
@@ -152,6 +211,16 @@ impl RelayMetrics {
             "oldest_unpublished_age_seconds",
             "Age of the oldest unpublished event",
             metrics.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "failed",
+            "Events set aside as unpublishable, waiting for a person",
+            metrics.failed.clone(),
+        );
+        r.register(
+            "quarantined",
+            "Events the relay set aside as unpublishable",
+            metrics.quarantined.clone(),
         );
         r.register(
             "published",
@@ -175,6 +244,8 @@ impl RelayMetrics {
         Self {
             backlog: Gauge::default(),
             oldest_age_seconds: Gauge::default(),
+            failed: Gauge::default(),
+            quarantined: Counter::default(),
             published: Counter::default(),
             confirms_failed: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
@@ -183,6 +254,14 @@ impl RelayMetrics {
 
     pub fn published(&self) -> u64 {
         self.published.get()
+    }
+
+    pub fn confirms_failed(&self) -> u64 {
+        self.confirms_failed.get()
+    }
+
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined.get()
     }
 }
 
@@ -203,12 +282,24 @@ impl Batch {
     }
 }
 
+/// What became of a published batch.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Rows the broker confirmed.
+    pub confirmed: Vec<i64>,
+    /// Rows that cannot be published, with the reason: set aside.
+    pub quarantined: Vec<(i64, String)>,
+}
+
 /// Read as text: the payload goes out byte for byte, with no JSON
 /// round trip on the hot path.
 #[derive(Debug, sqlx::FromRow)]
 struct Row {
     id: i64,
     event_name: String,
+    aggregate_id: String,
+    /// `None` for rows written before the outbox had sequence numbers.
+    aggregate_seq: Option<i64>,
     envelope: String,
     payload: String,
 }
@@ -251,8 +342,9 @@ impl Relay {
     pub async fn claim(&self) -> Result<Batch, MessagingError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query_as(
-            "SELECT id, event_name, envelope::text AS envelope, payload::text AS payload FROM outbox
-             WHERE published_at IS NULL ORDER BY id
+            "SELECT id, event_name, aggregate_id, aggregate_seq,
+                    envelope::text AS envelope, payload::text AS payload FROM outbox
+             WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id
              LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.settings.batch_size)
@@ -261,34 +353,46 @@ impl Relay {
         Ok(Batch { tx, rows })
     }
 
-    /// Publishes the batch with every confirm in flight at once (in id
-    /// order, so one relay keeps each aggregate's order); returns the ids
-    /// the broker confirmed.
+    /// Publishes the batch with every confirm in flight at once, in id
+    /// order, each with its aggregate's sequence number in the headers;
+    /// returns the ids the broker confirmed and the rows that cannot be
+    /// published (set aside by [`Self::mark`]). A nacked row goes out again in
+    /// a later round, behind rows published after it: order is restored by
+    /// consumers that apply events in sequence (docs/adr/0009).
     pub async fn publish(
         &self,
         channel: &Channel,
         batch: &Batch,
-    ) -> Result<Vec<i64>, MessagingError> {
+    ) -> Result<Published, MessagingError> {
         let started = Instant::now();
         let mut pending: Vec<(i64, PublisherConfirm)> = Vec::with_capacity(batch.rows.len());
+        let mut published = Published::default();
         for row in &batch.rows {
-            let envelope: Envelope = serde_json::from_str(&row.envelope)
-                .map_err(|e| MessagingError::Invalid(format!("outbox row {}: {e}", row.id)))?;
+            let envelope = match self.publishable(row) {
+                Ok(envelope) => envelope,
+                Err(reason) => {
+                    published.quarantined.push((row.id, reason));
+                    continue;
+                }
+            };
+            let mut properties = amqp::properties(&envelope);
+            if let Some(seq) = row.aggregate_seq {
+                properties = amqp::with_position(properties, &row.aggregate_id, seq);
+            }
             let confirm = channel
                 .basic_publish(
                     self.settings.exchange.as_str().into(),
                     row.event_name.as_str().into(),
                     BasicPublishOptions::default(),
                     row.payload.as_bytes(),
-                    amqp::properties(&envelope),
+                    properties,
                 )
                 .await?;
             pending.push((row.id, confirm));
         }
-        let mut confirmed = Vec::with_capacity(pending.len());
         for (id, confirm) in pending {
             match confirm.await {
-                Ok(confirmation) if confirmation.is_ack() => confirmed.push(id),
+                Ok(confirmation) if confirmation.is_ack() => published.confirmed.push(id),
                 Ok(_) => {
                     self.metrics.confirms_failed.inc();
                     tracing::warn!(id, "the broker nacked an event; it stays in the outbox");
@@ -304,17 +408,55 @@ impl Relay {
                 .publish_latency
                 .observe(started.elapsed().as_secs_f64());
         }
-        Ok(confirmed)
+        Ok(published)
     }
 
-    /// Marks the confirmed rows published and releases the batch.
-    pub async fn mark(&self, mut batch: Batch, confirmed: &[i64]) -> Result<(), MessagingError> {
+    /// The row's envelope, or why the row can never be published: the
+    /// broker would refuse it and fail the batch with it.
+    fn publishable(&self, row: &Row) -> Result<Envelope, String> {
+        if row.payload.len() > self.settings.max_message_bytes {
+            return Err(format!(
+                "payload of {} bytes is over the {} bytes a message may have",
+                row.payload.len(),
+                self.settings.max_message_bytes
+            ));
+        }
+        // Routing keys are AMQP short strings.
+        if row.event_name.len() > 255 {
+            return Err("event name longer than 255 bytes".to_owned());
+        }
+        serde_json::from_str(&row.envelope).map_err(|e| format!("envelope does not parse: {e}"))
+    }
+
+    /// Marks the confirmed rows published, sets the unpublishable ones
+    /// aside with their reason (logged here, once: they are not claimed
+    /// again), and releases the batch.
+    pub async fn mark(
+        &self,
+        mut batch: Batch,
+        published: &Published,
+    ) -> Result<(), MessagingError> {
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(confirmed)
+            .bind(&published.confirmed)
             .execute(&mut *batch.tx)
             .await?;
+        for (id, reason) in &published.quarantined {
+            sqlx::query("UPDATE outbox SET failed_at = now(), failure = $2 WHERE id = $1")
+                .bind(id)
+                .bind(reason)
+                .execute(&mut *batch.tx)
+                .await?;
+        }
         batch.tx.commit().await?;
-        self.metrics.published.inc_by(confirmed.len() as u64);
+        for (id, reason) in &published.quarantined {
+            tracing::error!(id, %reason, "outbox row set aside: it cannot be published; fix it, then outbox::release");
+        }
+        self.metrics
+            .published
+            .inc_by(published.confirmed.len() as u64);
+        self.metrics
+            .quarantined
+            .inc_by(published.quarantined.len() as u64);
         Ok(())
     }
 
@@ -323,20 +465,23 @@ impl Relay {
         let batch = self.claim().await?;
         let seen = batch.len();
         if seen > 0 {
-            let confirmed = self.publish(channel, &batch).await?;
-            self.mark(batch, &confirmed).await?;
+            let published = self.publish(channel, &batch).await?;
+            self.mark(batch, &published).await?;
         }
         Ok(seen)
     }
 
     async fn measure_backlog(&self) -> Result<(), MessagingError> {
-        let (count, age): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM now() - min(occurred_at))::float8
+        let (count, age, failed): (i64, Option<f64>, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE failed_at IS NULL),
+                    extract(epoch FROM now() - min(occurred_at) FILTER (WHERE failed_at IS NULL))::float8,
+                    count(*) FILTER (WHERE failed_at IS NOT NULL)
              FROM outbox WHERE published_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await?;
         self.metrics.backlog.set(count);
+        self.metrics.failed.set(failed);
         #[allow(clippy::cast_possible_truncation)] // whole seconds are enough
         self.metrics
             .oldest_age_seconds
@@ -369,13 +514,7 @@ impl Relay {
                             MessagingError::Invalid("connecting took too long".into())
                         })??;
                 tracing::info!(exchange = %self.settings.exchange, "outbox relay connected");
-                let mut listener = match PgListener::connect_with(&self.pool).await {
-                    Ok(mut listener) => listener.listen("outbox").await.map(|()| listener).ok(),
-                    Err(_) => None,
-                };
-                let result = self
-                    .relay_connected(&channel, &mut listener, &mut failures)
-                    .await;
+                let result = self.relay_connected(&channel, &mut failures).await;
                 amqp::close(&connection, "relay stopping").await;
                 result
             };
@@ -395,14 +534,64 @@ impl Relay {
         }
     }
 
+    /// A connection listening on `outbox`, or `None` if the database
+    /// cannot give one now.
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::debug!(%error, "cannot LISTEN for the outbox");
+                return None;
+            }
+        };
+        match listener.listen("outbox").await {
+            Ok(()) => Some(listener),
+            Err(error) => {
+                tracing::debug!(%error, "cannot LISTEN for the outbox");
+                None
+            }
+        }
+    }
+
+    /// Tries to LISTEN again (back-off doubling) until it works or
+    /// `poll_interval` has passed, whichever comes first.
+    async fn listen_again(&self) -> Option<PgListener> {
+        let deadline = tokio::time::Instant::now() + self.settings.poll_interval;
+        let mut tries = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            tokio::time::sleep(amqp::backoff(tries).min(left)).await;
+            tries += 1;
+            if let Some(listener) = self.listen().await {
+                tracing::info!(tries, "listening for the outbox again");
+                return Some(listener);
+            }
+        }
+    }
+
     async fn relay_connected(
         &self,
         channel: &Channel,
-        listener: &mut Option<PgListener>,
         failures: &mut u32,
     ) -> Result<(), MessagingError> {
-        let mut last_prune = Instant::now();
+        // Listening starts before the first claim: a row committed after the
+        // claim wakes the relay, one committed before it is in the claim.
+        let mut listener = self.listen().await;
+        let mut last_prune: Option<Instant> = None;
         loop {
+            // Pruning comes before the claim, so a relay that is behind
+            // (every batch full) still prunes; only published rows go.
+            if last_prune.is_none_or(|at| at.elapsed() > PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned published outbox rows"),
+                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
+                }
+            }
             // A connection that dies mid-batch may leave a confirm pending
             // for ever; the batch is abandoned (and goes out again) instead.
             let seen = tokio::time::timeout(PUBLISH_DEADLINE, self.relay_once(channel))
@@ -415,23 +604,17 @@ impl Relay {
             if let Err(error) = self.measure_backlog().await {
                 tracing::debug!(%error, "cannot measure the outbox backlog");
             }
-            if last_prune.elapsed() > Duration::from_secs(60) {
-                last_prune = Instant::now();
-                match self.prune().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "pruned published outbox rows"),
-                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
-                }
-            }
-            match listener {
+            match &mut listener {
                 Some(l) => {
                     let woke = tokio::time::timeout(self.settings.poll_interval, l.recv()).await;
                     if let Ok(Err(error)) = woke {
-                        tracing::debug!(%error, "outbox listener lost; polling until it is back");
-                        *listener = None;
+                        tracing::warn!(%error, "outbox listener lost; listening again");
+                        listener = None;
                     }
                 }
-                None => tokio::time::sleep(self.settings.poll_interval).await,
+                // Without a listener, a NOTIFY would go unheard: listen
+                // again as soon as the database lets us, then look.
+                None => listener = self.listen_again().await,
             }
         }
     }

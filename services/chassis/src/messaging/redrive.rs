@@ -1,6 +1,7 @@
 //! Re-drive: moves every message from a queue's DLQ back to the queue, once
 //! the cause is fixed. Each is published with a confirm before it is
-//! removed from the DLQ, so a failure halfway loses nothing (a message may
+//! removed from the DLQ (a mandatory publish: a missing queue is an error,
+//! not a confirmed drop; the queue is also checked before the first), so a failure halfway loses nothing (a message may
 //! then be in both, and the consumer's inbox handles the duplicate). The
 //! attempt count and the recorded error are cleared. Only the messages in
 //! the DLQ when it starts are moved, so one that fails again is not moved
@@ -30,6 +31,19 @@ async fn move_messages(
     limit: Option<u64>,
 ) -> Result<u64, MessagingError> {
     let dlq = format!("{queue}.dlq");
+    // The target must exist before anything leaves the DLQ (a passive
+    // declare fails on a missing queue); each publish is mandatory too, in
+    // case it goes away meanwhile.
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
     // Only what is there now: a message that fails again comes straight
     // back to the DLQ and must not be moved round in a loop.
     let waiting = channel

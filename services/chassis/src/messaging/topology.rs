@@ -1,13 +1,20 @@
-//! Where messages go. One topic exchange (`delivery.events`); each consumer
-//! owns a durable quorum queue `<consumer>.<purpose>` bound to the events it
-//! wants, plus two queues beside it:
+//! Where messages go. One topic exchange (`delivery.events`), whose
+//! alternate exchange keeps events no queue is bound to in
+//! `delivery.events.unrouted`; each consumer owns a durable quorum queue
+//! `<consumer>.<purpose>` bound to the events it wants, plus two quorum
+//! queues beside it:
 //!
 //! - `<queue>.retry`: a failed message waits here for its back-off (a
 //!   per-message TTL that doubles with each attempt), then dead-letters back
-//!   to the queue;
+//!   to the queue, at least once;
 //! - `<queue>.dlq`: messages that failed every attempt, could not be
 //!   decoded, or were delivered more than `delivery_limit` times (a message
-//!   that crashes its consumer) wait here for a person and a re-drive.
+//!   that crashes its consumer) wait here for a person and a re-drive. The
+//!   broker's own dead-lettering is at least once
+//!   (`x-dead-letter-strategy: at-least-once`, with `x-overflow:
+//!   reject-publish` as it requires). Every requeue counts toward the
+//!   delivery limit on RabbitMQ 3.10, so the consumer never requeues for an
+//!   outage of its database: it waits for it instead.
 //!
 //! Declaring is idempotent: the same spec can be declared by every
 //! instance at every start. Changing a queue's arguments later needs the
@@ -77,17 +84,55 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(value.as_bytes().to_vec().into())
 }
 
+/// `<exchange>.unrouted`: the alternate exchange of `exchange`, and the
+/// queue behind it that keeps the events no queue was bound to.
+pub fn unrouted(exchange: &str) -> String {
+    format!("{exchange}.unrouted")
+}
+
+/// Declares the topic exchange with its alternate exchange: an event that
+/// no binding matches is kept in the `<exchange>.unrouted` queue (for a
+/// person to look at, or to re-publish once its consumer exists) instead
+/// of being dropped.
 pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), MessagingError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let unrouted = unrouted(exchange);
     channel
         .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
+            unrouted.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            durable,
             FieldTable::default(),
         )
+        .await?;
+    let mut queue_args = FieldTable::default();
+    queue_args.insert("x-queue-type".into(), text("quorum"));
+    channel
+        .queue_declare(
+            unrouted.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            queue_args,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            unrouted.as_str().into(),
+            unrouted.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert("alternate-exchange".into(), text(&unrouted));
+    channel
+        .exchange_declare(exchange.into(), lapin::ExchangeKind::Topic, durable, args)
         .await?;
     Ok(())
 }
@@ -117,14 +162,24 @@ pub async fn declare(channel: &Channel, spec: &QueueSpec) -> Result<(), Messagin
         "x-dead-letter-routing-key".into(),
         text(&spec.dead_letter_queue()),
     );
+    // What the broker dead-letters itself (past the delivery limit) is
+    // otherwise at most once: dropped if the DLQ does not take it. At least
+    // once needs reject-publish overflow (RabbitMQ 3.10+).
+    args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    args.insert("x-overflow".into(), text("reject-publish"));
     channel
         .queue_declare(spec.name.as_str().into(), durable, args)
         .await?;
 
-    // Classic: per-message TTL (the growing back-off) is what it does best.
+    // Quorum, like the queue it feeds: replicated, and its expired
+    // messages go back at least once (RabbitMQ 3.10 supports per-message
+    // TTL on quorum queues; like a classic queue, it expires at the head).
     let mut retry_args = FieldTable::default();
+    retry_args.insert("x-queue-type".into(), text("quorum"));
     retry_args.insert("x-dead-letter-exchange".into(), text(""));
     retry_args.insert("x-dead-letter-routing-key".into(), text(&spec.name));
+    retry_args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    retry_args.insert("x-overflow".into(), text("reject-publish"));
     channel
         .queue_declare(spec.retry_queue().as_str().into(), durable, retry_args)
         .await?;
