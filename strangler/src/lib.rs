@@ -127,9 +127,16 @@ impl Application {
             shadow: shadower,
             trips: trip_sender,
         };
-        let proxies = (0..public.len())
+        let proxies: Vec<Arc<Proxy>> = (0..public.len())
             .map(|_| Arc::new(Proxy::new(&settings.proxy, shared.clone())))
             .collect();
+        service
+            .registry_mut()
+            .sub_registry_with_prefix("strangler")
+            .register_collector(Box::new(data::gauges::BackendGauges {
+                table: control.table(),
+                upstreams: proxies.iter().map(|p| p.upstream().clone()).collect(),
+            }));
         let tokens = Tokens::new(&settings.admin.tokens);
         if tokens.is_empty() {
             tracing::warn!(

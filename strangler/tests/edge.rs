@@ -593,11 +593,24 @@ async fn requests_past_an_instances_in_flight_limit_get_503(
         .await,
         1.0
     );
+    assert_eq!(
+        instance_gauge(&s, "strangler_backend_in_flight", "legacy").await,
+        2.0
+    );
 
     gate.notify_waiters();
     for request in held {
         assert_eq!(request.await.unwrap().unwrap().status(), StatusCode::OK);
     }
+    eventually(10, "the places to be given back", || async {
+        instance_gauge(&s, "strangler_backend_in_flight", "legacy").await == 0.0
+    })
+    .await;
+    assert!(instance_gauge(&s, "strangler_backend_idle_connections", "legacy").await >= 1.0);
+    assert_eq!(
+        instance_gauge(&s, "strangler_backend_ejected", "legacy").await,
+        0.0
+    );
     // The places are free again.
     legacy.set(|b| b.gate = None);
     let response = s.get("/api/orders/1").send().await.unwrap();
@@ -909,6 +922,11 @@ cohort = { header = "x-member-id" }
             assert!(sent >= 20, "rolled back after {sent}");
             let audit = s.admin_json("/api/audit?route=orders.show").await;
             assert_eq!(audit[0]["who"], "guard");
+            // Its refused connections took the instance out of rotation.
+            assert_eq!(
+                instance_gauge(&s, "strangler_backend_ejected", "new").await,
+                1.0
+            );
             return;
         }
     }
@@ -1084,4 +1102,23 @@ async fn a_raw_utf8_path_keeps_its_bytes(_: PgPoolOptions, options: PgConnectOpt
     let body = &answer[answer.find("\r\n\r\n").expect("a body") + 4..];
     let echo: Value = serde_json::from_str(body.trim()).expect("an echo");
     assert_eq!(echo["path"], "/products/caf\u{e9}/reviews");
+}
+
+/// The value of a per-instance gauge of `backend` (its only instance).
+async fn instance_gauge(s: &TestStrangler, name: &str, backend: &str) -> f64 {
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("{name}{{backend=\"{backend}\",instance=");
+    text.lines()
+        .find(|line| line.starts_with(&prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
 }

@@ -139,6 +139,18 @@ impl Backend {
         }
     }
 
+    /// Per instance: its base URL, its address, the requests it has in
+    /// flight and whether it is ejected now.
+    pub fn instances(&self) -> impl Iterator<Item = InstanceState<'_>> {
+        let now = self.now_ms();
+        self.instances.iter().map(move |i| InstanceState {
+            base: &i.base,
+            address: i.target.as_ref().map(|t| &*t.address),
+            in_flight: i.in_flight.load(Ordering::Relaxed),
+            ejected: i.ejected_until_ms.load(Ordering::Relaxed) > now,
+        })
+    }
+
     pub fn bases(&self) -> impl Iterator<Item = &Uri> {
         self.instances.iter().map(|i| &i.base)
     }
@@ -227,6 +239,15 @@ impl Backend {
             tracing::warn!(backend = %self.name, instance = %instance.base, failures, "instance ejected");
         }
     }
+}
+
+/// An instance as the metrics show it.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceState<'a> {
+    pub base: &'a Uri,
+    pub address: Option<&'a str>,
+    pub in_flight: usize,
+    pub ejected: bool,
 }
 
 /// The backends of a plan by name, kept across table rebuilds.

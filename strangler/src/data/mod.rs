@@ -7,6 +7,7 @@
 pub mod backends;
 pub mod body;
 pub mod forwarding;
+pub mod gauges;
 pub mod guard;
 pub mod proxy;
 pub mod server;

@@ -148,6 +148,11 @@ impl Proxy {
         }
     }
 
+    /// This worker's connections to the backends.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
     pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         let request_id = request
             .headers()

@@ -177,6 +177,20 @@ impl RouteTable {
         })
     }
 
+    /// Every backend the table uses, each once: the default, then the
+    /// routes' in plan order.
+    pub fn backends(&self) -> Vec<&Arc<Backend>> {
+        let mut seen: Vec<&Arc<Backend>> = vec![&self.default_backend];
+        for route in &self.routes {
+            for backend in std::iter::once(&route.legacy).chain(route.new.as_ref()) {
+                if !seen.iter().any(|b| Arc::ptr_eq(b, backend)) {
+                    seen.push(backend);
+                }
+            }
+        }
+        seen
+    }
+
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }

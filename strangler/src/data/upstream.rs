@@ -229,6 +229,15 @@ impl Upstream {
         self.timeout
     }
 
+    /// Idle connections this worker keeps, per instance address.
+    pub fn idle_connections(&self) -> Vec<(Arc<str>, usize)> {
+        self.pool
+            .lock()
+            .iter()
+            .map(|(address, queue)| (Arc::clone(address), queue.len()))
+            .collect()
+    }
+
     /// The most requests one instance may have in flight.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight
