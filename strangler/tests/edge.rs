@@ -436,12 +436,38 @@ async fn a_response_that_stalls_midway_is_cut_off(_: PgPoolOptions, options: PgC
     assert!(body.is_err(), "the stalled body must break off: {body:?}");
 }
 
-/// A backend that answers the first request on each connection with
-/// keep-alive, then closes that connection as soon as a second request
-/// arrives on it: what a backend with a short keep-alive timeout does to a
-/// pool that is a moment too late. Counts the requests it read.
-async fn closing_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+/// What both raw backends below do on a connection: answer the first
+/// request with `answer` (keep-alive), then read the start of a second one
+/// and close the connection unanswered. Counts the requests it read.
+async fn answer_once_then_close(
+    mut socket: tokio::net::TcpStream,
+    answer: &'static [u8],
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     use std::sync::atomic::Ordering;
+    let mut buffer = vec![0_u8; 65536];
+    let mut read = Vec::new();
+    while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buffer).await {
+            Ok(n) if n > 0 => read.extend_from_slice(&buffer[..n]),
+            _ => return,
+        }
+    }
+    seen.fetch_add(1, Ordering::SeqCst);
+    let _ = socket.write_all(answer).await;
+    if let Ok(n) = socket.read(&mut buffer).await
+        && n > 0
+    {
+        seen.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A raw backend serving every connection with [`answer_once_then_close`],
+/// or, `only_one`, its first connection only (then nothing listens).
+async fn raw_backend(
+    answer: &'static [u8],
+    only_one: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -449,35 +475,24 @@ async fn closing_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = std::sync::Arc::clone(&seen);
     tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counter = std::sync::Arc::clone(&counter);
-            tokio::spawn(async move {
-                let mut buffer = vec![0_u8; 65536];
-                let mut read = Vec::new();
-                // First request: answer it.
-                while !read.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let Ok(n) = socket.read(&mut buffer).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    read.extend_from_slice(&buffer[..n]);
-                }
-                counter.fetch_add(1, Ordering::SeqCst);
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst")
-                    .await;
-                // Second request: read some of it, then close unanswered.
-                if let Ok(n) = socket.read(&mut buffer).await
-                    && n > 0
-                {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-            });
+        while let Ok((socket, _)) = listener.accept().await {
+            let served = answer_once_then_close(socket, answer, std::sync::Arc::clone(&counter));
+            if only_one {
+                drop(listener);
+                served.await;
+                return;
+            }
+            tokio::spawn(served);
         }
     });
     (url, seen)
+}
+
+/// A backend that closes each connection as soon as a second request
+/// arrives on it: what a backend with a short keep-alive timeout does to a
+/// pool that is a moment too late.
+async fn closing_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst", false).await
 }
 
 #[sqlx::test]
@@ -969,37 +984,7 @@ state = "shadow"
 /// connection when the second arrives, and accepts no other: the backend
 /// crashed after reading a request it may have applied.
 async fn crashing_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    use std::sync::atomic::Ordering;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = std::sync::Arc::clone(&seen);
-    tokio::spawn(async move {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            return;
-        };
-        drop(listener);
-        let mut buffer = vec![0_u8; 65536];
-        let mut read = Vec::new();
-        while !read.windows(4).any(|w| w == b"\r\n\r\n") {
-            match socket.read(&mut buffer).await {
-                Ok(n) if n > 0 => read.extend_from_slice(&buffer[..n]),
-                _ => return,
-            }
-        }
-        counter.fetch_add(1, Ordering::SeqCst);
-        let _ = socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-            .await;
-        if let Ok(n) = socket.read(&mut buffer).await
-            && n > 0
-        {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (url, seen)
+    raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", true).await
 }
 
 #[sqlx::test]
