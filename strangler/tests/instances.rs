@@ -17,11 +17,6 @@ path = "/api/orders/{order_no}"
 new = "new"
 "#;
 
-fn state(s: &TestStrangler, route: &str) -> Option<String> {
-    let table = s.control.table().load_full();
-    table.route(route).map(|r| r.lifecycle.to_string())
-}
-
 #[sqlx::test]
 async fn two_stranglers_on_one_database_converge_on_every_change(
     _: PgPoolOptions,
@@ -46,7 +41,7 @@ async fn two_stranglers_on_one_database_converge_on_every_change(
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     eventually(10, "b to see a's canary", || async {
-        state(&b, "orders.show").as_deref() == Some("canary(30%)")
+        b.state("orders.show").as_deref() == Some("canary(30%)")
     })
     .await;
     assert_eq!(
@@ -72,10 +67,10 @@ async fn two_stranglers_on_one_database_converge_on_every_change(
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     eventually(10, "a to load b's plan", || async {
-        state(&a, "shops.list").as_deref() == Some("shadow")
+        a.state("shops.list").as_deref() == Some("shadow")
     })
     .await;
-    assert_eq!(state(&a, "orders.show").as_deref(), Some("canary(30%)"));
+    assert_eq!(a.state("orders.show").as_deref(), Some("canary(30%)"));
 }
 
 #[sqlx::test]
@@ -128,7 +123,7 @@ async fn a_change_nobody_announced_is_found_by_the_periodic_check(
     eventually(
         10,
         "the periodic check to load the stored state",
-        || async { state(&s, "orders.show").as_deref() == Some("shadow") },
+        || async { s.state("orders.show").as_deref() == Some("shadow") },
     )
     .await;
 }

@@ -64,11 +64,6 @@ async fn move_route(s: &TestStrangler, route: &str, body: Value) {
     assert_eq!(response.status(), StatusCode::OK, "{route}: {body}");
 }
 
-fn state(s: &TestStrangler, route: &str) -> Option<String> {
-    let table = s.control.table().load_full();
-    table.route(route).map(|r| r.lifecycle.to_string())
-}
-
 #[sqlx::test]
 async fn reposting_a_plan_to_change_a_url_leaves_advanced_routes_where_they_are(
     _: PgPoolOptions,
@@ -90,7 +85,7 @@ async fn reposting_a_plan_to_change_a_url_leaves_advanced_routes_where_they_are(
     assert_eq!(report["applied"], true);
     assert_eq!(report["states"], json!([]));
     assert_eq!(report["plan"]["backends_changed"], json!(["new"]));
-    assert_eq!(state(&w.s, "orders.show").as_deref(), Some("canary(10%)"));
+    assert_eq!(w.s.state("orders.show").as_deref(), Some("canary(10%)"));
 
     // A plan that moves no route still leaves an audit row.
     let audit = w.s.admin_json("/api/audit?limit=1").await;
@@ -117,11 +112,11 @@ async fn a_state_in_a_plan_is_applied_along_the_lifecycle(
     };
     let response = post_plan(&w.s, "reason=shadow", &with_state("state = \"shadow\"")).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(state(&w.s, "orders.show").as_deref(), Some("shadow"));
+    assert_eq!(w.s.state("orders.show").as_deref(), Some("shadow"));
     // Skipping a step is refused, and the plan changes nothing.
     let response = post_plan(&w.s, "reason=skip", &with_state("state = \"retired\"")).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(state(&w.s, "orders.show").as_deref(), Some("shadow"));
+    assert_eq!(w.s.state("orders.show").as_deref(), Some("shadow"));
     // A percent without a canary is a mistake, named.
     let response = post_plan(&w.s, "reason=percent", &with_state("percent = 10")).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -165,8 +160,8 @@ async fn a_dry_run_reports_the_diff_and_changes_nothing(
         report["removed"],
         json!([{"route": "orders.show", "from": "legacy", "to": "removed"}])
     );
-    assert_eq!(state(&w.s, "shops.list").as_deref(), Some("legacy"));
-    assert_eq!(state(&w.s, "orders.show").as_deref(), Some("legacy"));
+    assert_eq!(w.s.state("shops.list").as_deref(), Some("legacy"));
+    assert_eq!(w.s.state("orders.show").as_deref(), Some("legacy"));
     assert_eq!(w.s.admin_json("/api/audit").await, json!([]));
     assert_eq!(
         w.s.admin_json("/api/plans").await.as_array().unwrap().len(),
@@ -204,7 +199,7 @@ async fn a_route_leaves_the_plan_only_through_legacy_and_comes_back_from_legacy(
             .unwrap()
             .ends_with("route-not-removable")
     );
-    assert_eq!(state(&w.s, "orders.show").as_deref(), Some("canary(50%)"));
+    assert_eq!(w.s.state("orders.show").as_deref(), Some("canary(50%)"));
 
     // Back to shadow (legacy serves it): now it may go, and is audited.
     move_route(
@@ -223,7 +218,7 @@ async fn a_route_leaves_the_plan_only_through_legacy_and_comes_back_from_legacy(
     assert_eq!(w.s.metric(gauge).await, 1.0);
     let response = post_plan(&w.s, "reason=drop", &without_orders).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(state(&w.s, "orders.show"), None);
+    assert_eq!(w.s.state("orders.show"), None);
     assert_eq!(w.s.metric(gauge).await, 0.0, "a removed route's gauges go");
     let audit = w.s.admin_json("/api/audit?route=orders.show&limit=1").await;
     assert_eq!(audit[0]["from_state"], "shadow");
@@ -232,10 +227,10 @@ async fn a_route_leaves_the_plan_only_through_legacy_and_comes_back_from_legacy(
     // Added again without a state, it starts from legacy, after a restart too.
     let response = post_plan(&w.s, "reason=again", &plan(&w.legacy, &w.new, ROUTES)).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(state(&w.s, "orders.show").as_deref(), Some("legacy"));
+    assert_eq!(w.s.state("orders.show").as_deref(), Some("legacy"));
     drop(w.s);
     let s = TestStrangler::start(settings(&options, &w.file)).await;
-    assert_eq!(state(&s, "orders.show").as_deref(), Some("legacy"));
+    assert_eq!(s.state("orders.show").as_deref(), Some("legacy"));
 }
 
 #[sqlx::test]

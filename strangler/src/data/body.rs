@@ -50,10 +50,9 @@ pub struct ClientBody {
     /// Bytes still allowed.
     remaining: u64,
     limit: u64,
-    idle: Duration,
-    /// Armed while the client keeps us waiting for the next frame.
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// The client's pauses: the time the backend takes to read what it
+    /// was given is not counted.
+    idle: IdleTimer,
 }
 
 impl ClientBody {
@@ -62,16 +61,44 @@ impl ClientBody {
             inner,
             remaining: limit,
             limit,
-            idle,
+            idle: IdleTimer::new(idle),
+        }
+    }
+}
+
+/// The longest pause of one side of a stream. Armed when that side keeps
+/// us waiting for the next frame, disarmed by each frame, so the time the
+/// other side takes to read what it was given never counts. The timer is
+/// made on the first pause only.
+#[derive(Debug)]
+pub struct IdleTimer {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
             timer: None,
             armed: false,
         }
     }
 
-    /// Waits for the client only as long as `idle` allows; the time the
-    /// backend takes to read what it was given is not counted.
-    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<ClientBodyError> {
-        let deadline = tokio::time::Instant::now() + self.idle;
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// A frame came: the next pause starts from zero.
+    pub fn moved(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called when the stream has nothing yet: ready once this pause has
+    /// lasted the limit.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::now() + self.limit;
         let timer = match (&mut self.timer, self.armed) {
             (Some(timer), true) => timer,
             (Some(timer), false) => {
@@ -83,10 +110,7 @@ impl ClientBody {
                 .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         self.armed = true;
-        timer
-            .as_mut()
-            .poll(cx)
-            .map(|()| ClientBodyError::TimedOut(self.idle))
+        timer.as_mut().poll(cx)
     }
 }
 
@@ -101,7 +125,7 @@ impl http_body::Body for ClientBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.armed = false;
+                this.idle.moved();
                 if let Some(data) = frame.data_ref() {
                     let length = data.len() as u64;
                     if length > this.remaining {
@@ -115,7 +139,12 @@ impl http_body::Body for ClientBody {
                 Poll::Ready(Some(Err(ClientBodyError::Aborted(error))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => this.wait(cx).map(|error| Some(Err(error))),
+            Poll::Pending => {
+                let limit = this.idle.limit();
+                this.idle
+                    .poll_expired(cx)
+                    .map(|()| Some(Err(ClientBodyError::TimedOut(limit))))
+            }
         }
     }
 

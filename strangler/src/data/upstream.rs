@@ -36,7 +36,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::error::Error as _;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -57,9 +56,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 
-use crate::data::body::{ClientBodyError, Outgoing, Watch, copy_head};
+use crate::data::body::{ClientBodyError, IdleTimer, Outgoing, Watch, copy_head};
 use crate::settings::ProxySettings;
 
 /// Why a backend call gave no response.
@@ -389,9 +387,7 @@ impl Upstream {
                 address: Arc::clone(address),
             }),
             in_flight: Some(in_flight),
-            idle: self.response_idle,
-            timer: None,
-            armed: false,
+            idle: IdleTimer::new(self.response_idle),
         };
         // A body that is already over (a HEAD, a 204) may never be polled.
         if http_body::Body::is_end_stream(&body.inner) {
@@ -559,10 +555,8 @@ pub struct UpstreamBody {
     lease: Option<Lease>,
     /// The instance's place in its in-flight limit, until the body is over.
     in_flight: Option<InFlight>,
-    idle: Duration,
-    /// Armed while the backend keeps us waiting for the next frame.
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    /// The backend's pauses inside the body.
+    idle: IdleTimer,
 }
 
 #[derive(Debug)]
@@ -586,24 +580,6 @@ impl UpstreamBody {
                 .checkin(lease.sender, lease.address, in_flight);
         }
     }
-
-    /// Waits for the backend only as long as the idle limit allows; the
-    /// time the client takes to read what it was given is not counted.
-    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<ResponseIdle> {
-        let deadline = tokio::time::Instant::now() + self.idle;
-        let timer = match (&mut self.timer, self.armed) {
-            (Some(timer), true) => timer,
-            (Some(timer), false) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            (None, _) => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        self.armed = true;
-        timer.as_mut().poll(cx).map(|()| ResponseIdle(self.idle))
-    }
 }
 
 impl http_body::Body for UpstreamBody {
@@ -613,8 +589,9 @@ impl http_body::Body for UpstreamBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
         let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => match this.wait(cx) {
-                Poll::Ready(idle) => {
+            Poll::Pending => match this.idle.poll_expired(cx) {
+                Poll::Ready(()) => {
+                    let idle = ResponseIdle(this.idle.limit());
                     tracing::warn!(
                         instance = this.lease.as_ref().map_or("", |l| &*l.address),
                         "{idle}; the response is cut off"
@@ -624,7 +601,7 @@ impl http_body::Body for UpstreamBody {
                 Poll::Pending => Poll::Pending,
             },
             Poll::Ready(polled) => {
-                this.armed = false;
+                this.idle.moved();
                 Poll::Ready(polled.map(|frame| frame.map_err(BoxError::from)))
             }
         };

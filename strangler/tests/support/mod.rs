@@ -272,6 +272,13 @@ impl TestStrangler {
         body["backend"].as_str().expect("backend name").to_owned()
     }
 
+    /// A route's lifecycle as the live table has it (`canary(10%)`), if the
+    /// route exists.
+    pub fn state(&self, route: &str) -> Option<String> {
+        let table = self.control.table().load_full();
+        table.route(route).map(|r| r.lifecycle.to_string())
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.public))
     }
