@@ -1123,6 +1123,92 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
     );
 }
 
+/// The same outage for a consumer in aggregate order, whose parked-message
+/// drains also use the database. The database is cut before the consumer
+/// starts, with events already waiting in its queue (delivery limit 3):
+/// a start-up drain that fails and closes the channel, round after round,
+/// counted a delivery for every prefetched message each time and
+/// dead-lettered them. Nothing reaches the DLQ, every event is applied
+/// once, and the consumer paused for the database instead.
+#[sqlx::test(migrations = false)]
+async fn an_outage_of_an_ordered_consumers_database_dead_letters_nothing_and_loses_nothing(
+    _pool_options: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .expect("the test's pool");
+    let db_relay = TcpRelay::start((options.get_host().to_owned(), options.get_port())).await;
+    let consumer_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(options.port(db_relay.port));
+    let mut harness = Harness::new(pool, broker_url()).await;
+    harness.queue.delivery_limit = 3;
+    harness.queue.name = format!("{}-limited", harness.queue.name);
+    let connection = amqp::connect(&broker_url(), "test-setup")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology::declare(&channel, &harness.queue)
+        .await
+        .expect("declare");
+    amqp::close(&connection, "declared").await;
+
+    db_relay.cut();
+    harness.spawn_relay(50);
+    harness.write(200, 20, "ok").await;
+    eventually(30, "200 events waiting in the queue", || async {
+        harness.depth(&harness.queue.name).await == 200
+    })
+    .await;
+    let consumer = Consumer::new(
+        &harness.consumer_name(),
+        consumer_pool,
+        &harness.url,
+        harness.queue.clone(),
+        harness.consumer_metrics.clone(),
+    )
+    .in_aggregate_order();
+    harness.keep(tokio::spawn(
+        consumer.run(RecordEffect::default(), harness.stopped()),
+    ));
+    // 800 more events over at least 20 s of outage.
+    for _ in 0..40 {
+        harness.write(20, 20, "ok").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let name = harness.consumer_name();
+    db_relay.restore();
+
+    eventually(90, "all 1,000 effects", || async {
+        harness.effects().await.0 == 1_000
+    })
+    .await;
+    harness.stop_consumers().await;
+    assert_eq!(harness.effects().await, (1_000, 1_000));
+    assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
+    assert_eq!(harness.dlq_depth().await, 0);
+    assert_eq!(
+        harness.consumer_metrics.retried(&name),
+        0,
+        "no attempt spent"
+    );
+    assert!(
+        harness.consumer_metrics.database_waits(&name) > 0,
+        "the consumer paused for the outage"
+    );
+    let out_of_order: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT seq, lag(seq) OVER (PARTITION BY aggregate ORDER BY id) AS prev
+         FROM effects) e WHERE prev IS NOT NULL AND seq <> prev + 1",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .expect("order");
+    assert_eq!(out_of_order, 0, "each aggregate applied in sequence");
+}
+
 /// Re-drive never loses a message: to a queue that does not exist, it moves
 /// nothing and the dead letter stays in the DLQ. Before, the publish to the
 /// default exchange was confirmed and dropped, and the dead letter acked.

@@ -19,10 +19,12 @@
 //!   (it caught the error): PostgreSQL would turn the COMMIT into a
 //!   rollback, so this too is a failure of the message, retried;
 //! - the consumer's database cannot be reached (connection lost or refused,
-//!   pool timed out; [`is_unavailable`]), whether in the handler or the
-//!   inbox: the consumer keeps the message unacknowledged, stops taking
-//!   others and polls the database, then tries the same message again; no
-//!   attempt is spent and the broker counts no delivery;
+//!   pool timed out; [`is_unavailable`]), whether in the handler, the
+//!   inbox or the draining of parked messages: the consumer keeps the
+//!   message unacknowledged, stops taking others and polls the database,
+//!   then tries the same message again; no attempt is spent and the broker
+//!   counts no delivery. At start-up, parked messages are drained before
+//!   consuming, so a database that is away holds no delivery then either;
 //! - the broker goes away: the consumer reconnects; unacknowledged
 //!   messages are delivered again and the inbox drops what was done.
 //!
@@ -328,6 +330,26 @@ enum Outcome {
     Parked(String),
 }
 
+/// A parked message read back.
+enum Parked {
+    Ready(Message, AggregatePosition),
+    /// Its stored envelope does not decode (stored by another version).
+    Undecodable {
+        position: AggregatePosition,
+        envelope: serde_json::Value,
+        payload: serde_json::Value,
+        reason: String,
+    },
+}
+
+/// Whether a parked message leaves the parking after being tried with this
+/// outcome. Applied: `record_turn` already dropped it in the same
+/// transaction. The database away: it stays. Otherwise it went to the
+/// retry queue or the DLQ, or was applied before.
+fn leaves_parking(outcome: &Outcome) -> bool {
+    !matches!(outcome, Outcome::Applied | Outcome::Unavailable(_))
+}
+
 /// Where a message stands against what its consumer applied.
 enum Turn {
     Next,
@@ -492,25 +514,31 @@ impl Consumer {
             publisher
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
-            let deliveries = channel
-                .basic_consume(
-                    self.queue.name.as_str().into(),
-                    self.name.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            Ok::<_, MessagingError>((connection, publisher, deliveries))
+            Ok::<_, MessagingError>((connection, channel, publisher))
         };
-        let (connection, publisher, mut deliveries) =
-            tokio::time::timeout(amqp::SETUP_DEADLINE, setup)
-                .await
-                .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
-        tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
-        self.consuming.store(true, Ordering::SeqCst);
+        let (connection, channel, publisher) = tokio::time::timeout(amqp::SETUP_DEADLINE, setup)
+            .await
+            .map_err(|_| MessagingError::Invalid("setting up took too long".into()))??;
         let mut last_prune = None;
         self.prune_if_due(&mut last_prune).await;
-        self.drain_all(handler, &publisher).await?;
+        // Before consuming, not after: nothing is delivered to this channel
+        // yet, so waiting here for a database that is away holds no message
+        // (a closed channel counts a delivery for each one it held, and a
+        // quorum queue dead-letters past its delivery limit).
+        self.drain_all(handler, &publisher, &stopping).await?;
+        if *stopping.borrow() {
+            amqp::close(&connection, "consumer stopping").await;
+            return Ok(());
+        }
+        let mut deliveries = amqp::deadline(channel.basic_consume(
+            self.queue.name.as_str().into(),
+            self.name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await?;
+        tracing::info!(consumer = %self.name, queue = %self.queue.name, "consuming");
+        self.consuming.store(true, Ordering::SeqCst);
         loop {
             // Quiet queues are normal; a dead connection that never says so
             // is not: look at the connection whenever nothing arrives.
@@ -527,7 +555,7 @@ impl Consumer {
                 Ok(None) => return Ok(()),
                 Err(_) if connection.status().connected() => {
                     self.prune_if_due(&mut last_prune).await;
-                    self.drain_all(handler, &publisher).await?;
+                    self.drain_all(handler, &publisher, &stopping).await?;
                     continue;
                 }
                 Err(_) => return Err(MessagingError::Invalid("the connection is gone".into())),
@@ -602,8 +630,14 @@ impl Consumer {
                     .get_or_create(&label)
                     .observe(lag.as_seconds_f64().max(0.0));
                 if let Some(position) = self.ordered(&message) {
-                    self.drain(handler, publisher, &message.envelope.producer, position)
-                        .await?;
+                    self.drain(
+                        handler,
+                        publisher,
+                        &message.envelope.producer,
+                        position,
+                        stopping,
+                    )
+                    .await?;
                 }
             }
             Ok(())
@@ -850,19 +884,83 @@ impl Consumer {
     /// Applies the aggregate's parked messages that are now next, one
     /// transaction each, until one is missing or fails. A parked message
     /// that fails goes to the retry queue (or the DLQ) like a delivered one,
-    /// and leaves the parking; one the database cannot take now stays
-    /// parked for the next [`Self::drain_all`].
+    /// and leaves the parking; one whose envelope no longer decodes goes to
+    /// the DLQ (with the stored envelope in `x-error`) and leaves it too.
+    ///
+    /// Best effort as far as the database goes: trouble with it never ends
+    /// the round, since closing the channel would count a delivery for each
+    /// unacknowledged message. A database that cannot be reached is waited
+    /// for, as for a delivery ([`Self::wait_for_database`]); another
+    /// database error ends this drain, and the next quiet moment's
+    /// [`Self::drain_all`] tries again. Only a broker failure is returned.
     async fn drain<H: Handler>(
         &self,
         handler: &H,
         publisher: &Channel,
         producer: &str,
         position: &AggregatePosition,
+        stopping: &watch::Receiver<bool>,
     ) -> Result<(), MessagingError> {
-        while let Some((message, position)) = self.next_parked(producer, position).await? {
+        loop {
+            let parked = match self.next_parked(producer, position).await {
+                Ok(Some(parked)) => parked,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    if self
+                        .database_trouble(error, "reading parked messages", stopping)
+                        .await
+                    {
+                        continue;
+                    }
+                    return Ok(());
+                }
+            };
+            let (message, position) = match parked {
+                Parked::Ready(message, position) => (message, position),
+                Parked::Undecodable {
+                    position,
+                    envelope,
+                    payload,
+                    reason,
+                } => {
+                    tracing::error!(
+                        consumer = %self.name,
+                        aggregate_type = %position.aggregate_type,
+                        aggregate_id = %position.aggregate_id,
+                        seq = position.seq,
+                        %reason,
+                        "a parked message no longer decodes; dead-lettered"
+                    );
+                    let properties = amqp::with_position(
+                        BasicProperties::default()
+                            .with_content_type(contracts::envelope::CONTENT_TYPE.into())
+                            .with_delivery_mode(2),
+                        &position.aggregate_id,
+                        position.seq,
+                    );
+                    let body = serde_json::to_vec(&payload)
+                        .map_err(|e| MessagingError::Invalid(e.to_string()))?;
+                    let reason =
+                        format!("parked envelope does not decode: {reason}; envelope: {envelope}");
+                    self.dead_letter(publisher, &body, &properties, &reason)
+                        .await?;
+                    self.metrics
+                        .dead_lettered
+                        .get_or_create(&ConsumerMetrics::label(&self.name))
+                        .inc();
+                    self.unpark(producer, &position, stopping).await;
+                    return Ok(());
+                }
+            };
             let outcome = self.apply(handler, &message).await;
+            if let Outcome::Unavailable(reason) = &outcome {
+                if self.wait_for_database(reason, stopping).await {
+                    continue;
+                }
+                return Ok(());
+            }
             let next = matches!(outcome, Outcome::Applied | Outcome::Duplicate);
-            let unpark = !matches!(outcome, Outcome::Applied | Outcome::Unavailable(_));
+            let unpark = leaves_parking(&outcome);
             let properties = amqp::with_position(
                 amqp::properties(&message.envelope),
                 &position.aggregate_id,
@@ -872,14 +970,32 @@ impl Consumer {
                 .map_err(|e| MessagingError::Invalid(e.to_string()))?;
             self.settle(publisher, &message, &body, &properties, outcome)
                 .await?;
-            if unpark {
-                self.unpark(producer, &position).await?;
+            if unpark && !self.unpark(producer, &position, stopping).await {
+                return Ok(());
             }
             if !next {
                 return Ok(());
             }
         }
-        Ok(())
+    }
+
+    /// A database error met outside a message's own transaction: if the
+    /// database cannot be reached, waits for it and says to try again
+    /// (true), or false when stopping; any other error is logged and the
+    /// work given up for now (false).
+    async fn database_trouble(
+        &self,
+        error: sqlx::Error,
+        doing: &str,
+        stopping: &watch::Receiver<bool>,
+    ) -> bool {
+        if is_unavailable(&error) {
+            return self
+                .wait_for_database(&format!("{doing}: {error}"), stopping)
+                .await;
+        }
+        tracing::warn!(consumer = %self.name, %error, "{doing} failed; tried again when the queue is quiet");
+        false
     }
 
     /// The parked message that is next for the aggregate of `position`, if any.
@@ -887,84 +1003,129 @@ impl Consumer {
         &self,
         producer: &str,
         position: &AggregatePosition,
-    ) -> Result<Option<(Message, AggregatePosition)>, MessagingError> {
-        let row: Option<(sqlx::types::Json<Envelope>, serde_json::Value, i64, i64)> =
-            sqlx::query_as(
-                "SELECT p.envelope, p.payload, p.attempt, p.seq
-                 FROM inbox_parked p JOIN inbox_aggregate a
-                     USING (consumer, producer, aggregate_type, aggregate_id)
-                 WHERE p.consumer = $1 AND p.producer = $2 AND p.aggregate_type = $3
-                   AND p.aggregate_id = $4 AND p.seq = a.last_seq + 1",
-            )
-            .bind(&self.name)
-            .bind(producer)
-            .bind(&position.aggregate_type)
-            .bind(&position.aggregate_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(envelope, payload, attempt, seq)| {
-            let envelope = envelope.0;
-            let position = AggregatePosition {
-                seq,
-                ..position.clone()
-            };
-            let message = Message {
-                trace: trace_of(&envelope),
-                position: Some(position.clone()),
-                envelope,
-                payload,
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            };
-            (message, position)
-        }))
-    }
-
-    async fn unpark(
-        &self,
-        producer: &str,
-        position: &AggregatePosition,
-    ) -> Result<(), MessagingError> {
-        sqlx::query(
-            "DELETE FROM inbox_parked
-             WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3
-               AND aggregate_id = $4 AND seq = $5",
+    ) -> Result<Option<Parked>, sqlx::Error> {
+        // The envelope is read as plain JSON and decoded here: one stored
+        // by an older version that no longer decodes is then one row to
+        // set aside, not an error every round.
+        let row: Option<(serde_json::Value, serde_json::Value, i64, i64)> = sqlx::query_as(
+            "SELECT p.envelope, p.payload, p.attempt, p.seq
+             FROM inbox_parked p JOIN inbox_aggregate a
+                 USING (consumer, producer, aggregate_type, aggregate_id)
+             WHERE p.consumer = $1 AND p.producer = $2 AND p.aggregate_type = $3
+               AND p.aggregate_id = $4 AND p.seq = a.last_seq + 1",
         )
         .bind(&self.name)
         .bind(producer)
         .bind(&position.aggregate_type)
         .bind(&position.aggregate_id)
-        .bind(position.seq)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(row.map(|(envelope, payload, attempt, seq)| {
+            let position = AggregatePosition {
+                seq,
+                ..position.clone()
+            };
+            match serde_json::from_value::<Envelope>(envelope.clone()) {
+                Ok(decoded) => Parked::Ready(
+                    Message {
+                        trace: trace_of(&decoded),
+                        position: Some(position.clone()),
+                        envelope: decoded,
+                        payload,
+                        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    },
+                    position,
+                ),
+                Err(error) => Parked::Undecodable {
+                    position,
+                    envelope,
+                    payload,
+                    reason: error.to_string(),
+                },
+            }
+        }))
     }
 
-    /// Drains every aggregate whose next event is parked: at start-up and
-    /// whenever the queue is quiet, for drains a database outage cut short.
+    /// Deletes a parked message; false if it could not (stopping, or a
+    /// database error, logged), in which case it stays parked.
+    async fn unpark(
+        &self,
+        producer: &str,
+        position: &AggregatePosition,
+        stopping: &watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM inbox_parked
+                 WHERE consumer = $1 AND producer = $2 AND aggregate_type = $3
+                   AND aggregate_id = $4 AND seq = $5",
+            )
+            .bind(&self.name)
+            .bind(producer)
+            .bind(&position.aggregate_type)
+            .bind(&position.aggregate_id)
+            .bind(position.seq)
+            .execute(&self.pool)
+            .await;
+            match deleted {
+                Ok(_) => return true,
+                Err(error) => {
+                    if !self
+                        .database_trouble(error, "unparking a message", stopping)
+                        .await
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains every aggregate whose next event is parked: at start-up
+    /// (before consuming) and whenever the queue is quiet, for drains a
+    /// database outage cut short. Best effort, like [`Self::drain`].
     async fn drain_all<H: Handler>(
         &self,
         handler: &H,
         publisher: &Channel,
+        stopping: &watch::Receiver<bool>,
     ) -> Result<(), MessagingError> {
         if !self.in_aggregate_order {
             return Ok(());
         }
-        let ready: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT p.producer, p.aggregate_type, p.aggregate_id
-             FROM inbox_parked p JOIN inbox_aggregate a
-                 USING (consumer, producer, aggregate_type, aggregate_id)
-             WHERE p.consumer = $1 AND p.seq = a.last_seq + 1",
-        )
-        .bind(&self.name)
-        .fetch_all(&self.pool)
-        .await?;
+        let ready: Vec<(String, String, String)> = loop {
+            let ready = sqlx::query_as(
+                "SELECT p.producer, p.aggregate_type, p.aggregate_id
+                 FROM inbox_parked p JOIN inbox_aggregate a
+                     USING (consumer, producer, aggregate_type, aggregate_id)
+                 WHERE p.consumer = $1 AND p.seq = a.last_seq + 1",
+            )
+            .bind(&self.name)
+            .fetch_all(&self.pool)
+            .await;
+            match ready {
+                Ok(ready) => break ready,
+                Err(error) => {
+                    if !self
+                        .database_trouble(error, "looking for parked messages", stopping)
+                        .await
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        };
         for (producer, aggregate_type, aggregate_id) in ready {
+            if *stopping.borrow() {
+                return Ok(());
+            }
             let position = AggregatePosition {
                 aggregate_type,
                 aggregate_id,
                 seq: 0,
             };
-            self.drain(handler, publisher, &producer, &position).await?;
+            self.drain(handler, publisher, &producer, &position, stopping)
+                .await?;
         }
         Ok(())
     }
