@@ -344,10 +344,14 @@ enum Parked {
 
 /// Whether a parked message leaves the parking after being tried with this
 /// outcome. Applied: `record_turn` already dropped it in the same
-/// transaction. The database away: it stays. Otherwise it went to the
-/// retry queue or the DLQ, or was applied before.
+/// transaction. Parked (its turn had not come after all; the parking kept
+/// the copy) or the database away: it stays, or it would be lost.
+/// Otherwise it went to the retry queue or the DLQ, or was applied before.
 fn leaves_parking(outcome: &Outcome) -> bool {
-    !matches!(outcome, Outcome::Applied | Outcome::Unavailable(_))
+    !matches!(
+        outcome,
+        Outcome::Applied | Outcome::Unavailable(_) | Outcome::Parked(_)
+    )
 }
 
 /// Where a message stands against what its consumer applied.
@@ -1247,4 +1251,22 @@ fn decode(delivery: &Delivery) -> Result<Message, String> {
         attempt,
         trace,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drain that finds the parked message's turn has not come after all
+    /// (`Parked`: its insert into the parking keeps the copy there) must
+    /// not delete it: it would be lost.
+    #[test]
+    fn a_parked_message_not_applied_stays_parked() {
+        assert!(!leaves_parking(&Outcome::Parked("early".into())));
+        assert!(!leaves_parking(&Outcome::Unavailable("away".into())));
+        assert!(!leaves_parking(&Outcome::Applied));
+        assert!(leaves_parking(&Outcome::Duplicate));
+        assert!(leaves_parking(&Outcome::Retry("later".into())));
+        assert!(leaves_parking(&Outcome::DeadLetter("never".into())));
+    }
 }
