@@ -1209,6 +1209,93 @@ async fn an_outage_of_an_ordered_consumers_database_dead_letters_nothing_and_los
     assert_eq!(out_of_order, 0, "each aggregate applied in sequence");
 }
 
+/// Another fact of the counter aggregate, which [`RecordEffect`] does not handle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Reset {
+    aggregate: String,
+}
+
+impl IntegrationEvent for Reset {
+    const NAME: &'static str = "test.counter.reset.v1";
+    fn aggregate_id(&self) -> String {
+        self.aggregate.clone()
+    }
+}
+
+/// The per-aggregate sequence counts every fact of the aggregate. An
+/// ordered consumer that gets a fact it has no handler for (here seq 2)
+/// records it as applied and skipped; before, it went to the DLQ and seq 3
+/// stayed parked for ever.
+#[sqlx::test(migrations = false)]
+async fn an_ordered_consumer_skips_a_fact_it_does_not_handle_and_goes_on(pool: PgPool) {
+    let mut harness = Harness::new(pool, broker_url()).await;
+    harness.queue.name = format!("{}-all-facts", harness.queue.name);
+    harness.queue.bindings = vec!["test.counter.#".to_owned()];
+    let connection = amqp::connect(&broker_url(), "test-setup")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology::declare(&channel, &harness.queue)
+        .await
+        .expect("declare");
+    amqp::close(&connection, "declared").await;
+    harness.spawn_consumer_with(
+        RecordEffect::default(),
+        harness.consumer_metrics.clone(),
+        true,
+    );
+    harness.spawn_relay(10);
+
+    let mut tx = harness.pool.begin().await.expect("begin");
+    let counted = |seq| Counted {
+        aggregate: "agg-0".into(),
+        seq,
+        behaviour: "ok".into(),
+    };
+    let new = |name| Envelope::new(name, "chassis-tests", Origin::New);
+    outbox::write(&mut tx, &new(Counted::NAME), &counted(0))
+        .await
+        .expect("write 1");
+    outbox::write(
+        &mut tx,
+        &new(Reset::NAME),
+        &Reset {
+            aggregate: "agg-0".into(),
+        },
+    )
+    .await
+    .expect("write 2");
+    outbox::write(&mut tx, &new(Counted::NAME), &counted(1))
+        .await
+        .expect("write 3");
+    tx.commit().await.expect("commit");
+
+    let name = harness.consumer_name();
+    eventually(30, "seq 1 and 3 applied, seq 2 skipped", || async {
+        harness.effects().await.0 == 2 && harness.consumer_metrics.skipped(&name) == 1
+    })
+    .await;
+    harness.stop_consumers().await;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT seq FROM effects ORDER BY id")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("effects");
+    assert_eq!(applied, vec![1, 3]);
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox_parked")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("parked");
+    assert_eq!(parked, 0, "nothing parked");
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("inbox");
+    assert_eq!(inbox, 3, "the skipped event is in the inbox too");
+    assert_eq!(harness.consumer_metrics.skipped(&name), 1);
+    assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
+    assert_eq!(harness.dlq_depth().await, 0);
+}
+
 /// Re-drive never loses a message: to a queue that does not exist, it moves
 /// nothing and the dead letter stays in the DLQ. Before, the publish to the
 /// default exchange was confirmed and dropped, and the dead letter acked.

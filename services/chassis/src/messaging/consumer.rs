@@ -34,7 +34,11 @@
 //! applying an event then applies the parked ones that follow it. One at or
 //! below the last applied number is acknowledged and skipped. The
 //! aggregate's row in `inbox_aggregate` is locked for the transaction, so
-//! several instances take turns on one aggregate.
+//! several instances take turns on one aggregate. An event of the
+//! aggregate the handler does not handle ([`HandlerError::NotHandled`]) is
+//! recorded as applied and skipped, so the sequence goes on: such a
+//! consumer binds every fact of the aggregate (`<context>.<aggregate>.#`).
+//! The `consumer_inbox_parked` gauge shows what waits on a gap.
 //! docs/adr/0009-per-aggregate-order.md.
 //!
 //! Running: [`Consumer::run`] restarts a round that fails (or panics
@@ -42,11 +46,12 @@
 //! while it is not consuming; stopping finishes the message in hand first.
 //! The inbox forgets a message id after [`Consumer::with_inbox_retention`].
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use contracts::{Envelope, IntegrationEvent};
@@ -58,6 +63,7 @@ use lapin::{BasicProperties, Channel};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
@@ -109,10 +115,12 @@ pub struct Message {
 }
 
 impl Message {
-    /// The payload as `E`; a payload that is not one is a permanent failure.
+    /// The payload as `E`. Another event (name) is one this handler does
+    /// not handle ([`HandlerError::NotHandled`]); a payload that is not an
+    /// `E` is a permanent failure.
     pub fn decode<E: IntegrationEvent>(&self) -> Result<E, HandlerError> {
         if self.envelope.event_name != E::NAME {
-            return Err(HandlerError::Reject(format!(
+            return Err(HandlerError::NotHandled(format!(
                 "expected {}, got {}",
                 E::NAME,
                 self.envelope.event_name
@@ -136,6 +144,12 @@ pub enum HandlerError {
     /// message again, spending no attempt.
     #[error("{0}")]
     DatabaseUnavailable(String),
+    /// An event this handler does not handle (another fact of the
+    /// aggregate, or a newer version of one). A consumer in aggregate order
+    /// records it as applied and skipped, so the aggregate's sequence goes
+    /// on; any other consumer sends it to the DLQ, like [`Self::Reject`].
+    #[error("{0}")]
+    NotHandled(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
@@ -200,6 +214,8 @@ pub struct ConsumerMetrics {
     dead_lettered: Family<ConsumerLabel, Counter>,
     parked: Family<ConsumerLabel, Counter>,
     database_waits: Family<ConsumerLabel, Counter>,
+    skipped: Family<ConsumerLabel, Counter>,
+    inbox_parked: Family<ConsumerLabel, Gauge>,
     handler_latency: Family<ConsumerLabel, Histogram>,
     lag: Family<ConsumerLabel, Histogram>,
 }
@@ -239,6 +255,16 @@ impl ConsumerMetrics {
             metrics.database_waits.clone(),
         );
         r.register(
+            "skipped",
+            "Events of an aggregate this consumer (in aggregate order) does not handle, recorded as applied and skipped",
+            metrics.skipped.clone(),
+        );
+        r.register(
+            "inbox_parked",
+            "Messages parked waiting for their aggregate's previous one (measured at start-up and when the queue is quiet)",
+            metrics.inbox_parked.clone(),
+        );
+        r.register(
             "handler_latency_seconds",
             "Time in the handler and its transaction",
             metrics.handler_latency.clone(),
@@ -259,6 +285,8 @@ impl ConsumerMetrics {
             dead_lettered: Family::default(),
             parked: Family::default(),
             database_waits: Family::default(),
+            skipped: Family::default(),
+            inbox_parked: Family::default(),
             handler_latency: Family::new_with_constructor(seconds_histogram),
             lag: Family::new_with_constructor(seconds_histogram),
         }
@@ -297,6 +325,17 @@ impl ConsumerMetrics {
     pub fn parked(&self, consumer: &str) -> u64 {
         self.parked.get_or_create(&Self::label(consumer)).get()
     }
+
+    pub fn skipped(&self, consumer: &str) -> u64 {
+        self.skipped.get_or_create(&Self::label(consumer)).get()
+    }
+
+    /// Messages parked when last measured.
+    pub fn inbox_parked(&self, consumer: &str) -> i64 {
+        self.inbox_parked
+            .get_or_create(&Self::label(consumer))
+            .get()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +354,8 @@ pub struct Consumer {
     /// Inbox rows older than this are deleted: a duplicate that comes
     /// later than this after the original is applied again.
     inbox_retention: Duration,
+    /// Event names already logged as skipped: each is logged once.
+    skipped_events: Arc<Mutex<HashSet<String>>>,
 }
 
 /// What became of one delivery.
@@ -328,6 +369,9 @@ enum Outcome {
     /// Its aggregate's previous event is not applied yet: parked in the
     /// database until it is.
     Parked(String),
+    /// An event of its aggregate this consumer (in aggregate order) does
+    /// not handle: recorded as applied, with no effect.
+    Skipped(String),
 }
 
 /// A parked message read back.
@@ -343,14 +387,14 @@ enum Parked {
 }
 
 /// Whether a parked message leaves the parking after being tried with this
-/// outcome. Applied: `record_turn` already dropped it in the same
-/// transaction. Parked (its turn had not come after all; the parking kept
-/// the copy) or the database away: it stays, or it would be lost.
+/// outcome. Applied or skipped: `record_turn` already dropped it in the
+/// same transaction. Parked (its turn had not come after all; the parking
+/// kept the copy) or the database away: it stays, or it would be lost.
 /// Otherwise it went to the retry queue or the DLQ, or was applied before.
 fn leaves_parking(outcome: &Outcome) -> bool {
     !matches!(
         outcome,
-        Outcome::Applied | Outcome::Unavailable(_) | Outcome::Parked(_)
+        Outcome::Applied | Outcome::Skipped(_) | Outcome::Unavailable(_) | Outcome::Parked(_)
     )
 }
 
@@ -382,6 +426,7 @@ impl Consumer {
             metrics,
             consuming: Arc::new(AtomicBool::new(false)),
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            skipped_events: Arc::default(),
         }
     }
 
@@ -617,7 +662,7 @@ impl Consumer {
                 .handler_latency
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());
-            let applied = matches!(outcome, Outcome::Applied);
+            let applied = matches!(outcome, Outcome::Applied | Outcome::Skipped(_));
             self.settle(
                 publisher,
                 &message,
@@ -672,6 +717,21 @@ impl Consumer {
             Outcome::Duplicate => {
                 self.metrics.duplicates.get_or_create(&label).inc();
                 tracing::debug!("duplicate skipped");
+            }
+            Outcome::Skipped(reason) => {
+                self.metrics.skipped.get_or_create(&label).inc();
+                let first = self
+                    .skipped_events
+                    .lock()
+                    .map(|mut seen| seen.insert(message.envelope.event_name.clone()))
+                    .unwrap_or(true);
+                if first {
+                    tracing::warn!(
+                        %reason,
+                        "an event of the aggregate this consumer does not handle: recorded as applied and skipped \
+                         (logged once per event name; bind every fact of the aggregate, docs/adr/0009)"
+                    );
+                }
             }
             Outcome::Parked(reason) => {
                 self.metrics.parked.get_or_create(&label).inc();
@@ -775,6 +835,60 @@ impl Consumer {
             Err(HandlerError::Retry(reason)) => Outcome::Retry(reason),
             Err(HandlerError::Reject(reason)) => Outcome::DeadLetter(reason),
             Err(HandlerError::DatabaseUnavailable(reason)) => Outcome::Unavailable(reason),
+            Err(HandlerError::NotHandled(reason)) => match ordered {
+                Some(position) => {
+                    // Whatever the handler did is rolled back; the event
+                    // only takes its place in the sequence.
+                    drop(tx);
+                    self.skip(message, position, reason).await
+                }
+                None => Outcome::DeadLetter(reason),
+            },
+        }
+    }
+
+    /// Records an event this consumer does not handle as applied (inbox
+    /// row, the aggregate's last number) with no effect: an ordered
+    /// consumer that left a hole here would park the aggregate's later
+    /// events for ever.
+    async fn skip(
+        &self,
+        message: &Message,
+        position: &AggregatePosition,
+        reason: String,
+    ) -> Outcome {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return database_failure(error),
+        };
+        let producer = &message.envelope.producer;
+        match self.take_turn(&mut tx, producer, position).await {
+            Ok(Turn::Next) => {}
+            Ok(Turn::Past) => return Outcome::Duplicate,
+            // Another instance cannot move an aggregate back; try again.
+            Ok(Turn::Early { expected }) => {
+                return Outcome::Retry(format!("expected {expected} when skipping"));
+            }
+            Err(error) => return database_failure(error),
+        }
+        let first = sqlx::query(
+            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(message.envelope.message_id)
+        .execute(&mut *tx)
+        .await;
+        match first {
+            Ok(done) if done.rows_affected() == 0 => return Outcome::Duplicate,
+            Ok(_) => {}
+            Err(error) => return database_failure(error),
+        }
+        if let Err(error) = self.record_turn(&mut tx, producer, position).await {
+            return database_failure(error);
+        }
+        match tx.commit().await {
+            Ok(()) => Outcome::Skipped(reason),
+            Err(error) => database_failure(error),
         }
     }
 
@@ -963,7 +1077,10 @@ impl Consumer {
                 }
                 return Ok(());
             }
-            let next = matches!(outcome, Outcome::Applied | Outcome::Duplicate);
+            let next = matches!(
+                outcome,
+                Outcome::Applied | Outcome::Duplicate | Outcome::Skipped(_)
+            );
             let unpark = leaves_parking(&outcome);
             let properties = amqp::with_position(
                 amqp::properties(&message.envelope),
@@ -1097,6 +1214,7 @@ impl Consumer {
         if !self.in_aggregate_order {
             return Ok(());
         }
+        self.measure_parked().await;
         let ready: Vec<(String, String, String)> = loop {
             let ready = sqlx::query_as(
                 "SELECT p.producer, p.aggregate_type, p.aggregate_id
@@ -1132,6 +1250,27 @@ impl Consumer {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Sets the `inbox_parked` gauge: a number that stays up shows an
+    /// aggregate stalled on a gap (docs/adr/0009).
+    async fn measure_parked(&self) {
+        let parked: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM inbox_parked WHERE consumer = $1")
+                .bind(&self.name)
+                .fetch_one(&self.pool)
+                .await;
+        match parked {
+            Ok(parked) => {
+                self.metrics
+                    .inbox_parked
+                    .get_or_create(&ConsumerMetrics::label(&self.name))
+                    .set(parked);
+            }
+            Err(error) => {
+                tracing::debug!(consumer = %self.name, %error, "counting parked messages failed");
+            }
+        }
     }
 
     async fn republish_for_retry(
@@ -1265,6 +1404,7 @@ mod tests {
         assert!(!leaves_parking(&Outcome::Parked("early".into())));
         assert!(!leaves_parking(&Outcome::Unavailable("away".into())));
         assert!(!leaves_parking(&Outcome::Applied));
+        assert!(!leaves_parking(&Outcome::Skipped("not handled".into())));
         assert!(leaves_parking(&Outcome::Duplicate));
         assert!(leaves_parking(&Outcome::Retry("later".into())));
         assert!(leaves_parking(&Outcome::DeadLetter("never".into())));
