@@ -561,6 +561,8 @@ async fn one_relay_keeps_each_aggregates_order(pool: PgPool) {
         harness.effects().await.0 >= 1_000
     })
     .await;
+    harness.stop_consumers().await;
+    assert_eq!(harness.effects().await, (1_000, 1_000));
     let out_of_order: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (
              SELECT seq < lag(seq) OVER (PARTITION BY aggregate ORDER BY id) AS backwards FROM effects
@@ -732,7 +734,14 @@ async fn each_aggregate_is_applied_in_sequence_through_relays_nacks_retries_and_
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while nacks() < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} publisher nacks after 60 s: {}",
+            nacks(),
+            harness.whereabouts().await
+        );
         channel
             .queue_purge(choke.as_str().into(), QueuePurgeOptions::default())
             .await
@@ -748,6 +757,9 @@ async fn each_aggregate_is_applied_in_sequence_through_relays_nacks_retries_and_
         harness.effects().await.0 >= 1_000
     })
     .await;
+    // Stopped first: the counts below are final, and a late duplicate
+    // would show.
+    harness.stop_consumers().await;
     assert_eq!(harness.effects().await, (1_000, 1_000));
     let swapped_or_missing: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT aggregate, seq, n FROM (
@@ -939,6 +951,9 @@ async fn a_swallowed_sql_error_is_a_failure_not_a_silent_loss(pool: PgPool) {
         harness.effects().await.0 == 1
     })
     .await;
+    // The effect commits before the consumer counts it: stop the consumer
+    // (it finishes the message in hand) before reading its metrics.
+    harness.stop_consumers().await;
     let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM effects")
         .fetch_one(&harness.pool)
         .await
@@ -1109,6 +1124,7 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
         harness.effects().await.0 == 1_000
     })
     .await;
+    harness.stop_consumers().await;
     assert_eq!(harness.effects().await, (1_000, 1_000));
     assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
     assert_eq!(harness.dlq_depth().await, 0);
