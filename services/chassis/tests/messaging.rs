@@ -1465,6 +1465,40 @@ async fn the_relay_prunes_published_rows_while_it_is_behind(pool: PgPool) {
     );
 }
 
+/// The backlog gauge is measured while the relay is behind (5,000 rows,
+/// one per batch), not only once it has caught up: before, it stayed at
+/// whatever it was until the relay had caught up, so it read 0 all along
+/// here.
+#[sqlx::test(migrations = false)]
+async fn the_relay_measures_its_backlog_while_it_is_behind(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.write(5_000, 50, "ok").await;
+    harness.spawn_relay(1);
+    let unpublished = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&harness.pool)
+            .await
+            .expect("count")
+    };
+    eventually(30, "a backlog measured while behind", || async {
+        harness.relay_metrics.backlog() > 0
+    })
+    .await;
+    assert!(
+        unpublished().await > 0,
+        "measured while rows were still waiting"
+    );
+    eventually(
+        30,
+        "a lower backlog measured later, still behind",
+        || async {
+            let measured = harness.relay_metrics.backlog();
+            measured > 0 && measured < 4_900
+        },
+    )
+    .await;
+}
+
 /// The relay wakes on NOTIFY: its poll interval here is an hour, so nothing
 /// else could make it publish within the test. Then its LISTEN connection
 /// dies at a moment the pool has no connection to give for a second: the
