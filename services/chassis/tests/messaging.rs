@@ -561,6 +561,8 @@ async fn one_relay_keeps_each_aggregates_order(pool: PgPool) {
         harness.effects().await.0 >= 1_000
     })
     .await;
+    harness.stop_consumers().await;
+    assert_eq!(harness.effects().await, (1_000, 1_000));
     let out_of_order: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (
              SELECT seq < lag(seq) OVER (PARTITION BY aggregate ORDER BY id) AS backwards FROM effects
@@ -732,7 +734,14 @@ async fn each_aggregate_is_applied_in_sequence_through_relays_nacks_retries_and_
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while nacks() < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} publisher nacks after 60 s: {}",
+            nacks(),
+            harness.whereabouts().await
+        );
         channel
             .queue_purge(choke.as_str().into(), QueuePurgeOptions::default())
             .await
@@ -748,6 +757,9 @@ async fn each_aggregate_is_applied_in_sequence_through_relays_nacks_retries_and_
         harness.effects().await.0 >= 1_000
     })
     .await;
+    // Stopped first: the counts below are final, and a late duplicate
+    // would show.
+    harness.stop_consumers().await;
     assert_eq!(harness.effects().await, (1_000, 1_000));
     let swapped_or_missing: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT aggregate, seq, n FROM (
@@ -939,6 +951,9 @@ async fn a_swallowed_sql_error_is_a_failure_not_a_silent_loss(pool: PgPool) {
         harness.effects().await.0 == 1
     })
     .await;
+    // The effect commits before the consumer counts it: stop the consumer
+    // (it finishes the message in hand) before reading its metrics.
+    harness.stop_consumers().await;
     let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM effects")
         .fetch_one(&harness.pool)
         .await
@@ -1109,6 +1124,7 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
         harness.effects().await.0 == 1_000
     })
     .await;
+    harness.stop_consumers().await;
     assert_eq!(harness.effects().await, (1_000, 1_000));
     assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
     assert_eq!(harness.dlq_depth().await, 0);
@@ -1121,6 +1137,179 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
         harness.consumer_metrics.database_waits(&name) > 0,
         "the consumer paused for the outage"
     );
+}
+
+/// The same outage for a consumer in aggregate order, whose parked-message
+/// drains also use the database. The database is cut before the consumer
+/// starts, with events already waiting in its queue (delivery limit 3):
+/// a start-up drain that fails and closes the channel, round after round,
+/// counted a delivery for every prefetched message each time and
+/// dead-lettered them. Nothing reaches the DLQ, every event is applied
+/// once, and the consumer paused for the database instead.
+#[sqlx::test(migrations = false)]
+async fn an_outage_of_an_ordered_consumers_database_dead_letters_nothing_and_loses_nothing(
+    _pool_options: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .expect("the test's pool");
+    let db_relay = TcpRelay::start((options.get_host().to_owned(), options.get_port())).await;
+    let consumer_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(options.port(db_relay.port));
+    let mut harness = Harness::new(pool, broker_url()).await;
+    harness.queue.delivery_limit = 3;
+    harness.queue.name = format!("{}-limited", harness.queue.name);
+    let connection = amqp::connect(&broker_url(), "test-setup")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology::declare(&channel, &harness.queue)
+        .await
+        .expect("declare");
+    amqp::close(&connection, "declared").await;
+
+    db_relay.cut();
+    harness.spawn_relay(50);
+    harness.write(200, 20, "ok").await;
+    eventually(30, "200 events waiting in the queue", || async {
+        harness.depth(&harness.queue.name).await == 200
+    })
+    .await;
+    let consumer = Consumer::new(
+        &harness.consumer_name(),
+        consumer_pool,
+        &harness.url,
+        harness.queue.clone(),
+        harness.consumer_metrics.clone(),
+    )
+    .in_aggregate_order();
+    harness.keep(tokio::spawn(
+        consumer.run(RecordEffect::default(), harness.stopped()),
+    ));
+    // 800 more events over at least 20 s of outage.
+    for _ in 0..40 {
+        harness.write(20, 20, "ok").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let name = harness.consumer_name();
+    db_relay.restore();
+
+    eventually(90, "all 1,000 effects", || async {
+        harness.effects().await.0 == 1_000
+    })
+    .await;
+    harness.stop_consumers().await;
+    assert_eq!(harness.effects().await, (1_000, 1_000));
+    assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
+    assert_eq!(harness.dlq_depth().await, 0);
+    assert_eq!(
+        harness.consumer_metrics.retried(&name),
+        0,
+        "no attempt spent"
+    );
+    assert!(
+        harness.consumer_metrics.database_waits(&name) > 0,
+        "the consumer paused for the outage"
+    );
+    let out_of_order: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT seq, lag(seq) OVER (PARTITION BY aggregate ORDER BY id) AS prev
+         FROM effects) e WHERE prev IS NOT NULL AND seq <> prev + 1",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .expect("order");
+    assert_eq!(out_of_order, 0, "each aggregate applied in sequence");
+}
+
+/// Another fact of the counter aggregate, which [`RecordEffect`] does not handle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Reset {
+    aggregate: String,
+}
+
+impl IntegrationEvent for Reset {
+    const NAME: &'static str = "test.counter.reset.v1";
+    fn aggregate_id(&self) -> String {
+        self.aggregate.clone()
+    }
+}
+
+/// The per-aggregate sequence counts every fact of the aggregate. An
+/// ordered consumer that gets a fact it has no handler for (here seq 2)
+/// records it as applied and skipped; before, it went to the DLQ and seq 3
+/// stayed parked for ever.
+#[sqlx::test(migrations = false)]
+async fn an_ordered_consumer_skips_a_fact_it_does_not_handle_and_goes_on(pool: PgPool) {
+    let mut harness = Harness::new(pool, broker_url()).await;
+    harness.queue.name = format!("{}-all-facts", harness.queue.name);
+    harness.queue.bindings = vec!["test.counter.#".to_owned()];
+    let connection = amqp::connect(&broker_url(), "test-setup")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    topology::declare(&channel, &harness.queue)
+        .await
+        .expect("declare");
+    amqp::close(&connection, "declared").await;
+    harness.spawn_consumer_with(
+        RecordEffect::default(),
+        harness.consumer_metrics.clone(),
+        true,
+    );
+    harness.spawn_relay(10);
+
+    let mut tx = harness.pool.begin().await.expect("begin");
+    let counted = |seq| Counted {
+        aggregate: "agg-0".into(),
+        seq,
+        behaviour: "ok".into(),
+    };
+    let new = |name| Envelope::new(name, "chassis-tests", Origin::New);
+    outbox::write(&mut tx, &new(Counted::NAME), &counted(0))
+        .await
+        .expect("write 1");
+    outbox::write(
+        &mut tx,
+        &new(Reset::NAME),
+        &Reset {
+            aggregate: "agg-0".into(),
+        },
+    )
+    .await
+    .expect("write 2");
+    outbox::write(&mut tx, &new(Counted::NAME), &counted(1))
+        .await
+        .expect("write 3");
+    tx.commit().await.expect("commit");
+
+    let name = harness.consumer_name();
+    eventually(30, "seq 1 and 3 applied, seq 2 skipped", || async {
+        harness.effects().await.0 == 2 && harness.consumer_metrics.skipped(&name) == 1
+    })
+    .await;
+    harness.stop_consumers().await;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT seq FROM effects ORDER BY id")
+        .fetch_all(&harness.pool)
+        .await
+        .expect("effects");
+    assert_eq!(applied, vec![1, 3]);
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox_parked")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("parked");
+    assert_eq!(parked, 0, "nothing parked");
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&harness.pool)
+        .await
+        .expect("inbox");
+    assert_eq!(inbox, 3, "the skipped event is in the inbox too");
+    assert_eq!(harness.consumer_metrics.skipped(&name), 1);
+    assert_eq!(harness.consumer_metrics.dead_lettered(&name), 0);
+    assert_eq!(harness.dlq_depth().await, 0);
 }
 
 /// Re-drive never loses a message: to a queue that does not exist, it moves
@@ -1274,6 +1463,40 @@ async fn the_relay_prunes_published_rows_while_it_is_behind(pool: PgPool) {
         unpublished > 0,
         "pruned while behind, with {unpublished} to go"
     );
+}
+
+/// The backlog gauge is measured while the relay is behind (5,000 rows,
+/// one per batch), not only once it has caught up: before, it stayed at
+/// whatever it was until the relay had caught up, so it read 0 all along
+/// here.
+#[sqlx::test(migrations = false)]
+async fn the_relay_measures_its_backlog_while_it_is_behind(pool: PgPool) {
+    let harness = Harness::new(pool, broker_url()).await;
+    harness.write(5_000, 50, "ok").await;
+    harness.spawn_relay(1);
+    let unpublished = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&harness.pool)
+            .await
+            .expect("count")
+    };
+    eventually(30, "a backlog measured while behind", || async {
+        harness.relay_metrics.backlog() > 0
+    })
+    .await;
+    assert!(
+        unpublished().await > 0,
+        "measured while rows were still waiting"
+    );
+    eventually(
+        30,
+        "a lower backlog measured later, still behind",
+        || async {
+            let measured = harness.relay_metrics.backlog();
+            measured > 0 && measured < 4_900
+        },
+    )
+    .await;
 }
 
 /// The relay wakes on NOTIFY: its poll interval here is an hour, so nothing

@@ -153,6 +153,10 @@ pub async fn release(pool: &PgPool, ids: &[i64]) -> Result<u64, MessagingError> 
 /// How often the relay deletes published rows past the retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// How often a relay that is behind (every batch full) measures its
+/// backlog; one that has caught up measures it after each round.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest a batch may take from claim to commit.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -262,6 +266,11 @@ impl RelayMetrics {
 
     pub fn quarantined(&self) -> u64 {
         self.quarantined.get()
+    }
+
+    /// Rows waiting to be published, when last measured.
+    pub fn backlog(&self) -> i64 {
+        self.backlog.get()
     }
 }
 
@@ -581,6 +590,7 @@ impl Relay {
         // claim wakes the relay, one committed before it is in the claim.
         let mut listener = self.listen().await;
         let mut last_prune: Option<Instant> = None;
+        let mut last_measure: Option<Instant> = None;
         loop {
             // Pruning comes before the claim, so a relay that is behind
             // (every batch full) still prunes; only published rows go.
@@ -598,11 +608,17 @@ impl Relay {
                 .await
                 .map_err(|_| MessagingError::Invalid("no confirms within the deadline".into()))??;
             *failures = 0;
-            if usize::try_from(self.settings.batch_size).is_ok_and(|size| seen >= size) {
-                continue; // more is waiting
+            let behind = usize::try_from(self.settings.batch_size).is_ok_and(|size| seen >= size);
+            // Measured while behind too (on a timer, not every round): the
+            // backlog gauges matter most then.
+            if !behind || last_measure.is_none_or(|at| at.elapsed() > MEASURE_EVERY) {
+                last_measure = Some(Instant::now());
+                if let Err(error) = self.measure_backlog().await {
+                    tracing::debug!(%error, "cannot measure the outbox backlog");
+                }
             }
-            if let Err(error) = self.measure_backlog().await {
-                tracing::debug!(%error, "cannot measure the outbox backlog");
+            if behind {
+                continue; // more is waiting
             }
             match &mut listener {
                 Some(l) => {
