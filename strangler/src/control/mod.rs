@@ -395,6 +395,12 @@ impl Control {
             let mut listener = match self.store.listen().await {
                 Ok(listener) => {
                     pause = std::time::Duration::from_millis(250);
+                    // What was committed before this connection listened
+                    // (since the table was loaded, or while the previous
+                    // listener was down) was announced to nobody here.
+                    if let Err(error) = self.refresh().await {
+                        tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
+                    }
                     Some(listener)
                 }
                 Err(error) => {
