@@ -120,9 +120,14 @@ impl Store {
         announcement.payload() == &*self.instance
     }
 
-    /// A connection that hears the changes instances commit.
+    /// A connection that hears the changes instances commit. It is a
+    /// connection of its own, not one of the pool's: a listener keeps its
+    /// connection for good, and the pool's are for the admin plane's writes.
     pub async fn listen(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
         listener.listen(CHANGES).await?;
         Ok(listener)
     }
