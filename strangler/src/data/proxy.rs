@@ -400,13 +400,9 @@ impl Proxy {
         }
     }
 
-    /// A call the open breaker refused counts as a failure for the guard:
-    /// a new backend that is down must still roll its route back, though
-    /// the breaker keeps its calls from ever failing. Not so while the
-    /// breaker is half-open: then one trial call is out, and the requests
-    /// it turns away meanwhile say nothing the trial will not.
+    /// A call the breaker refused, for the guard ([`refusal_counts`]).
     fn refused(&self, route: &Route, state: CircuitState) {
-        if state == CircuitState::Open {
+        if refusal_counts(state) {
             self.record(route, true);
         }
     }
@@ -582,6 +578,15 @@ impl Proxy {
         }
         with_request_id(response, &exchange.request_id)
     }
+}
+
+/// Whether a call the breaker refused counts as a failure for the guard.
+/// While the breaker is open, yes: a new backend that is down must still
+/// roll its route back, though the breaker keeps its calls from ever
+/// failing. While it is half-open, no: one trial call is out, and the
+/// requests it turns away meanwhile say nothing the trial will not.
+fn refusal_counts(state: CircuitState) -> bool {
+    state == CircuitState::Open
 }
 
 /// Whether an answer about a broken request body must close the connection.
@@ -785,6 +790,13 @@ mod tests {
         }
         assert!(check_framing(&headers(&[("content-length", "5")]), 1000).is_ok());
         assert!(check_framing(&headers(&[("transfer-encoding", "Chunked")]), 1000).is_ok());
+    }
+
+    #[test]
+    fn only_an_open_breakers_refusals_count_for_the_guard() {
+        assert!(refusal_counts(CircuitState::Open));
+        assert!(!refusal_counts(CircuitState::HalfOpen));
+        assert!(!refusal_counts(CircuitState::Closed));
     }
 
     #[test]
