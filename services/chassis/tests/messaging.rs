@@ -1070,17 +1070,10 @@ async fn an_event_no_queue_is_bound_to_is_kept_not_dropped() {
     }
 }
 
-/// An outage of the consumer's database is not a poison message. Here the
-/// consumer reaches PostgreSQL through a TCP relay that the test cuts for
-/// 20 s while events keep coming (the shared server is not stopped: other
-/// tests use it), with a delivery limit of 3 so that requeueing through the
-/// outage would dead-letter. Nothing reaches the DLQ, every event is
-/// applied once after the database is back, and the consumer paused for it.
-#[sqlx::test(migrations = false)]
-async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_nothing(
-    _pool_options: PgPoolOptions,
-    options: PgConnectOptions,
-) {
+/// What both outage tests stand on: a harness whose queue has a delivery
+/// limit of 3 (declared anew under its own name), and a consumer pool that
+/// reaches PostgreSQL through a TCP relay the test can cut.
+async fn outage_rig(options: &PgConnectOptions) -> (Harness, TcpRelay, PgPool) {
     let pool = PgPoolOptions::new()
         .connect_with(options.clone())
         .await
@@ -1089,7 +1082,7 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
     let consumer_pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy_with(options.port(db_relay.port));
+        .connect_lazy_with(options.clone().port(db_relay.port));
     let mut harness = Harness::new(pool, broker_url()).await;
     harness.queue.delivery_limit = 3;
     // Declared again with the lower limit: a queue of its own.
@@ -1102,6 +1095,21 @@ async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_noth
         .await
         .expect("declare");
     amqp::close(&connection, "declared").await;
+    (harness, db_relay, consumer_pool)
+}
+
+/// An outage of the consumer's database is not a poison message. Here the
+/// consumer reaches PostgreSQL through a TCP relay that the test cuts for
+/// 20 s while events keep coming (the shared server is not stopped: other
+/// tests use it), with a delivery limit of 3 so that requeueing through the
+/// outage would dead-letter. Nothing reaches the DLQ, every event is
+/// applied once after the database is back, and the consumer paused for it.
+#[sqlx::test(migrations = false)]
+async fn an_outage_of_the_consumers_database_dead_letters_nothing_and_loses_nothing(
+    _pool_options: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (harness, db_relay, consumer_pool) = outage_rig(&options).await;
 
     harness.spawn_consumer_on(consumer_pool, RecordEffect::default());
     harness.spawn_relay(50);
@@ -1151,26 +1159,7 @@ async fn an_outage_of_an_ordered_consumers_database_dead_letters_nothing_and_los
     _pool_options: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let pool = PgPoolOptions::new()
-        .connect_with(options.clone())
-        .await
-        .expect("the test's pool");
-    let db_relay = TcpRelay::start((options.get_host().to_owned(), options.get_port())).await;
-    let consumer_pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy_with(options.port(db_relay.port));
-    let mut harness = Harness::new(pool, broker_url()).await;
-    harness.queue.delivery_limit = 3;
-    harness.queue.name = format!("{}-limited", harness.queue.name);
-    let connection = amqp::connect(&broker_url(), "test-setup")
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    topology::declare(&channel, &harness.queue)
-        .await
-        .expect("declare");
-    amqp::close(&connection, "declared").await;
+    let (harness, db_relay, consumer_pool) = outage_rig(&options).await;
 
     db_relay.cut();
     harness.spawn_relay(50);
