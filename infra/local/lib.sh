@@ -78,7 +78,7 @@ ensure_secrets() {
 			say "KIT_DB_PASSWORD_${db^^}=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# Tokens of the admin planes, added as the components that need them land.
-	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN KIT_PG_SANDBOX_API_KEY KIT_PG_SANDBOX_ADMIN_TOKEN; do
+	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN KIT_PG_SANDBOX_API_KEY KIT_PG_SANDBOX_ADMIN_TOKEN KIT_ACL_ADMIN_TOKEN; do
 		grep -q "^$name=" "$KIT_SECRETS" || say "$name=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# shellcheck disable=SC1090
@@ -123,6 +123,10 @@ write_stack_env() {
 		say "BAEDAL_DB_URL=postgres://legacy:$KIT_DB_PASSWORD_LEGACY@$KIT_PG_HOST:$KIT_PG_PORT/legacy"
 		say "BAEDAL_PG_API_KEY=$KIT_PG_SANDBOX_API_KEY"
 		say "KIT_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
+		say "# The anti-corruption layer: its own role on the legacy database, the broker, its admin token."
+		say "ACL_LEGACY__URL=postgres://acl:$KIT_DB_PASSWORD_ACL@$KIT_PG_HOST:$KIT_PG_PORT/legacy"
+		say "ACL_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
+		say "ACL_ADMIN_TOKEN=$KIT_ACL_ADMIN_TOKEN"
 		say "KIT_RABBIT_MANAGEMENT_URL=http://127.0.0.1:$KIT_RABBIT_UI_PORT"
 	} | write_if_changed "$KIT_STACK_ENV"
 }

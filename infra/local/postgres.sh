@@ -5,6 +5,7 @@
 #   postgres.sh start    init (first time), start, create databases and roles
 #   postgres.sh stop     fast shutdown
 #   postgres.sh status   prints one line, exits 1 when not running
+#   postgres.sh sql DB FILE   runs FILE as the superuser in database DB
 #
 # PostgreSQL refuses to run as root; when called by root the server runs as
 # the `postgres` OS user and its data directory belongs to that user.
@@ -81,7 +82,42 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
+$(logical_decoding_settings)
 EOF
+}
+
+# The anti-corruption layer reads the legacy database's changes through a
+# logical replication slot (docs/patterns/log-tailing.md). A slot keeps WAL
+# until it is read; max_slot_wal_keep_size bounds that, so a stalled ACL
+# loses its slot (and says so) instead of filling the disk.
+logical_decoding_settings() {
+	cat <<EOF
+wal_level = logical
+max_replication_slots = 20
+max_slot_wal_keep_size = '1GB'
+# With synchronous_commit off (above), a commit reaches the slot only once
+# the WAL writer flushes it: every 200 ms by default, too slow for a feed
+# whose target is 100 ms from commit to publish.
+wal_writer_delay = '10ms'
+EOF
+}
+
+# A cluster initialised before the ACL existed has wal_level = replica: the
+# settings are added with ALTER SYSTEM and the server restarted once.
+ensure_logical_decoding() {
+	local level
+	level=$(psql_admin -At -c 'SHOW wal_level')
+	if [ "$(psql_admin -At -c 'SHOW wal_writer_delay')" != 10ms ]; then
+		psql_admin -c "ALTER SYSTEM SET wal_writer_delay = '10ms'" -c 'SELECT pg_reload_conf()' >/dev/null
+	fi
+	[ "$level" = logical ] && return 0
+	step "enabling logical decoding (wal_level was $level; restarting PostgreSQL once)"
+	psql_admin -c "ALTER SYSTEM SET wal_level = logical" \
+		-c "ALTER SYSTEM SET max_replication_slots = 20" \
+		-c "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'"
+	as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t 60 restart >/dev/null ||
+		die "PostgreSQL did not restart, see $PG_LOG"
+	wait_for "PostgreSQL" 30 psql_admin -c 'SELECT 1'
 }
 
 start() {
@@ -100,6 +136,7 @@ start() {
 	mkdir -p "$KIT_LOGS"
 	ln -sf "$PG_LOG" "$KIT_LOGS/postgres.log"
 	wait_for "PostgreSQL" 30 psql_admin -c 'SELECT 1'
+	ensure_logical_decoding
 	create_databases
 }
 
@@ -138,9 +175,16 @@ status() {
 	fi
 }
 
+run_sql() {
+	[ -f "${2:-}" ] || die "usage: $0 sql DB FILE"
+	ensure_secrets
+	psql_admin -d "$1" -f "$2" >/dev/null
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
-*) die "usage: $0 start|stop|status" ;;
+sql) run_sql "${2:-}" "${3:-}" ;;
+*) die "usage: $0 start|stop|status|sql DB FILE" ;;
 esac

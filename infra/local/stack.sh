@@ -39,6 +39,12 @@ start_components() {
 		exe=$(component_binary "$bin")
 		[ -x "$exe" ] || continue
 		port=${!port_var:-$default_port}
+		# A component with a before-<name>.sh needs the ones above it
+		# ready first (the ACL needs Baedal's schema for its grants).
+		if [ -f "$HERE/before-$name.sh" ]; then
+			wait_until_ready "$lines" "$name"
+			bash "$HERE/before-$name.sh" </dev/null || die "infra/local/before-$name.sh failed"
+		fi
 		if pid_alive "$KIT_PIDS/$name.pid"; then
 			say "$(printf '%-12s' "$name") already running on 127.0.0.1:$port"
 			continue
@@ -55,11 +61,18 @@ start_components() {
 		) &
 		echo $! >"$KIT_PIDS/$name.pid"
 	done <<<"$lines"
+	wait_until_ready "$lines" ""
+}
+
+# Waits for every started component listed before $2 ("" for all).
+wait_until_ready() {
+	local name bin port_var default_port port
 	while read -r name bin port_var default_port; do
+		[ "$name" = "$2" ] && return 0
 		[ -f "$KIT_PIDS/$name.pid" ] || continue
 		port=${!port_var:-$default_port}
 		wait_for "$name (see .run/logs/$name.log)" 60 component_ready "$name" "$port"
-	done <<<"$lines"
+	done <<<"$1"
 }
 
 component_ready() {
@@ -112,6 +125,9 @@ urls() {
 		say "  Front door (send every client request here):  http://127.0.0.1:${STRANGLER_HTTP__PORT:-8000}"
 		say "  Strangler dashboard and admin API:             http://127.0.0.1:${STRANGLER_ADMIN__HTTP__PORT:-8001}/"
 		say "    token: KIT_STRANGLER_ADMIN_TOKEN in .run/secrets.env"
+	fi
+	if pid_alive "$KIT_PIDS/acl.pid"; then
+		say "  ACL façade, OpenAPI and admin:                http://127.0.0.1:${ACL_HTTP__PORT:-8090}/   (admin token: KIT_ACL_ADMIN_TOKEN in .run/secrets.env)"
 	fi
 	if pid_alive "$KIT_PIDS/pg-sandbox.pid"; then
 		say "  Payment sandbox behaviour (latency, declines, failures): PUT http://127.0.0.1:${PG_SANDBOX_HTTP__PORT:-8099}/admin/behaviour"

@@ -46,11 +46,21 @@ async fn ordering_cannot_connect_to_legacy_and_legacy_cannot_connect_to_ordering
     );
 }
 
+/// The one crossing the design allows: the anti-corruption layer reads
+/// Baedal's database (and writes what sync-back carries). Its grant comes
+/// from acl/sql/legacy-access.sql once the monolith's schema exists, so
+/// whether it is there depends on whether `make up` ran; what the role may
+/// do there is proved by acl/tests/legacy_access.rs.
+const ALLOWED: &[(&str, &str)] = &[("acl", "legacy")];
+
 #[tokio::test]
 async fn no_role_reaches_another_components_database() {
     let all = components();
     for role in &all {
-        for database in all.iter().filter(|d| *d != role) {
+        for database in all
+            .iter()
+            .filter(|d| *d != role && !ALLOWED.contains(&(*role, **d)))
+        {
             assert_eq!(
                 refusal_code(role, database).await.as_deref(),
                 Some(INSUFFICIENT_PRIVILEGE),

@@ -1,6 +1,19 @@
-//! Facts about the legacy monolith's orders, published by the
-//! anti-corruption layer from Baedal's change feed and translated out of the
-//! legacy model (status codes become names, `tb_` columns become fields).
+//! Facts about the legacy monolith, published by the anti-corruption layer
+//! from Baedal's change feed and translated out of the legacy model (status
+//! codes become names, `tb_` columns become fields, times are UTC, amounts
+//! integer won). Every fact carries `origin = legacy` in its envelope.
+//!
+//! | event | aggregate | style |
+//! |---|---|---|
+//! | `legacy.order.placed.v1` | the order | full: lines and payment in one fact |
+//! | `legacy.order.status_changed.v1` | the order | full |
+//! | `legacy.payment.status_changed.v1` | the order's payment | full |
+//! | `legacy.delivery.status_changed.v1` | the order's delivery | full |
+//! | `legacy.shop.changed.v1`, `legacy.menu.changed.v1`, `legacy.member.changed.v1` | shop, menu item, member | zero-payload: ids only, read the rest from the ACL's façade |
+//! | `legacy.data.truncated.v1` | the legacy database | a reset (`make seed`): consumers drop what they hold from legacy and import again |
+//! | `legacy.feed.restarted.v1` | the legacy database | the feed began (again): facts before it may be missing, import what changed since `since` (everything when it is absent) |
+//!
+//! Why two styles: docs/patterns/zero-payload-events.md.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -62,6 +75,17 @@ pub struct OrderPlaced {
     pub delivery_address: String,
     #[serde(with = "time::serde::rfc3339")]
     pub placed_at: OffsetDateTime,
+    /// The payment written with the order (Baedal writes it in the same
+    /// transaction, as `requested`, before it asks the gateway).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payment: Option<Payment>,
+}
+
+/// A payment as it stood when a fact was captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub status: PaymentStatus,
+    pub amount: Won,
 }
 
 impl IntegrationEvent for OrderPlaced {
@@ -81,6 +105,9 @@ pub struct OrderStatusChanged {
     /// Set when a rider is assigned.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rider_id: Option<i64>,
+    /// Set when the order is rejected or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<CancelReason>,
     #[serde(with = "time::serde::rfc3339")]
     pub changed_at: OffsetDateTime,
 }
@@ -89,6 +116,229 @@ impl IntegrationEvent for OrderStatusChanged {
     const NAME: &'static str = "legacy.order.status_changed.v1";
     fn aggregate_id(&self) -> String {
         self.order_no.clone()
+    }
+}
+
+/// Why a monolith order was rejected or cancelled (`tb_order.cncl_rsn_cd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// `MEMBER`: the member cancelled.
+    Member,
+    /// `SHOP`: the shop rejected the order.
+    ShopRejected,
+    /// `PAY_DECLINED`: the gateway declined the payment.
+    PaymentDeclined,
+    /// `PAY_ERROR`: the gateway did not answer; any charge was released.
+    PaymentFailed,
+    #[serde(other)]
+    Unknown,
+}
+
+impl CancelReason {
+    pub fn from_legacy_code(code: &str) -> Self {
+        match code {
+            "MEMBER" => Self::Member,
+            "SHOP" => Self::ShopRejected,
+            "PAY_DECLINED" => Self::PaymentDeclined,
+            "PAY_ERROR" => Self::PaymentFailed,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// A payment's state (`tb_payment.pay_stat_cd` translated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// `REQ`: sent to the gateway, no answer yet.
+    Requested,
+    /// `AUTH`
+    Authorised,
+    /// `DECL`
+    Declined,
+    /// `VOID_REQ`: the answer never came; the charge is being released.
+    VoidPending,
+    /// `VOID`
+    Voided,
+    /// `RFND_REQ`: a refund is owed.
+    RefundPending,
+    /// `RFND`
+    Refunded,
+    #[serde(other)]
+    Unknown,
+}
+
+impl PaymentStatus {
+    pub fn from_legacy_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "REQ" => Self::Requested,
+            "AUTH" => Self::Authorised,
+            "DECL" => Self::Declined,
+            "VOID_REQ" => Self::VoidPending,
+            "VOID" => Self::Voided,
+            "RFND_REQ" => Self::RefundPending,
+            "RFND" => Self::Refunded,
+            _ => return None,
+        })
+    }
+}
+
+/// `legacy.payment.status_changed.v1`: a monolith payment was authorised,
+/// declined, voided or refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentStatusChanged {
+    pub order_no: String,
+    pub from: PaymentStatus,
+    pub to: PaymentStatus,
+    pub amount: Won,
+    #[serde(with = "time::serde::rfc3339")]
+    pub changed_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for PaymentStatusChanged {
+    const NAME: &'static str = "legacy.payment.status_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.order_no.clone()
+    }
+}
+
+/// A delivery's state (`tb_delivery.dlv_stat_cd` translated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// `WAIT`: accepted, no free rider yet.
+    Waiting,
+    /// `ASSIGNED`
+    Assigned,
+    /// `PICKED_UP`
+    PickedUp,
+    /// `DELIVERED`
+    Delivered,
+    #[serde(other)]
+    Unknown,
+}
+
+impl DeliveryStatus {
+    pub fn from_legacy_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "WAIT" => Self::Waiting,
+            "ASSIGNED" => Self::Assigned,
+            "PICKED_UP" => Self::PickedUp,
+            "DELIVERED" => Self::Delivered,
+            _ => return None,
+        })
+    }
+}
+
+/// `legacy.delivery.status_changed.v1`: a monolith delivery began (waiting
+/// or assigned), or its rider was assigned, picked up or delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStatusChanged {
+    pub order_no: String,
+    /// `None` when the delivery has just begun.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<DeliveryStatus>,
+    pub to: DeliveryStatus,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rider_id: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub changed_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for DeliveryStatusChanged {
+    const NAME: &'static str = "legacy.delivery.status_changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.order_no.clone()
+    }
+}
+
+/// `legacy.shop.changed.v1` (zero-payload): something about a shop changed
+/// (name, hours, minimum order, open or closed for good). Read the shop
+/// from the ACL's façade, `GET /v1/shops/{shop_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShopChanged {
+    pub shop_id: i64,
+}
+
+impl IntegrationEvent for ShopChanged {
+    const NAME: &'static str = "legacy.shop.changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.shop_id.to_string()
+    }
+}
+
+/// `legacy.menu.changed.v1` (zero-payload): a menu item was added or its
+/// name, price or availability changed. Read it from the façade,
+/// `GET /v1/shops/{shop_id}/menu`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MenuChanged {
+    pub menu_id: i64,
+    pub shop_id: i64,
+}
+
+impl IntegrationEvent for MenuChanged {
+    const NAME: &'static str = "legacy.menu.changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.menu_id.to_string()
+    }
+}
+
+/// `legacy.member.changed.v1` (zero-payload): a member joined or changed
+/// their details. Read them from the façade, `GET /v1/members/{member_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChanged {
+    pub member_id: i64,
+}
+
+impl IntegrationEvent for MemberChanged {
+    const NAME: &'static str = "legacy.member.changed.v1";
+    fn aggregate_id(&self) -> String {
+        self.member_id.to_string()
+    }
+}
+
+/// `legacy.data.truncated.v1`: legacy tables were emptied at once (Baedal's
+/// `make seed` does this). A consumer drops what it holds from these tables
+/// and imports again from the façade's export API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataTruncated {
+    /// The legacy tables, in the new language: `orders`, `shops`, ...
+    pub tables: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub truncated_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for DataTruncated {
+    const NAME: &'static str = "legacy.data.truncated.v1";
+    fn aggregate_id(&self) -> String {
+        "legacy".to_owned()
+    }
+}
+
+/// `legacy.feed.restarted.v1`: the change feed began, or began again after
+/// its replication slot was lost (docs/patterns/log-tailing.md, runbook).
+/// Facts of legacy transactions before `restarted_at` may never come: a
+/// consumer imports what changed since `since` from the export API, or
+/// everything when `since` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedRestarted {
+    /// The commit time of the last transaction announced before the
+    /// restart; absent when the feed never ran.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub since: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub restarted_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for FeedRestarted {
+    const NAME: &'static str = "legacy.feed.restarted.v1";
+    fn aggregate_id(&self) -> String {
+        "legacy".to_owned()
     }
 }
 
@@ -115,6 +365,10 @@ mod tests {
             total_amount: 22_000,
             delivery_address: "서울시 강남구".into(),
             placed_at: datetime!(2026-11-22 03:00:00 UTC),
+            payment: Some(Payment {
+                status: PaymentStatus::Authorised,
+                amount: 22_000,
+            }),
         };
         assert_eq!(
             serde_json::to_value(&event).unwrap(),
@@ -122,7 +376,8 @@ mod tests {
                 "order_no": "20261122-000001", "member_id": 1, "shop_id": 1, "status": "paid",
                 "lines": [{"menu_id": 1, "name": "김치찌개", "unit_price": 11000, "quantity": 2}],
                 "total_amount": 22000, "delivery_address": "서울시 강남구",
-                "placed_at": "2026-11-22T03:00:00Z"
+                "placed_at": "2026-11-22T03:00:00Z",
+                "payment": {"status": "authorised", "amount": 22000}
             })
         );
     }
@@ -134,6 +389,7 @@ mod tests {
             from: OrderStatus::Paid,
             to: OrderStatus::Accepted,
             rider_id: Some(7),
+            reason: None,
             changed_at: datetime!(2026-11-22 03:05:00 UTC),
         };
         assert_eq!(
@@ -149,11 +405,106 @@ mod tests {
     }
 
     #[test]
+    fn a_rejection_names_its_reason() {
+        let rejected = OrderStatusChanged {
+            order_no: "20261122-000001".into(),
+            from: OrderStatus::Paid,
+            to: OrderStatus::Rejected,
+            rider_id: None,
+            reason: Some(CancelReason::from_legacy_code("SHOP")),
+            changed_at: datetime!(2026-11-22 03:05:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&rejected).unwrap(),
+            json!({"order_no": "20261122-000001", "from": "paid", "to": "rejected", "reason": "shop_rejected", "changed_at": "2026-11-22T03:05:00Z"})
+        );
+    }
+
+    #[test]
+    fn payment_and_delivery_facts_json_is_pinned() {
+        let refunded = PaymentStatusChanged {
+            order_no: "20261122-000001".into(),
+            from: PaymentStatus::from_legacy_code("RFND_REQ").unwrap(),
+            to: PaymentStatus::from_legacy_code("RFND").unwrap(),
+            amount: 22_000,
+            changed_at: datetime!(2026-11-22 03:06:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&refunded).unwrap(),
+            json!({"order_no": "20261122-000001", "from": "refund_pending", "to": "refunded", "amount": 22000, "changed_at": "2026-11-22T03:06:00Z"})
+        );
+        let begun = DeliveryStatusChanged {
+            order_no: "20261122-000001".into(),
+            from: None,
+            to: DeliveryStatus::from_legacy_code("ASSIGNED").unwrap(),
+            rider_id: Some(2),
+            changed_at: datetime!(2026-11-22 03:05:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&begun).unwrap(),
+            json!({"order_no": "20261122-000001", "to": "assigned", "rider_id": 2, "changed_at": "2026-11-22T03:05:00Z"})
+        );
+    }
+
+    #[test]
+    fn zero_payload_facts_carry_ids_only() {
+        assert_eq!(
+            serde_json::to_value(ShopChanged { shop_id: 3 }).unwrap(),
+            json!({"shop_id": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(MenuChanged {
+                menu_id: 31,
+                shop_id: 3
+            })
+            .unwrap(),
+            json!({"menu_id": 31, "shop_id": 3})
+        );
+        assert_eq!(
+            serde_json::to_value(MemberChanged { member_id: 5 }).unwrap(),
+            json!({"member_id": 5})
+        );
+        let reset = DataTruncated {
+            tables: vec!["orders".into(), "payments".into()],
+            truncated_at: datetime!(2026-11-22 03:00:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&reset).unwrap(),
+            json!({"tables": ["orders", "payments"], "truncated_at": "2026-11-22T03:00:00Z"})
+        );
+        assert_eq!(reset.aggregate_id(), "legacy");
+        let restarted = FeedRestarted {
+            since: Some(datetime!(2026-11-22 02:00:00 UTC)),
+            restarted_at: datetime!(2026-11-22 03:00:00 UTC),
+        };
+        assert_eq!(
+            serde_json::to_value(&restarted).unwrap(),
+            json!({"since": "2026-11-22T02:00:00Z", "restarted_at": "2026-11-22T03:00:00Z"})
+        );
+        let first: FeedRestarted =
+            serde_json::from_value(json!({"restarted_at": "2026-11-22T03:00:00Z"})).unwrap();
+        assert_eq!(first.since, None);
+    }
+
+    #[test]
     fn every_legacy_code_has_a_status_and_unknown_codes_none() {
         for code in ["10", "20", "30", "40", "50", "80", "90"] {
             assert!(OrderStatus::from_legacy_code(code).is_some(), "{code}");
         }
         assert_eq!(OrderStatus::from_legacy_code("99"), None);
+        for code in [
+            "REQ", "AUTH", "DECL", "VOID_REQ", "VOID", "RFND_REQ", "RFND",
+        ] {
+            assert!(PaymentStatus::from_legacy_code(code).is_some(), "{code}");
+        }
+        assert_eq!(PaymentStatus::from_legacy_code("NEW"), None);
+        for code in ["WAIT", "ASSIGNED", "PICKED_UP", "DELIVERED"] {
+            assert!(DeliveryStatus::from_legacy_code(code).is_some(), "{code}");
+        }
+        assert_eq!(
+            CancelReason::from_legacy_code("OTHER"),
+            CancelReason::Unknown
+        );
     }
 
     #[test]

@@ -69,6 +69,13 @@ mod tests {
             ordering::OrderCancelled::NAME,
             legacy::OrderPlaced::NAME,
             legacy::OrderStatusChanged::NAME,
+            legacy::PaymentStatusChanged::NAME,
+            legacy::DeliveryStatusChanged::NAME,
+            legacy::ShopChanged::NAME,
+            legacy::MenuChanged::NAME,
+            legacy::MemberChanged::NAME,
+            legacy::DataTruncated::NAME,
+            legacy::FeedRestarted::NAME,
         ];
         for name in names {
             let parts: Vec<&str> = name.split('.').collect();

@@ -1,0 +1,34 @@
+-- What the anti-corruption layer may do in the legacy database, and the
+-- publication its change feed reads. Run by a superuser inside `legacy`
+-- once the monolith's schema exists: infra/local/before-acl.sh on
+-- `make up`, the ACL's tests on each fresh test database. Idempotent.
+--
+-- Least privilege: the `acl` role reads the tables it translates, writes
+-- only the rows sync-back carries (orders, their lines and payments), owns
+-- the `acl` schema for its own bookkeeping, and has REPLICATION for its
+-- logical slot. It cannot alter or drop legacy tables.
+
+DO $$ BEGIN
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO acl', current_database());
+END $$;
+ALTER ROLE acl REPLICATION;
+
+GRANT USAGE ON SCHEMA public TO acl;
+GRANT SELECT ON tb_member, tb_shop, tb_menu, tb_rider, tb_order, tb_order_item,
+    tb_payment, tb_delivery TO acl;
+GRANT INSERT, UPDATE ON tb_order, tb_order_item, tb_payment TO acl;
+GRANT USAGE, SELECT ON SEQUENCE sq_ord_no TO acl;
+
+CREATE SCHEMA IF NOT EXISTS acl AUTHORIZATION acl;
+
+-- Status changes name where they came from: the old row must be in the WAL.
+ALTER TABLE tb_order REPLICA IDENTITY FULL;
+ALTER TABLE tb_payment REPLICA IDENTITY FULL;
+ALTER TABLE tb_delivery REPLICA IDENTITY FULL;
+
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'acl_legacy') THEN
+        CREATE PUBLICATION acl_legacy FOR TABLE tb_member, tb_shop, tb_menu,
+            tb_order, tb_order_item, tb_payment, tb_delivery;
+    END IF;
+END $$;

@@ -1,0 +1,636 @@
+//! The legacy change feed (log tailing): Baedal's committed transactions,
+//! read from a logical replication slot with the built-in `pgoutput`
+//! plugin over plain SQL, translated into facts and written to the ACL's
+//! outbox; the chassis relay publishes them with publisher confirms.
+//!
+//! Pattern: log tailing — docs/patterns/log-tailing.md; the choice of
+//! logical decoding over triggers is docs/adr/0013-legacy-change-capture.md.
+//!
+//! One step of [`Capture`]:
+//!
+//! 1. read the WAL flush position `F`, then peek at the slot's changes up
+//!    to `F` (peeking does not consume them);
+//! 2. in one transaction of the ACL's database: skip transactions at or
+//!    below the recorded high-water mark, translate the rest and write
+//!    their facts to the outbox, raise the mark;
+//! 3. advance the slot past what was recorded (to `F` when the peek was
+//!    not cut short: nothing before `F` is left to decode).
+//!
+//! A crash between 2 and 3 decodes the same transactions again and the
+//! mark skips them: each legacy transaction is recorded exactly once, in
+//! commit order, and the outbox's per-aggregate sequence numbers follow
+//! that order. From the outbox on, delivery is at least once (the relay may
+//! publish a row twice; consumers drop the duplicate by message id).
+
+pub mod pgoutput;
+pub mod translate;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chassis::health::{CheckFuture, ReadinessCheck};
+use chassis::messaging::outbox;
+use contracts::legacy::FeedRestarted;
+use contracts::{Envelope, IntegrationEvent, Origin};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use pgoutput::{Assembler, Lsn, Transaction};
+use translate::{Fact, Translation, Untranslatable};
+
+/// The publication `acl/sql/legacy-access.sql` creates.
+pub const PUBLICATION: &str = "acl_legacy";
+
+/// The component name in envelopes and the broker's connection list.
+pub const PRODUCER: &str = "acl";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CaptureSettings {
+    /// The logical replication slot the ACL owns (one per legacy database).
+    pub slot: String,
+    /// The longest wait between two looks at the slot. Logical decoding
+    /// has no notification over SQL; a look that finds nothing is cheap.
+    pub poll_interval_ms: u64,
+    /// Changes decoded per step at most (whole transactions are kept).
+    pub max_changes: i32,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        Self {
+            slot: "acl_legacy".to_owned(),
+            poll_interval_ms: 20,
+            max_changes: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Messaging(#[from] chassis::messaging::MessagingError),
+    #[error(transparent)]
+    Decode(#[from] pgoutput::DecodeError),
+    #[error("legacy transaction {xid} (ends at {end_lsn}) cannot be translated: {source}")]
+    Untranslatable {
+        xid: u32,
+        end_lsn: Lsn,
+        source: Untranslatable,
+    },
+    #[error(
+        "publication {PUBLICATION} is missing in the legacy database: run acl/sql/legacy-access.sql as a superuser (make up does)"
+    )]
+    NoPublication,
+    #[error(
+        "replication slot {0} is lost (the WAL it needed was removed): follow the runbook in docs/patterns/log-tailing.md"
+    )]
+    SlotLost(String),
+}
+
+/// What the feed's health looks like from outside: readiness reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedState {
+    Starting,
+    Running,
+    Failing(String),
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureMetrics {
+    transactions: Family<OutcomeLabel, Counter>,
+    facts: Family<EventLabel, Counter>,
+    failures: Counter,
+    slot_lag_bytes: Gauge,
+    slot_lost: Gauge,
+    commit_to_recorded: Histogram,
+}
+
+impl CaptureMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        let r = registry.sub_registry_with_prefix("acl_capture");
+        r.register(
+            "transactions",
+            "Legacy transactions read from the slot, by outcome (announced, own_write: sync-back's, silent: nothing to announce)",
+            metrics.transactions.clone(),
+        );
+        r.register(
+            "facts",
+            "Facts written to the outbox, by event",
+            metrics.facts.clone(),
+        );
+        r.register(
+            "failures",
+            "Steps of the feed that failed (it retries)",
+            metrics.failures.clone(),
+        );
+        r.register(
+            "slot_lag_bytes",
+            "WAL between the server's position and what the slot has confirmed",
+            metrics.slot_lag_bytes.clone(),
+        );
+        r.register(
+            "slot_lost",
+            "1 when the replication slot is missing or lost (see the runbook)",
+            metrics.slot_lost.clone(),
+        );
+        r.register(
+            "commit_to_recorded_seconds",
+            "From a legacy commit to its facts being in the outbox",
+            metrics.commit_to_recorded.clone(),
+        );
+        metrics
+    }
+
+    pub fn unregistered() -> Self {
+        Self {
+            transactions: Family::default(),
+            facts: Family::default(),
+            failures: Counter::default(),
+            slot_lag_bytes: Gauge::default(),
+            slot_lost: Gauge::default(),
+            commit_to_recorded: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+        }
+    }
+
+    pub fn transactions(&self, outcome: &'static str) -> u64 {
+        self.transactions
+            .get_or_create(&OutcomeLabel { outcome })
+            .get()
+    }
+}
+
+/// What one step recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Transactions the step wrote facts for.
+    pub transactions: usize,
+    pub facts: usize,
+    /// Transactions skipped as already recorded (decoded twice).
+    pub already_recorded: usize,
+    /// Where the slot may be advanced to.
+    pub advance_to: Option<Lsn>,
+    /// The peek stopped at `max_changes`: more may be waiting.
+    pub more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Capture {
+    legacy: PgPool,
+    own: PgPool,
+    settings: CaptureSettings,
+    metrics: CaptureMetrics,
+    state: Arc<Mutex<FeedState>>,
+}
+
+impl Capture {
+    /// `legacy`: a pool on the legacy database as the `acl` role; `own`:
+    /// the ACL's database, with its migrations and the outbox installed.
+    pub fn new(
+        legacy: PgPool,
+        own: PgPool,
+        settings: CaptureSettings,
+        metrics: CaptureMetrics,
+    ) -> Self {
+        Self {
+            legacy,
+            own,
+            settings,
+            metrics,
+            state: Arc::new(Mutex::new(FeedState::Starting)),
+        }
+    }
+
+    pub fn state(&self) -> FeedState {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_state(&self, state: FeedState) {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+    }
+
+    pub fn readiness_check(&self) -> FeedCheck {
+        FeedCheck {
+            capture: self.clone(),
+        }
+    }
+
+    /// Checks the publication and creates the slot when it does not exist
+    /// yet. A new slot starts the feed at "now": the `legacy.feed.restarted`
+    /// fact it writes tells consumers what to import. A lost slot is left
+    /// alone: that takes a person (see [`Self::recreate_slot`]).
+    pub async fn prepare(&self) -> Result<(), CaptureError> {
+        let published: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)")
+                .bind(PUBLICATION)
+                .fetch_one(&self.legacy)
+                .await?;
+        if !published {
+            return Err(CaptureError::NoPublication);
+        }
+        match self.slot_status().await? {
+            Some(status) if status == "lost" => {
+                Err(CaptureError::SlotLost(self.settings.slot.clone()))
+            }
+            Some(_) => Ok(()),
+            None => self.create_slot().await,
+        }
+    }
+
+    /// The runbook's step: drops the lost slot, creates a new one and
+    /// announces the gap. Safe to run on a healthy slot too (it then only
+    /// costs consumers an import).
+    pub async fn recreate_slot(&self) -> Result<(), CaptureError> {
+        if self.slot_status().await?.is_some() {
+            sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(&self.settings.slot)
+                .execute(&self.legacy)
+                .await?;
+        }
+        self.create_slot().await
+    }
+
+    async fn create_slot(&self) -> Result<(), CaptureError> {
+        let start: String = sqlx::query_scalar(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+        )
+        .bind(&self.settings.slot)
+        .fetch_one(&self.legacy)
+        .await?;
+        let mut tx = self.own.begin().await?;
+        let since: Option<OffsetDateTime> = sqlx::query_scalar(
+            "SELECT last_commit_at FROM capture_progress WHERE slot = $1 FOR UPDATE",
+        )
+        .bind(&self.settings.slot)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let now = OffsetDateTime::now_utc();
+        write_fact(
+            &mut tx,
+            now,
+            &FeedRestarted {
+                since,
+                restarted_at: now,
+            },
+        )
+        .await?;
+        // The new slot's positions start over; so does the mark.
+        sqlx::query(
+            "INSERT INTO capture_progress (slot, last_commit_lsn, last_commit_at)
+             VALUES ($1, '0/0', $2)
+             ON CONFLICT (slot) DO UPDATE SET last_commit_lsn = '0/0', recorded_at = now()",
+        )
+        .bind(&self.settings.slot)
+        .bind(since.unwrap_or(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(slot = %self.settings.slot, %start, "replication slot created; the feed starts here");
+        Ok(())
+    }
+
+    /// `wal_status` of the slot (`reserved`, `extended`, `unreserved`,
+    /// `lost`), or `None` when there is no such slot.
+    async fn slot_status(&self) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.settings.slot)
+        .fetch_optional(&self.legacy)
+        .await
+    }
+
+    /// Steps 1 and 2: peeks at the slot and records what is new.
+    pub async fn record(&self) -> Result<Recorded, CaptureError> {
+        let flush: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+            .fetch_one(&self.legacy)
+            .await?;
+        let flush: Lsn = flush.parse()?;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(
+                 $1, $2::pg_lsn, $3,
+                 'proto_version', '1', 'publication_names', $4, 'messages', 'true')",
+        )
+        .bind(&self.settings.slot)
+        .bind(flush.to_string())
+        .bind(self.settings.max_changes)
+        .bind(PUBLICATION)
+        .fetch_all(&self.legacy)
+        .await
+        .map_err(|e| self.explain_peek_error(e))?;
+        let more = rows.len() >= usize::try_from(self.settings.max_changes).unwrap_or(usize::MAX);
+        let mut assembler = Assembler::default();
+        for (_, data) in &rows {
+            assembler.push(data)?;
+        }
+        let transactions = assembler.take_committed();
+        let mut recorded = self.record_transactions(&transactions).await?;
+        recorded.more = more;
+        if !more {
+            recorded.advance_to = Some(recorded.advance_to.map_or(flush, |lsn| lsn.max(flush)));
+        }
+        Ok(recorded)
+    }
+
+    fn explain_peek_error(&self, error: sqlx::Error) -> CaptureError {
+        let lost = error
+            .as_database_error()
+            .is_some_and(|e| e.message().contains("can no longer get changes"));
+        if lost {
+            CaptureError::SlotLost(self.settings.slot.clone())
+        } else {
+            CaptureError::Database(error)
+        }
+    }
+
+    async fn record_transactions(
+        &self,
+        transactions: &[Transaction],
+    ) -> Result<Recorded, CaptureError> {
+        let mut recorded = Recorded::default();
+        if transactions.is_empty() {
+            return Ok(recorded);
+        }
+        let mut tx = self.own.begin().await?;
+        let mark: Option<String> = sqlx::query_scalar(
+            "SELECT last_commit_lsn::text FROM capture_progress WHERE slot = $1 FOR UPDATE",
+        )
+        .bind(&self.settings.slot)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mark: Lsn = mark.as_deref().unwrap_or("0/0").parse()?;
+        let mut last: Option<&Transaction> = None;
+        let mut failure = None;
+        for legacy_tx in transactions {
+            if legacy_tx.end_lsn <= mark {
+                recorded.already_recorded += 1;
+                continue;
+            }
+            match translate::translate(legacy_tx) {
+                Ok(Translation::OwnWrite) => self.count("own_write"),
+                Ok(Translation::Facts(facts)) if facts.is_empty() => self.count("silent"),
+                Ok(Translation::Facts(facts)) => {
+                    for fact in &facts {
+                        write(&mut tx, legacy_tx.committed_at, fact).await?;
+                        self.metrics
+                            .facts
+                            .get_or_create(&EventLabel {
+                                event: fact.event_name(),
+                            })
+                            .inc();
+                    }
+                    recorded.facts += facts.len();
+                    recorded.transactions += 1;
+                    self.count("announced");
+                }
+                Err(source) => {
+                    // Record everything before it; stop at it.
+                    failure = Some(CaptureError::Untranslatable {
+                        xid: legacy_tx.xid,
+                        end_lsn: legacy_tx.end_lsn,
+                        source,
+                    });
+                    break;
+                }
+            }
+            last = Some(legacy_tx);
+        }
+        if let Some(last) = last {
+            sqlx::query(
+                "INSERT INTO capture_progress (slot, last_commit_lsn, last_commit_at)
+                 VALUES ($1, $2::pg_lsn, $3)
+                 ON CONFLICT (slot) DO UPDATE
+                 SET last_commit_lsn = excluded.last_commit_lsn,
+                     last_commit_at = excluded.last_commit_at, recorded_at = now()",
+            )
+            .bind(&self.settings.slot)
+            .bind(last.end_lsn.to_string())
+            .bind(last.committed_at)
+            .execute(&mut *tx)
+            .await?;
+            recorded.advance_to = Some(last.end_lsn);
+        }
+        tx.commit().await?;
+        let now = OffsetDateTime::now_utc();
+        for legacy_tx in transactions
+            .iter()
+            .filter(|t| t.end_lsn > mark && last.is_some_and(|l| t.end_lsn <= l.end_lsn))
+        {
+            self.metrics
+                .commit_to_recorded
+                .observe((now - legacy_tx.committed_at).as_seconds_f64().max(0.0));
+        }
+        match failure {
+            Some(failure) => {
+                if let Some(lsn) = recorded.advance_to {
+                    self.advance(lsn).await?;
+                }
+                Err(failure)
+            }
+            None => Ok(recorded),
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics
+            .transactions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Step 3: lets the server drop WAL up to `lsn`. Never moves the slot
+    /// back (another instance may have gone further).
+    pub async fn advance(&self, lsn: Lsn) -> Result<(), CaptureError> {
+        sqlx::query(
+            "SELECT pg_replication_slot_advance(slot_name, greatest($2::pg_lsn, confirmed_flush_lsn))
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.settings.slot)
+        .bind(lsn.to_string())
+        .execute(&self.legacy)
+        .await?;
+        Ok(())
+    }
+
+    /// One whole step: record, then advance.
+    pub async fn step(&self) -> Result<Recorded, CaptureError> {
+        let recorded = self.record().await?;
+        if let Some(lsn) = recorded.advance_to {
+            self.advance(lsn).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// Refreshes the slot gauges; a lost or missing slot is an error.
+    pub async fn measure(&self) -> Result<(), CaptureError> {
+        let row: Option<(Option<i64>, String)> = sqlx::query_as(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                    coalesce(wal_status, 'reserved')
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.settings.slot)
+        .fetch_optional(&self.legacy)
+        .await?;
+        match row {
+            Some((lag, status)) if status != "lost" => {
+                self.metrics.slot_lag_bytes.set(lag.unwrap_or(0));
+                self.metrics.slot_lost.set(0);
+                Ok(())
+            }
+            _ => {
+                self.metrics.slot_lost.set(1);
+                Err(CaptureError::SlotLost(self.settings.slot.clone()))
+            }
+        }
+    }
+
+    /// Runs the feed until `shutdown`: prepare (retrying), then steps, a
+    /// short pause whenever the slot had nothing more. Failures are logged
+    /// once per kind, counted, shown by readiness and retried with back-off.
+    pub async fn run<F: Future<Output = ()> + Send>(self, shutdown: F) {
+        tokio::pin!(shutdown);
+        let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut prepared = false;
+        let mut failures = 0u32;
+        let mut last_error = String::new();
+        let mut measured = tokio::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            let outcome = async {
+                if !prepared {
+                    self.prepare().await?;
+                    prepared = true;
+                }
+                if measured.elapsed() >= Duration::from_secs(1) {
+                    measured = tokio::time::Instant::now();
+                    self.measure().await?;
+                }
+                self.step().await
+            }
+            .await;
+            let pause = match outcome {
+                Ok(recorded) => {
+                    if failures > 0 {
+                        tracing::info!("the change feed is running again");
+                    }
+                    failures = 0;
+                    last_error.clear();
+                    self.set_state(FeedState::Running);
+                    if recorded.more { Duration::ZERO } else { idle }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if matches!(error, CaptureError::SlotLost(_)) {
+                        prepared = false;
+                        self.metrics.slot_lost.set(1);
+                    }
+                    if message != last_error {
+                        tracing::error!(error = %message, "the change feed is stalled");
+                        last_error = message.clone();
+                    }
+                    self.metrics.failures.inc();
+                    self.set_state(FeedState::Failing(message));
+                    failures = failures.saturating_add(1);
+                    chassis::messaging::amqp::backoff(failures)
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+impl Fact {
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Fact::OrderPlaced(_) => contracts::legacy::OrderPlaced::NAME,
+            Fact::OrderStatusChanged(_) => contracts::legacy::OrderStatusChanged::NAME,
+            Fact::PaymentStatusChanged(_) => contracts::legacy::PaymentStatusChanged::NAME,
+            Fact::DeliveryStatusChanged(_) => contracts::legacy::DeliveryStatusChanged::NAME,
+            Fact::ShopChanged(_) => contracts::legacy::ShopChanged::NAME,
+            Fact::MenuChanged(_) => contracts::legacy::MenuChanged::NAME,
+            Fact::MemberChanged(_) => contracts::legacy::MemberChanged::NAME,
+            Fact::DataTruncated(_) => contracts::legacy::DataTruncated::NAME,
+        }
+    }
+}
+
+async fn write(
+    tx: &mut PgConnection,
+    committed_at: OffsetDateTime,
+    fact: &Fact,
+) -> Result<(), CaptureError> {
+    match fact {
+        Fact::OrderPlaced(e) => write_fact(tx, committed_at, e).await,
+        Fact::OrderStatusChanged(e) => write_fact(tx, committed_at, e).await,
+        Fact::PaymentStatusChanged(e) => write_fact(tx, committed_at, e).await,
+        Fact::DeliveryStatusChanged(e) => write_fact(tx, committed_at, e).await,
+        Fact::ShopChanged(e) => write_fact(tx, committed_at, e).await,
+        Fact::MenuChanged(e) => write_fact(tx, committed_at, e).await,
+        Fact::MemberChanged(e) => write_fact(tx, committed_at, e).await,
+        Fact::DataTruncated(e) => write_fact(tx, committed_at, e).await,
+    }
+}
+
+/// A fact in the outbox, dated when the legacy transaction committed.
+async fn write_fact<E: IntegrationEvent>(
+    tx: &mut PgConnection,
+    occurred_at: OffsetDateTime,
+    event: &E,
+) -> Result<(), CaptureError> {
+    let mut envelope = Envelope::new(E::NAME, PRODUCER, Origin::Legacy);
+    envelope.occurred_at = occurred_at;
+    outbox::write(tx, &envelope, event).await?;
+    Ok(())
+}
+
+/// Readiness: the feed has the publication and a healthy slot, and its
+/// last step went through.
+#[derive(Debug, Clone)]
+pub struct FeedCheck {
+    capture: Capture,
+}
+
+impl ReadinessCheck for FeedCheck {
+    fn name(&self) -> &str {
+        "change-feed"
+    }
+
+    fn check(&self) -> CheckFuture<'_> {
+        Box::pin(async move {
+            match self.capture.state() {
+                FeedState::Running => Ok(()),
+                FeedState::Starting => Err("the change feed has not completed a step yet".into()),
+                FeedState::Failing(reason) => Err(reason),
+            }
+        })
+    }
+}

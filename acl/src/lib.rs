@@ -1,0 +1,181 @@
+//! The anti-corruption layer between Baedal, the legacy monolith, and the
+//! new services. The legacy model (`tb_order`, `ord_stat_cd = '20'`,
+//! `upd_dt`) stops here; what leaves speaks the published language of
+//! `contracts`.
+//!
+//! Pattern: anti-corruption layer — docs/patterns/anti-corruption-layer.md.
+//!
+//! - [`capture`]: the legacy change feed (log tailing through a logical
+//!   replication slot) → facts in the ACL's outbox, published by the
+//!   chassis relay.
+//!
+//! Settings (`ACL_` prefix, chassis layers):
+//!
+//! | variable | default | what |
+//! |---|---|---|
+//! | `ACL_HTTP__PORT` | 8090 | the port |
+//! | `ACL_DATABASE__URL` | required | the ACL's own database (outbox, feed progress) |
+//! | `ACL_LEGACY__URL` | required | the legacy database, as the `acl` role (`acl/sql/legacy-access.sql` says what it may do) |
+//! | `ACL_AMQP_URL` | required | RabbitMQ |
+//! | `ACL_ADMIN_TOKEN` | none | bearer token of `/admin/...`; none: every admin call gets 401 |
+//! | `ACL_CAPTURE__SLOT` | `acl_legacy` | the replication slot the feed owns |
+//! | `ACL_CAPTURE__POLL_INTERVAL_MS` | 20 | the longest pause between two looks at the slot |
+//! | `ACL_CAPTURE__MAX_CHANGES` | 2000 | changes decoded per step |
+
+pub mod admin;
+pub mod capture;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chassis::config::ExposeSecret;
+use chassis::config::{Config, ConfigError, HttpSettings, SecretString};
+use chassis::db::{DatabaseSettings, PostgresCheck};
+use chassis::http::Service;
+use chassis::messaging::amqp::BrokerCheck;
+use chassis::messaging::outbox::{self, Relay, RelayMetrics, RelaySettings};
+use chassis::telemetry::TelemetrySettings;
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use capture::{Capture, CaptureMetrics, CaptureSettings};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    /// The ACL's own database.
+    pub database: DatabaseSettings,
+    /// The legacy database, as the `acl` role.
+    pub legacy: DatabaseSettings,
+    pub amqp_url: SecretString,
+    pub admin_token: Option<SecretString>,
+    #[serde(default)]
+    pub capture: CaptureSettings,
+    /// Where events go; tests use their own exchange.
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+}
+
+fn default_exchange() -> String {
+    contracts::EXCHANGE.to_owned()
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, ConfigError> {
+        Config::new("ACL").default("http.port", 8090).load()
+    }
+}
+
+/// The migrations of the ACL's own database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug)]
+pub struct Application {
+    inner: chassis::Application,
+    capture: Capture,
+    relay: Relay,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let own = settings.database.pool()?;
+        let legacy = settings.legacy.pool()?;
+        MIGRATOR.run(&own).await?;
+        outbox::install(&own).await?;
+
+        let mut service = Service::new();
+        let capture = Capture::new(
+            legacy.clone(),
+            own.clone(),
+            settings.capture.clone(),
+            CaptureMetrics::register(service.registry_mut()),
+        );
+        let relay = Relay::new(
+            own.clone(),
+            settings.amqp_url.expose_secret(),
+            RelaySettings {
+                exchange: settings.exchange.clone(),
+                name: "acl-relay".to_owned(),
+                // The feed is latency-bound: look again soon when a NOTIFY
+                // is missed.
+                poll_interval: Duration::from_millis(200),
+                ..RelaySettings::default()
+            },
+            RelayMetrics::register(service.registry_mut()),
+        );
+        if settings.admin_token.is_none() {
+            tracing::warn!("ACL_ADMIN_TOKEN is not set: every /admin call gets 401");
+        }
+        let service = service
+            .readiness_check(PostgresCheck::new(own.clone()))
+            .readiness_check(LegacyCheck(PostgresCheck::new(legacy.clone())))
+            .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
+            .readiness_check(capture.readiness_check())
+            .routes(admin::router(admin::AdminState {
+                token: settings.admin_token.clone(),
+                capture: capture.clone(),
+            }));
+        let inner = chassis::Application::build(&settings.http, service).await?;
+        Ok(Self {
+            inner,
+            capture,
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.port()
+    }
+
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+
+    /// Serves HTTP and runs the feed and the relay until `shutdown`.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let feed = tokio::spawn(self.capture.run(until(stopped.clone())));
+        let relay = tokio::spawn(self.relay.run(until(stopped)));
+        let served = self
+            .inner
+            .run_until_stopped(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await;
+        let _ = feed.await;
+        let _ = relay.await;
+        served
+    }
+}
+
+/// The legacy database's readiness, named apart from the ACL's own.
+#[derive(Debug, Clone)]
+struct LegacyCheck(PostgresCheck);
+
+impl chassis::health::ReadinessCheck for LegacyCheck {
+    fn name(&self) -> &str {
+        "legacy-postgres"
+    }
+
+    fn check(&self) -> chassis::health::CheckFuture<'_> {
+        self.0.check()
+    }
+}
+
+/// For tests and tools: the ACL's database with its schema in place.
+pub async fn prepare_own_database(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    outbox::install(pool).await?;
+    Ok(())
+}

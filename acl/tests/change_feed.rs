@@ -1,0 +1,325 @@
+//! The legacy change feed against real PostgreSQL (logical decoding of
+//! Baedal's own transactions) and real RabbitMQ.
+
+mod support;
+
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use support::{Rig, Watcher};
+
+/// Publishes everything in the outbox to the test's exchange.
+async fn publish_all(rig: &Rig) {
+    let relay = rig.relay();
+    let (_connection, channel) = relay.open_channel().await.expect("RabbitMQ");
+    while relay.relay_once(&channel).await.expect("a relay round") > 0 {}
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_order_placed_through_the_monolith_is_announced_then_each_step_in_order(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot is created");
+    let mut watcher = Watcher::on(&rig).await;
+
+    let order_no = rig.place_order().await;
+    let accepted = rig
+        .post(
+            &format!("/api/shops/1/orders/{order_no}/accept"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(accepted.status(), 200);
+    let accepted: serde_json::Value = accepted.json().await.expect("JSON");
+    let rider = accepted["delivery"]["rider_id"].as_i64().expect("a rider");
+    for step in ["pickup", "deliver"] {
+        let response = rig
+            .post(
+                &format!("/api/riders/{rider}/deliveries/{order_no}/{step}"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{step}");
+    }
+    rig.drain(&capture).await;
+    publish_all(&rig).await;
+
+    let seen = watcher.take(10).await;
+    let summary: Vec<(&str, &str, i64)> = seen
+        .iter()
+        .map(|m| (m.event.as_str(), m.aggregate_id.as_str(), m.seq))
+        .collect();
+    let o = order_no.as_str();
+    assert_eq!(
+        summary,
+        vec![
+            ("legacy.feed.restarted.v1", "legacy", 1),
+            ("legacy.order.placed.v1", o, 1),
+            ("legacy.order.status_changed.v1", o, 2),
+            ("legacy.payment.status_changed.v1", o, 1),
+            ("legacy.order.status_changed.v1", o, 3),
+            ("legacy.delivery.status_changed.v1", o, 1),
+            ("legacy.order.status_changed.v1", o, 4),
+            ("legacy.delivery.status_changed.v1", o, 2),
+            ("legacy.order.status_changed.v1", o, 5),
+            ("legacy.delivery.status_changed.v1", o, 3),
+        ]
+    );
+    assert!(seen.iter().all(|m| m.origin == "legacy"));
+
+    let placed = &seen[1].payload;
+    assert_eq!(placed["status"], "placed");
+    assert_eq!(placed["member_id"], 1);
+    assert_eq!(placed["shop_id"], 1);
+    assert_eq!(placed["lines"].as_array().map(Vec::len), Some(2));
+    assert_eq!(placed["lines"][0]["quantity"], 2);
+    assert_eq!(placed["payment"]["status"], "requested");
+    assert_eq!(placed["payment"]["amount"], placed["total_amount"]);
+    assert!(
+        placed["placed_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{placed}"
+    );
+
+    let steps: Vec<(String, String)> = seen
+        .iter()
+        .filter(|m| m.event == "legacy.order.status_changed.v1")
+        .map(|m| (m.payload["from"].to_string(), m.payload["to"].to_string()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("placed", "paid"),
+            ("paid", "accepted"),
+            ("accepted", "picked_up"),
+            ("picked_up", "delivered")
+        ]
+        .map(|(a, b)| (format!("\"{a}\""), format!("\"{b}\"")))
+    );
+    assert_eq!(
+        seen[4].payload["rider_id"], rider,
+        "accepting assigns the rider"
+    );
+    assert_eq!(
+        seen[6].payload.get("rider_id"),
+        None,
+        "picking up assigns no one"
+    );
+    assert_eq!(
+        (&seen[3].payload["from"], &seen[3].payload["to"]),
+        (&json!("requested"), &json!("authorised"))
+    );
+    assert_eq!(
+        (
+            seen[5].payload.get("from"),
+            &seen[5].payload["to"],
+            &seen[5].payload["rider_id"]
+        ),
+        (None, &json!("assigned"), &json!(rider))
+    );
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_crash_between_recording_and_advancing_the_slot_records_each_transaction_once(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let first = rig.capture();
+    first.prepare().await.expect("the slot");
+    let early = rig.place_order().await;
+    rig.flush_wal().await;
+    let recorded = first.record().await.expect("recorded");
+    assert_eq!(recorded.transactions, 2, "placing and paying");
+    drop(first); // the slot was never advanced
+
+    let later = rig.place_order().await;
+    rig.flush_wal().await;
+    let second = rig.capture();
+    second.prepare().await.expect("the slot is still there");
+    let again = second.record().await.expect("recorded again");
+    assert_eq!(
+        again.already_recorded, 3,
+        "the first order's two and the test's WAL flush are skipped"
+    );
+    assert_eq!(again.transactions, 2, "the new order's two");
+    second
+        .advance(again.advance_to.expect("a position"))
+        .await
+        .expect("advance");
+    assert_eq!(second.record().await.expect("nothing left").transactions, 0);
+
+    let placed: Vec<String> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "legacy.order.placed.v1")
+        .map(|(_, aggregate, ..)| aggregate)
+        .collect();
+    assert_eq!(placed, [early, later]);
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn what_sync_back_writes_is_not_announced_back(_: PgPoolOptions, options: PgConnectOptions) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    // What sync-back does: its legacy rows and the marker, in one
+    // transaction, as the acl role.
+    let mut tx = rig.legacy.begin().await.expect("a transaction");
+    sqlx::query(
+        "SELECT pg_logical_emit_message(true, 'acl.sync-back', 'ordering.order.placed.v1')",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("the acl role may mark its transactions");
+    sqlx::query(
+        "INSERT INTO tb_order (ord_no, mbr_id, shop_id, ord_stat_cd, tot_amt, dlv_addr)
+         VALUES ('20261130-900001', 1, 1, '20', 30000, '서울시')",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("the acl role may write orders");
+    tx.commit().await.expect("commit");
+    let own_order = rig.place_order().await;
+
+    rig.drain(&capture).await;
+    let facts: Vec<(String, String)> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .map(|(event, aggregate, ..)| (event, aggregate))
+        .filter(|(event, _)| event.starts_with("legacy.order."))
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            ("legacy.order.placed.v1".to_owned(), own_order.clone()),
+            ("legacy.order.status_changed.v1".to_owned(), own_order),
+        ]
+    );
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_truncate_is_announced_with_the_tables_in_the_new_language(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    rig.place_order().await;
+    sqlx::query("TRUNCATE tb_delivery, tb_payment, tb_order_item, tb_order, tb_idem_req")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("truncate, as make seed does");
+    rig.drain(&capture).await;
+    let last = rig.outbox().await.pop().expect("facts");
+    assert_eq!(last.0, "legacy.data.truncated.v1");
+    let mut tables: Vec<String> = serde_json::from_value(last.3["tables"].clone()).expect("names");
+    tables.sort();
+    assert_eq!(tables, ["deliveries", "order_lines", "orders", "payments"]);
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn shop_and_menu_changes_are_zero_payload_facts(_: PgPoolOptions, options: PgConnectOptions) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    sqlx::query("UPDATE tb_menu SET price = price + 500, upd_dt = now() WHERE menu_id = 3")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("a price change");
+    sqlx::query("UPDATE tb_shop SET use_yn = 'N', upd_dt = now() WHERE shop_id = 2")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("a shop closes");
+    rig.drain(&capture).await;
+    let facts: Vec<(String, serde_json::Value)> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .skip(1) // feed.restarted
+        .map(|(event, _, _, payload)| (event, payload))
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            (
+                "legacy.menu.changed.v1".to_owned(),
+                json!({"menu_id": 3, "shop_id": 1})
+            ),
+            ("legacy.shop.changed.v1".to_owned(), json!({"shop_id": 2})),
+        ]
+    );
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn recreating_the_slot_tells_consumers_what_to_import(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    let first = rig.outbox().await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, "legacy.feed.restarted.v1");
+    assert_eq!(
+        first[0].3.get("since"),
+        None,
+        "a first start: import everything"
+    );
+
+    rig.place_order().await;
+    rig.drain(&capture).await;
+    let last_commit: time::OffsetDateTime =
+        sqlx::query_scalar("SELECT last_commit_at FROM capture_progress")
+            .fetch_one(&rig.own)
+            .await
+            .expect("the mark");
+    capture.recreate_slot().await.expect("recreated");
+    let restarted = rig.outbox().await.pop().expect("facts");
+    assert_eq!(restarted.0, "legacy.feed.restarted.v1");
+    let since = time::OffsetDateTime::parse(
+        restarted.3["since"].as_str().expect("since"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    assert_eq!(since, last_commit);
+
+    // The new slot goes on from here.
+    let next = rig.place_order().await;
+    rig.drain(&capture).await;
+    let placed = rig
+        .outbox()
+        .await
+        .into_iter()
+        .rev()
+        .find(|(e, ..)| e == "legacy.order.placed.v1");
+    assert_eq!(placed.map(|(_, aggregate, ..)| aggregate), Some(next));
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn without_the_publication_the_feed_says_what_to_run(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    sqlx::query("DROP PUBLICATION acl_legacy")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("drop");
+    let error = rig.capture().prepare().await.expect_err("no publication");
+    assert!(error.to_string().contains("legacy-access.sql"), "{error}");
+    rig.finish().await;
+}

@@ -1,0 +1,56 @@
+//! Least privilege in the legacy database: what acl/sql/legacy-access.sql
+//! lets the `acl` role do there, and what it still cannot do.
+
+mod support;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use support::Rig;
+
+/// SQLSTATE 42501, insufficient_privilege.
+const REFUSED: &str = "42501";
+
+async fn refusal(rig: &Rig, sql: &'static str) -> Option<String> {
+    match sqlx::query(sql).execute(&rig.legacy).await {
+        Ok(_) => None,
+        Err(sqlx::Error::Database(e)) => e.code().map(|c| c.into_owned()),
+        Err(other) => panic!("{sql}: {other}"),
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_acl_role_reads_legacy_writes_only_what_sync_back_carries_and_owns_its_schema(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let replication: bool =
+        sqlx::query_scalar("SELECT rolreplication FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&rig.legacy)
+            .await
+            .expect("its role");
+    assert!(replication, "the acl role owns a replication slot");
+    for allowed in [
+        "SELECT count(*) FROM tb_order JOIN tb_order_item USING (ord_no)",
+        "SELECT count(*) FROM tb_shop JOIN tb_menu USING (shop_id)",
+        "SELECT count(*) FROM tb_member",
+        "SELECT count(*) FROM tb_delivery JOIN tb_rider USING (rider_id)",
+        "UPDATE tb_order SET upd_dt = upd_dt WHERE false",
+        "CREATE TABLE acl.scratch (id int)",
+    ] {
+        assert_eq!(refusal(&rig, allowed).await, None, "{allowed}");
+    }
+    for refused in [
+        "DELETE FROM tb_order",
+        "TRUNCATE tb_order_item",
+        "UPDATE tb_shop SET upd_dt = now()",
+        "UPDATE tb_menu SET price = 1",
+        "INSERT INTO tb_member (mbr_nm, tel_no, addr) VALUES ('x', 'x', 'x')",
+        "SELECT count(*) FROM tb_idem_req",
+        "ALTER TABLE tb_order ADD COLUMN x int",
+        "DROP TABLE tb_payment",
+        "CREATE TABLE public.scratch (id int)",
+    ] {
+        assert_eq!(refusal(&rig, refused).await.as_deref(), Some(REFUSED), "{refused}");
+    }
+    rig.finish().await;
+}
