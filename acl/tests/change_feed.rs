@@ -323,3 +323,77 @@ async fn without_the_publication_the_feed_says_what_to_run(
     assert!(error.to_string().contains("legacy-access.sql"), "{error}");
     rig.finish().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_quiet_legacy_database_does_not_hold_the_clusters_wal(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    rig.drain(&capture).await;
+    // WAL written (and flushed) by another database: nothing for the feed.
+    let mut elsewhere = rig.own.begin().await.expect("a transaction");
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut *elsewhere)
+        .await
+        .expect("set");
+    sqlx::query("CREATE TABLE busy_elsewhere AS SELECT generate_series(1, 1000) AS n")
+        .execute(&mut *elsewhere)
+        .await
+        .expect("writes in the ACL's own database");
+    elsewhere.commit().await.expect("a flushing commit");
+    let written: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+        .fetch_one(&rig.legacy_admin)
+        .await
+        .expect("the position");
+    let recorded = capture.step().await.expect("a step");
+    assert_eq!(recorded.transactions, 0);
+    let behind: bool = sqlx::query_scalar(
+        "SELECT confirmed_flush_lsn < $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(&rig.slot)
+    .bind(&written)
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("the slot");
+    assert!(!behind, "the slot was advanced past WAL it had no use for");
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_row_the_feed_cannot_translate_stalls_it_after_recording_everything_before(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    let before = rig.place_order().await;
+    // Without the old row image, a status change cannot say where it came from.
+    sqlx::query("ALTER TABLE tb_order REPLICA IDENTITY DEFAULT")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("alter");
+    rig.post(&format!("/api/shops/1/orders/{before}/accept"), &json!({}))
+        .await;
+    rig.flush_wal().await;
+    for attempt in 0..2 {
+        let error = capture.step().await.expect_err("the feed stalls");
+        let message = error.to_string();
+        assert!(message.contains("REPLICA IDENTITY"), "{attempt}: {message}");
+    }
+    let facts: Vec<String> = rig.outbox().await.into_iter().map(|(e, ..)| e).collect();
+    assert_eq!(
+        facts,
+        [
+            "legacy.feed.restarted.v1",
+            "legacy.order.placed.v1",
+            "legacy.order.status_changed.v1",
+            "legacy.payment.status_changed.v1",
+        ],
+        "what came before is recorded once; nothing after the stall"
+    );
+    rig.finish().await;
+}

@@ -50,7 +50,11 @@ async fn the_acl_role_reads_legacy_writes_only_what_sync_back_carries_and_owns_i
         "DROP TABLE tb_payment",
         "CREATE TABLE public.scratch (id int)",
     ] {
-        assert_eq!(refusal(&rig, refused).await.as_deref(), Some(REFUSED), "{refused}");
+        assert_eq!(
+            refusal(&rig, refused).await.as_deref(),
+            Some(REFUSED),
+            "{refused}"
+        );
     }
     rig.finish().await;
 }
