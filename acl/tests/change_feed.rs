@@ -4,6 +4,7 @@
 mod support;
 
 use serde_json::json;
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use support::{Rig, Watcher};
 
@@ -207,7 +208,7 @@ async fn what_sync_back_writes_is_not_announced_back(_: PgPoolOptions, options: 
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_truncate_is_announced_with_the_tables_in_the_new_language(
+async fn make_seed_is_announced_as_one_truncation_then_the_demo_data(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
@@ -215,16 +216,35 @@ async fn a_truncate_is_announced_with_the_tables_in_the_new_language(
     let capture = rig.capture();
     capture.prepare().await.expect("the slot");
     rig.place_order().await;
-    sqlx::query("TRUNCATE tb_delivery, tb_payment, tb_order_item, tb_order, tb_idem_req")
-        .execute(&rig.legacy_admin)
-        .await
-        .expect("truncate, as make seed does");
     rig.drain(&capture).await;
-    let last = rig.outbox().await.pop().expect("facts");
-    assert_eq!(last.0, "legacy.data.truncated.v1");
-    let mut tables: Vec<String> = serde_json::from_value(last.3["tables"].clone()).expect("names");
+    let before = rig.outbox().await.len();
+    // What `make seed` runs.
+    monolith::reseed(&options.to_url_lossy().to_string())
+        .await
+        .expect("reseed");
+    rig.drain(&capture).await;
+    let facts = rig.outbox().await.split_off(before);
+    assert_eq!(facts[0].0, "legacy.data.truncated.v1");
+    let mut tables: Vec<String> =
+        serde_json::from_value(facts[0].3["tables"].clone()).expect("names");
     tables.sort();
-    assert_eq!(tables, ["deliveries", "order_lines", "orders", "payments"]);
+    assert_eq!(
+        tables,
+        [
+            "deliveries",
+            "members",
+            "menu_items",
+            "order_lines",
+            "orders",
+            "payments",
+            "shops"
+        ],
+        "the published tables, in the new language"
+    );
+    let count = |event: &str| facts.iter().filter(|(e, ..)| e == event).count();
+    assert_eq!(count("legacy.shop.changed.v1"), 24);
+    assert_eq!(count("legacy.menu.changed.v1"), 240);
+    assert_eq!(count("legacy.member.changed.v1"), 120);
     rig.finish().await;
 }
 
