@@ -49,6 +49,7 @@ fmt: ## format the code
 bench: ## run the benchmarks against their anchors; results in target/bench/results.json
 	@bash tests/perf/strangler-bench.sh
 	@bash tests/perf/relay-bench.sh
+	@bash tests/perf/acl-bench.sh
 
 clean: down ## stop everything and delete .run/ (data, logs, generated credentials)
 	rm -rf .run

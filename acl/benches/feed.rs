@@ -1,0 +1,376 @@
+//! Benchmark: the legacy change feed's latency, from a legacy commit to the
+//! fact arriving at a consumer (after the broker confirmed it), at a steady
+//! order rate of half what the monolith can take on this machine, measured
+//! in the same run. Target (ARCHITECTURE.md §15): p99 ≤ 100 ms.
+//!
+//! Everything runs in this process against the local stack (source
+//! `.run/stack.env`): the payment sandbox and Baedal on fresh databases,
+//! the ACL (feed and relay) with a slot and exchange of its own, and a
+//! consumer. Phases:
+//!
+//! 1. the monolith's maximum: closed loop, `CLIENTS` clients placing
+//!    orders for `MEASURE` (before the ACL starts);
+//! 2. the feed under load: the ACL starts; orders are placed open-loop at
+//!    half that rate for `LOAD`; each fact's latency is its arrival time
+//!    minus its `occurred_at` (the legacy commit time); the slot's lag is
+//!    sampled every 50 ms.
+//!
+//! Prints one JSON object. `tests/perf/acl-bench.sh` merges it into
+//! target/bench/results.json.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use acl::{Application, Settings};
+use chassis::config::HttpSettings;
+use chassis::db::DatabaseSettings;
+use chassis::messaging::{amqp, topology};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use time::OffsetDateTime;
+
+const CLIENTS: usize = 16;
+const MEASURE: Duration = Duration::from_secs(8);
+const LOAD: Duration = Duration::from_secs(15);
+/// Facts still in flight when the load stops are awaited this long.
+const DRAIN: Duration = Duration::from_secs(10);
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).map_err(|_| anyhow::anyhow!("{name} is not set: source .run/stack.env"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let admin_url: PgConnectOptions = env("DATABASE_URL")?.parse()?;
+    let acl_url: PgConnectOptions = env("KIT_DB_URL_ACL")?.parse()?;
+    let amqp_url = env("KIT_AMQP_URL")?;
+    let acl_password = acl_url
+        .to_url_lossy()
+        .password()
+        .ok_or_else(|| anyhow::anyhow!("no password in KIT_DB_URL_ACL"))?
+        .to_owned();
+    let run = format!("{}", OffsetDateTime::now_utc().unix_timestamp());
+    let legacy_db = format!("acl_bench_legacy_{run}");
+    let own_db = format!("acl_bench_own_{run}");
+    let slot = format!("acl_bench_{run}");
+    let exchange = format!("acl.bench.{run}");
+
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(admin_url.clone())
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{legacy_db}""#)))
+        .execute(&admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{own_db}" OWNER acl"#)))
+        .execute(&admin)
+        .await?;
+    let outcome = bench(
+        &admin_url,
+        &acl_password,
+        &amqp_url,
+        &legacy_db,
+        &own_db,
+        &slot,
+        &exchange,
+    )
+    .await;
+    // Clean up whatever happened.
+    let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(&slot)
+        .execute(&admin)
+        .await;
+    for db in [&legacy_db, &own_db] {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#
+        )))
+        .execute(&admin)
+        .await;
+    }
+    println!("{}", serde_json::to_string(&outcome?)?);
+    Ok(())
+}
+
+async fn bench(
+    admin_url: &PgConnectOptions,
+    acl_password: &str,
+    amqp_url: &str,
+    legacy_db: &str,
+    own_db: &str,
+    slot: &str,
+    exchange: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let legacy_admin_url = admin_url.clone().database(legacy_db);
+    let baedal = start_baedal(&legacy_admin_url).await?;
+    let legacy_admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(legacy_admin_url.clone())
+        .await?;
+    sqlx::raw_sql(include_str!("../sql/legacy-access.sql"))
+        .execute(&legacy_admin)
+        .await?;
+
+    // Phase 1: the monolith's maximum.
+    let http = reqwest::Client::new();
+    let max_rate = closed_loop(&http, &baedal).await?;
+    let load_rate = max_rate / 2.0;
+    eprintln!("monolith maximum: {max_rate:.0} orders/s; load: {load_rate:.0} orders/s");
+
+    // Phase 2: the ACL and a consumer.
+    let as_acl = |db: &str| {
+        admin_url
+            .clone()
+            .username("acl")
+            .password(acl_password)
+            .database(db)
+            .to_url_lossy()
+            .to_string()
+    };
+    let settings = Settings {
+        http: HttpSettings::default(),
+        telemetry: chassis::telemetry::TelemetrySettings::default(),
+        database: DatabaseSettings {
+            url: as_acl(own_db).into(),
+            max_connections: 5,
+            acquire_timeout_ms: 2_000,
+        },
+        legacy: DatabaseSettings {
+            url: as_acl(legacy_db).into(),
+            max_connections: 5,
+            acquire_timeout_ms: 2_000,
+        },
+        amqp_url: amqp_url.to_owned().into(),
+        admin_token: None,
+        capture: acl::capture::CaptureSettings {
+            slot: slot.to_owned(),
+            ..acl::capture::CaptureSettings::default()
+        },
+        exchange: exchange.to_owned(),
+    };
+    let connection = amqp::connect(amqp_url, "acl-bench-consumer").await?;
+    let channel = connection.create_channel().await?;
+    topology::declare_exchange(&channel, exchange).await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "legacy.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    let app = Application::build(settings).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    // Wait for the feed to start (its first fact is feed.restarted).
+    let first = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the consumer closed"))??;
+    first.ack(BasicAckOptions::default()).await?;
+
+    let lag_peak = Arc::new(AtomicU64::new(0));
+    let sampler = tokio::spawn(sample_lag(
+        legacy_admin.clone(),
+        slot.to_owned(),
+        lag_peak.clone(),
+    ));
+    let placed = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn(open_loop(http.clone(), baedal.clone(), load_rate, placed.clone()));
+
+    let mut latencies_ms = Vec::new();
+    let deadline = tokio::time::Instant::now() + LOAD + DRAIN;
+    // Each order yields placed, paid (status) and authorised (payment).
+    loop {
+        let expected = placed.load(Ordering::Relaxed) * 3;
+        if load.is_finished() && latencies_ms.len() as u64 >= expected {
+            break;
+        }
+        let Ok(next) = tokio::time::timeout_at(deadline, consumer.next()).await else {
+            break;
+        };
+        let delivery = next.ok_or_else(|| anyhow::anyhow!("the consumer closed"))??;
+        let arrived = OffsetDateTime::now_utc();
+        let envelope = amqp::envelope(&delivery.properties).map_err(anyhow::Error::msg)?;
+        latencies_ms.push((arrived - envelope.occurred_at).as_seconds_f64() * 1000.0);
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    let orders = load.await??;
+    sampler.abort();
+    let _ = stop.send(());
+    let _ = served.await;
+
+    latencies_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if latencies_ms.is_empty() {
+            f64::NAN
+        } else {
+            let i = ((latencies_ms.len() as f64 - 1.0) * p).round() as usize;
+            latencies_ms[i]
+        }
+    };
+    let p99 = pct(0.99);
+    Ok(serde_json::json!({
+        "monolith_max_orders_per_s": round(max_rate),
+        "load_orders_per_s": round(load_rate),
+        "orders_placed": orders,
+        "facts_received": latencies_ms.len(),
+        "facts_expected": orders * 3,
+        "commit_to_consumer_p50_ms": round(pct(0.50)),
+        "commit_to_consumer_p99_ms": round(p99),
+        "commit_to_consumer_max_ms": round(pct(1.0)),
+        "slot_lag_peak_bytes": lag_peak.load(Ordering::Relaxed),
+        "target_p99_ms": 100,
+        "p99_ratio_to_target": round(p99 / 100.0),
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+async fn start_baedal(options: &PgConnectOptions) -> anyhow::Result<String> {
+    const KEY: &str = "bench-merchant-key";
+    let sandbox = pg_sandbox::Application::build(pg_sandbox::Settings {
+        http: HttpSettings::default(),
+        telemetry: chassis::telemetry::TelemetrySettings::default(),
+        api_key: Some(KEY.to_owned().into()),
+        admin_token: None,
+        behaviour: pg_sandbox::Behaviour::default(),
+    })
+    .await?;
+    let sandbox_url = format!("http://127.0.0.1:{}", sandbox.port());
+    tokio::spawn(sandbox.run_until_stopped(std::future::pending()));
+    let app = monolith::Application::build(monolith::config::Config {
+        host: "127.0.0.1".parse()?,
+        port: 0,
+        db_url: options.to_url_lossy().to_string(),
+        db_pool_size: 25,
+        pg_url: sandbox_url,
+        pg_api_key: KEY.to_owned(),
+        pg_timeout: Duration::from_secs(2),
+        sweep_interval: Duration::from_secs(3600),
+    })
+    .await?;
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    Ok(url)
+}
+
+async fn place(http: &reqwest::Client, baedal: &str, n: u64) -> anyhow::Result<()> {
+    // Spread over members and the demo shops that are always open, so
+    // rows do not all contend and no order meets a closed shop.
+    const ALWAYS_OPEN: [u64; 16] = [1, 2, 4, 5, 7, 8, 9, 10, 12, 13, 14, 15, 16, 18, 19, 20];
+    let member = 1 + n % 120;
+    let shop = ALWAYS_OPEN[(n % 16) as usize];
+    let menu = (shop - 1) * 10 + 1;
+    let response = http
+        .post(format!("{baedal}/api/orders"))
+        .json(&serde_json::json!({
+            "member_id": member, "shop_id": shop,
+            "items": [{"menu_id": menu, "quantity": 4}, {"menu_id": menu + 1, "quantity": 4}]
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "placing an order: {}",
+        response.text().await?
+    );
+    Ok(())
+}
+
+/// Orders per second with `CLIENTS` clients sending back to back.
+async fn closed_loop(http: &reqwest::Client, baedal: &str) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, baedal, done) = (http.clone(), baedal.to_owned(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = c as u64;
+            while started.elapsed() < MEASURE {
+                place(&http, &baedal, n).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                n += CLIENTS as u64;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for client in clients {
+        client.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Places orders at `rate` per second for `LOAD`, each on its own task, so
+/// a slow answer does not slow the schedule (open loop).
+async fn open_loop(
+    http: reqwest::Client,
+    baedal: String,
+    rate: f64,
+    placed: Arc<AtomicU64>,
+) -> anyhow::Result<u64> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut n = 0;
+    while started.elapsed() < LOAD {
+        tick.tick().await;
+        let (http, baedal, placed) = (http.clone(), baedal.clone(), placed.clone());
+        tasks.push(tokio::spawn(async move {
+            place(&http, &baedal, n).await?;
+            placed.fetch_add(1, Ordering::Relaxed);
+            anyhow::Ok(())
+        }));
+        n += 1;
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(placed.load(Ordering::Relaxed))
+}
+
+async fn sample_lag(db: PgPool, slot: String, peak: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let lag: Result<Option<i64>, _> = sqlx::query_scalar(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+             FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&slot)
+        .fetch_one(&db)
+        .await;
+        if let Ok(Some(lag)) = lag {
+            peak.fetch_max(u64::try_from(lag).unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmark: the legacy change feed, legacy commit → fact at a consumer,
+# at half the monolith's maximum order rate measured in the same run
+# (acl/benches/feed.rs). Merges the result into target/bench/results.json
+# under "legacy_change_feed". Target (ARCHITECTURE.md §15): p99 ≤ 100 ms.
+# The script reports; it does not fail on a missed target.
+
+. "$(dirname "$0")/../../infra/local/lib.sh"
+
+RESULTS=${CARGO_TARGET_DIR:-$KIT_ROOT/target}/bench/results.json
+
+main() {
+	mkdir -p "$(dirname "$RESULTS")"
+	bash "$KIT_ROOT/infra/local/stack.sh" infra >/dev/null
+	set -a
+	# shellcheck disable=SC1091
+	. "$KIT_STACK_ENV"
+	set +a
+	step "legacy change feed: commit → consumer at half the monolith's maximum (release build)"
+	local line
+	line=$(cd "$KIT_ROOT" && cargo bench --quiet -p acl --bench feed | tail -n1) || die "the change feed benchmark failed"
+	python3 - "$RESULTS" "$line" <<'PY'
+import json, os, sys, platform, datetime
+results, line = sys.argv[1], json.loads(sys.argv[2])
+line["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+line["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+data = {}
+if os.path.exists(results):
+    with open(results) as f:
+        data = json.load(f)
+data["legacy_change_feed"] = line
+with open(results, "w") as f:
+    json.dump(data, f, indent=2)
+    f.write("\n")
+print(f"monolith maximum:        {line['monolith_max_orders_per_s']:>8.1f} orders/s (anchor)")
+print(f"load:                    {line['load_orders_per_s']:>8.1f} orders/s ({line['orders_placed']} orders, {line['facts_received']}/{line['facts_expected']} facts)")
+print(f"commit → consumer p50:   {line['commit_to_consumer_p50_ms']:>8.1f} ms")
+p99 = line["commit_to_consumer_p99_ms"]
+print(f"commit → consumer p99:   {p99:>8.1f} ms  (target ≤ 100 ms: {'meets target' if p99 <= 100 else 'ABOVE TARGET'})")
+print(f"slot lag peak:           {line['slot_lag_peak_bytes']:>8d} bytes")
+print(f"written to {results}")
+PY
+}
+
+main "$@"
