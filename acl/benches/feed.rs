@@ -63,12 +63,16 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(2)
         .connect_with(admin_url.clone())
         .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{legacy_db}""#)))
-        .execute(&admin)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{own_db}" OWNER acl"#)))
-        .execute(&admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"CREATE DATABASE "{legacy_db}""#
+    )))
+    .execute(&admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"CREATE DATABASE "{own_db}" OWNER acl"#
+    )))
+    .execute(&admin)
+    .await?;
     let outcome = bench(
         &admin_url,
         &acl_password,
@@ -202,7 +206,12 @@ async fn bench(
         lag_peak.clone(),
     ));
     let placed = Arc::new(AtomicU64::new(0));
-    let load = tokio::spawn(open_loop(http.clone(), baedal.clone(), load_rate, placed.clone()));
+    let load = tokio::spawn(open_loop(
+        http.clone(),
+        baedal.clone(),
+        load_rate,
+        placed.clone(),
+    ));
 
     let mut latencies_ms = Vec::new();
     let deadline = tokio::time::Instant::now() + LOAD + DRAIN;

@@ -417,3 +417,52 @@ async fn a_row_the_feed_cannot_translate_stalls_it_after_recording_everything_be
     );
     rig.finish().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_backlog_larger_than_a_step_is_recorded_across_steps_once_even_after_a_crash(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let settings = acl::capture::CaptureSettings {
+        max_changes: 5,
+        ..rig.capture_settings()
+    };
+    let small_steps = || {
+        acl::capture::Capture::new(
+            rig.legacy.clone(),
+            rig.own.clone(),
+            settings.clone(),
+            acl::capture::CaptureMetrics::unregistered(),
+        )
+    };
+    let first = small_steps();
+    first.prepare().await.expect("the slot");
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        orders.push(rig.place_order().await);
+    }
+    rig.flush_wal().await;
+    let partial = first.record().await.expect("a first, partial step");
+    assert!(partial.more, "five changes do not hold three orders");
+    drop(first); // before advancing
+
+    let second = small_steps();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps < 50, "the feed does not move on");
+        if !second.step().await.expect("a step").more {
+            break;
+        }
+    }
+    let placed: Vec<String> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "legacy.order.placed.v1")
+        .map(|(_, aggregate, ..)| aggregate)
+        .collect();
+    assert_eq!(placed, orders);
+    rig.finish().await;
+}

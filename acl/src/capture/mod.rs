@@ -390,7 +390,10 @@ impl Capture {
         let mut failure = None;
         for legacy_tx in transactions {
             if legacy_tx.end_lsn <= mark {
+                // Recorded before a crash or by another instance: the slot
+                // may move past it all the same.
                 recorded.already_recorded += 1;
+                recorded.advance_to = Some(legacy_tx.end_lsn);
                 continue;
             }
             match translate::translate(legacy_tx) {
@@ -435,7 +438,7 @@ impl Capture {
             .bind(last.committed_at)
             .execute(&mut *tx)
             .await?;
-            recorded.advance_to = Some(last.end_lsn);
+            recorded.advance_to = Some(last.end_lsn.max(mark));
         }
         tx.commit().await?;
         let now = OffsetDateTime::now_utc();
