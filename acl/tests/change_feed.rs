@@ -219,7 +219,7 @@ async fn make_seed_is_announced_as_one_truncation_then_the_demo_data(
     rig.drain(&capture).await;
     let before = rig.outbox().await.len();
     // What `make seed` runs.
-    monolith::reseed(&options.to_url_lossy().to_string())
+    monolith::reseed(options.to_url_lossy().as_ref())
         .await
         .expect("reseed");
     rig.drain(&capture).await;
