@@ -22,9 +22,20 @@ GRANT USAGE, SELECT ON SEQUENCE sq_ord_no TO acl;
 CREATE SCHEMA IF NOT EXISTS acl AUTHORIZATION acl;
 
 -- Status changes name where they came from: the old row must be in the WAL.
+-- A deleted menu item is announced with its shop, which only the full old
+-- row carries.
 ALTER TABLE tb_order REPLICA IDENTITY FULL;
 ALTER TABLE tb_payment REPLICA IDENTITY FULL;
 ALTER TABLE tb_delivery REPLICA IDENTITY FULL;
+ALTER TABLE tb_menu REPLICA IDENTITY FULL;
+
+-- Sync-back marks its transactions with a logical message the change feed
+-- skips (loop prevention). Anyone may write such a message by default, and
+-- so could silence the feed; in this database only the ACL may.
+REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text),
+    pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text),
+    pg_logical_emit_message(boolean, text, bytea) TO acl;
 
 DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'acl_legacy') THEN

@@ -82,6 +82,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            settings.capture.max_changes >= 1,
+            "ACL_CAPTURE__MAX_CHANGES must be at least 1 (it is {})",
+            settings.capture.max_changes
+        );
         let own = settings.database.pool()?;
         let legacy = settings.legacy.pool()?;
         MIGRATOR.run(&own).await?;

@@ -314,7 +314,7 @@ async fn recreating_the_slot_tells_consumers_what_to_import(
         &time::format_description::well_known::Rfc3339,
     )
     .expect("RFC 3339");
-    assert_eq!(since, last_commit);
+    assert_eq!(since, last_commit - acl::capture::SINCE_MARGIN);
 
     // The new slot goes on from here.
     let next = rig.place_order().await;
@@ -464,5 +464,80 @@ async fn a_backlog_larger_than_a_step_is_recorded_across_steps_once_even_after_a
         .map(|(_, aggregate, ..)| aggregate)
         .collect();
     assert_eq!(placed, orders);
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_deleted_menu_item_is_announced_with_its_shop(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    let menu_id: i64 = sqlx::query_scalar(
+        "INSERT INTO tb_menu (shop_id, menu_nm, price) VALUES (5, '시즌 메뉴', 9000) RETURNING menu_id",
+    )
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("a new item");
+    sqlx::query("DELETE FROM tb_menu WHERE menu_id = $1")
+        .bind(menu_id)
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("and gone again");
+    rig.drain(&capture).await;
+    let facts: Vec<serde_json::Value> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "legacy.menu.changed.v1")
+        .map(|(.., payload)| payload)
+        .collect();
+    let expected = json!({"menu_id": menu_id, "shop_id": 5});
+    assert_eq!(facts, [expected.clone(), expected]);
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_slot_created_by_a_run_that_died_before_announcing_it_is_announced_at_the_next_start(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    // The slot exists, but the ACL's own database knows nothing of it (a
+    // crash right after creating it, or the database restored).
+    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        .bind(&rig.slot)
+        .execute(&rig.legacy)
+        .await
+        .expect("a slot");
+    let early = rig.place_order().await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("prepared");
+    rig.drain(&capture).await;
+    let facts: Vec<(String, String)> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .map(|(event, aggregate, ..)| (event, aggregate))
+        .take(2)
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            ("legacy.feed.restarted.v1".to_owned(), "legacy".to_owned()),
+            ("legacy.order.placed.v1".to_owned(), early),
+        ],
+        "the restart is announced, and nothing the slot holds is lost"
+    );
+    capture.prepare().await.expect("prepared again");
+    let restarts = rig
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "legacy.feed.restarted.v1")
+        .count();
+    assert_eq!(restarts, 1, "announced once");
     rig.finish().await;
 }

@@ -58,3 +58,33 @@ async fn the_acl_role_reads_legacy_writes_only_what_sync_back_carries_and_owns_i
     }
     rig.finish().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn only_the_acl_may_write_the_marker_that_silences_the_feed(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let legacy_url: PgConnectOptions = support::env("KIT_DB_URL_LEGACY").parse().expect("a URL");
+    let database = options.get_database().expect("the test database");
+    let as_monolith = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(legacy_url.database(database))
+        .await
+        .expect("the legacy role reaches the test database");
+    let marker = "SELECT pg_logical_emit_message(true, 'acl.sync-back', 'x')";
+    let refused = sqlx::query(marker)
+        .execute(&as_monolith)
+        .await
+        .expect_err("the monolith's role may not write it");
+    assert_eq!(
+        refused
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some(REFUSED)
+    );
+    assert_eq!(refusal(&rig, marker).await, None, "the acl role may");
+    as_monolith.close().await;
+    rig.finish().await;
+}

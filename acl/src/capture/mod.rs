@@ -52,6 +52,21 @@ pub const PUBLICATION: &str = "acl_legacy";
 /// The component name in envelopes and the broker's connection list.
 pub const PRODUCER: &str = "acl";
 
+/// `legacy.feed.restarted.v1`'s `since` is the last announced commit time
+/// less this: commit timestamps are taken before the commit record is
+/// written, so they are not strictly in commit order.
+pub const SINCE_MARGIN: time::Duration = time::Duration::minutes(1);
+
+/// The transaction outlives a server crash once committed, whatever the
+/// server's `synchronous_commit`: the feed advances the slot right after,
+/// and a lost commit would be a gap.
+async fn durable(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct CaptureSettings {
@@ -96,6 +111,13 @@ pub enum CaptureError {
         "replication slot {0} is lost (the WAL it needed was removed): follow the runbook in docs/patterns/log-tailing.md"
     )]
     SlotLost(String),
+    /// The slot cannot be read now (SQLSTATE 55000): lost, or missing.
+    #[error("the replication slot cannot be read: {0}")]
+    Unavailable(sqlx::Error),
+    /// Another session reads the slot (a second ACL instance): it runs
+    /// the feed, this one waits.
+    #[error("another session is reading the replication slot")]
+    Busy,
 }
 
 /// What the feed's health looks like from outside: readiness reads it.
@@ -103,6 +125,8 @@ pub enum CaptureError {
 pub enum FeedState {
     Starting,
     Running,
+    /// Another instance runs the feed; this one takes over when it stops.
+    Standby,
     Failing(String),
 }
 
@@ -122,6 +146,8 @@ pub struct CaptureMetrics {
     facts: Family<EventLabel, Counter>,
     failures: Counter,
     slot_lag_bytes: Gauge,
+    slot_retained_bytes: Gauge,
+    slot_at_risk: Gauge,
     slot_lost: Gauge,
     commit_to_recorded: Histogram,
 }
@@ -132,7 +158,7 @@ impl CaptureMetrics {
         let r = registry.sub_registry_with_prefix("acl_capture");
         r.register(
             "transactions",
-            "Legacy transactions read from the slot, by outcome (announced, own_write: sync-back's, silent: nothing to announce)",
+            "Legacy transactions recorded, by outcome (announced, own_write: sync-back's, silent: nothing to announce)",
             metrics.transactions.clone(),
         );
         r.register(
@@ -151,13 +177,23 @@ impl CaptureMetrics {
             metrics.slot_lag_bytes.clone(),
         );
         r.register(
+            "slot_retained_bytes",
+            "WAL the server keeps for the slot (from its restart position; a long-open legacy transaction holds it back)",
+            metrics.slot_retained_bytes.clone(),
+        );
+        r.register(
+            "slot_at_risk",
+            "1 when the slot holds more WAL than max_slot_wal_keep_size and is lost at the next checkpoint unless it catches up",
+            metrics.slot_at_risk.clone(),
+        );
+        r.register(
             "slot_lost",
             "1 when the replication slot is missing or lost (see the runbook)",
             metrics.slot_lost.clone(),
         );
         r.register(
             "commit_to_recorded_seconds",
-            "From a legacy commit to its facts being in the outbox",
+            "From a legacy commit to its facts being in the outbox (transactions that announce something)",
             metrics.commit_to_recorded.clone(),
         );
         metrics
@@ -169,6 +205,8 @@ impl CaptureMetrics {
             facts: Family::default(),
             failures: Counter::default(),
             slot_lag_bytes: Gauge::default(),
+            slot_retained_bytes: Gauge::default(),
+            slot_at_risk: Gauge::default(),
             slot_lost: Gauge::default(),
             commit_to_recorded: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
         }
@@ -245,7 +283,9 @@ impl Capture {
     /// Checks the publication and creates the slot when it does not exist
     /// yet. A new slot starts the feed at "now": the `legacy.feed.restarted`
     /// fact it writes tells consumers what to import. A lost slot is left
-    /// alone: that takes a person (see [`Self::recreate_slot`]).
+    /// alone: that takes a person (see [`Self::recreate_slot`]). A restart
+    /// that was begun and not announced (a crash in between, or the ACL's
+    /// own database restored without its progress) is announced here.
     pub async fn prepare(&self) -> Result<(), CaptureError> {
         let published: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)")
@@ -259,7 +299,19 @@ impl Capture {
             Some(status) if status == "lost" => {
                 Err(CaptureError::SlotLost(self.settings.slot.clone()))
             }
-            Some(_) => Ok(()),
+            Some(_) => {
+                let pending: Option<bool> = sqlx::query_scalar(
+                    "SELECT restart_pending FROM capture_progress WHERE slot = $1",
+                )
+                .bind(&self.settings.slot)
+                .fetch_optional(&self.own)
+                .await?;
+                if pending != Some(false) {
+                    self.begin_restart().await?;
+                    self.announce_restart(None).await?;
+                }
+                Ok(())
+            }
             None => self.create_slot().await,
         }
     }
@@ -278,41 +330,86 @@ impl Capture {
     }
 
     async fn create_slot(&self) -> Result<(), CaptureError> {
+        self.begin_restart().await?;
         let start: String = sqlx::query_scalar(
             "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
         )
         .bind(&self.settings.slot)
         .fetch_one(&self.legacy)
         .await?;
+        let start: Lsn = start.parse()?;
+        self.announce_restart(Some(start)).await?;
+        tracing::info!(slot = %self.settings.slot, %start, "replication slot created; the feed starts here");
+        Ok(())
+    }
+
+    /// Step one of a (re)start, durable before the slot exists.
+    async fn begin_restart(&self) -> Result<(), CaptureError> {
         let mut tx = self.own.begin().await?;
-        let since: Option<OffsetDateTime> = sqlx::query_scalar(
-            "SELECT last_commit_at FROM capture_progress WHERE slot = $1 FOR UPDATE",
+        durable(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO capture_progress (slot, last_commit_lsn, last_commit_at, restart_pending)
+             VALUES ($1, '0/0', NULL, true)
+             ON CONFLICT (slot) DO UPDATE SET restart_pending = true",
         )
         .bind(&self.settings.slot)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Step two: announces the restart and raises the mark to where the
+    /// new slot starts (`start`, or its confirmed position when the slot
+    /// was created by a run that died before announcing it). Positions only
+    /// grow in a cluster, so a transaction peeked from the old slot and
+    /// recorded late falls below the mark and is skipped.
+    async fn announce_restart(&self, start: Option<Lsn>) -> Result<(), CaptureError> {
+        let start = match start {
+            Some(start) => start,
+            None => {
+                let confirmed: String = sqlx::query_scalar(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                )
+                .bind(&self.settings.slot)
+                .fetch_one(&self.legacy)
+                .await?;
+                confirmed.parse()?
+            }
+        };
+        let mut tx = self.own.begin().await?;
+        durable(&mut tx).await?;
+        let (pending, last_commit_at): (bool, Option<OffsetDateTime>) = sqlx::query_as(
+            "SELECT restart_pending, last_commit_at FROM capture_progress WHERE slot = $1 FOR UPDATE",
+        )
+        .bind(&self.settings.slot)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !pending {
+            // Another instance announced it.
+            return Ok(());
+        }
         let now = OffsetDateTime::now_utc();
         write_fact(
             &mut tx,
             now,
             &FeedRestarted {
-                since,
+                since: last_commit_at.map(|at| at - SINCE_MARGIN),
                 restarted_at: now,
             },
         )
         .await?;
-        // The new slot's positions start over; so does the mark.
         sqlx::query(
-            "INSERT INTO capture_progress (slot, last_commit_lsn, last_commit_at)
-             VALUES ($1, '0/0', $2)
-             ON CONFLICT (slot) DO UPDATE SET last_commit_lsn = '0/0', recorded_at = now()",
+            "UPDATE capture_progress
+             SET restart_pending = false,
+                 last_commit_lsn = greatest(last_commit_lsn, $2::pg_lsn), recorded_at = now()
+             WHERE slot = $1",
         )
         .bind(&self.settings.slot)
-        .bind(since.unwrap_or(now))
+        .bind(start.to_string())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(slot = %self.settings.slot, %start, "replication slot created; the feed starts here");
         Ok(())
     }
 
@@ -355,18 +452,26 @@ impl Capture {
         recorded.more = more;
         if !more {
             recorded.advance_to = Some(recorded.advance_to.map_or(flush, |lsn| lsn.max(flush)));
+        } else if recorded.advance_to.is_none()
+            && let Some((lsn, _)) = rows.last()
+        {
+            // Cut short before any whole transaction: the rows were
+            // messages outside transactions. Moving past them is safe (a
+            // transaction is decoded whole at its commit, which comes
+            // later) and keeps the feed from peeking at them forever.
+            recorded.advance_to = Some(lsn.parse()?);
         }
         Ok(recorded)
     }
 
+    /// A peek on a lost slot fails with SQLSTATE 55000; so do other
+    /// misuses, so the slot's `wal_status` decides. A slot another session
+    /// is reading (55006, a second ACL instance) is not a failure.
     fn explain_peek_error(&self, error: sqlx::Error) -> CaptureError {
-        let lost = error
-            .as_database_error()
-            .is_some_and(|e| e.message().contains("can no longer get changes"));
-        if lost {
-            CaptureError::SlotLost(self.settings.slot.clone())
-        } else {
-            CaptureError::Database(error)
+        match error.as_database_error().and_then(|e| e.code()).as_deref() {
+            Some("55000") => CaptureError::Unavailable(error),
+            Some("55006") => CaptureError::Busy,
+            _ => CaptureError::Database(error),
         }
     }
 
@@ -379,6 +484,7 @@ impl Capture {
             return Ok(recorded);
         }
         let mut tx = self.own.begin().await?;
+        durable(&mut tx).await?;
         let mark: Option<String> = sqlx::query_scalar(
             "SELECT last_commit_lsn::text FROM capture_progress WHERE slot = $1 FOR UPDATE",
         )
@@ -388,6 +494,8 @@ impl Capture {
         let mark: Lsn = mark.as_deref().unwrap_or("0/0").parse()?;
         let mut last: Option<&Transaction> = None;
         let mut failure = None;
+        // Counted once the transaction commits.
+        let mut outcomes: Vec<(&Transaction, &'static str, Vec<&'static str>)> = Vec::new();
         for legacy_tx in transactions {
             if legacy_tx.end_lsn <= mark {
                 // Recorded before a crash or by another instance: the slot
@@ -397,21 +505,18 @@ impl Capture {
                 continue;
             }
             match translate::translate(legacy_tx) {
-                Ok(Translation::OwnWrite) => self.count("own_write"),
-                Ok(Translation::Facts(facts)) if facts.is_empty() => self.count("silent"),
+                Ok(Translation::OwnWrite) => outcomes.push((legacy_tx, "own_write", vec![])),
+                Ok(Translation::Facts(facts)) if facts.is_empty() => {
+                    outcomes.push((legacy_tx, "silent", vec![]));
+                }
                 Ok(Translation::Facts(facts)) => {
                     for fact in &facts {
                         write(&mut tx, legacy_tx.committed_at, fact).await?;
-                        self.metrics
-                            .facts
-                            .get_or_create(&EventLabel {
-                                event: fact.event_name(),
-                            })
-                            .inc();
                     }
                     recorded.facts += facts.len();
                     recorded.transactions += 1;
-                    self.count("announced");
+                    let names = facts.iter().map(Fact::event_name).collect();
+                    outcomes.push((legacy_tx, "announced", names));
                 }
                 Err(source) => {
                     // Record everything before it; stop at it.
@@ -442,18 +547,26 @@ impl Capture {
         }
         tx.commit().await?;
         let now = OffsetDateTime::now_utc();
-        for legacy_tx in transactions
-            .iter()
-            .filter(|t| t.end_lsn > mark && last.is_some_and(|l| t.end_lsn <= l.end_lsn))
-        {
-            self.metrics
-                .commit_to_recorded
-                .observe((now - legacy_tx.committed_at).as_seconds_f64().max(0.0));
+        for (legacy_tx, outcome, facts) in outcomes {
+            self.count(outcome);
+            for event in &facts {
+                self.metrics
+                    .facts
+                    .get_or_create(&EventLabel { event })
+                    .inc();
+            }
+            if !facts.is_empty() {
+                self.metrics
+                    .commit_to_recorded
+                    .observe((now - legacy_tx.committed_at).as_seconds_f64().max(0.0));
+            }
         }
         match failure {
             Some(failure) => {
-                if let Some(lsn) = recorded.advance_to {
-                    self.advance(lsn).await?;
+                if let Some(lsn) = recorded.advance_to
+                    && let Err(error) = self.advance(lsn).await
+                {
+                    tracing::warn!(error = %error, "advancing the slot before the stall failed");
                 }
                 Err(failure)
             }
@@ -491,10 +604,13 @@ impl Capture {
         Ok(recorded)
     }
 
-    /// Refreshes the slot gauges; a lost or missing slot is an error.
+    /// Refreshes the slot gauges; a lost or missing slot is an error. A
+    /// slot past `max_slot_wal_keep_size` (`unreserved`: lost at the next
+    /// checkpoint unless it catches up) is logged and shown as at risk.
     pub async fn measure(&self) -> Result<(), CaptureError> {
-        let row: Option<(Option<i64>, String)> = sqlx::query_as(
+        let row: Option<(Option<i64>, Option<i64>, String)> = sqlx::query_as(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
                     coalesce(wal_status, 'reserved')
              FROM pg_replication_slots WHERE slot_name = $1",
         )
@@ -502,9 +618,18 @@ impl Capture {
         .fetch_optional(&self.legacy)
         .await?;
         match row {
-            Some((lag, status)) if status != "lost" => {
+            Some((lag, retained, status)) if status != "lost" => {
                 self.metrics.slot_lag_bytes.set(lag.unwrap_or(0));
+                self.metrics.slot_retained_bytes.set(retained.unwrap_or(0));
                 self.metrics.slot_lost.set(0);
+                let at_risk = status == "unreserved";
+                if at_risk && self.metrics.slot_at_risk.get() == 0 {
+                    tracing::warn!(
+                        slot = %self.settings.slot,
+                        "the replication slot holds more WAL than max_slot_wal_keep_size: it is lost at the next checkpoint unless the feed catches up"
+                    );
+                }
+                self.metrics.slot_at_risk.set(i64::from(at_risk));
                 Ok(())
             }
             _ => {
@@ -517,6 +642,7 @@ impl Capture {
     /// Runs the feed until `shutdown`: prepare (retrying), then steps, a
     /// short pause whenever the slot had nothing more. Failures are logged
     /// once per kind, counted, shown by readiness and retried with back-off.
+    /// While another instance reads the slot, this one stands by (ready).
     pub async fn run<F: Future<Output = ()> + Send>(self, shutdown: F) {
         tokio::pin!(shutdown);
         let idle = Duration::from_millis(self.settings.poll_interval_ms);
@@ -547,11 +673,21 @@ impl Capture {
                     self.set_state(FeedState::Running);
                     if recorded.more { Duration::ZERO } else { idle }
                 }
+                Err(CaptureError::Busy) => {
+                    if self.state() != FeedState::Standby {
+                        tracing::info!("another instance reads the replication slot; standing by");
+                    }
+                    self.set_state(FeedState::Standby);
+                    STANDBY_RECHECK
+                }
                 Err(error) => {
                     let message = error.to_string();
-                    if matches!(error, CaptureError::SlotLost(_)) {
+                    if matches!(
+                        error,
+                        CaptureError::SlotLost(_) | CaptureError::Unavailable(_)
+                    ) {
+                        // Look at the slot again before the next step.
                         prepared = false;
-                        self.metrics.slot_lost.set(1);
                     }
                     if message != last_error {
                         tracing::error!(error = %message, "the change feed is stalled");
@@ -570,6 +706,9 @@ impl Capture {
         }
     }
 }
+
+/// How often an instance standing by tries the slot again.
+const STANDBY_RECHECK: Duration = Duration::from_secs(1);
 
 impl Fact {
     pub fn event_name(&self) -> &'static str {
@@ -630,7 +769,7 @@ impl ReadinessCheck for FeedCheck {
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async move {
             match self.capture.state() {
-                FeedState::Running => Ok(()),
+                FeedState::Running | FeedState::Standby => Ok(()),
                 FeedState::Starting => Err("the change feed has not completed a step yet".into()),
                 FeedState::Failing(reason) => Err(reason),
             }

@@ -323,8 +323,9 @@ impl IntegrationEvent for DataTruncated {
 /// everything when `since` is absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedRestarted {
-    /// The commit time of the last transaction announced before the
-    /// restart; absent when the feed never ran.
+    /// The commit time of the last legacy transaction recorded before the
+    /// restart, less a minute (commit times are not strictly in commit
+    /// order); absent when the feed never ran.
     #[serde(
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none",
