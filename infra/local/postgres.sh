@@ -102,9 +102,21 @@ wal_writer_delay = '10ms'
 EOF
 }
 
+# The acl role needs REPLICATION for its logical slot, which would also let
+# it open replication connections (pg_basebackup: a copy of every database).
+# The slot is read over ordinary SQL, so replication connections are refused
+# to it. Idempotent; reloads the server when it adds the line.
+deny_acl_replication_connections() {
+	local hba=$PG_DATA/pg_hba.conf rule='host replication acl all reject'
+	as_pg_owner grep -q "^# kit: acl reads its slot over SQL" "$hba" && return 0
+	as_pg_owner sh -c "{ printf '%s\n%s\n%s\n' '# kit: acl reads its slot over SQL; no replication connections' 'local replication acl reject' '$rule'; cat '$hba'; } > '$hba.new' && mv '$hba.new' '$hba'"
+	psql_admin -c 'SELECT pg_reload_conf()' >/dev/null
+}
+
 # A cluster initialised before the ACL existed has wal_level = replica: the
 # settings are added with ALTER SYSTEM and the server restarted once.
 ensure_logical_decoding() {
+	deny_acl_replication_connections
 	local level
 	level=$(psql_admin -At -c 'SHOW wal_level')
 	if [ "$(psql_admin -At -c 'SHOW wal_writer_delay')" != 10ms ]; then
