@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod capture;
+pub mod facade;
 
 use std::future::Future;
 use std::time::Duration;
