@@ -54,3 +54,95 @@ impl Handler for Invalidation {
         Box::pin(async move { self.apply(message) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use chassis::trace_context::TraceContext;
+    use contracts::{Envelope, Origin};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::facade::model::{Member, Menu};
+    use crate::facade::{FacadeMetrics, FacadeSettings};
+
+    fn message(event: &str, payload: Value) -> Message {
+        Message {
+            envelope: Envelope::new(event, "acl", Origin::Legacy),
+            payload,
+            attempt: 1,
+            trace: TraceContext::new_root(),
+            position: None,
+        }
+    }
+
+    /// A façade holding member 1 and shop 2's menu.
+    fn facade() -> Facade {
+        let pool =
+            sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("a lazy pool");
+        let facade = Facade::new(
+            pool,
+            FacadeSettings::default(),
+            FacadeMetrics::unregistered(),
+        )
+        .expect("a façade");
+        let now = Instant::now();
+        let caches = &facade.caches;
+        caches.member.store(
+            1,
+            Member {
+                member_id: 1,
+                delivery_address: "서울시".into(),
+            },
+            caches.member.ticket(),
+            now,
+        );
+        caches.menu.store(
+            2,
+            Menu {
+                shop_id: 2,
+                items: vec![],
+            },
+            caches.menu.ticket(),
+            now,
+        );
+        facade
+    }
+
+    #[tokio::test]
+    async fn each_fact_drops_what_it_names_and_a_reset_or_restart_drops_everything() {
+        let facade = facade();
+        let invalidation = Invalidation::new(facade.clone());
+        invalidation
+            .apply(&message(MemberChanged::NAME, json!({"member_id": 1})))
+            .expect("applied");
+        assert!(facade.caches.member.is_empty());
+        assert_eq!(facade.caches.menu.len(), 1, "another kind is left alone");
+        invalidation
+            .apply(&message(ShopChanged::NAME, json!({"shop_id": 2})))
+            .expect("applied");
+        assert!(facade.caches.menu.is_empty(), "a shop takes its menu along");
+
+        for reset in [
+            message(
+                DataTruncated::NAME,
+                json!({"tables": ["members"], "truncated_at": "2026-11-30T01:00:00Z"}),
+            ),
+            message(
+                FeedRestarted::NAME,
+                json!({"restarted_at": "2026-11-30T01:00:00Z"}),
+            ),
+        ] {
+            let facade = self::facade();
+            Invalidation::new(facade.clone())
+                .apply(&reset)
+                .expect("applied");
+            assert!(facade.caches.member.is_empty() && facade.caches.menu.is_empty());
+        }
+        assert!(matches!(
+            invalidation.apply(&message("legacy.order.placed.v1", json!({}))),
+            Err(HandlerError::NotHandled(_))
+        ));
+    }
+}
