@@ -27,7 +27,9 @@ use chassis::config::HttpSettings;
 use chassis::db::DatabaseSettings;
 use chassis::messaging::{amqp, topology};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -88,6 +90,16 @@ async fn main() -> anyhow::Result<()> {
         .bind(&slot)
         .execute(&admin)
         .await;
+    if let Ok(connection) = amqp::connect(&amqp_url, "acl-bench-cleanup").await
+        && let Ok(channel) = connection.create_channel().await
+    {
+        for suffix in ["", ".retry", ".dlq"] {
+            let queue = format!("{}{suffix}", cache_queue(&exchange));
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
     for db in [&legacy_db, &own_db] {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#
@@ -152,6 +164,11 @@ async fn bench(
         capture: acl::capture::CaptureSettings {
             slot: slot.to_owned(),
             ..acl::capture::CaptureSettings::default()
+        },
+        // Its own cache queue: the stack's ACL consumes `acl.facade-cache`.
+        facade: acl::facade::FacadeSettings {
+            cache_queue: cache_queue(exchange),
+            ..acl::facade::FacadeSettings::default()
         },
         exchange: exchange.to_owned(),
     };
@@ -382,4 +399,9 @@ async fn sample_lag(db: PgPool, slot: String, peak: Arc<AtomicU64>) {
             peak.fetch_max(u64::try_from(lag).unwrap_or(0), Ordering::Relaxed);
         }
     }
+}
+
+/// The queue of the bench ACL's cache invalidations.
+fn cache_queue(exchange: &str) -> String {
+    format!("{exchange}.facade-cache")
 }

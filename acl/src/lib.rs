@@ -8,6 +8,9 @@
 //! - [`capture`]: the legacy change feed (log tailing through a logical
 //!   replication slot) → facts in the ACL's outbox, published by the
 //!   chassis relay.
+//! - [`facade`]: the query façade (shops, menus, members in the new
+//!   language, cached and invalidated by the feed) and the order export
+//!   for rebuilds, under `/v1`; its OpenAPI page at `/v1/docs`.
 //!
 //! Settings (`ACL_` prefix, chassis layers):
 //!
@@ -21,9 +24,16 @@
 //! | `ACL_CAPTURE__SLOT` | `acl_legacy` | the replication slot the feed owns |
 //! | `ACL_CAPTURE__POLL_INTERVAL_MS` | 20 | the longest pause between two looks at the slot |
 //! | `ACL_CAPTURE__MAX_CHANGES` | 2000 | changes decoded per step |
+//! | `ACL_FACADE__FRESH_FOR_MS` | 60000 | façade answers younger than this are served from the cache |
+//! | `ACL_FACADE__SERVE_STALE_FOR_MS` | 300000 | the staleness bound: older answers are never served, not even while the legacy database is away (503 instead) |
+//! | `ACL_FACADE__LEGACY_TIMEOUT_MS` | 1000 | the deadline of one façade read of the legacy database |
+//! | `ACL_FACADE__BREAKER_FAILURES`, `ACL_FACADE__BREAKER_OPEN_MS` | 5, 5000 | the breaker in front of those reads |
+//! | `ACL_FACADE__MAX_ENTRIES` | 10000 | cached shops, menus, members (each) at most |
+//! | `ACL_FACADE__CACHE_QUEUE` | `acl.facade-cache` | the queue of the cache's invalidations (one per instance) |
 
 pub mod admin;
 pub mod capture;
+pub mod facade;
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,6 +43,7 @@ use chassis::config::{Config, ConfigError, HttpSettings, SecretString};
 use chassis::db::{DatabaseSettings, PostgresCheck};
 use chassis::http::Service;
 use chassis::messaging::amqp::BrokerCheck;
+use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
 use chassis::messaging::outbox::{self, Relay, RelayMetrics, RelaySettings};
 use chassis::telemetry::TelemetrySettings;
 use serde::Deserialize;
@@ -40,6 +51,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use capture::{Capture, CaptureMetrics, CaptureSettings};
+use facade::{Facade, FacadeMetrics, FacadeSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -55,6 +67,8 @@ pub struct Settings {
     pub admin_token: Option<SecretString>,
     #[serde(default)]
     pub capture: CaptureSettings,
+    #[serde(default)]
+    pub facade: FacadeSettings,
     /// Where events go; tests use their own exchange.
     #[serde(default = "default_exchange")]
     pub exchange: String,
@@ -78,6 +92,8 @@ pub struct Application {
     inner: chassis::Application,
     capture: Capture,
     relay: Relay,
+    facade: Facade,
+    cache_consumer: Consumer,
 }
 
 impl Application {
@@ -91,6 +107,7 @@ impl Application {
         let legacy = settings.legacy.pool()?;
         MIGRATOR.run(&own).await?;
         outbox::install(&own).await?;
+        facade::prepare(&own).await?;
 
         let mut service = Service::new();
         let capture = Capture::new(
@@ -112,6 +129,17 @@ impl Application {
             },
             RelayMetrics::register(service.registry_mut()),
         );
+        let facade = Facade::new(
+            legacy.clone(),
+            settings.facade.clone(),
+            FacadeMetrics::register(service.registry_mut()),
+        )?;
+        let cache_consumer = facade.consumer(
+            own.clone(),
+            settings.amqp_url.expose_secret(),
+            &settings.exchange,
+            ConsumerMetrics::register(service.registry_mut()),
+        );
         if settings.admin_token.is_none() {
             tracing::warn!("ACL_ADMIN_TOKEN is not set: every /admin call gets 401");
         }
@@ -120,6 +148,9 @@ impl Application {
             .readiness_check(LegacyCheck(PostgresCheck::new(legacy.clone())))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
             .readiness_check(capture.readiness_check())
+            .readiness_check(cache_consumer.readiness_check())
+            .routes(facade::http::router(facade.clone()))
+            .routes(facade::openapi::router())
             .routes(admin::router(admin::AdminState {
                 token: settings.admin_token.clone(),
                 capture: capture.clone(),
@@ -129,6 +160,8 @@ impl Application {
             inner,
             capture,
             relay,
+            facade,
+            cache_consumer,
         })
     }
 
@@ -140,7 +173,12 @@ impl Application {
         &self.capture
     }
 
-    /// Serves HTTP and runs the feed and the relay until `shutdown`.
+    pub fn facade(&self) -> &Facade {
+        &self.facade
+    }
+
+    /// Serves HTTP and runs the feed, the relay and the façade's cache
+    /// invalidation until `shutdown`.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -150,7 +188,11 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let feed = tokio::spawn(self.capture.run(until(stopped.clone())));
-        let relay = tokio::spawn(self.relay.run(until(stopped)));
+        let relay = tokio::spawn(self.relay.run(until(stopped.clone())));
+        let invalidation = tokio::spawn(
+            self.cache_consumer
+                .run(self.facade.invalidation(), until(stopped)),
+        );
         let served = self
             .inner
             .run_until_stopped(async move {
@@ -160,6 +202,7 @@ impl Application {
             .await;
         let _ = feed.await;
         let _ = relay.await;
+        let _ = invalidation.await;
         served
     }
 }
