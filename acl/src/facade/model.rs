@@ -5,7 +5,6 @@
 //! constructors.
 
 use contracts::Won;
-use contracts::legacy::{CancelReason, DeliveryStatus, OrderStatus, PaymentStatus};
 use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
 
@@ -168,54 +167,10 @@ pub struct Member {
     pub delivery_address: String,
 }
 
-/// An order as it stands now, for read-model rebuilds (full and partial
-/// imports).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OrderSnapshot {
-    pub order_no: String,
-    pub member_id: i64,
-    pub shop_id: i64,
-    pub shop_name: String,
-    pub status: OrderStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cancel_reason: Option<CancelReason>,
-    pub lines: Vec<contracts::OrderLine>,
-    pub total_amount: Won,
-    pub delivery_address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payment: Option<PaymentSnapshot>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliverySnapshot>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub placed_at: OffsetDateTime,
-    /// The latest write to the order, its payment or its delivery.
-    #[serde(with = "time::serde::rfc3339")]
-    pub changed_at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PaymentSnapshot {
-    pub status: PaymentStatus,
-    pub amount: Won,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeliverySnapshot {
-    pub status: DeliveryStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rider_id: Option<i64>,
-}
-
-/// One page of the export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OrderPage {
-    pub orders: Vec<OrderSnapshot>,
-    /// The `after` of the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_after: Option<String>,
-}
+/// Orders as snapshots, for read-model rebuilds (full and partial imports):
+/// the published shape of every export, shared with reconciliation's
+/// stores and `legacy.order.resynced.v1`, so it lives in `contracts`.
+pub use contracts::legacy::{DeliverySnapshot, OrderPage, OrderSnapshot, PaymentSnapshot};
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `legacy.order.placed.v1` | the order | full: lines and payment in one fact |
 //! | `legacy.order.status_changed.v1` | the order | full |
+//! | `legacy.order.resynced.v1` | the order | full state: reconciliation re-publishes the order as legacy holds it now; replace what you hold |
 //! | `legacy.payment.status_changed.v1` | the order's payment | full |
 //! | `legacy.delivery.status_changed.v1` | the order's delivery | full |
 //! | `legacy.shop.changed.v1`, `legacy.menu.changed.v1`, `legacy.member.changed.v1` | shop, menu item, member | zero-payload: ids only, read the rest from the ACL's façade |
@@ -14,6 +15,11 @@
 //! | `legacy.feed.restarted.v1` | the legacy database | the feed began (again): facts before it may be missing, import what changed since `since` (everything when it is absent) |
 //!
 //! Why two styles: docs/patterns/zero-payload-events.md.
+//!
+//! [`OrderSnapshot`] is an order's whole state in this language: what
+//! export APIs serve, page by page ([`OrderPage`]), to rebuild a read model
+//! (docs/patterns/query-facade.md) or to compare one with legacy
+//! (docs/patterns/reconciliation.md).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -92,6 +98,79 @@ impl IntegrationEvent for OrderPlaced {
     const NAME: &'static str = "legacy.order.placed.v1";
     fn aggregate_id(&self) -> String {
         self.order_no.clone()
+    }
+}
+
+/// An order as it stands now, in the new language: an item of an export
+/// API (the ACL façade's `GET /v1/export/orders`, and any store
+/// reconciliation reads) and the state a `legacy.order.resynced.v1` carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSnapshot {
+    pub order_no: String,
+    pub member_id: i64,
+    pub shop_id: i64,
+    pub shop_name: String,
+    pub status: OrderStatus,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cancel_reason: Option<CancelReason>,
+    pub lines: Vec<OrderLine>,
+    pub total_amount: Won,
+    pub delivery_address: String,
+    /// The member's note to the shop.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payment: Option<PaymentSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delivery: Option<DeliverySnapshot>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub placed_at: OffsetDateTime,
+    /// The latest write to the order, its payment or its delivery.
+    #[serde(with = "time::serde::rfc3339")]
+    pub changed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSnapshot {
+    pub status: PaymentStatus,
+    pub amount: Won,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySnapshot {
+    pub status: DeliveryStatus,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rider_id: Option<i64>,
+}
+
+/// One page of an export (`GET ...?after=<order_no>&limit=<n>`): orders
+/// in ascending `order_no`, each after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPage {
+    pub orders: Vec<OrderSnapshot>,
+    /// The `after` of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_after: Option<String>,
+}
+
+/// `legacy.order.resynced.v1`: reconciliation found that a store's copy of
+/// this order differs from legacy (or is missing) and re-announces the
+/// order's whole state as legacy holds it. A consumer replaces what it
+/// holds with `order`. It is numbered in the order's sequence after every
+/// fact written before it, none of which is newer than it; facts after it
+/// are newer. Applying it twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderResynced {
+    pub order: OrderSnapshot,
+    /// When reconciliation read `order` from legacy.
+    #[serde(with = "time::serde::rfc3339")]
+    pub resynced_at: OffsetDateTime,
+}
+
+impl IntegrationEvent for OrderResynced {
+    const NAME: &'static str = "legacy.order.resynced.v1";
+    fn aggregate_id(&self) -> String {
+        self.order.order_no.clone()
     }
 }
 
@@ -380,6 +459,71 @@ mod tests {
                 "placed_at": "2026-11-22T03:00:00Z",
                 "payment": {"status": "authorised", "amount": 22000}
             })
+        );
+    }
+
+    #[test]
+    fn a_resynced_order_carries_its_whole_snapshot_json_pinned() {
+        let resynced = OrderResynced {
+            order: OrderSnapshot {
+                order_no: "20261122-000001".into(),
+                member_id: 1,
+                shop_id: 2,
+                shop_name: "한옥집".into(),
+                status: OrderStatus::Rejected,
+                cancel_reason: Some(CancelReason::ShopRejected),
+                lines: vec![OrderLine {
+                    menu_id: 4,
+                    name: "김치찌개".into(),
+                    unit_price: 11_000,
+                    quantity: 2,
+                }],
+                total_amount: 22_000,
+                delivery_address: "서울시 강남구".into(),
+                request: Some("문 앞에".into()),
+                payment: Some(PaymentSnapshot {
+                    status: PaymentStatus::Refunded,
+                    amount: 22_000,
+                }),
+                delivery: Some(DeliverySnapshot {
+                    status: DeliveryStatus::Assigned,
+                    rider_id: Some(3),
+                }),
+                placed_at: datetime!(2026-11-22 03:00:00 UTC),
+                changed_at: datetime!(2026-11-22 03:10:00 UTC),
+            },
+            resynced_at: datetime!(2026-11-22 04:00:00 UTC),
+        };
+        let order = json!({
+            "order_no": "20261122-000001", "member_id": 1, "shop_id": 2, "shop_name": "한옥집",
+            "status": "rejected", "cancel_reason": "shop_rejected",
+            "lines": [{"menu_id": 4, "name": "김치찌개", "unit_price": 11000, "quantity": 2}],
+            "total_amount": 22000, "delivery_address": "서울시 강남구", "request": "문 앞에",
+            "payment": {"status": "refunded", "amount": 22000},
+            "delivery": {"status": "assigned", "rider_id": 3},
+            "placed_at": "2026-11-22T03:00:00Z", "changed_at": "2026-11-22T03:10:00Z"
+        });
+        assert_eq!(
+            serde_json::to_value(&resynced).unwrap(),
+            json!({"order": order, "resynced_at": "2026-11-22T04:00:00Z"})
+        );
+        assert_eq!(resynced.aggregate_id(), "20261122-000001");
+        let page: OrderPage = serde_json::from_value(json!({"orders": [order]})).unwrap();
+        assert_eq!((page.orders, page.next_after), (vec![resynced.order], None));
+        let bare: OrderSnapshot = serde_json::from_value(json!({
+            "order_no": "20261122-000002", "member_id": 1, "shop_id": 2, "shop_name": "한옥집",
+            "status": "placed", "lines": [], "total_amount": 9000, "delivery_address": "서울시",
+            "placed_at": "2026-11-22T03:00:00Z", "changed_at": "2026-11-22T03:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                bare.cancel_reason,
+                bare.request,
+                bare.payment,
+                bare.delivery
+            ),
+            (None, None, None, None)
         );
     }
 

@@ -69,6 +69,7 @@ mod tests {
             ordering::OrderCancelled::NAME,
             legacy::OrderPlaced::NAME,
             legacy::OrderStatusChanged::NAME,
+            legacy::OrderResynced::NAME,
             legacy::PaymentStatusChanged::NAME,
             legacy::DeliveryStatusChanged::NAME,
             legacy::ShopChanged::NAME,
