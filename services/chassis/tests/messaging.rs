@@ -1568,3 +1568,85 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_listener(
     })
     .await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_writer_that_takes_its_turn_first_is_numbered_before_a_writer_that_comes_later(
+    pool: PgPool,
+) {
+    outbox::install(&pool).await.expect("outbox installs");
+    let counted = |seq| Counted {
+        aggregate: "agg-0".into(),
+        seq,
+        behaviour: "ok".into(),
+    };
+    let new = || Envelope::new(Counted::NAME, "chassis-tests", Origin::New);
+    let mut tx = pool.begin().await.expect("begin");
+    outbox::write(&mut tx, &new(), &counted(0))
+        .await
+        .expect("the aggregate's first fact");
+    tx.commit().await.expect("commit");
+    let mut first = pool.begin().await.expect("begin");
+    outbox::take_turn::<Counted>(&mut first, "agg-0")
+        .await
+        .expect("the turn");
+
+    let later = tokio::spawn({
+        let pool = pool.clone();
+        let event = counted(2);
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            outbox::write(&mut tx, &new(), &event).await.expect("write");
+            tx.commit().await.expect("commit");
+        }
+    });
+    eventually(30, "the later writer waits for the turn", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        waiting == 1
+    })
+    .await;
+    outbox::write(&mut first, &new(), &counted(1))
+        .await
+        .expect("write");
+    first.commit().await.expect("commit");
+    later.await.expect("the later writer");
+
+    let numbered: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("SELECT aggregate_seq, payload -> 'seq' FROM outbox ORDER BY aggregate_seq")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        numbered,
+        vec![
+            (1, serde_json::json!(0)),
+            (2, serde_json::json!(1)),
+            (3, serde_json::json!(2))
+        ]
+    );
+
+    let mut abandoned = pool.begin().await.expect("begin");
+    outbox::take_turn::<Counted>(&mut abandoned, "agg-1")
+        .await
+        .expect("a turn given back");
+    abandoned.rollback().await.expect("rollback");
+    let mut tx = pool.begin().await.expect("begin");
+    let other = Counted {
+        aggregate: "agg-1".into(),
+        seq: 0,
+        behaviour: "ok".into(),
+    };
+    outbox::write(&mut tx, &new(), &other).await.expect("write");
+    tx.commit().await.expect("commit");
+    let seq: i64 =
+        sqlx::query_scalar("SELECT aggregate_seq FROM outbox WHERE aggregate_id = 'agg-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(seq, 1, "a turn taken and given back leaves no gap");
+}

@@ -135,6 +135,31 @@ pub async fn write<E: IntegrationEvent>(
     Ok(())
 }
 
+/// Takes the aggregate's turn now rather than at the first [`write`]: until
+/// the caller's transaction ends, no other writer can number a fact of
+/// `aggregate_id` (of `E`'s aggregate type). For a writer that reads the
+/// state its fact reports from elsewhere (reconciliation reads legacy): a
+/// fact another writer numbers before this one was written before the
+/// read, so its change is in what the caller reads; every other comes after.
+pub async fn take_turn<E: IntegrationEvent>(
+    tx: &mut PgConnection,
+    aggregate_id: &str,
+) -> Result<(), MessagingError> {
+    // A new counter starts at 0, so that `write` gives 1; a rollback
+    // removes it again.
+    sqlx::query(
+        "INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq)
+         VALUES ($1, $2, 0)
+         ON CONFLICT (aggregate_type, aggregate_id)
+         DO UPDATE SET last_seq = outbox_aggregate.last_seq",
+    )
+    .bind(amqp::aggregate_type(E::NAME))
+    .bind(aggregate_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Puts rows the relay set aside back in line, once a person has fixed
 /// what was wrong with them (see `failure`); returns how many. The relay
 /// publishes them at its next look at the table.
