@@ -246,7 +246,35 @@ struct LineRow {
 
 /// One page of orders by number, each as it stands now. Read in one
 /// snapshot of the database, so lines, payment and delivery agree.
-async fn orders(pool: &PgPool, selection: &OrderSelection) -> Result<OrderPage, LegacyError> {
+/// Reconciliation reads legacy with it too, outside the façade's breaker.
+pub async fn orders(pool: &PgPool, selection: &OrderSelection) -> Result<OrderPage, LegacyError> {
+    let orders = snapshots(
+        pool,
+        selection.after.as_deref(),
+        selection.changed_since,
+        None,
+        selection.limit,
+    )
+    .await?;
+    let full = orders.len() == usize::try_from(selection.limit).unwrap_or(usize::MAX);
+    let next_after = full
+        .then(|| orders.last().map(|order| order.order_no.clone()))
+        .flatten();
+    Ok(OrderPage { orders, next_after })
+}
+
+/// One order as it stands now; `None` when legacy has no such order.
+pub async fn order(pool: &PgPool, order_no: &str) -> Result<Option<OrderSnapshot>, LegacyError> {
+    Ok(snapshots(pool, None, None, Some(order_no), 1).await?.pop())
+}
+
+async fn snapshots(
+    pool: &PgPool,
+    after: Option<&str>,
+    changed_since: Option<OffsetDateTime>,
+    only: Option<&str>,
+    limit: u32,
+) -> Result<Vec<OrderSnapshot>, LegacyError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -263,12 +291,14 @@ async fn orders(pool: &PgPool, selection: &OrderSelection) -> Result<OrderPage, 
          LEFT JOIN tb_delivery d ON d.ord_no = o.ord_no
          WHERE ($1::varchar IS NULL OR o.ord_no > $1)
            AND ($2::timestamptz IS NULL OR greatest(o.upd_dt, p.upd_dt, d.upd_dt) >= $2)
+           AND ($3::varchar IS NULL OR o.ord_no = $3)
          ORDER BY o.ord_no
-         LIMIT $3",
+         LIMIT $4",
     )
-    .bind(selection.after.as_deref())
-    .bind(selection.changed_since)
-    .bind(i64::from(selection.limit))
+    .bind(after)
+    .bind(changed_since)
+    .bind(only)
+    .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
     let numbers: Vec<&str> = rows.iter().map(|row| row.ord_no.as_str()).collect();
@@ -280,23 +310,17 @@ async fn orders(pool: &PgPool, selection: &OrderSelection) -> Result<OrderPage, 
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let full = rows.len() == usize::try_from(selection.limit).unwrap_or(usize::MAX);
-    let next_after = full
-        .then(|| rows.last().map(|row| row.ord_no.clone()))
-        .flatten();
     let mut lines_of: std::collections::HashMap<&str, Vec<&LineRow>> =
         std::collections::HashMap::new();
     for line in &lines {
         lines_of.entry(line.ord_no.as_str()).or_default().push(line);
     }
-    let orders = rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let own_lines = lines_of.remove(row.ord_no.as_str()).unwrap_or_default();
             snapshot(row, own_lines.into_iter())
         })
-        .collect::<Result<_, _>>()?;
-    Ok(OrderPage { orders, next_after })
+        .collect()
 }
 
 fn snapshot<'a>(
