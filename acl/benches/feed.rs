@@ -170,6 +170,7 @@ async fn bench(
             cache_queue: cache_queue(exchange),
             ..acl::facade::FacadeSettings::default()
         },
+        reconcile: acl::reconcile::ReconcileSettings::default(),
         exchange: exchange.to_owned(),
     };
     let connection = amqp::connect(amqp_url, "acl-bench-consumer").await?;

@@ -11,6 +11,8 @@
 //! - [`facade`]: the query façade (shops, menus, members in the new
 //!   language, cached and invalidated by the feed) and the order export
 //!   for rebuilds, under `/v1`; its OpenAPI page at `/v1/docs`.
+//! - [`reconcile`]: legacy orders held against the new stores; differences
+//!   by kind, re-published on request (`make reconcile`, `POST /admin/reconcile`).
 //!
 //! Settings (`ACL_` prefix, chassis layers):
 //!
@@ -30,18 +32,24 @@
 //! | `ACL_FACADE__BREAKER_FAILURES`, `ACL_FACADE__BREAKER_OPEN_MS` | 5, 5000 | the breaker in front of those reads |
 //! | `ACL_FACADE__MAX_ENTRIES` | 10000 | cached shops, menus, members (each) at most |
 //! | `ACL_FACADE__CACHE_QUEUE` | `acl.facade-cache` | the queue of the cache's invalidations (one per instance) |
+//! | `ACL_RECONCILE__STORES__<NAME>` | none | a store to reconcile with: the URL of its export endpoint |
+//! | `ACL_RECONCILE__SETTLE_SECONDS` | 60 | legacy orders changed this recently are not compared |
+//! | `ACL_RECONCILE__PAGE_SIZE` | 500 | orders read at once on each side |
 
 pub mod admin;
 pub mod capture;
 pub mod facade;
+pub mod reconcile;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::ExposeSecret;
 use chassis::config::{Config, ConfigError, HttpSettings, SecretString};
 use chassis::db::{DatabaseSettings, PostgresCheck};
 use chassis::http::Service;
+use chassis::http_client::ClientMetrics;
 use chassis::messaging::amqp::BrokerCheck;
 use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
 use chassis::messaging::outbox::{self, Relay, RelayMetrics, RelaySettings};
@@ -52,6 +60,7 @@ use tokio::sync::watch;
 
 use capture::{Capture, CaptureMetrics, CaptureSettings};
 use facade::{Facade, FacadeMetrics, FacadeSettings};
+use reconcile::{ReconcileSettings, Reconciliation};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -69,6 +78,8 @@ pub struct Settings {
     pub capture: CaptureSettings,
     #[serde(default)]
     pub facade: FacadeSettings,
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
     /// Where events go; tests use their own exchange.
     #[serde(default = "default_exchange")]
     pub exchange: String,
@@ -140,6 +151,12 @@ impl Application {
             &settings.exchange,
             ConsumerMetrics::register(service.registry_mut()),
         );
+        let reconciliation = Reconciliation::new(
+            legacy.clone(),
+            own.clone(),
+            &settings.reconcile,
+            &ClientMetrics::register(service.registry_mut()),
+        )?;
         if settings.admin_token.is_none() {
             tracing::warn!("ACL_ADMIN_TOKEN is not set: every /admin call gets 401");
         }
@@ -154,6 +171,7 @@ impl Application {
             .routes(admin::router(admin::AdminState {
                 token: settings.admin_token.clone(),
                 capture: capture.clone(),
+                reconciliation: Arc::new(reconciliation),
             }));
         let inner = chassis::Application::build(&settings.http, service).await?;
         Ok(Self {

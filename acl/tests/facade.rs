@@ -122,6 +122,7 @@ impl Acl {
             admin_token: None,
             capture: rig.capture_settings(),
             facade: facade.clone(),
+            reconcile: acl::reconcile::ReconcileSettings::default(),
             exchange: rig.exchange.clone(),
         };
         let app = acl::Application::build(settings)

@@ -4,6 +4,8 @@
 //! exchange and queue of the test's own to watch what gets published.
 #![allow(dead_code)] // each test file uses its own part of this module
 
+pub mod order_history;
+
 use std::time::Duration;
 
 use acl::capture::{Capture, CaptureMetrics, CaptureSettings};
