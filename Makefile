@@ -8,10 +8,10 @@ STACK := infra/local/stack.sh
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean infra bench seed redrive
+.PHONY: help up down status logs test lint fmt clean infra bench seed redrive reconcile
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 up: ## start PostgreSQL, RabbitMQ and every component; print the URLs (idempotent)
 	@bash $(STACK) up
@@ -31,6 +31,9 @@ infra: ## start only PostgreSQL and RabbitMQ (what the tests need)
 redrive: infra ## move dead letters back: make redrive QUEUE=<consumer>.<purpose> [LIMIT=n]
 	@test -n "$(QUEUE)" || { echo "usage: make redrive QUEUE=<consumer>.<purpose> [LIMIT=n]"; exit 2; }
 	@$(WITH_STACK_ENV) cargo run --quiet -p chassis --bin redrive -- "$(QUEUE)" $(if $(LIMIT),--limit $(LIMIT))
+
+reconcile: infra ## compare legacy orders with the new stores; REPAIR=1 re-publishes what differs, JSON=1 prints JSON
+	@$(WITH_STACK_ENV) cargo run --quiet -p acl --bin reconcile -- $(if $(REPAIR),--repair) $(if $(JSON),--json)
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed

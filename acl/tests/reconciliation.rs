@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -539,6 +540,117 @@ async fn the_admin_endpoint_wants_the_token_refuses_bad_input_and_repairs_and_th
     let _ = stop.send(());
     running.await.expect("the ACL").expect("stops cleanly");
     history.delete_queue(&cache_queue).await;
+    history.finish().await;
+    rig.finish().await;
+}
+
+/// Runs the `reconcile` binary with the test's databases and `store_url`
+/// as its only settings.
+async fn cli(rig: &Rig, store_url: &str, args: &[&str]) -> Output {
+    let url_of = |pool: &sqlx::PgPool| pool.connect_options().to_url_lossy().to_string();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reconcile"));
+    command
+        .args(args)
+        // Nothing of the real stack's ACL_* may reach it.
+        .env_clear()
+        .env("ACL_DATABASE__URL", url_of(&rig.own))
+        .env("ACL_LEGACY__URL", url_of(&rig.legacy))
+        .env("ACL_AMQP_URL", &rig.amqp_url)
+        .env("ACL_RECONCILE__STORES__HISTORY", store_url)
+        .env("ACL_RECONCILE__SETTLE_SECONDS", "0")
+        .env("ACL_RECONCILE__CLIENT__RETRIES", "0");
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .expect("the blocking task")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_cli_exits_2_on_trouble_1_while_differences_remain_and_0_once_repaired(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let history = OrderHistory::start(&rig).await;
+    // Never published: the store lacks it.
+    let order = rig.place_order().await;
+
+    let bad_flag = cli(&rig, &history.url, &["--repiar"]).await;
+    assert_eq!(bad_flag.status.code(), Some(2));
+    assert!(
+        text(&bad_flag.stderr).contains("usage: reconcile [--repair] [--json]"),
+        "{}",
+        text(&bad_flag.stderr)
+    );
+
+    let table = cli(&rig, &history.url, &[]).await;
+    assert_eq!(table.status.code(), Some(1), "{}", text(&table.stderr));
+    assert_eq!(
+        text(&table.stdout),
+        format!(
+            "\
+STORE    ORDER            DIFFERENCE        LEGACY  IN STORE
+history  {order}  missing_in_store  paid    -
+
+history: legacy orders 1, in the store 0, differences 1, settling 0 (changed in the last 0 s: not compared)
+outstanding: 1
+"
+        )
+    );
+
+    let json = cli(&rig, &history.url, &["--json"]).await;
+    assert_eq!(json.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(
+        report["stores"][0]["differences"],
+        json!([{"kind": "missing_in_store", "order_no": order, "legacy": "paid"}])
+    );
+
+    let repaired = cli(&rig, &history.url, &["--repair"]).await;
+    assert_eq!(
+        repaired.status.code(),
+        Some(0),
+        "{}",
+        text(&repaired.stderr)
+    );
+    assert!(
+        text(&repaired.stdout).contains(&format!(
+            "re-published as legacy.order.resynced.v1: {order}"
+        )),
+        "{}",
+        text(&repaired.stdout)
+    );
+    let facts: Vec<String> = resynced(&rig).await.into_iter().map(|f| f.0).collect();
+    assert_eq!(facts, [order]);
+
+    let misnamed = cli(&rig, "127.0.0.1:8083", &[]).await;
+    assert_eq!(misnamed.status.code(), Some(2));
+    assert!(
+        text(&misnamed.stderr).contains("is not the URL of an export endpoint"),
+        "{}",
+        text(&misnamed.stderr)
+    );
+
+    // A store nobody answers at.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        listener.local_addr().expect("an address").port()
+    };
+    let unreachable = cli(
+        &rig,
+        &format!("http://127.0.0.1:{closed}/v1/export/orders"),
+        &[],
+    )
+    .await;
+    assert_eq!(unreachable.status.code(), Some(2));
+    assert!(
+        text(&unreachable.stderr).starts_with("reconcile: store history: "),
+        "{}",
+        text(&unreachable.stderr)
+    );
     history.finish().await;
     rig.finish().await;
 }
