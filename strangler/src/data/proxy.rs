@@ -48,7 +48,7 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::data::backends::{Backend, Call};
-use crate::data::body::{ClientBodyError, Held, Outgoing, Prefixed, copy_head};
+use crate::data::body::{ClientBodyError, Held, Metered, Outgoing, Prefixed, copy_head};
 use crate::data::forwarding::{self, REQUEST_ID, TrustedProxies};
 use crate::data::guard::{self, Trips};
 use crate::data::shadow::Shadower;
@@ -57,7 +57,7 @@ use crate::data::upstream::{CallFailure, CallResult, Upstream};
 use crate::model::cohort::key_cookie;
 use crate::model::lifecycle::{Lifecycle, Side};
 use crate::model::path::{self, PathError};
-use crate::observe::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
+use crate::observe::metrics::{ByteMeter, DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
 use crate::settings::ProxySettings;
 
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
@@ -280,7 +280,8 @@ impl Proxy {
                             response,
                             id,
                         );
-                        relay_response(response, &exchange.request_id)
+                        let meter = self.response_meter(&exchange, &decision.backend);
+                        relay_response(response, &exchange.request_id, meter)
                     }
                     (outcome, _) => self.answer(&exchange, &decision.backend, outcome),
                 }
@@ -336,6 +337,7 @@ impl Proxy {
         let started = Instant::now();
         let upstream = self.upstream.clone();
         let backend = Arc::clone(new);
+        let body = self.metered(exchange, new, body);
         let call: Call = Box::pin(async move { backend.send(&upstream, parts, body).await });
         // `None`: the breaker refused the call (open, or half-open with its
         // one trial call already out); nothing was sent.
@@ -459,6 +461,7 @@ impl Proxy {
             data: data.freeze(),
             trailers,
             budget: budget.map(Arc::new),
+            meter: None,
         }))
     }
 
@@ -472,9 +475,23 @@ impl Proxy {
         body: Outgoing,
     ) -> CallResult {
         let started = Instant::now();
+        let body = self.metered(exchange, backend, body);
         let outcome = backend.send(&self.upstream, parts, body).await;
         self.observe(exchange, side, backend, &outcome, started.elapsed());
         outcome
+    }
+
+    /// The request body, its bytes counted for `backend` as they are sent.
+    fn metered(&self, exchange: &Exchange<'_>, backend: &Backend, body: Outgoing) -> Outgoing {
+        if matches!(body, Outgoing::Empty) {
+            return body;
+        }
+        body.metered(self.metrics.request_bytes(exchange.route, &backend.name))
+    }
+
+    /// Counts the bytes of `backend`'s response body as they reach the client.
+    fn response_meter(&self, exchange: &Exchange<'_>, backend: &Backend) -> ByteMeter {
+        self.metrics.response_bytes(exchange.route, &backend.name)
     }
 
     fn observe(
@@ -523,7 +540,10 @@ impl Proxy {
         outcome: CallResult,
     ) -> Response<Body> {
         let failure = match outcome {
-            Ok(response) => return relay_response(response, &exchange.request_id),
+            Ok(response) => {
+                let meter = self.response_meter(exchange, backend);
+                return relay_response(response, &exchange.request_id, meter);
+            }
             Err(failure) => failure,
         };
         let status = failure_status(&failure);
@@ -744,9 +764,13 @@ fn check_framing(headers: &HeaderMap, max_body_bytes: u64) -> Result<(), Problem
     Ok(())
 }
 
-fn relay_response<B>(response: Response<B>, request_id: &HeaderValue) -> Response<Body>
+fn relay_response<B>(
+    response: Response<B>,
+    request_id: &HeaderValue,
+    meter: ByteMeter,
+) -> Response<Body>
 where
-    B: http_body::Body<Data = Bytes, Error = axum::BoxError> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = axum::BoxError> + Send + Unpin + 'static,
 {
     let (mut parts, body) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
@@ -754,7 +778,7 @@ where
         .headers
         .entry(REQUEST_ID)
         .or_insert_with(|| request_id.clone());
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, Body::new(Metered::new(body, meter)))
 }
 
 #[cfg(test)]
