@@ -47,7 +47,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::data::backends::{Backend, Call};
+use crate::data::backends::{Backend, Call, NewBreaker};
 use crate::data::body::{ClientBodyError, Held, Metered, Outgoing, Prefixed, copy_head};
 use crate::data::forwarding::{self, REQUEST_ID, TrustedProxies};
 use crate::data::guard::{self, Trips};
@@ -334,41 +334,10 @@ impl Proxy {
         }
         let safe = is_safe(&parts.method);
         let legacy_head = replay.as_ref().map(|_| copy_head(&parts));
-        let started = Instant::now();
-        let upstream = self.upstream.clone();
-        let backend = Arc::clone(new);
-        let body = self.metered(exchange, new, body);
-        let call: Call = Box::pin(async move { backend.send(&upstream, parts, body).await });
-        // `None`: the breaker refused the call (open, or half-open with its
-        // one trial call already out); nothing was sent.
-        let outcome = match breaker.call(call).await {
-            Ok(response) => Some(Ok(response)),
-            Err(CircuitBreakerError::Inner(failure)) => Some(Err(failure)),
-            Err(CircuitBreakerError::OpenCircuit) => None,
-        };
-        match &outcome {
-            None => self.refused(route, breaker.state()),
-            Some(outcome) => {
-                self.observe(exchange, Side::New, new, outcome, started.elapsed());
-                let failed = match outcome {
-                    Ok(response) => Some(response.status().is_server_error()),
-                    Err(failure) if failure.is_backend_fault() => Some(true),
-                    // The client's fault, or a call held back: no verdict.
-                    Err(_) => None,
-                };
-                if let Some(failed) = failed {
-                    self.record(route, failed);
-                }
-            }
-        }
-        let reason = match &outcome {
-            None => Some("breaker_open"),
-            Some(Err(CallFailure::Connect(_))) => Some("connect"),
-            Some(Err(CallFailure::Busy)) => Some("busy"),
-            Some(Err(CallFailure::Timeout)) if safe => Some("timeout"),
-            Some(_) => None,
-        };
-        match (reason, replay, legacy_head) {
+        let outcome = self
+            .through_breaker(exchange, route, breaker, parts, body)
+            .await;
+        match (fallback_reason(outcome.as_ref(), safe), replay, legacy_head) {
             (Some(reason), Some(replay), Some(head)) => {
                 self.metrics.fallback(&route.name, reason);
                 let outcome = self
@@ -378,20 +347,58 @@ impl Proxy {
             }
             _ => match outcome {
                 Some(outcome) => self.answer(exchange, new, outcome),
-                None => self.problem(
-                    exchange,
-                    Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "circuit-open",
-                        "Service unavailable",
-                    )
-                    .with_detail(format!(
-                        "The {} service is recovering and this request cannot be sent elsewhere.",
-                        new.name
-                    )),
-                ),
+                None => self.circuit_open(exchange, new),
             },
         }
+    }
+
+    /// The call to the new backend through its breaker, observed and told
+    /// to the route's guard. `None`: the breaker refused it (open, or
+    /// half-open with its one trial call already out); nothing was sent.
+    async fn through_breaker(
+        &self,
+        exchange: &Exchange<'_>,
+        route: &Route,
+        breaker: &NewBreaker,
+        parts: Parts,
+        body: Outgoing,
+    ) -> Option<CallResult> {
+        let new = &exchange.decision.backend;
+        let started = Instant::now();
+        let upstream = self.upstream.clone();
+        let backend = Arc::clone(new);
+        let body = self.metered(exchange, new, body);
+        let call: Call = Box::pin(async move { backend.send(&upstream, parts, body).await });
+        let outcome = match breaker.call(call).await {
+            Ok(response) => Ok(response),
+            Err(CircuitBreakerError::Inner(failure)) => Err(failure),
+            Err(CircuitBreakerError::OpenCircuit) => {
+                self.refused(route, breaker.state());
+                return None;
+            }
+        };
+        self.observe(exchange, Side::New, new, &outcome, started.elapsed());
+        if let Some(failed) = guard_verdict(&outcome) {
+            self.record(route, failed);
+        }
+        Some(outcome)
+    }
+
+    /// The answer to a request the breaker refused and that cannot go to
+    /// legacy instead.
+    fn circuit_open(&self, exchange: &Exchange<'_>, new: &Backend) -> Response<Body> {
+        self.problem(
+            exchange,
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit-open",
+                "Service unavailable",
+            )
+            .with_detail(format!(
+                "The {} service is recovering and this request cannot be sent elsewhere.",
+                new.name
+            )),
+        )
     }
 
     /// One outcome for the route's guard; a trip is sent to the rollback task.
@@ -597,6 +604,29 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         with_request_id(response, &exchange.request_id)
+    }
+}
+
+/// What a call to the new backend tells the route's guard: whether it
+/// failed; `None` for no verdict (the client's fault, or a call held back).
+fn guard_verdict(outcome: &CallResult) -> Option<bool> {
+    match outcome {
+        Ok(response) => Some(response.status().is_server_error()),
+        Err(failure) if failure.is_backend_fault() => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// Why a request for the new backend may go to legacy instead, given the
+/// outcome of its call (`None`: the breaker refused it): the new backend
+/// cannot have seen it, or it is safe and timed out. `None`: it may not.
+fn fallback_reason(outcome: Option<&CallResult>, safe: bool) -> Option<&'static str> {
+    match outcome {
+        None => Some("breaker_open"),
+        Some(Err(CallFailure::Connect(_))) => Some("connect"),
+        Some(Err(CallFailure::Busy)) => Some("busy"),
+        Some(Err(CallFailure::Timeout)) if safe => Some("timeout"),
+        Some(_) => None,
     }
 }
 
