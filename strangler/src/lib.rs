@@ -112,6 +112,10 @@ impl Application {
         let trusted = TrustedProxies::parse(&settings.proxy.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("STRANGLER_PROXY__TRUSTED_PROXIES: {e}"))?;
         let (trip_sender, trips) = mpsc::unbounded_channel();
+        for trip in control.resume_trips().await? {
+            // The receiver is in `trips`, a few lines up: it cannot be closed.
+            let _ = trip_sender.send(trip);
+        }
         let held_bytes = Arc::new(tokio::sync::Semaphore::new(
             settings
                 .proxy
@@ -204,13 +208,15 @@ impl Application {
             let _ = stop.send(true);
         });
         tracing::info!(address = %self.public.address(), workers = self.public.len(), "proxy listening");
-        // Both end when the proxies (their senders) are gone.
-        tokio::spawn(control::rollback::run(
+        // Ends when the strangler stops (or the proxies, its senders, are gone).
+        let rollbacks = tokio::spawn(control::rollback::run(
             Arc::clone(&self.control),
             self.trips,
             self.metrics,
+            stopped.clone(),
         ));
         tokio::spawn(Control::follow(Arc::clone(&self.control), stopped.clone()));
+        // Ends when the proxies (its senders) are gone.
         tokio::spawn(control::mismatches::record(
             self.control.store().clone(),
             self.mismatches,
@@ -229,6 +235,8 @@ impl Application {
             }
         };
         let (admin, ()) = tokio::join!(admin, public);
+        // A rollback it was still retrying is stored for the next start.
+        let _ = rollbacks.await;
         admin?;
         Ok(())
     }

@@ -1107,3 +1107,69 @@ async fn instance_gauge(s: &TestStrangler, name: &str, backend: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
 }
+
+/// Body bytes are counted per route and backend, both ways: what the
+/// client's body put on the backend's connection, and what the backend's
+/// answer put on the client's; sized or chunked, held for a fallback or
+/// streamed.
+#[sqlx::test]
+async fn body_bytes_are_counted_both_ways_per_route_and_backend(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = TestBackend::spawn("new").await;
+    let routes = r#"
+[[routes]]
+name = "uploads"
+path = "/upload"
+new = "new"
+state = "migrated"
+
+[[routes]]
+name = "downloads"
+path = "/download/{bytes}"
+"#;
+    let file = PlanFile::new(&plan(&legacy, &new, routes));
+    let s = TestStrangler::start(settings(&options, &file)).await;
+    let sent = "strangler_request_body_bytes_total{route=\"uploads\",backend=\"new\"}";
+    let answered = "strangler_response_body_bytes_total{route=\"uploads\",backend=\"new\"}";
+
+    // Sized both ways, and held (within the replay limit) on the way in.
+    let request = Request::post("/upload")
+        .body(Full::new(pattern(100_000)))
+        .unwrap();
+    let (head, answer, _) = send(&s.public, request).await;
+    assert_eq!(head.headers["content-length"], "32");
+    assert_eq!(answer, r#"{"backend":"new","bytes":100000}"#);
+    assert_eq!(s.metric(sent).await, 100_000.0);
+    assert_eq!(s.metric(answered).await, 32.0);
+
+    // Chunked on the way in, past the replay limit: streamed.
+    let body = pattern(3 * 1024 * 1024);
+    let (_, answer, _) = send(&s.public, post("/upload", Chunked::new(&body, 64 * 1024))).await;
+    assert_eq!(answer, r#"{"backend":"new","bytes":3145728}"#);
+    assert_eq!(s.metric(sent).await, 3_245_728.0);
+    assert_eq!(s.metric(answered).await, 65.0);
+
+    // Chunked on the way out; a GET sends no body bytes.
+    let (head, answer, _) = send(
+        &s.public,
+        Request::get("/download/300000")
+            .body(Empty::<Bytes>::new())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.headers["transfer-encoding"], "chunked");
+    assert_eq!(answer.len(), 300_000);
+    assert_eq!(
+        s.metric("strangler_response_body_bytes_total{route=\"downloads\",backend=\"legacy\"}")
+            .await,
+        300_000.0
+    );
+    assert_eq!(
+        s.metric("strangler_request_body_bytes_total{route=\"downloads\",backend=\"legacy\"}")
+            .await,
+        0.0
+    );
+}

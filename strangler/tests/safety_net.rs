@@ -448,3 +448,89 @@ max_error_percent = 1.0
     assert_eq!(audit[0]["who"], "guard");
     assert_eq!(audit[0]["from_state"], "canary(20%)");
 }
+
+/// A trip whose rollback the database refused is not lost with the process:
+/// the trip is stored apart, and the next strangler on the database sends
+/// the route's traffic to legacy from its first request and writes the
+/// rollback once the database takes it.
+#[sqlx::test]
+async fn a_trip_whose_rollback_could_not_be_written_survives_a_restart(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = r#"
+[[routes]]
+name = "orders.show"
+path = "/api/orders/{order_no}"
+new = "new"
+state = "migrated"
+[routes.guard]
+min_requests = 1
+max_error_percent = 1.0
+"#;
+    let (_legacy, new, s, file) = start(options.clone(), routes, |_| {}).await;
+    let db = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    // The audit log refuses every row: no state change can be written.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'the audit log is read-only'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let stored = || async {
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM route_state WHERE route = 'orders.show'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        let trips: i64 = sqlx::query_scalar("SELECT count(*) FROM guard_trip")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        (state, trips)
+    };
+
+    new.set(|b| b.fail_every = 1);
+    let response = s.get("/api/orders/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    eventually(10, "the trip to be stored", || async {
+        stored().await == ("migrated".to_owned(), 1)
+    })
+    .await;
+    s.stop().await;
+
+    // The next start, the rollback still refused: legacy serves at once.
+    let s = TestStrangler::start(settings(&options, &file)).await;
+    let before = Receipts::get(&new.receipts.gets);
+    for _ in 0..5 {
+        let response = s.get("/api/orders/1").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(Receipts::get(&new.receipts.gets), before);
+    assert_eq!(stored().await, ("migrated".to_owned(), 1));
+
+    sqlx::query("DROP TRIGGER refuse ON audit_log")
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(30, "the rollback to be written", || async {
+        s.state("orders.show").as_deref() == Some("legacy")
+    })
+    .await;
+    assert_eq!(stored().await, ("legacy".to_owned(), 0));
+    let audit = s.admin_json("/api/audit?route=orders.show").await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!(audit[0]["who"], "guard");
+    assert_eq!(audit[0]["from_state"], "migrated");
+    assert_eq!(audit[0]["to_state"], "legacy");
+    assert_eq!(
+        audit[0]["reason"],
+        "automatic rollback: 100.0% of the new backend's last 1 calls failed within 30 s (threshold 1%)"
+    );
+}

@@ -263,15 +263,53 @@ impl Control {
         let reason = check_reason(reason)?;
         let current = self.current.lock().await;
         let table = self.table.load_full();
-        let applies = table
+        let measured_in = table
             .route(&trip.route)
-            .is_some_and(|route| guard::guards(route.lifecycle) && route.guard.id() == trip.guard);
-        if !applies {
+            .filter(|route| guard::guards(route.lifecycle) && route.guard.id() == trip.guard)
+            .map(|route| route.lifecycle);
+        let Some(measured_in) = measured_in else {
+            // Kept, it would roll the route back at the next start.
+            self.store.forget_trip(&trip.route).await?;
             return Ok(None);
-        }
+        };
+        // Stored first and on its own: should the rollback's write fail,
+        // the trip outlives this process (see `Self::resume_trips`).
+        self.store.keep_trip(trip, measured_in).await?;
         self.transition_held(&current, GUARD, &trip.route, Lifecycle::Legacy, reason)
             .await
             .map(Some)
+    }
+
+    /// The trips a previous run left pending (stored, their rollback not
+    /// written), of routes still in the state they were measured in: their
+    /// guards trip now, so that the routes' traffic goes to legacy from the
+    /// first request on; the rollback task writes them like fresh trips.
+    pub async fn resume_trips(&self) -> Result<Vec<Trip>, ControlError> {
+        let _current = self.current.lock().await;
+        let table = self.table.load_full();
+        let pending = self.store.pending_trips().await?;
+        let mut resumed = Vec::with_capacity(pending.len());
+        for kept in pending {
+            let Some(route) = table
+                .route(&kept.route)
+                .filter(|route| route.lifecycle == kept.state && guard::guards(route.lifecycle))
+            else {
+                continue;
+            };
+            route.guard.resume();
+            tracing::warn!(
+                route = &*route.name,
+                "the previous run's guard trip was never written: the route's traffic goes to legacy until it is"
+            );
+            resumed.push(Trip {
+                route: Arc::clone(&route.name),
+                guard: route.guard.id(),
+                requests: kept.requests,
+                failures: kept.failures,
+                policy: kept.policy,
+            });
+        }
+        Ok(resumed)
     }
 
     /// Replaces the plan: routes, backends and policies as the plan

@@ -3,27 +3,48 @@
 //! this task writes the rollback through the control plane like an
 //! operator would, with `who` = `guard`, the measured rate in the reason, a
 //! metric and a warning. If the database is down it keeps trying; the route
-//! stays on legacy meanwhile. Pattern: automatic rollback —
-//! docs/patterns/automatic-rollback.md.
+//! stays on legacy meanwhile. The trip is stored on its own before the
+//! rollback (`Control::roll_back_trip`): a strangler that stops while it
+//! retries leaves it to the next start (`Control::resume_trips`).
+//! Pattern: automatic rollback — docs/patterns/automatic-rollback.md.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::control::{Control, ControlError};
 use crate::model::records::Trip;
 use crate::observe::metrics::ProxyMetrics;
 
-/// Rolls back every route whose guard trips, until the channel closes.
+/// Rolls back every route whose guard trips, until the channel closes or
+/// `stop` turns true. A rollback still being retried then is given up: its
+/// trip is in the database for the next start.
 pub async fn run(
     control: Arc<Control>,
     mut trips: mpsc::UnboundedReceiver<Trip>,
     metrics: ProxyMetrics,
+    mut stop: watch::Receiver<bool>,
 ) {
-    while let Some(trip) = trips.recv().await {
-        roll_back(&control, &trip, &metrics).await;
+    loop {
+        let trip = tokio::select! {
+            trip = trips.recv() => trip,
+            () = stopped(&mut stop) => None,
+        };
+        let Some(trip) = trip else {
+            return;
+        };
+        tokio::select! {
+            () = roll_back(&control, &trip, &metrics) => {}
+            () = stopped(&mut stop) => return,
+        }
     }
+}
+
+/// Completes once the strangler is stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: nobody can ask to go on.
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn roll_back(control: &Control, trip: &Trip, metrics: &ProxyMetrics) {

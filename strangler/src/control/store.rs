@@ -1,7 +1,8 @@
-//! PostgreSQL persistence of the route table's state, its audit log and
-//! the history of applied plans. A change and its audit row are written in
-//! one transaction: there is no state change without its "who, when, from,
-//! to, why", and no plan without its history entry.
+//! PostgreSQL persistence of the route table's state, its audit log, the
+//! history of applied plans and the guards' trips whose rollback is still
+//! pending. A change and its audit row are written in one transaction:
+//! there is no state change without its "who, when, from, to, why", and no
+//! plan without its history entry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use time::OffsetDateTime;
 
 use crate::model::diff::Difference;
 use crate::model::lifecycle::Lifecycle;
-use crate::model::records::Mismatch;
+use crate::model::policy::GuardPolicy;
+use crate::model::records::{Mismatch, Trip};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -81,6 +83,17 @@ pub struct PlanRecord<'a> {
     /// Whether a plan that moves no route gets an audit row: yes for one an
     /// operator applied, no for the plan file read at the first start.
     pub audited: bool,
+}
+
+/// A guard's trip whose rollback has not been written yet.
+#[derive(Debug, Clone)]
+pub struct PendingTrip {
+    pub route: String,
+    /// The state the failures were measured in.
+    pub state: Lifecycle,
+    pub requests: u64,
+    pub failures: u64,
+    pub policy: GuardPolicy,
 }
 
 /// One entry of the plan history.
@@ -222,6 +235,14 @@ impl Store {
             let (from, to) = (change.from.to_string(), change.to.to_string());
             audit(&mut tx, who, change.route, &from, &to, reason).await?;
         }
+        // A route that moves leaves the state its pending trip was measured in.
+        let moved: Vec<&str> = changes.iter().chain(removed).map(|c| c.route).collect();
+        if !moved.is_empty() {
+            sqlx::query("DELETE FROM guard_trip WHERE route = ANY($1)")
+                .bind(&moved)
+                .execute(&mut *tx)
+                .await?;
+        }
         // Delivered when (and only if) the transaction commits.
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANGES)
@@ -260,6 +281,76 @@ impl Store {
             save_state(&mut tx, route, *lifecycle).await?;
         }
         tx.commit().await
+    }
+
+    /// Keeps a guard's trip until its rollback is written: on its own, so
+    /// that it is kept even when the rollback's transaction fails (see
+    /// `migrations/0004_guard_trip.sql`).
+    pub async fn keep_trip(&self, trip: &Trip, measured_in: Lifecycle) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO guard_trip (route, state, percent, requests, failures, policy)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (route) DO UPDATE SET state = $2, percent = $3, requests = $4,
+                 failures = $5, policy = $6",
+        )
+        .bind(&*trip.route)
+        .bind(measured_in.name())
+        .bind(measured_in.percent().map(i16::from))
+        .bind(i64::try_from(trip.requests).unwrap_or(i64::MAX))
+        .bind(i64::try_from(trip.failures).unwrap_or(i64::MAX))
+        .bind(sqlx::types::Json(trip.policy))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a route's pending trip: it no longer applies.
+    pub async fn forget_trip(&self, route: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM guard_trip WHERE route = $1")
+            .bind(route)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The trips whose rollback is pending, of routes still in the state
+    /// they were measured in; the others are deleted on the way.
+    pub async fn pending_trips(&self) -> Result<Vec<PendingTrip>, sqlx::Error> {
+        type Row = (
+            String,
+            String,
+            Option<i16>,
+            i64,
+            i64,
+            sqlx::types::Json<GuardPolicy>,
+        );
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM guard_trip t WHERE NOT EXISTS (
+                 SELECT 1 FROM route_state s WHERE s.route = t.route
+                 AND s.state = t.state AND s.percent IS NOT DISTINCT FROM t.percent)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT route, state, percent, requests, failures, policy FROM guard_trip ORDER BY route",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(route, state, percent, requests, failures, policy)| {
+                Some(PendingTrip {
+                    route,
+                    // Rows match a valid route state (deleted otherwise).
+                    state: Lifecycle::from_parts(&state, percent.map(i64::from)).ok()?,
+                    requests: u64::try_from(requests).unwrap_or(0),
+                    failures: u64::try_from(failures).unwrap_or(0),
+                    policy: policy.0,
+                })
+            })
+            .collect())
     }
 
     /// The newest entries first; `route` narrows to one route.

@@ -15,6 +15,7 @@
 //! - [`Watch`] tells the pool when a streaming body has been sent whole, and
 //!   whether a stalled upload waits on the client or on the backend: the
 //!   backend's deadline starts only once its request is complete.
+//! - [`Metered`] counts a body's bytes, both ways, for the byte metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
+
+use crate::observe::metrics::ByteMeter;
 
 /// Why the client's body could not be read whole: always the client's side.
 #[derive(Debug, thiserror::Error)]
@@ -165,15 +168,21 @@ pub struct Held {
     /// Its share of the memory all held bodies may take, given back when
     /// the last copy is dropped.
     pub budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// Counts the bytes each time the body is sent.
+    pub meter: Option<ByteMeter>,
 }
 
 impl Held {
     /// A body that yields this one's frames.
     fn body(&self) -> Body {
-        Body::new(HeldBody {
+        let body = HeldBody {
             data: Some(self.data.clone()).filter(|d| !d.is_empty()),
             trailers: self.trailers.clone(),
-        })
+        };
+        match &self.meter {
+            Some(meter) => Body::new(Metered::new(body, meter.clone())),
+            None => Body::new(body),
+        }
     }
 }
 
@@ -235,6 +244,18 @@ impl Outgoing {
             Self::Empty
         } else {
             Self::Streaming(Body::new(ClientBody::new(body, limit, idle)))
+        }
+    }
+
+    /// The same body, its bytes counted into `meter` each time it is sent.
+    pub fn metered(self, meter: ByteMeter) -> Self {
+        match self {
+            Self::Empty => Self::Empty,
+            Self::Held(held) => Self::Held(Held {
+                meter: Some(meter),
+                ..held
+            }),
+            Self::Streaming(body) => Self::Streaming(Body::new(Metered::new(body, meter))),
         }
     }
 
@@ -353,6 +374,74 @@ impl Drop for Watched {
     fn drop(&mut self) {
         // A body dropped unsent (the connection failed) ends the wait too.
         self.watch.finish();
+    }
+}
+
+/// A body whose data bytes are counted: summed in a plain field as its
+/// frames pass, handed to the [`ByteMeter`] once, when the body ends (or is
+/// dropped before its end, with what passed until then).
+#[derive(Debug)]
+pub struct Metered<B> {
+    inner: B,
+    meter: ByteMeter,
+    bytes: u64,
+}
+
+impl<B> Metered<B> {
+    pub fn new(inner: B, meter: ByteMeter) -> Self {
+        Self {
+            inner,
+            meter,
+            bytes: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        self.meter.add(std::mem::take(&mut self.bytes));
+    }
+}
+
+impl<B> http_body::Body for Metered<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                // A body of known length may not be polled past its last frame.
+                if this.inner.is_end_stream() {
+                    this.flush();
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => this.flush(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -10,7 +10,9 @@
 //!    back to `legacy` through the control plane like an operator would,
 //!    with `who` = `guard`, the measured rate in the reason, a metric and a
 //!    warning. If the database is down it keeps trying; the route stays on
-//!    legacy meanwhile.
+//!    legacy meanwhile. The trip is stored apart first, so a strangler that
+//!    stops before the rollback is written does not lose it: the next start
+//!    [`Guard::resume`]s it.
 //!
 //! A guard lives as long as the route stays in a state the new backend
 //! serves (`canary` at any percent, `migrated`); entering one of those from
@@ -74,6 +76,12 @@ impl Guard {
     /// Whether the guard has tripped: the route's traffic belongs to legacy.
     pub fn tripped(&self) -> bool {
         self.tripped.load(Ordering::Relaxed)
+    }
+
+    /// Trips the guard for a trip a previous run measured and could not
+    /// write: the route's traffic goes to legacy from the first request on.
+    pub fn resume(&self) {
+        self.tripped.store(true, Ordering::Relaxed);
     }
 
     /// Records one call to the new backend. Returns the trip, once, when

@@ -47,8 +47,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::data::backends::{Backend, Call};
-use crate::data::body::{ClientBodyError, Held, Outgoing, Prefixed, copy_head};
+use crate::data::backends::{Backend, Call, NewBreaker};
+use crate::data::body::{ClientBodyError, Held, Metered, Outgoing, Prefixed, copy_head};
 use crate::data::forwarding::{self, REQUEST_ID, TrustedProxies};
 use crate::data::guard::{self, Trips};
 use crate::data::shadow::Shadower;
@@ -57,7 +57,7 @@ use crate::data::upstream::{CallFailure, CallResult, Upstream};
 use crate::model::cohort::key_cookie;
 use crate::model::lifecycle::{Lifecycle, Side};
 use crate::model::path::{self, PathError};
-use crate::observe::metrics::{DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
+use crate::observe::metrics::{ByteMeter, DEFAULT_ROUTE, ProxyMetrics, RequestLabels};
 use crate::settings::ProxySettings;
 
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
@@ -280,7 +280,8 @@ impl Proxy {
                             response,
                             id,
                         );
-                        relay_response(response, &exchange.request_id)
+                        let meter = self.response_meter(&exchange, &decision.backend);
+                        relay_response(response, &exchange.request_id, meter)
                     }
                     (outcome, _) => self.answer(&exchange, &decision.backend, outcome),
                 }
@@ -333,40 +334,10 @@ impl Proxy {
         }
         let safe = is_safe(&parts.method);
         let legacy_head = replay.as_ref().map(|_| copy_head(&parts));
-        let started = Instant::now();
-        let upstream = self.upstream.clone();
-        let backend = Arc::clone(new);
-        let call: Call = Box::pin(async move { backend.send(&upstream, parts, body).await });
-        // `None`: the breaker refused the call (open, or half-open with its
-        // one trial call already out); nothing was sent.
-        let outcome = match breaker.call(call).await {
-            Ok(response) => Some(Ok(response)),
-            Err(CircuitBreakerError::Inner(failure)) => Some(Err(failure)),
-            Err(CircuitBreakerError::OpenCircuit) => None,
-        };
-        match &outcome {
-            None => self.refused(route, breaker.state()),
-            Some(outcome) => {
-                self.observe(exchange, Side::New, new, outcome, started.elapsed());
-                let failed = match outcome {
-                    Ok(response) => Some(response.status().is_server_error()),
-                    Err(failure) if failure.is_backend_fault() => Some(true),
-                    // The client's fault, or a call held back: no verdict.
-                    Err(_) => None,
-                };
-                if let Some(failed) = failed {
-                    self.record(route, failed);
-                }
-            }
-        }
-        let reason = match &outcome {
-            None => Some("breaker_open"),
-            Some(Err(CallFailure::Connect(_))) => Some("connect"),
-            Some(Err(CallFailure::Busy)) => Some("busy"),
-            Some(Err(CallFailure::Timeout)) if safe => Some("timeout"),
-            Some(_) => None,
-        };
-        match (reason, replay, legacy_head) {
+        let outcome = self
+            .through_breaker(exchange, route, breaker, parts, body)
+            .await;
+        match (fallback_reason(outcome.as_ref(), safe), replay, legacy_head) {
             (Some(reason), Some(replay), Some(head)) => {
                 self.metrics.fallback(&route.name, reason);
                 let outcome = self
@@ -376,20 +347,58 @@ impl Proxy {
             }
             _ => match outcome {
                 Some(outcome) => self.answer(exchange, new, outcome),
-                None => self.problem(
-                    exchange,
-                    Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "circuit-open",
-                        "Service unavailable",
-                    )
-                    .with_detail(format!(
-                        "The {} service is recovering and this request cannot be sent elsewhere.",
-                        new.name
-                    )),
-                ),
+                None => self.circuit_open(exchange, new),
             },
         }
+    }
+
+    /// The call to the new backend through its breaker, observed and told
+    /// to the route's guard. `None`: the breaker refused it (open, or
+    /// half-open with its one trial call already out); nothing was sent.
+    async fn through_breaker(
+        &self,
+        exchange: &Exchange<'_>,
+        route: &Route,
+        breaker: &NewBreaker,
+        parts: Parts,
+        body: Outgoing,
+    ) -> Option<CallResult> {
+        let new = &exchange.decision.backend;
+        let started = Instant::now();
+        let upstream = self.upstream.clone();
+        let backend = Arc::clone(new);
+        let body = self.metered(exchange, new, body);
+        let call: Call = Box::pin(async move { backend.send(&upstream, parts, body).await });
+        let outcome = match breaker.call(call).await {
+            Ok(response) => Ok(response),
+            Err(CircuitBreakerError::Inner(failure)) => Err(failure),
+            Err(CircuitBreakerError::OpenCircuit) => {
+                self.refused(route, breaker.state());
+                return None;
+            }
+        };
+        self.observe(exchange, Side::New, new, &outcome, started.elapsed());
+        if let Some(failed) = guard_verdict(&outcome) {
+            self.record(route, failed);
+        }
+        Some(outcome)
+    }
+
+    /// The answer to a request the breaker refused and that cannot go to
+    /// legacy instead.
+    fn circuit_open(&self, exchange: &Exchange<'_>, new: &Backend) -> Response<Body> {
+        self.problem(
+            exchange,
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit-open",
+                "Service unavailable",
+            )
+            .with_detail(format!(
+                "The {} service is recovering and this request cannot be sent elsewhere.",
+                new.name
+            )),
+        )
     }
 
     /// One outcome for the route's guard; a trip is sent to the rollback task.
@@ -459,6 +468,7 @@ impl Proxy {
             data: data.freeze(),
             trailers,
             budget: budget.map(Arc::new),
+            meter: None,
         }))
     }
 
@@ -472,9 +482,23 @@ impl Proxy {
         body: Outgoing,
     ) -> CallResult {
         let started = Instant::now();
+        let body = self.metered(exchange, backend, body);
         let outcome = backend.send(&self.upstream, parts, body).await;
         self.observe(exchange, side, backend, &outcome, started.elapsed());
         outcome
+    }
+
+    /// The request body, its bytes counted for `backend` as they are sent.
+    fn metered(&self, exchange: &Exchange<'_>, backend: &Backend, body: Outgoing) -> Outgoing {
+        if matches!(body, Outgoing::Empty) {
+            return body;
+        }
+        body.metered(self.metrics.request_bytes(exchange.route, &backend.name))
+    }
+
+    /// Counts the bytes of `backend`'s response body as they reach the client.
+    fn response_meter(&self, exchange: &Exchange<'_>, backend: &Backend) -> ByteMeter {
+        self.metrics.response_bytes(exchange.route, &backend.name)
     }
 
     fn observe(
@@ -523,7 +547,10 @@ impl Proxy {
         outcome: CallResult,
     ) -> Response<Body> {
         let failure = match outcome {
-            Ok(response) => return relay_response(response, &exchange.request_id),
+            Ok(response) => {
+                let meter = self.response_meter(exchange, backend);
+                return relay_response(response, &exchange.request_id, meter);
+            }
             Err(failure) => failure,
         };
         let status = failure_status(&failure);
@@ -577,6 +604,29 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         with_request_id(response, &exchange.request_id)
+    }
+}
+
+/// What a call to the new backend tells the route's guard: whether it
+/// failed; `None` for no verdict (the client's fault, or a call held back).
+fn guard_verdict(outcome: &CallResult) -> Option<bool> {
+    match outcome {
+        Ok(response) => Some(response.status().is_server_error()),
+        Err(failure) if failure.is_backend_fault() => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// Why a request for the new backend may go to legacy instead, given the
+/// outcome of its call (`None`: the breaker refused it): the new backend
+/// cannot have seen it, or it is safe and timed out. `None`: it may not.
+fn fallback_reason(outcome: Option<&CallResult>, safe: bool) -> Option<&'static str> {
+    match outcome {
+        None => Some("breaker_open"),
+        Some(Err(CallFailure::Connect(_))) => Some("connect"),
+        Some(Err(CallFailure::Busy)) => Some("busy"),
+        Some(Err(CallFailure::Timeout)) if safe => Some("timeout"),
+        Some(_) => None,
     }
 }
 
@@ -744,9 +794,13 @@ fn check_framing(headers: &HeaderMap, max_body_bytes: u64) -> Result<(), Problem
     Ok(())
 }
 
-fn relay_response<B>(response: Response<B>, request_id: &HeaderValue) -> Response<Body>
+fn relay_response<B>(
+    response: Response<B>,
+    request_id: &HeaderValue,
+    meter: ByteMeter,
+) -> Response<Body>
 where
-    B: http_body::Body<Data = Bytes, Error = axum::BoxError> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = axum::BoxError> + Send + Unpin + 'static,
 {
     let (mut parts, body) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
@@ -754,7 +808,7 @@ where
         .headers
         .entry(REQUEST_ID)
         .or_insert_with(|| request_id.clone());
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, Body::new(Metered::new(body, meter)))
 }
 
 #[cfg(test)]

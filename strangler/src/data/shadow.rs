@@ -34,7 +34,7 @@ use crate::data::backends::Backend;
 use crate::data::body::Outgoing;
 use crate::data::table::Route;
 use crate::data::upstream::{self, Progress, Upstream, UpstreamBody};
-use crate::model::diff::{self, Answer, Difference};
+use crate::model::diff::{self, Answer, Difference, ShadowPolicy};
 use crate::model::records::Mismatch;
 use crate::observe::metrics::ProxyMetrics;
 
@@ -153,6 +153,9 @@ impl Shadower {
         Response::from_parts(parts, tee)
     }
 
+    /// Asks the new backend, waits for the legacy body the client is
+    /// reading, compares the two answers and counts (and for a mismatch,
+    /// records) the outcome.
     async fn compare(
         &self,
         upstream: Upstream,
@@ -168,56 +171,91 @@ impl Shadower {
             headers,
             permit: _permit,
         } = copy;
-        let Some(new_backend) = route.new.clone() else {
+        let Some(new) = self
+            .new_answer(&upstream, &route, &method, &target, headers)
+            .await
+        else {
             return;
         };
-        let new = match self
-            .ask_new(&upstream, &new_backend, &method, &target, headers)
-            .await
-        {
-            Ok(answer) => Ok(answer),
-            Err(NewAnswer::TooLarge) => return self.skipped(&route, "too_large"),
-            Err(NewAnswer::Failed(error)) => Err(error),
+        let Some(legacy) = self.legacy_body(&route, captured).await else {
+            return;
         };
-        let legacy = match tokio::time::timeout(LEGACY_BODY_WAIT, captured).await {
-            Ok(Ok(Captured::Body(body))) => body,
-            Ok(Ok(Captured::TooLarge)) => return self.skipped(&route, "too_large"),
-            // The client went away, or the legacy body broke off.
-            _ => return self.skipped(&route, "legacy_incomplete"),
+        let legacy_answer = Answer {
+            status: legacy_status,
+            body: &legacy,
         };
-        let (differences, new_status, new_body, new_error) = match new {
-            Ok((status, body)) => (
-                diff::compare(
-                    Answer {
-                        status: legacy_status,
-                        body: &legacy,
-                    },
-                    Answer {
-                        status,
-                        body: &body,
-                    },
-                    &route.shadow,
-                ),
-                Some(status),
-                body,
-                None,
-            ),
-            Err(error) => (
-                vec![Difference {
-                    path: "(status)".into(),
-                    legacy: Some(legacy_status.into()),
-                    new: None,
-                }],
-                None,
-                Bytes::new(),
-                Some(error),
-            ),
-        };
-        if differences.is_empty() {
+        let compared = Compared::new(legacy_answer, new, &route.shadow);
+        if compared.differences.is_empty() {
             route.stats.shadow.matched.fetch_add(1, Ordering::Relaxed);
             self.metrics.shadow_compared(&route.name, "match");
             return;
         }
+        self.mismatched(
+            &route,
+            Mismatch {
+                route: route.name.to_string(),
+                method: method.to_string(),
+                target: target.to_string(),
+                request_id,
+                legacy_status,
+                legacy_body: diff::clip(&legacy, STORED_BODY_CHARS),
+                new_status: compared.new_status,
+                new_body: diff::clip(&compared.new_body, STORED_BODY_CHARS),
+                new_error: compared.new_error,
+                differences: compared.differences,
+            },
+        );
+    }
+
+    /// The new backend's status and body, or why it gave none; `None` when
+    /// the copy is not compared after all (an answer over the limit is
+    /// counted as skipped).
+    async fn new_answer(
+        &self,
+        upstream: &Upstream,
+        route: &Route,
+        method: &Method,
+        target: &Uri,
+        headers: HeaderMap,
+    ) -> Option<Result<(u16, Bytes), String>> {
+        let backend = route.new.as_ref()?;
+        match self
+            .ask_new(upstream, backend, method, target, headers)
+            .await
+        {
+            Ok(answer) => Some(Ok(answer)),
+            Err(NewAnswer::TooLarge) => {
+                self.skipped(route, "too_large");
+                None
+            }
+            Err(NewAnswer::Failed(error)) => Some(Err(error)),
+        }
+    }
+
+    /// The legacy body the tee kept, once the client has read it; `None`
+    /// (counted as skipped) when there is none to compare.
+    async fn legacy_body(
+        &self,
+        route: &Route,
+        captured: oneshot::Receiver<Captured>,
+    ) -> Option<Bytes> {
+        match tokio::time::timeout(LEGACY_BODY_WAIT, captured).await {
+            Ok(Ok(Captured::Body(body))) => Some(body),
+            Ok(Ok(Captured::TooLarge)) => {
+                self.skipped(route, "too_large");
+                None
+            }
+            // The client went away, or the legacy body broke off.
+            _ => {
+                self.skipped(route, "legacy_incomplete");
+                None
+            }
+        }
+    }
+
+    /// Counts a mismatch and hands it to the recorder; drops it (counted)
+    /// when too many are waiting to be stored.
+    fn mismatched(&self, route: &Route, mismatch: Mismatch) {
         route
             .stats
             .shadow
@@ -226,23 +264,11 @@ impl Shadower {
         self.metrics.shadow_compared(&route.name, "mismatch");
         tracing::info!(
             route = &*route.name,
-            %target,
-            differences = differences.len(),
-            first = %differences[0].path,
+            target = %mismatch.target,
+            differences = mismatch.differences.len(),
+            first = %mismatch.differences[0].path,
             "shadow mismatch"
         );
-        let mismatch = Mismatch {
-            route: route.name.to_string(),
-            method: method.to_string(),
-            target: target.to_string(),
-            request_id,
-            legacy_status,
-            legacy_body: diff::clip(&legacy, STORED_BODY_CHARS),
-            new_status,
-            new_body: diff::clip(&new_body, STORED_BODY_CHARS),
-            new_error,
-            differences,
-        };
         if self.mismatches.try_send(mismatch).is_err() {
             self.metrics.shadow_unstored(&route.name);
             tracing::warn!(
@@ -286,6 +312,47 @@ impl Shadower {
 enum NewAnswer {
     TooLarge,
     Failed(String),
+}
+
+/// Where the two answers differ, with the new side as a stored mismatch
+/// shows it.
+struct Compared {
+    differences: Vec<Difference>,
+    new_status: Option<u16>,
+    new_body: Bytes,
+    new_error: Option<String>,
+}
+
+impl Compared {
+    /// `new` is the new backend's status and body, or why it gave none: no
+    /// answer differs from legacy's in its status.
+    fn new(legacy: Answer<'_>, new: Result<(u16, Bytes), String>, policy: &ShadowPolicy) -> Self {
+        match new {
+            Ok((status, body)) => Self {
+                differences: diff::compare(
+                    legacy,
+                    Answer {
+                        status,
+                        body: &body,
+                    },
+                    policy,
+                ),
+                new_status: Some(status),
+                new_body: body,
+                new_error: None,
+            },
+            Err(error) => Self {
+                differences: vec![Difference {
+                    path: "(status)".into(),
+                    legacy: Some(legacy.status.into()),
+                    new: None,
+                }],
+                new_status: None,
+                new_body: Bytes::new(),
+                new_error: Some(error),
+            },
+        }
+    }
 }
 
 /// The legacy body on its way to the client, with a copy kept (up to a

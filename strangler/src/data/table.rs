@@ -17,7 +17,7 @@ use crate::data::guard::{self, Guard};
 use crate::model::cohort::{CohortSource, assigned_key, bucket, new_key};
 use crate::model::diff::ShadowPolicy;
 use crate::model::lifecycle::{Lifecycle, Side};
-use crate::model::plan::{Plan, PlanError};
+use crate::model::plan::{Plan, PlanError, RouteSpec};
 use crate::observe::stats::RouteStats;
 
 /// A route as the proxy uses it.
@@ -43,6 +43,50 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route `spec` describes, in its `stored` state, keeping the guard
+    /// and the statistics of the route by that name in the previous table
+    /// (`before`).
+    fn build(
+        spec: &RouteSpec,
+        stored: Option<Lifecycle>,
+        backends: &Backends,
+        before: Option<&Route>,
+    ) -> Result<Self, PlanError> {
+        let new = spec
+            .new
+            .as_deref()
+            .map(|name| backend(backends, name, &spec.name))
+            .transpose()?;
+        let lifecycle = match stored {
+            // A stored state needs the new backend the plan may have removed.
+            Some(state) if new.is_some() || state == Lifecycle::Legacy => state,
+            _ => spec.lifecycle.unwrap_or(Lifecycle::Legacy),
+        };
+        let guard = before
+            .filter(|old| {
+                guard::guards(old.lifecycle)
+                    && guard::guards(lifecycle)
+                    && *old.guard.policy() == spec.guard
+            })
+            .map_or_else(
+                || Arc::new(Guard::new(spec.guard)),
+                |old| Arc::clone(&old.guard),
+            );
+        Ok(Self {
+            name: Arc::from(spec.name.as_str()),
+            methods: spec.methods.clone(),
+            path: spec.path.clone(),
+            lifecycle,
+            legacy: backend(backends, &spec.legacy, &spec.name)?,
+            new,
+            cohort: spec.cohort.clone(),
+            cohort_salt: spec.cohort_salt.clone(),
+            shadow: spec.shadow.clone(),
+            guard,
+            stats: before.map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
+        })
+    }
+
     /// Whether the route serves `method`; HEAD wherever GET is (RFC 9110
     /// §9.3.2: HEAD is GET without the body).
     fn accepts(&self, method: &Method) -> bool {
@@ -95,72 +139,24 @@ pub type ForcedSide = Option<Side>;
 
 impl RouteTable {
     /// Builds the table for `plan` with each route in `states` (routes absent
-    /// from `states` take the plan's state), keeping the traffic statistics
-    /// of `previous`.
+    /// from `states` take the plan's state), keeping the guards and the
+    /// traffic statistics of `previous`.
     pub fn build(
         plan: &Plan,
         states: &HashMap<String, Lifecycle>,
         backends: &Backends,
         previous: Option<&RouteTable>,
     ) -> Result<Self, PlanError> {
-        let stats_of = |name: &str| {
-            previous
-                .and_then(|t| t.route(name))
-                .map_or_else(Arc::default, |r| Arc::clone(&r.stats))
-        };
-        let backend = |name: &str, route: &str| {
-            backends.get(name).ok_or_else(|| PlanError::Route {
-                route: route.to_owned(),
-                reason: format!("backend {name:?} is not among the backends"),
+        let routes = plan
+            .routes
+            .iter()
+            .map(|spec| {
+                let stored = states.get(&spec.name).copied();
+                let before = previous.and_then(|t| t.route(&spec.name)).map(Arc::as_ref);
+                Route::build(spec, stored, backends, before).map(Arc::new)
             })
-        };
-        let mut routes = Vec::with_capacity(plan.routes.len());
-        for spec in &plan.routes {
-            let new = spec
-                .new
-                .as_deref()
-                .map(|n| backend(n, &spec.name))
-                .transpose()?;
-            let lifecycle = match states.get(&spec.name) {
-                // A stored state needs the new backend the plan may have removed.
-                Some(state) if new.is_some() || *state == Lifecycle::Legacy => *state,
-                _ => spec.lifecycle.unwrap_or(Lifecycle::Legacy),
-            };
-            let guard = previous
-                .and_then(|t| t.route(&spec.name))
-                .filter(|old| {
-                    guard::guards(old.lifecycle)
-                        && guard::guards(lifecycle)
-                        && *old.guard.policy() == spec.guard
-                })
-                .map_or_else(
-                    || Arc::new(Guard::new(spec.guard)),
-                    |old| Arc::clone(&old.guard),
-                );
-            routes.push(Arc::new(Route {
-                name: Arc::from(spec.name.as_str()),
-                methods: spec.methods.clone(),
-                path: spec.path.clone(),
-                lifecycle,
-                legacy: backend(&spec.legacy, &spec.name)?,
-                new,
-                cohort: spec.cohort.clone(),
-                cohort_salt: spec.cohort_salt.clone(),
-                shadow: spec.shadow.clone(),
-                guard,
-                stats: stats_of(&spec.name),
-            }));
-        }
-        let mut named: Vec<Method> = Vec::new();
-        for method in routes.iter().flat_map(|r| &r.methods) {
-            if !named.contains(method) {
-                named.push(method.clone());
-            }
-        }
-        if named.contains(&Method::GET) && !named.contains(&Method::HEAD) {
-            named.push(Method::HEAD);
-        }
-        let by_method = named
+            .collect::<Result<Vec<_>, _>>()?;
+        let by_method = named_methods(&routes)
             .into_iter()
             .map(|method| {
                 let router = router_for(&routes, |r| r.accepts(&method))?;
@@ -172,7 +168,7 @@ impl RouteTable {
             routes,
             by_method,
             other_methods,
-            default_backend: backend(&plan.default_backend, "default_backend")?,
+            default_backend: backend(backends, &plan.default_backend, "default_backend")?,
             default_stats: previous.map_or_else(Arc::default, |t| Arc::clone(&t.default_stats)),
         })
     }
@@ -282,6 +278,29 @@ impl RouteTable {
     pub fn default_stats(&self) -> &RouteStats {
         &self.default_stats
     }
+}
+
+/// The backend a plan names, for `route` (named in the error).
+fn backend(backends: &Backends, name: &str, route: &str) -> Result<Arc<Backend>, PlanError> {
+    backends.get(name).ok_or_else(|| PlanError::Route {
+        route: route.to_owned(),
+        reason: format!("backend {name:?} is not among the backends"),
+    })
+}
+
+/// Every method some route names, in the order first named, with HEAD
+/// wherever GET is.
+fn named_methods(routes: &[Arc<Route>]) -> Vec<Method> {
+    let mut named: Vec<Method> = Vec::new();
+    for method in routes.iter().flat_map(|r| &r.methods) {
+        if !named.contains(method) {
+            named.push(method.clone());
+        }
+    }
+    if named.contains(&Method::GET) && !named.contains(&Method::HEAD) {
+        named.push(Method::HEAD);
+    }
+    named
 }
 
 /// A router over the routes `include` picks: path template → their indexes

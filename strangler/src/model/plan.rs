@@ -137,127 +137,25 @@ fn route_error(route: &str, reason: impl ToString) -> PlanError {
 }
 
 impl Plan {
+    /// Reads and validates a plan: the backends, then each route in file
+    /// order. The first problem found is the error.
     pub fn parse(text: &str) -> Result<Self, PlanError> {
         let file: PlanFile =
             toml::from_str(text).map_err(|e| PlanError::Syntax(e.message().to_owned()))?;
         let mut backends = BTreeMap::new();
         for (name, backend) in file.backends {
-            let urls = backend
-                .instances
-                .iter()
-                .map(|url| parse_instance(url))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|reason| PlanError::Backend {
-                    backend: name.clone(),
-                    reason,
-                })?;
-            if urls.is_empty() {
-                return Err(PlanError::Backend {
-                    backend: name,
-                    reason: "needs at least one instance".into(),
-                });
-            }
+            let urls = backend.instances(&name)?;
             backends.insert(name, urls);
         }
         if !backends.contains_key(&file.default_backend) {
             return Err(PlanError::UnknownDefault(file.default_backend));
         }
-
-        let mut names = HashSet::new();
-        let mut paths = matchit::Router::new();
-        let mut routes = Vec::with_capacity(file.routes.len());
-        let mut seen_paths: BTreeMap<String, Vec<(String, Vec<Method>)>> = BTreeMap::new();
-        for route in file.routes {
-            let name = route.name.clone();
-            if !valid_name(&name) {
-                return Err(route_error(
-                    &name,
-                    "names use a-z, 0-9, '.', '-' and '_' (1-64 characters)",
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(route_error(&name, "the name is used twice"));
-            }
-            let methods = route
-                .methods
-                .iter()
-                .map(|m| {
-                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| route_error(&name, format!("{m:?} is not an HTTP method")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if !route.path.starts_with('/') {
-                return Err(route_error(&name, "the path must start with '/'"));
-            }
-            match seen_paths.get_mut(&route.path) {
-                Some(others) => {
-                    // Two routes may share a path only with disjoint methods.
-                    for (other, other_methods) in others.iter() {
-                        let overlap = methods.is_empty()
-                            || other_methods.is_empty()
-                            || methods.iter().any(|m| other_methods.contains(m));
-                        if overlap {
-                            return Err(route_error(
-                                &name,
-                                format!("its path and methods overlap route {other:?}"),
-                            ));
-                        }
-                    }
-                    others.push((name.clone(), methods.clone()));
-                }
-                None => {
-                    paths
-                        .insert(route.path.clone(), ())
-                        .map_err(|e| route_error(&name, format!("path {:?}: {e}", route.path)))?;
-                    seen_paths.insert(route.path.clone(), vec![(name.clone(), methods.clone())]);
-                }
-            }
-            let legacy = route.legacy.unwrap_or_else(|| file.default_backend.clone());
-            for backend in std::iter::once(&legacy).chain(route.new.as_ref()) {
-                if !backends.contains_key(backend) {
-                    return Err(route_error(
-                        &name,
-                        format!("backend {backend:?} is not among the backends"),
-                    ));
-                }
-            }
-            let lifecycle = match (&route.state, route.percent) {
-                (Some(state), percent) => {
-                    Some(Lifecycle::from_parts(state, percent).map_err(|e| route_error(&name, e))?)
-                }
-                (None, Some(_)) => {
-                    return Err(route_error(&name, "percent needs state = \"canary\""));
-                }
-                (None, None) => None,
-            };
-            if lifecycle.is_some_and(|l| l != Lifecycle::Legacy) && route.new.is_none() {
-                return Err(route_error(&name, TransitionError::NoNewBackend));
-            }
-            if let Some(CohortSource::PathParam(param)) = &route.cohort
-                && !route.path.contains(&format!("{{{param}}}"))
-            {
-                return Err(route_error(
-                    &name,
-                    format!("cohort path_param {param:?} is not in the path"),
-                ));
-            }
-            if let Some(problem) = route.shadow.problem().or_else(|| route.guard.problem()) {
-                return Err(route_error(&name, problem));
-            }
-            let cohort_salt = route.cohort_salt.unwrap_or_else(|| name.clone());
-            routes.push(RouteSpec {
-                name,
-                methods,
-                path: route.path,
-                legacy,
-                new: route.new,
-                lifecycle,
-                cohort: route.cohort,
-                cohort_salt,
-                shadow: route.shadow,
-                guard: route.guard,
-            });
-        }
+        let mut claims = Claims::default();
+        let routes = file
+            .routes
+            .into_iter()
+            .map(|route| route.validate(&file.default_backend, &backends, &mut claims))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             default_backend: file.default_backend,
             backends,
@@ -388,6 +286,173 @@ pub struct PlanDiff {
 pub struct RouteChange {
     pub route: String,
     pub fields: Vec<&'static str>,
+}
+
+impl BackendFile {
+    /// The instances' base URLs; at least one.
+    fn instances(&self, backend: &str) -> Result<Vec<Uri>, PlanError> {
+        let refused = |reason| PlanError::Backend {
+            backend: backend.to_owned(),
+            reason,
+        };
+        let urls = self
+            .instances
+            .iter()
+            .map(|url| parse_instance(url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?;
+        if urls.is_empty() {
+            return Err(refused("needs at least one instance".into()));
+        }
+        Ok(urls)
+    }
+}
+
+/// What the routes read so far have claimed: their names, and their paths
+/// with the methods served on each.
+#[derive(Debug, Default)]
+struct Claims {
+    names: HashSet<String>,
+    /// Every distinct path template, to refuse one the router cannot tell
+    /// apart from another.
+    templates: matchit::Router<()>,
+    /// Path template → the routes on it, with their methods.
+    paths: BTreeMap<String, Vec<(String, Vec<Method>)>>,
+}
+
+impl Claims {
+    fn name(&mut self, name: &str) -> Result<(), PlanError> {
+        if !valid_name(name) {
+            return Err(route_error(
+                name,
+                "names use a-z, 0-9, '.', '-' and '_' (1-64 characters)",
+            ));
+        }
+        if !self.names.insert(name.to_owned()) {
+            return Err(route_error(name, "the name is used twice"));
+        }
+        Ok(())
+    }
+
+    /// Two routes may share a path only with disjoint methods.
+    fn path(&mut self, name: &str, path: &str, methods: &[Method]) -> Result<(), PlanError> {
+        let Some(others) = self.paths.get_mut(path) else {
+            self.templates
+                .insert(path, ())
+                .map_err(|e| route_error(name, format!("path {path:?}: {e}")))?;
+            self.paths
+                .insert(path.to_owned(), vec![(name.to_owned(), methods.to_vec())]);
+            return Ok(());
+        };
+        for (other, other_methods) in others.iter() {
+            let overlap = methods.is_empty()
+                || other_methods.is_empty()
+                || methods.iter().any(|m| other_methods.contains(m));
+            if overlap {
+                return Err(route_error(
+                    name,
+                    format!("its path and methods overlap route {other:?}"),
+                ));
+            }
+        }
+        others.push((name.to_owned(), methods.to_vec()));
+        Ok(())
+    }
+}
+
+impl RouteFile {
+    /// The route as the plan describes it, checked against the backends
+    /// and against the routes before it (`claims`).
+    fn validate(
+        self,
+        default_backend: &str,
+        backends: &BTreeMap<String, Vec<Uri>>,
+        claims: &mut Claims,
+    ) -> Result<RouteSpec, PlanError> {
+        let Self {
+            name,
+            methods,
+            path,
+            legacy,
+            new,
+            state,
+            percent,
+            cohort,
+            cohort_salt,
+            shadow,
+            guard,
+        } = self;
+        claims.name(&name)?;
+        let methods = parse_methods(&name, &methods)?;
+        if !path.starts_with('/') {
+            return Err(route_error(&name, "the path must start with '/'"));
+        }
+        claims.path(&name, &path, &methods)?;
+        let legacy = legacy.unwrap_or_else(|| default_backend.to_owned());
+        for backend in std::iter::once(&legacy).chain(new.as_ref()) {
+            if !backends.contains_key(backend) {
+                return Err(route_error(
+                    &name,
+                    format!("backend {backend:?} is not among the backends"),
+                ));
+            }
+        }
+        let lifecycle = requested_state(&name, state.as_deref(), percent, new.is_some())?;
+        if let Some(CohortSource::PathParam(param)) = &cohort
+            && !path.contains(&format!("{{{param}}}"))
+        {
+            return Err(route_error(
+                &name,
+                format!("cohort path_param {param:?} is not in the path"),
+            ));
+        }
+        if let Some(problem) = shadow.problem().or_else(|| guard.problem()) {
+            return Err(route_error(&name, problem));
+        }
+        Ok(RouteSpec {
+            cohort_salt: cohort_salt.unwrap_or_else(|| name.clone()),
+            name,
+            methods,
+            path,
+            legacy,
+            new,
+            lifecycle,
+            cohort,
+            shadow,
+            guard,
+        })
+    }
+}
+
+fn parse_methods(route: &str, methods: &[String]) -> Result<Vec<Method>, PlanError> {
+    methods
+        .iter()
+        .map(|m| {
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| route_error(route, format!("{m:?} is not an HTTP method")))
+        })
+        .collect()
+}
+
+/// The state a route's `state` and `percent` ask for, if any; any state
+/// but `legacy` needs a new backend.
+fn requested_state(
+    route: &str,
+    state: Option<&str>,
+    percent: Option<i64>,
+    has_new: bool,
+) -> Result<Option<Lifecycle>, PlanError> {
+    let lifecycle = match (state, percent) {
+        (Some(state), percent) => {
+            Some(Lifecycle::from_parts(state, percent).map_err(|e| route_error(route, e))?)
+        }
+        (None, Some(_)) => return Err(route_error(route, "percent needs state = \"canary\"")),
+        (None, None) => None,
+    };
+    if lifecycle.is_some_and(|l| l != Lifecycle::Legacy) && !has_new {
+        return Err(route_error(route, TransitionError::NoNewBackend));
+    }
+    Ok(lifecycle)
 }
 
 fn valid_name(name: &str) -> bool {

@@ -32,8 +32,9 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// The labels of latencies and body bytes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LatencyLabels {
+pub struct RouteBackend {
     pub route: Arc<str>,
     pub backend: Arc<str>,
 }
@@ -81,13 +82,15 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
-type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<RouteBackend, Histogram, fn() -> Histogram>;
 
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     latency: HistogramFamily,
+    request_bytes: Family<RouteBackend, Counter>,
+    response_bytes: Family<RouteBackend, Counter>,
     percent: Family<RouteLabel, Gauge>,
     state: Family<StateLabels, Gauge>,
     transitions: Family<StateLabels, Counter>,
@@ -114,6 +117,8 @@ impl ProxyMetrics {
             requests: Family::default(),
             errors: Family::default(),
             latency: HistogramFamily::new_with_constructor(latency_histogram),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
             percent: Family::default(),
             state: Family::default(),
             transitions: Family::default(),
@@ -142,6 +147,16 @@ impl ProxyMetrics {
             "backend_latency_seconds",
             "Time until the backend's response head",
             metrics.latency.clone(),
+        );
+        r.register(
+            "request_body_bytes",
+            "Request body bytes sent to backends (a body sent twice, as on a fallback, counts twice)",
+            metrics.request_bytes.clone(),
+        );
+        r.register(
+            "response_body_bytes",
+            "Response body bytes relayed from backends to clients",
+            metrics.response_bytes.clone(),
         );
         r.register(
             "route_new_percent",
@@ -272,12 +287,22 @@ impl ProxyMetrics {
 
     pub fn request(&self, labels: RequestLabels, seconds: f64) {
         self.latency
-            .get_or_create(&LatencyLabels {
+            .get_or_create(&RouteBackend {
                 route: Arc::clone(&labels.route),
                 backend: Arc::clone(&labels.backend),
             })
             .observe(seconds);
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The meter of one request body on its way to `backend`.
+    pub fn request_bytes(&self, route: &Arc<str>, backend: &Arc<str>) -> ByteMeter {
+        ByteMeter::new(&self.request_bytes, route, backend)
+    }
+
+    /// The meter of one response body on its way from `backend` to the client.
+    pub fn response_bytes(&self, route: &Arc<str>, backend: &Arc<str>) -> ByteMeter {
+        ByteMeter::new(&self.response_bytes, route, backend)
     }
 
     pub fn error(&self, route: &Arc<str>, backend: &Arc<str>, kind: &'static str) {
@@ -332,5 +357,32 @@ impl ProxyMetrics {
                 state: to.name(),
             })
             .inc();
+    }
+}
+
+/// Where one body's byte count goes. The body adds its frames up itself
+/// and hands the sum over once, at its end: one counter update per body,
+/// not one per frame.
+#[derive(Debug, Clone)]
+pub struct ByteMeter {
+    family: Family<RouteBackend, Counter>,
+    labels: RouteBackend,
+}
+
+impl ByteMeter {
+    fn new(family: &Family<RouteBackend, Counter>, route: &Arc<str>, backend: &Arc<str>) -> Self {
+        Self {
+            family: family.clone(),
+            labels: RouteBackend {
+                route: Arc::clone(route),
+                backend: Arc::clone(backend),
+            },
+        }
+    }
+
+    pub fn add(&self, bytes: u64) {
+        if bytes > 0 {
+            self.family.get_or_create(&self.labels).inc_by(bytes);
+        }
     }
 }

@@ -237,6 +237,7 @@ pub struct TestStrangler {
     pub client: reqwest::Client,
     pub control: Arc<strangler::control::Control>,
     _stop: oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestStrangler {
@@ -248,7 +249,7 @@ impl TestStrangler {
         let admin = format!("http://127.0.0.1:{}", app.admin_port());
         let control = app.control();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
+        let running = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         Self {
@@ -257,7 +258,19 @@ impl TestStrangler {
             client: reqwest::Client::new(),
             control,
             _stop: stop,
+            running,
         }
+    }
+
+    /// Stops the strangler and waits until it has stopped: ports drained,
+    /// its rollback task ended, as when its process exits.
+    pub async fn stop(self) {
+        let Self { _stop, running, .. } = self;
+        drop(_stop);
+        running
+            .await
+            .expect("the strangler did not panic")
+            .expect("the strangler stopped cleanly");
     }
 
     /// GET through the proxy; returns the backend that answered.
