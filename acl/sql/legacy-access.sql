@@ -17,7 +17,9 @@ GRANT USAGE ON SCHEMA public TO acl;
 GRANT SELECT ON tb_member, tb_shop, tb_menu, tb_rider, tb_order, tb_order_item,
     tb_payment, tb_delivery TO acl;
 GRANT INSERT, UPDATE ON tb_order, tb_order_item, tb_payment TO acl;
-GRANT USAGE, SELECT ON SEQUENCE sq_ord_no TO acl;
+-- Order numbers for the new side come from Baedal's own sequence
+-- (docs/adr/0014-order-numbers.md); a payment row takes its id from its own.
+GRANT USAGE, SELECT ON SEQUENCE sq_ord_no, tb_payment_pay_id_seq TO acl;
 
 CREATE SCHEMA IF NOT EXISTS acl AUTHORIZATION acl;
 

@@ -35,6 +35,9 @@ async fn the_acl_role_reads_legacy_writes_only_what_sync_back_carries_and_owns_i
         "SELECT count(*) FROM tb_member",
         "SELECT count(*) FROM tb_delivery JOIN tb_rider USING (rider_id)",
         "UPDATE tb_order SET upd_dt = upd_dt WHERE false",
+        "SELECT ord_no FROM tb_order WHERE false FOR UPDATE",
+        "SELECT nextval('sq_ord_no')",
+        "SELECT nextval('tb_payment_pay_id_seq')",
         "CREATE TABLE acl.scratch (id int)",
     ] {
         assert_eq!(refusal(&rig, allowed).await, None, "{allowed}");
@@ -48,6 +51,9 @@ async fn the_acl_role_reads_legacy_writes_only_what_sync_back_carries_and_owns_i
         "SELECT count(*) FROM tb_idem_req",
         "ALTER TABLE tb_order ADD COLUMN x int",
         "DROP TABLE tb_payment",
+        "SELECT setval('sq_ord_no', 1)",
+        "SELECT nextval('tb_member_mbr_id_seq')",
+        "SELECT shop_id FROM tb_shop WHERE false FOR UPDATE",
         "CREATE TABLE public.scratch (id int)",
     ] {
         assert_eq!(
