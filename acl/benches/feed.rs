@@ -93,11 +93,13 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(connection) = amqp::connect(&amqp_url, "acl-bench-cleanup").await
         && let Ok(channel) = connection.create_channel().await
     {
-        for suffix in ["", ".retry", ".dlq"] {
-            let queue = format!("{}{suffix}", cache_queue(&exchange));
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
+        for queue in [cache_queue(&exchange), sync_back_queue(&exchange)] {
+            for suffix in ["", ".retry", ".dlq"] {
+                let queue = format!("{queue}{suffix}");
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
         }
     }
     for db in [&legacy_db, &own_db] {
@@ -172,6 +174,10 @@ async fn bench(
         },
         reconcile: acl::reconcile::ReconcileSettings::default(),
         exchange: exchange.to_owned(),
+        // And its own sync-back queue, for the same reason.
+        sync_back: acl::syncback::SyncBackSettings {
+            queue: sync_back_queue(exchange),
+        },
     };
     let connection = amqp::connect(amqp_url, "acl-bench-consumer").await?;
     let channel = connection.create_channel().await?;
@@ -405,4 +411,9 @@ async fn sample_lag(db: PgPool, slot: String, peak: Arc<AtomicU64>) {
 /// The queue of the bench ACL's cache invalidations.
 fn cache_queue(exchange: &str) -> String {
     format!("{exchange}.facade-cache")
+}
+
+/// The queue of the bench ACL's sync-back.
+fn sync_back_queue(exchange: &str) -> String {
+    format!("{exchange}.sync-back")
 }

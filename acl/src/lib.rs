@@ -13,6 +13,8 @@
 //!   for rebuilds, under `/v1`; its OpenAPI page at `/v1/docs`.
 //! - [`reconcile`]: legacy orders held against the new stores; differences
 //!   by kind, re-published on request (`make reconcile`, `POST /admin/reconcile`).
+//! - [`syncback`]: ordering's facts written back into the legacy tables
+//!   (a consumer whose inbox lives in the ACL's schema inside `legacy`).
 //!
 //! Settings (`ACL_` prefix, chassis layers):
 //!
@@ -35,11 +37,13 @@
 //! | `ACL_RECONCILE__STORES__<NAME>` | none | a store to reconcile with: the URL of its export endpoint |
 //! | `ACL_RECONCILE__SETTLE_SECONDS` | 60 | legacy orders changed this recently are not compared |
 //! | `ACL_RECONCILE__PAGE_SIZE` | 500 | orders read at once on each side |
+//! | `ACL_SYNC_BACK__QUEUE` | `acl.sync-back` | the queue sync-back consumes (bound to `ordering.order.#`) |
 
 pub mod admin;
 pub mod capture;
 pub mod facade;
 pub mod reconcile;
+pub mod syncback;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,6 +65,7 @@ use tokio::sync::watch;
 use capture::{Capture, CaptureMetrics, CaptureSettings};
 use facade::{Facade, FacadeMetrics, FacadeSettings};
 use reconcile::{ReconcileSettings, Reconciliation};
+use syncback::{SyncBack, SyncBackMetrics, SyncBackSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -83,6 +88,8 @@ pub struct Settings {
     /// Where events go; tests use their own exchange.
     #[serde(default = "default_exchange")]
     pub exchange: String,
+    #[serde(default)]
+    pub sync_back: SyncBackSettings,
 }
 
 fn default_exchange() -> String {
@@ -105,6 +112,7 @@ pub struct Application {
     relay: Relay,
     facade: Facade,
     cache_consumer: Consumer,
+    sync_back: SyncBack,
 }
 
 impl Application {
@@ -115,7 +123,7 @@ impl Application {
             settings.capture.max_changes
         );
         let own = settings.database.pool()?;
-        let legacy = settings.legacy.pool()?;
+        let legacy = syncback::legacy_pool(&settings.legacy)?;
         MIGRATOR.run(&own).await?;
         outbox::install(&own).await?;
         facade::prepare(&own).await?;
@@ -145,18 +153,29 @@ impl Application {
             settings.facade.clone(),
             FacadeMetrics::register(service.registry_mut()),
         )?;
+        // One family of consumer metrics (and of client metrics) for the
+        // component, labelled by consumer (by dependency).
+        let consumer_metrics = ConsumerMetrics::register(service.registry_mut());
+        let client_metrics = ClientMetrics::register(service.registry_mut());
         let cache_consumer = facade.consumer(
             own.clone(),
             settings.amqp_url.expose_secret(),
             &settings.exchange,
-            ConsumerMetrics::register(service.registry_mut()),
+            consumer_metrics.clone(),
         );
         let reconciliation = Reconciliation::new(
             legacy.clone(),
             own.clone(),
             &settings.reconcile,
-            &ClientMetrics::register(service.registry_mut()),
+            &client_metrics,
         )?;
+        let sync_back = SyncBack::new(
+            legacy.clone(),
+            settings.amqp_url.expose_secret(),
+            syncback::queue(&settings.sync_back, &settings.exchange),
+            consumer_metrics,
+            SyncBackMetrics::register(service.registry_mut()),
+        );
         if settings.admin_token.is_none() {
             tracing::warn!("ACL_ADMIN_TOKEN is not set: every /admin call gets 401");
         }
@@ -166,6 +185,7 @@ impl Application {
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
             .readiness_check(capture.readiness_check())
             .readiness_check(cache_consumer.readiness_check())
+            .readiness_check(sync_back.readiness_check())
             .routes(facade::http::router(facade.clone()))
             .routes(facade::openapi::router())
             .routes(admin::router(admin::AdminState {
@@ -180,6 +200,7 @@ impl Application {
             relay,
             facade,
             cache_consumer,
+            sync_back,
         })
     }
 
@@ -195,8 +216,8 @@ impl Application {
         &self.facade
     }
 
-    /// Serves HTTP and runs the feed, the relay and the façade's cache
-    /// invalidation until `shutdown`.
+    /// Serves HTTP and runs the feed, the relay, the façade's cache
+    /// invalidation and sync-back until `shutdown`.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -209,8 +230,9 @@ impl Application {
         let relay = tokio::spawn(self.relay.run(until(stopped.clone())));
         let invalidation = tokio::spawn(
             self.cache_consumer
-                .run(self.facade.invalidation(), until(stopped)),
+                .run(self.facade.invalidation(), until(stopped.clone())),
         );
+        let sync_back = tokio::spawn(self.sync_back.run(until(stopped)));
         let served = self
             .inner
             .run_until_stopped(async move {
@@ -221,6 +243,7 @@ impl Application {
         let _ = feed.await;
         let _ = relay.await;
         let _ = invalidation.await;
+        let _ = sync_back.await;
         served
     }
 }

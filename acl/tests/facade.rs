@@ -76,6 +76,7 @@ struct Acl {
     http: reqwest::Client,
     legacy_link: TcpRelay,
     cache_queue: String,
+    sync_back_queue: String,
     amqp_url: String,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -113,6 +114,8 @@ impl Acl {
             .port(legacy_link.port)
             .database(options.get_database().expect("a test database"));
         facade.cache_queue = format!("acl.facade-cache.test.{}", uuid::Uuid::now_v7().simple());
+        // Sync-back's queue of its own too: the stack's ACL consumes `acl.sync-back`.
+        let sync_back_queue = format!("acl.sync-back.test.{}", uuid::Uuid::now_v7().simple());
         let settings = acl::Settings {
             http: HttpSettings::default(),
             telemetry: chassis::telemetry::TelemetrySettings::default(),
@@ -124,6 +127,9 @@ impl Acl {
             facade: facade.clone(),
             reconcile: acl::reconcile::ReconcileSettings::default(),
             exchange: rig.exchange.clone(),
+            sync_back: acl::syncback::SyncBackSettings {
+                queue: sync_back_queue.clone(),
+            },
         };
         let app = acl::Application::build(settings)
             .await
@@ -138,6 +144,7 @@ impl Acl {
             http: reqwest::Client::new(),
             legacy_link,
             cache_queue: facade.cache_queue,
+            sync_back_queue,
             amqp_url: rig.amqp_url.clone(),
             stop,
             task,
@@ -187,7 +194,7 @@ impl Acl {
             .await
     }
 
-    /// Stops the application and deletes the cache's queues.
+    /// Stops the application and deletes its queues.
     async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -195,13 +202,15 @@ impl Acl {
             .await
             .expect("RabbitMQ");
         let channel = connection.create_channel().await.expect("a channel");
-        for suffix in ["", ".retry", ".dlq"] {
-            let _ = channel
-                .queue_delete(
-                    format!("{}{suffix}", self.cache_queue).as_str().into(),
-                    QueueDeleteOptions::default(),
-                )
-                .await;
+        for queue in [&self.cache_queue, &self.sync_back_queue] {
+            for suffix in ["", ".retry", ".dlq"] {
+                let _ = channel
+                    .queue_delete(
+                        format!("{queue}{suffix}").as_str().into(),
+                        QueueDeleteOptions::default(),
+                    )
+                    .await;
+            }
         }
     }
 }

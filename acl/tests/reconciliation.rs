@@ -405,6 +405,7 @@ async fn the_admin_endpoint_wants_the_token_refuses_bad_input_and_repairs_and_th
         acquire_timeout_ms: 2_000,
     };
     let cache_queue = format!("{}.facade-cache", rig.exchange);
+    let sync_back_queue = format!("{}.sync-back", rig.exchange);
     let acl_settings = acl::Settings {
         http: HttpSettings {
             port: 0,
@@ -423,6 +424,9 @@ async fn the_admin_endpoint_wants_the_token_refuses_bad_input_and_repairs_and_th
         },
         exchange: rig.exchange.clone(),
         reconcile: settings(&history),
+        sync_back: acl::syncback::SyncBackSettings {
+            queue: sync_back_queue.clone(),
+        },
     };
     let app = acl::Application::build(acl_settings)
         .await
@@ -540,6 +544,7 @@ async fn the_admin_endpoint_wants_the_token_refuses_bad_input_and_repairs_and_th
     let _ = stop.send(());
     running.await.expect("the ACL").expect("stops cleanly");
     history.delete_queue(&cache_queue).await;
+    history.delete_queue(&sync_back_queue).await;
     history.finish().await;
     rig.finish().await;
 }

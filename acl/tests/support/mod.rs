@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod order_history;
+pub mod ordering;
 
 use std::time::Duration;
 
@@ -44,6 +45,10 @@ fn acl_password() -> String {
 /// A running Baedal with the ACL's access to its database prepared.
 pub struct Rig {
     pub baedal_url: String,
+    /// The payment gateway sandbox Baedal pays through.
+    pub pg_url: String,
+    /// The legacy test database, as its superuser.
+    pub options: PgConnectOptions,
     pub http: reqwest::Client,
     /// The legacy database as its superuser (what the test checks with).
     pub legacy_admin: PgPool,
@@ -60,7 +65,7 @@ pub struct Rig {
 
 impl Rig {
     pub async fn start(options: &PgConnectOptions) -> Self {
-        let (baedal_url, legacy_admin, stop) = start_baedal(options).await;
+        let (baedal_url, pg_url, legacy_admin, stop) = start_baedal(options).await;
         sqlx::raw_sql(include_str!("../../sql/legacy-access.sql"))
             .execute(&legacy_admin)
             .await
@@ -97,6 +102,8 @@ impl Rig {
         let created = time::OffsetDateTime::now_utc().unix_timestamp();
         Self {
             baedal_url,
+            pg_url,
+            options: options.clone(),
             http: reqwest::Client::new(),
             legacy_admin,
             legacy,
@@ -107,6 +114,22 @@ impl Rig {
             amqp_url: env("KIT_AMQP_URL"),
             _stop: stop,
         }
+    }
+
+    /// A URL of `database` as the `acl` role.
+    pub fn acl_url(&self, database: &str) -> String {
+        self.options
+            .clone()
+            .username("acl")
+            .password(&acl_password())
+            .database(database)
+            .to_url_lossy()
+            .to_string()
+    }
+
+    /// The ACL's own test database's name.
+    pub fn own_database(&self) -> &str {
+        &self.own_name
     }
 
     pub fn capture_settings(&self) -> CaptureSettings {
@@ -221,7 +244,24 @@ impl Rig {
     }
 }
 
-async fn start_baedal(options: &PgConnectOptions) -> (String, PgPool, oneshot::Sender<()>) {
+/// Polls `probe` until it holds; fails the test if it does not within a
+/// generous bound (a hang guard, not a timing assertion).
+pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_baedal(options: &PgConnectOptions) -> (String, String, PgPool, oneshot::Sender<()>) {
     let settings = pg_sandbox::Settings {
         http: HttpSettings {
             port: 0,
@@ -242,7 +282,7 @@ async fn start_baedal(options: &PgConnectOptions) -> (String, PgPool, oneshot::S
         port: 0,
         db_url: options.to_url_lossy().to_string(),
         db_pool_size: 10,
-        pg_url: sandbox_url,
+        pg_url: sandbox_url.clone(),
         pg_api_key: API_KEY.to_owned(),
         pg_timeout: Duration::from_secs(2),
         sweep_interval: Duration::from_secs(3600),
@@ -256,7 +296,7 @@ async fn start_baedal(options: &PgConnectOptions) -> (String, PgPool, oneshot::S
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    (url, db, stop)
+    (url, sandbox_url, db, stop)
 }
 
 async fn drop_abandoned_slots(admin: &PgPool) {

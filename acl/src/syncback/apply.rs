@@ -1,0 +1,536 @@
+//! What each of ordering's facts writes to Baedal's tables, in the
+//! consumer's transaction (the inbox row and the order's sequence number
+//! commit with it).
+//!
+//! Only states the monolith treats as settled are written. Baedal's
+//! sweeper voids or refunds payments in `REQ`, `VOID_REQ` and `RFND_REQ`
+//! (monolith/src/fulfilment.rs, `sweep`), and its own placing holds an
+//! order in `10` only while it waits for the gateway; so:
+//!
+//! | fact | legacy rows |
+//! |---|---|
+//! | `ordering.order.placed.v1` | none yet: the order waits in `acl.sync_back_order` |
+//! | `ordering.order.paid.v1` | the order in `20` with its lines, its payment `AUTH` (`pg_tid` = ordering's payment id, `pg_idem_key` = `ordering:<order_no>`) |
+//! | `ordering.order.cancelled.v1`, not paid | the order in `90` with its reason and lines; payment `DECL` (declined), `VOID` (failed, charge released) or none (member) |
+//! | `ordering.order.cancelled.v1`, paid, legacy still `20` | the order to `90`; the payment `AUTH` → `RFND` when refunded |
+//! | `ordering.order.cancelled.v1`, legacy moved on (accepted, …) | nothing: a conflict in `acl.sync_back_conflict` |
+//!
+//! Every transaction first writes the logical message the change feed
+//! recognises as the ACL's own (`acl.sync-back`), so none of this is
+//! announced back to the new services.
+
+use chassis::messaging::consumer::{Handler, HandlerError, HandlerFuture, Message};
+use contracts::Origin;
+use contracts::ordering::{CancelReason, OrderCancelled, OrderPaid, OrderPlaced};
+use contracts::{IntegrationEvent, Won};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use super::order_numbers;
+use crate::capture::translate::OWN_WRITE_PREFIX;
+
+/// Baedal's own limits (monolith/migrations/0001_legacy_schema.sql and
+/// monolith/src/orders.rs): an order ordering accepted beyond them cannot
+/// be written, and goes to the DLQ before anything is.
+const MAX_LINES: usize = 50;
+const MAX_NAME: usize = 100;
+const MAX_ADDRESS: usize = 200;
+const MAX_PAYMENT_ID: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct SyncBackMetrics {
+    conflicts: Counter,
+}
+
+impl SyncBackMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        registry.sub_registry_with_prefix("acl_sync_back").register(
+            "conflicts",
+            "Facts of the new side not written because the monolith had moved the order on (see acl.sync_back_conflict)",
+            metrics.conflicts.clone(),
+        );
+        metrics
+    }
+
+    pub fn unregistered() -> Self {
+        Self {
+            conflicts: Counter::default(),
+        }
+    }
+
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.get()
+    }
+}
+
+/// The sync-back handler.
+#[derive(Debug, Clone)]
+pub struct ApplyToLegacy {
+    metrics: SyncBackMetrics,
+}
+
+impl Handler for ApplyToLegacy {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> HandlerFuture<'a> {
+        Box::pin(self.apply(tx, message))
+    }
+}
+
+impl ApplyToLegacy {
+    pub fn new(metrics: SyncBackMetrics) -> Self {
+        Self { metrics }
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, message: &Message) -> Result<(), HandlerError> {
+        // Without its place in the order's sequence, a fact could be
+        // older than what is written: only the sequence tells.
+        if message.position.is_none() {
+            return Err(HandlerError::Reject(
+                "no aggregate_seq: sync-back applies only facts written through an outbox".into(),
+            ));
+        }
+        // A fact taken from the monolith's own data is already there.
+        if message.envelope.origin != Origin::New {
+            return Err(HandlerError::Reject(format!(
+                "origin {}: sync-back writes only facts of the new side",
+                message.envelope.origin.as_str()
+            )));
+        }
+        sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
+            .bind(OWN_WRITE_PREFIX)
+            .bind(&message.envelope.event_name)
+            .execute(&mut *tx)
+            .await?;
+        match message.envelope.event_name.as_str() {
+            OrderPlaced::NAME => placed(tx, &message.decode()?).await,
+            OrderPaid::NAME => paid(tx, &message.decode()?).await,
+            OrderCancelled::NAME => self.cancelled(tx, message, &message.decode()?).await,
+            other => Err(HandlerError::NotHandled(format!(
+                "sync-back has nothing to write for {other}"
+            ))),
+        }
+    }
+
+    async fn cancelled(
+        &self,
+        tx: &mut PgConnection,
+        message: &Message,
+        event: &OrderCancelled,
+    ) -> Result<(), HandlerError> {
+        let (placed, written) = received(tx, &event.order_no).await?;
+        if !written {
+            // Never paid: the order goes to legacy as what it became.
+            let reason = legacy_reason(event.reason);
+            write_order(tx, &placed, "90", reason, event.cancelled_at).await?;
+            let payment = match event.reason {
+                CancelReason::PaymentDeclined => Some("DECL"),
+                CancelReason::PaymentFailed => Some("VOID"),
+                CancelReason::Member | CancelReason::Unknown => None,
+            };
+            if let Some(status) = payment {
+                write_payment(tx, &placed, status, None, event.cancelled_at).await?;
+            }
+            return mark_written(tx, &event.order_no).await;
+        }
+        // Baedal locks the order row for each of its decisions: so does
+        // sync-back, so a shop accepting now waits, then finds it cancelled.
+        let status: String =
+            sqlx::query_scalar("SELECT ord_stat_cd FROM tb_order WHERE ord_no = $1 FOR UPDATE")
+                .bind(&event.order_no)
+                .fetch_one(&mut *tx)
+                .await?;
+        match status.as_str() {
+            "20" => {
+                sqlx::query(
+                    "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = $2, upd_dt = $3
+                     WHERE ord_no = $1",
+                )
+                .bind(&event.order_no)
+                .bind(legacy_reason(event.reason))
+                .bind(event.cancelled_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(refused)?;
+                if event.refunded {
+                    // Ordering gives the money back: `RFND`, never the
+                    // `RFND_REQ` Baedal's sweeper would act on.
+                    sqlx::query(
+                        "UPDATE tb_payment SET pay_stat_cd = 'RFND', upd_dt = $2
+                         WHERE ord_no = $1 AND pay_stat_cd = 'AUTH'",
+                    )
+                    .bind(&event.order_no)
+                    .bind(event.cancelled_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(refused)?;
+                }
+                Ok(())
+            }
+            // Over on both sides already (Baedal rejected or cancelled it).
+            "80" | "90" => Ok(()),
+            moved_on => {
+                self.conflict(tx, message, &event.order_no, moved_on, "the order was cancelled in ordering after the monolith moved it on; the legacy state stands")
+                    .await
+            }
+        }
+    }
+
+    async fn conflict(
+        &self,
+        tx: &mut PgConnection,
+        message: &Message,
+        order_no: &str,
+        legacy_status: &str,
+        detail: &str,
+    ) -> Result<(), HandlerError> {
+        tracing::warn!(
+            order_no,
+            event = %message.envelope.event_name,
+            legacy_status,
+            detail,
+            "sync-back conflict: not written"
+        );
+        sqlx::query(
+            "INSERT INTO acl.sync_back_conflict
+                 (order_no, event_name, message_id, legacy_status, detail)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(order_no)
+        .bind(&message.envelope.event_name)
+        .bind(message.envelope.message_id)
+        .bind(legacy_status)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        // Counted before the commit: a commit that fails is retried and
+        // counted again, which a conflict counter can bear.
+        self.metrics.conflicts.inc();
+        Ok(())
+    }
+}
+
+/// Checks the order, then keeps it until it is paid or cancelled.
+async fn placed(tx: &mut PgConnection, event: &OrderPlaced) -> Result<(), HandlerError> {
+    check(event).map_err(HandlerError::Reject)?;
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM acl.sync_back_order WHERE order_no = $1)")
+            .bind(&event.order_no)
+            .fetch_one(&mut *tx)
+            .await?;
+    if known {
+        // The same order again (a producer that re-publishes): kept once.
+        return Ok(());
+    }
+    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM tb_order WHERE ord_no = $1)")
+        .bind(&event.order_no)
+        .fetch_one(&mut *tx)
+        .await?;
+    if taken {
+        return Err(HandlerError::Reject(format!(
+            "order number {} is already a monolith order: numbers of the new side come from the ACL (docs/adr/0014-order-numbers.md)",
+            event.order_no
+        )));
+    }
+    let menu_ids: Vec<i64> = event.lines.iter().map(|line| line.menu_id).collect();
+    let (member, shop, menus_of_shop): (bool, bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT FROM tb_member WHERE mbr_id = $1),
+                EXISTS (SELECT FROM tb_shop WHERE shop_id = $2),
+                (SELECT count(*) FROM tb_menu WHERE shop_id = $2 AND menu_id = ANY($3))",
+    )
+    .bind(event.member_id)
+    .bind(event.shop_id)
+    .bind(&menu_ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut distinct = menu_ids;
+    distinct.sort_unstable();
+    distinct.dedup();
+    let problem = if !member {
+        Some(format!("no member {}", event.member_id))
+    } else if !shop {
+        Some(format!("no shop {}", event.shop_id))
+    } else if usize::try_from(menus_of_shop).ok() != Some(distinct.len()) {
+        Some(format!("a menu item that is not shop {}'s", event.shop_id))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(HandlerError::Reject(format!(
+            "order {} names {problem} in the monolith",
+            event.order_no
+        )));
+    }
+    sqlx::query("INSERT INTO acl.sync_back_order (order_no, placed) VALUES ($1, $2)")
+        .bind(&event.order_no)
+        .bind(Json(event))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The order is settled: it goes to legacy, paid.
+async fn paid(tx: &mut PgConnection, event: &OrderPaid) -> Result<(), HandlerError> {
+    let (placed, written) = received(tx, &event.order_no).await?;
+    if written {
+        return Err(HandlerError::Reject(format!(
+            "order {} was paid after it was written to the monolith as cancelled",
+            event.order_no
+        )));
+    }
+    if event.amount != placed.total_amount {
+        return Err(HandlerError::Reject(format!(
+            "order {} was paid {} won for a total of {}",
+            event.order_no, event.amount, placed.total_amount
+        )));
+    }
+    if event.payment_id.is_empty() || event.payment_id.len() > MAX_PAYMENT_ID {
+        return Err(HandlerError::Reject(format!(
+            "payment id of order {} is empty or over {MAX_PAYMENT_ID} characters",
+            event.order_no
+        )));
+    }
+    write_order(tx, &placed, "20", None, event.paid_at).await?;
+    write_payment(tx, &placed, "AUTH", Some(&event.payment_id), event.paid_at).await?;
+    mark_written(tx, &event.order_no).await
+}
+
+/// The order as placed, and whether it is in the legacy tables yet; the
+/// row stays locked until the transaction ends.
+async fn received(
+    tx: &mut PgConnection,
+    order_no: &str,
+) -> Result<(OrderPlaced, bool), HandlerError> {
+    let row: Option<(Json<OrderPlaced>, Option<OffsetDateTime>)> = sqlx::query_as(
+        "SELECT placed, written_at FROM acl.sync_back_order WHERE order_no = $1 FOR UPDATE",
+    )
+    .bind(order_no)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (placed, written_at) = row.ok_or_else(|| {
+        HandlerError::Reject(format!(
+            "no {} was applied for order {order_no}",
+            OrderPlaced::NAME
+        ))
+    })?;
+    Ok((placed.0, written_at.is_some()))
+}
+
+async fn write_order(
+    tx: &mut PgConnection,
+    order: &OrderPlaced,
+    status: &str,
+    reason: Option<&str>,
+    updated_at: OffsetDateTime,
+) -> Result<(), HandlerError> {
+    sqlx::query(
+        "INSERT INTO tb_order (ord_no, mbr_id, shop_id, ord_stat_cd, tot_amt, dlv_addr,
+                               req_msg, cncl_rsn_cd, reg_dt, upd_dt)
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9)",
+    )
+    .bind(&order.order_no)
+    .bind(order.member_id)
+    .bind(order.shop_id)
+    .bind(status)
+    .bind(order.total_amount)
+    .bind(&order.delivery_address)
+    .bind(reason)
+    .bind(order.placed_at)
+    .bind(updated_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(refused)?;
+    for (seq, line) in (1_i32..).zip(&order.lines) {
+        sqlx::query(
+            "INSERT INTO tb_order_item (ord_no, item_seq, menu_id, menu_nm, unit_price, qty, amt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&order.order_no)
+        .bind(seq)
+        .bind(line.menu_id)
+        .bind(&line.name)
+        .bind(line.unit_price)
+        .bind(i64::from(line.quantity))
+        .bind(line.unit_price * i64::from(line.quantity))
+        .execute(&mut *tx)
+        .await
+        .map_err(refused)?;
+    }
+    Ok(())
+}
+
+async fn write_payment(
+    tx: &mut PgConnection,
+    order: &OrderPlaced,
+    status: &str,
+    payment_id: Option<&str>,
+    updated_at: OffsetDateTime,
+) -> Result<(), HandlerError> {
+    sqlx::query(
+        "INSERT INTO tb_payment (ord_no, pay_stat_cd, pay_amt, pg_tid, pg_idem_key, reg_dt, upd_dt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&order.order_no)
+    .bind(status)
+    .bind(order.total_amount)
+    .bind(payment_id)
+    .bind(idempotency_key(&order.order_no))
+    .bind(order.placed_at)
+    .bind(updated_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(refused)?;
+    Ok(())
+}
+
+async fn mark_written(tx: &mut PgConnection, order_no: &str) -> Result<(), HandlerError> {
+    sqlx::query("UPDATE acl.sync_back_order SET written_at = now() WHERE order_no = $1")
+        .bind(order_no)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// `tb_payment.pg_idem_key` of an order ordering paid: unique (one payment
+/// per order) and telling at a glance that Baedal did not make it.
+pub fn idempotency_key(order_no: &str) -> String {
+    format!("ordering:{order_no}")
+}
+
+/// `tb_order.cncl_rsn_cd` for ordering's reason; a reason added after this
+/// contract version is written as none rather than guessed.
+fn legacy_reason(reason: CancelReason) -> Option<&'static str> {
+    match reason {
+        CancelReason::Member => Some("MEMBER"),
+        CancelReason::PaymentDeclined => Some("PAY_DECLINED"),
+        CancelReason::PaymentFailed => Some("PAY_ERROR"),
+        CancelReason::Unknown => None,
+    }
+}
+
+/// A legacy table refusing the row (a check, a key, a value too long) is
+/// the fact's fault, not a passing trouble: to the DLQ, not retried.
+fn refused(error: sqlx::Error) -> HandlerError {
+    let permanent = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+    if permanent {
+        HandlerError::Reject(format!("the legacy tables refuse it: {error}"))
+    } else {
+        HandlerError::from(error)
+    }
+}
+
+/// What Baedal's schema and its own placing insist on, checked before any
+/// row is written.
+fn check(order: &OrderPlaced) -> Result<(), String> {
+    let fail = |what: String| Err(format!("order {}: {what}", order.order_no));
+    if !order_numbers::is_well_formed(&order.order_no) {
+        return fail("not an order number (YYYYMMDD-NNNNNN)".into());
+    }
+    if order.lines.is_empty() || order.lines.len() > MAX_LINES {
+        return fail(format!("{} lines (1 to {MAX_LINES})", order.lines.len()));
+    }
+    for line in &order.lines {
+        if !(1..=99).contains(&line.quantity) {
+            return fail(format!("quantity {} (1 to 99)", line.quantity));
+        }
+        if !(1..=Won::from(i32::MAX)).contains(&line.unit_price) {
+            return fail(format!("unit price {}", line.unit_price));
+        }
+        if line.name.trim().is_empty() || line.name.chars().count() > MAX_NAME {
+            return fail(format!("menu name of item {}", line.menu_id));
+        }
+    }
+    let sum: Won = order
+        .lines
+        .iter()
+        .map(|line| line.unit_price * Won::from(line.quantity))
+        .sum();
+    if sum != order.total_amount {
+        return fail(format!(
+            "total {} is not the sum of its lines, {sum}",
+            order.total_amount
+        ));
+    }
+    let address = order.delivery_address.chars().count();
+    if order.delivery_address.trim().is_empty() || address > MAX_ADDRESS {
+        return fail(format!("delivery address of {address} characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use contracts::OrderLine;
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn order() -> OrderPlaced {
+        OrderPlaced {
+            order_no: "20261130-000042".into(),
+            member_id: 1,
+            shop_id: 1,
+            lines: vec![OrderLine {
+                menu_id: 1,
+                name: "김치찌개".into(),
+                unit_price: 9_000,
+                quantity: 2,
+            }],
+            total_amount: 18_000,
+            delivery_address: "서울시 강남구".into(),
+            placed_at: datetime!(2026-11-30 01:00:00 UTC),
+        }
+    }
+
+    #[test]
+    fn an_order_baedal_could_hold_passes() {
+        assert_eq!(check(&order()), Ok(()));
+    }
+
+    /// A change that makes an order one Baedal cannot hold.
+    type Spoil = fn(&mut OrderPlaced);
+
+    #[test]
+    fn what_baedal_cannot_hold_is_named() {
+        let cases: [(Spoil, &str); 6] = [
+            (|o| o.order_no = "A-1".into(), "not an order number"),
+            (|o| o.lines.clear(), "0 lines"),
+            (|o| o.lines[0].quantity = 100, "quantity 100"),
+            (|o| o.lines[0].unit_price = 0, "unit price 0"),
+            (
+                |o| o.total_amount = 17_000,
+                "not the sum of its lines, 18000",
+            ),
+            (|o| o.delivery_address = " ".into(), "delivery address"),
+        ];
+        for (spoil, expected) in cases {
+            let mut spoilt = order();
+            spoil(&mut spoilt);
+            let problem = check(&spoilt).expect_err(expected);
+            assert!(problem.contains(expected), "{problem} / {expected}");
+        }
+    }
+
+    #[test]
+    fn reasons_become_baedal_codes() {
+        assert_eq!(legacy_reason(CancelReason::Member), Some("MEMBER"));
+        assert_eq!(
+            legacy_reason(CancelReason::PaymentDeclined),
+            Some("PAY_DECLINED")
+        );
+        assert_eq!(
+            legacy_reason(CancelReason::PaymentFailed),
+            Some("PAY_ERROR")
+        );
+        assert_eq!(legacy_reason(CancelReason::Unknown), None);
+        assert_eq!(
+            idempotency_key("20261130-000042"),
+            "ordering:20261130-000042"
+        );
+    }
+}

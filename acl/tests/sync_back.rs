@@ -1,0 +1,580 @@
+//! Sync-back against the real thing: ordering's facts published to
+//! RabbitMQ as its outbox relay publishes them, applied to Baedal's
+//! tables in PostgreSQL, and Baedal (in-process, on the same database)
+//! acting on what was written.
+
+mod support;
+
+use acl::syncback::CONSUMER;
+use contracts::ordering::{CancelReason, OrderCancelled, OrderPlaced};
+use contracts::{Envelope, Origin};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use support::ordering::{Ordering, an_order, now, paid};
+use support::{API_KEY, Rig};
+
+/// The legacy rows of an order: (status, reason, lines, payment status).
+async fn legacy_order(
+    rig: &Rig,
+    order_no: &str,
+) -> Option<(String, Option<String>, i64, Option<String>)> {
+    sqlx::query_as(
+        "SELECT o.ord_stat_cd, o.cncl_rsn_cd,
+                (SELECT count(*) FROM tb_order_item i WHERE i.ord_no = o.ord_no),
+                (SELECT p.pay_stat_cd FROM tb_payment p WHERE p.ord_no = o.ord_no)
+         FROM tb_order o WHERE o.ord_no = $1",
+    )
+    .bind(order_no)
+    .fetch_optional(&rig.legacy_admin)
+    .await
+    .expect("the legacy order")
+}
+
+fn cancelled(order: &OrderPlaced, reason: CancelReason, refunded: bool) -> OrderCancelled {
+    OrderCancelled {
+        order_no: order.order_no.clone(),
+        reason,
+        refunded,
+        cancelled_at: now(),
+    }
+}
+
+async fn get(rig: &Rig, path: &str) -> Value {
+    let response = rig
+        .http
+        .get(format!("{}{path}", rig.baedal_url))
+        .send()
+        .await
+        .expect("Baedal answers");
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.expect("JSON")
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_ordering_order_synced_back_is_on_the_owner_board_and_accepting_it_there_is_announced_but_the_sync_back_is_not(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture
+        .prepare()
+        .await
+        .expect("the slot: the feed sees everything from here");
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+
+    let order = an_order(&rig).await;
+    let o = order.order_no.as_str();
+    ordering.publish(&order, 1).await;
+    ordering.publish(&paid(&order, "pay_0001"), 2).await;
+    sync_back
+        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
+        .await;
+
+    let board = get(&rig, "/api/shops/1/orders").await;
+    let entry = board
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["order_no"] == o))
+        .unwrap_or_else(|| panic!("{o} is not on the owner's board: {board}"));
+    assert_eq!(
+        (
+            &entry["status"],
+            &entry["member_id"],
+            &entry["total_amount"],
+            &entry["address"]
+        ),
+        (
+            &json!("PAID"),
+            &json!(1),
+            &json!(order.total_amount),
+            &json!(order.delivery_address)
+        )
+    );
+    let view = get(&rig, &format!("/api/orders/{o}")).await;
+    let lines: Vec<(&Value, &Value, &Value)> = view["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| (&i["menu_id"], &i["quantity"], &i["amount"]))
+        .collect();
+    let expected: Vec<(Value, Value, Value)> = order
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                json!(l.menu_id),
+                json!(l.quantity),
+                json!(l.unit_price * i64::from(l.quantity)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        expected
+            .iter()
+            .map(|(a, b, c)| (a, b, c))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        view["payment"],
+        json!({"status": "AUTH", "amount": order.total_amount})
+    );
+    let (tid, key, placed_at): (Option<String>, String, time::OffsetDateTime) = sqlx::query_as(
+        "SELECT p.pg_tid, p.pg_idem_key, o.reg_dt FROM tb_payment p JOIN tb_order o USING (ord_no)
+         WHERE ord_no = $1",
+    )
+    .bind(o)
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("the payment");
+    assert_eq!(
+        (tid.as_deref(), key.as_str(), placed_at),
+        (
+            Some("pay_0001"),
+            format!("ordering:{o}").as_str(),
+            order.placed_at
+        )
+    );
+
+    let accepted = rig
+        .post(&format!("/api/shops/1/orders/{o}/accept"), &json!({}))
+        .await;
+    assert_eq!(accepted.status(), 200);
+    let accepted: Value = accepted.json().await.expect("JSON");
+    let rider = accepted["delivery"]["rider_id"].as_i64().expect("a rider");
+
+    rig.drain(&capture).await;
+    let announced: Vec<(String, i64, Value)> = rig
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(_, aggregate, ..)| aggregate == o)
+        .map(|(event, _, seq, payload)| (event, seq, payload))
+        .collect();
+    let events: Vec<(&str, i64)> = announced
+        .iter()
+        .map(|(event, seq, _)| (event.as_str(), *seq))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("legacy.order.status_changed.v1", 1),
+            ("legacy.delivery.status_changed.v1", 1),
+        ],
+        "the shop's accepting is announced; sync-back's insert is not (no legacy.order.placed)"
+    );
+    assert_eq!(
+        (
+            &announced[0].2["from"],
+            &announced[0].2["to"],
+            &announced[0].2["rider_id"]
+        ),
+        (&json!("paid"), &json!("accepted"), &json!(rider))
+    );
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_fact_delivered_again_is_applied_once_and_its_inbox_row_commits_with_the_legacy_rows(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+    let order = an_order(&rig).await;
+    let o = order.order_no.as_str();
+    let payment = paid(&order, "pay_0002");
+    ordering.publish(&order, 1).await;
+    let first = ordering.publish(&payment, 2).await;
+    sync_back
+        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
+        .await;
+
+    // What the broker delivers after a crash between the commit and the
+    // acknowledgement: the same message again.
+    let body = serde_json::to_vec(&payment).expect("JSON");
+    ordering.send(&first, Some((o, 2)), &body).await;
+    // What a producer that re-publishes sends: the same fact, a new message id.
+    ordering.publish(&payment, 2).await;
+    sync_back
+        .until("both copies skipped", |m| m.duplicates(CONSUMER) == 2)
+        .await;
+    assert_eq!(sync_back.handled(), 2);
+    let rows: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tb_order WHERE ord_no = $1),
+                (SELECT count(*) FROM tb_order_item WHERE ord_no = $1),
+                (SELECT count(*) FROM tb_payment WHERE ord_no = $1)",
+    )
+    .bind(o)
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("counts");
+    assert_eq!(rows, (1, 2, 1));
+
+    // One transaction wrote the order, the inbox row and the order's
+    // sequence number: a crash before its commit leaves none of them.
+    let writers: (String, String, String) = sqlx::query_as(
+        "SELECT (SELECT xmin::text FROM tb_order WHERE ord_no = $1),
+                (SELECT xmin::text FROM acl.inbox WHERE message_id = $2),
+                (SELECT xmin::text FROM acl.inbox_aggregate
+                 WHERE aggregate_type = 'ordering.order' AND aggregate_id = $1)",
+    )
+    .bind(o)
+    .bind(first.message_id)
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("the writing transactions");
+    assert_eq!(writers.0, writers.1, "the order and the inbox row");
+    assert_eq!(writers.0, writers.2, "the order and its sequence number");
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_stale_fact_does_not_overwrite_what_the_monolith_did_since(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+    let order = an_order(&rig).await;
+    let o = order.order_no.as_str();
+    let payment = paid(&order, "pay_0003");
+    ordering.publish(&order, 1).await;
+    ordering.publish(&payment, 2).await;
+    sync_back
+        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
+        .await;
+    let accepted = rig
+        .post(&format!("/api/shops/1/orders/{o}/accept"), &json!({}))
+        .await;
+    assert_eq!(accepted.status(), 200);
+    let snapshot = || async {
+        sqlx::query_as::<_, (String, time::OffsetDateTime, String, time::OffsetDateTime)>(
+            "SELECT o.ord_stat_cd, o.upd_dt, p.pay_stat_cd, p.upd_dt
+             FROM tb_order o JOIN tb_payment p USING (ord_no) WHERE ord_no = $1",
+        )
+        .bind(o)
+        .fetch_one(&rig.legacy_admin)
+        .await
+        .expect("the order")
+    };
+    let before = snapshot().await;
+    assert_eq!((before.0.as_str(), before.2.as_str()), ("30", "AUTH"));
+
+    // An older fact, late: paid again, re-published after the shop accepted.
+    ordering.publish(&payment, 2).await;
+    sync_back
+        .until("the old fact skipped", |m| m.duplicates(CONSUMER) == 1)
+        .await;
+    // A newer fact the monolith has overtaken: the member cancelled in
+    // ordering while the shop was accepting.
+    let too_late = ordering
+        .publish(&cancelled(&order, CancelReason::Member, true), 3)
+        .await;
+    sync_back
+        .until("the cancel handled", |m| m.handled(CONSUMER) == 3)
+        .await;
+
+    assert_eq!(snapshot().await, before, "the legacy state stands");
+    let conflicts: Vec<(String, String, uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT order_no, event_name, message_id, legacy_status FROM acl.sync_back_conflict",
+    )
+    .fetch_all(&rig.legacy_admin)
+    .await
+    .expect("conflicts");
+    assert_eq!(
+        conflicts,
+        [(
+            o.to_owned(),
+            "ordering.order.cancelled.v1".to_owned(),
+            too_late.message_id,
+            "30".to_owned()
+        )]
+    );
+    assert_eq!(sync_back.metrics.conflicts(), 1);
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_fact_that_arrives_before_its_predecessor_waits_for_it(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+    let order = an_order(&rig).await;
+    ordering.publish(&paid(&order, "pay_0004"), 2).await;
+    sync_back
+        .until("paid parked", |m| m.parked(CONSUMER) == 1)
+        .await;
+    assert_eq!(legacy_order(&rig, &order.order_no).await, None);
+    ordering.publish(&order, 1).await;
+    sync_back
+        .until("both applied", |m| m.handled(CONSUMER) == 2)
+        .await;
+    assert_eq!(
+        legacy_order(&rig, &order.order_no).await,
+        Some(("20".into(), None, 2, Some("AUTH".into())))
+    );
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn only_states_the_monolith_treats_as_settled_are_written(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+
+    let unpaid = an_order(&rig).await;
+    ordering.publish(&unpaid, 1).await;
+    let declined = an_order(&rig).await;
+    ordering.publish(&declined, 1).await;
+    ordering
+        .publish(
+            &cancelled(&declined, CancelReason::PaymentDeclined, false),
+            2,
+        )
+        .await;
+    let failed = an_order(&rig).await;
+    ordering.publish(&failed, 1).await;
+    ordering
+        .publish(&cancelled(&failed, CancelReason::PaymentFailed, false), 2)
+        .await;
+    let withdrawn = an_order(&rig).await;
+    ordering.publish(&withdrawn, 1).await;
+    ordering
+        .publish(&cancelled(&withdrawn, CancelReason::Member, false), 2)
+        .await;
+    let refunded = an_order(&rig).await;
+    ordering.publish(&refunded, 1).await;
+    ordering.publish(&paid(&refunded, "pay_0005"), 2).await;
+    ordering
+        .publish(&cancelled(&refunded, CancelReason::Member, true), 3)
+        .await;
+    sync_back
+        .until("every fact applied", |m| m.handled(CONSUMER) == 10)
+        .await;
+
+    let row = |status: &str, reason: Option<&str>, payment: Option<&str>| {
+        Some((
+            status.to_owned(),
+            reason.map(str::to_owned),
+            2,
+            payment.map(str::to_owned),
+        ))
+    };
+    assert_eq!(
+        legacy_order(&rig, &unpaid.order_no).await,
+        None,
+        "placed, not paid: not in legacy yet"
+    );
+    let waiting: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("SELECT written_at FROM acl.sync_back_order WHERE order_no = $1")
+            .bind(&unpaid.order_no)
+            .fetch_one(&rig.legacy_admin)
+            .await
+            .expect("kept by the ACL");
+    assert_eq!(waiting, None);
+    assert_eq!(
+        legacy_order(&rig, &declined.order_no).await,
+        row("90", Some("PAY_DECLINED"), Some("DECL"))
+    );
+    assert_eq!(
+        legacy_order(&rig, &failed.order_no).await,
+        row("90", Some("PAY_ERROR"), Some("VOID"))
+    );
+    assert_eq!(
+        legacy_order(&rig, &withdrawn.order_no).await,
+        row("90", Some("MEMBER"), None)
+    );
+    assert_eq!(
+        legacy_order(&rig, &refunded.order_no).await,
+        row("90", Some("MEMBER"), Some("RFND"))
+    );
+    let unsettled: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM tb_payment WHERE pay_stat_cd IN ('REQ', 'VOID_REQ', 'RFND_REQ'))
+              + (SELECT count(*) FROM tb_order WHERE ord_stat_cd = '10')",
+    )
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("count");
+    assert_eq!(unsettled, 0, "nothing Baedal's sweeper would act on");
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let monolith_order = rig.place_order().await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+    let envelope = |origin| Envelope::new("ordering.order.placed.v1", "ordering", origin);
+    let publisher = &ordering;
+    let send = |order: OrderPlaced| async move {
+        let position = order.order_no.clone();
+        let body = serde_json::to_vec(&order).expect("JSON");
+        publisher
+            .send(&envelope(Origin::New), Some((&position, 1)), &body)
+            .await;
+    };
+
+    let mut no_lines = serde_json::to_value(an_order(&rig).await).expect("JSON");
+    no_lines.as_object_mut().expect("an object").remove("lines");
+    let no = no_lines["order_no"].as_str().expect("a number").to_owned();
+    ordering
+        .send(
+            &envelope(Origin::New),
+            Some((&no, 1)),
+            no_lines.to_string().as_bytes(),
+        )
+        .await;
+    let mut miscounted = an_order(&rig).await;
+    miscounted.total_amount += 1_000;
+    send(miscounted).await;
+    let mut elsewhere = an_order(&rig).await;
+    elsewhere.shop_id = 2;
+    send(elsewhere).await;
+    let mut taken = an_order(&rig).await;
+    taken.order_no.clone_from(&monolith_order);
+    send(taken).await;
+    let unsequenced = an_order(&rig).await;
+    ordering
+        .send(
+            &envelope(Origin::New),
+            None,
+            &serde_json::to_vec(&unsequenced).expect("JSON"),
+        )
+        .await;
+    let from_legacy = an_order(&rig).await;
+    ordering
+        .send(
+            &envelope(Origin::Legacy),
+            Some((&from_legacy.order_no, 1)),
+            &serde_json::to_vec(&from_legacy).expect("JSON"),
+        )
+        .await;
+    ordering
+        .send(
+            &envelope(Origin::New),
+            Some(("20261130-999999", 1)),
+            b"not json",
+        )
+        .await;
+    let underpaid = an_order(&rig).await;
+    ordering.publish(&underpaid, 1).await;
+    let mut short = paid(&underpaid, "pay_0006");
+    short.amount -= 1;
+    ordering.publish(&short, 2).await;
+
+    sync_back
+        .until("the bad facts dead-lettered", |m| {
+            m.dead_lettered(CONSUMER) == 8
+        })
+        .await;
+    let mut reasons: Vec<String> = sync_back
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|(_, reason)| reason)
+        .collect();
+    reasons.sort();
+    let expected = [
+        "already a monolith order",
+        "body is not JSON",
+        "missing field `lines`",
+        "names a menu item that is not shop 2's",
+        "no aggregate_seq",
+        "not the sum of its lines",
+        "origin legacy",
+        "was paid",
+    ];
+    assert_eq!(reasons.len(), expected.len(), "{reasons:#?}");
+    for phrase in expected {
+        assert!(
+            reasons.iter().any(|r| r.contains(phrase)),
+            "no dead letter says {phrase:?}: {reasons:#?}"
+        );
+    }
+    let orders: Vec<(String, String)> =
+        sqlx::query_as("SELECT ord_no, ord_stat_cd FROM tb_order ORDER BY ord_no")
+            .fetch_all(&rig.legacy_admin)
+            .await
+            .expect("orders");
+    assert_eq!(
+        orders,
+        [(monolith_order, "20".to_owned())],
+        "only the monolith's own order, untouched"
+    );
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn after_a_rollback_the_monolith_cancels_an_order_ordering_placed_and_refunds_it(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+    let order = an_order(&rig).await;
+    let o = order.order_no.as_str();
+    // Ordering paid at the same gateway Baedal uses.
+    let authorised: Value = rig
+        .http
+        .post(format!("{}/v1/payments", rig.pg_url))
+        .bearer_auth(API_KEY)
+        .header("Idempotency-Key", format!("ordering-{o}-auth"))
+        .json(&json!({"order_id": o, "amount": order.total_amount}))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("JSON");
+    let payment_id = authorised["payment_id"].as_str().expect("a payment id");
+    ordering.publish(&order, 1).await;
+    ordering.publish(&paid(&order, payment_id), 2).await;
+    sync_back
+        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
+        .await;
+
+    // The route went back to the monolith: the member cancels there.
+    let cancelled = rig
+        .post(&format!("/api/orders/{o}/cancel"), &json!({"member_id": 1}))
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.expect("JSON");
+    assert_eq!(
+        (&cancelled["status"], &cancelled["payment"]["status"]),
+        (&json!("CANCELLED"), &json!("RFND"))
+    );
+    let at_the_gateway: Value = rig
+        .http
+        .get(format!("{}/v1/payments/{payment_id}", rig.pg_url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(at_the_gateway["status"], "refunded");
+    sync_back.stop().await;
+    rig.finish().await;
+}
