@@ -14,7 +14,8 @@
 //! - [`reconcile`]: legacy orders held against the new stores; differences
 //!   by kind, re-published on request (`make reconcile`, `POST /admin/reconcile`).
 //! - [`syncback`]: ordering's facts written back into the legacy tables
-//!   (a consumer whose inbox lives in the ACL's schema inside `legacy`).
+//!   (a consumer whose inbox lives in the ACL's schema inside `legacy`),
+//!   and order numbers from the legacy sequence.
 //!
 //! Settings (`ACL_` prefix, chassis layers):
 //!
@@ -186,6 +187,7 @@ impl Application {
             .readiness_check(capture.readiness_check())
             .readiness_check(cache_consumer.readiness_check())
             .readiness_check(sync_back.readiness_check())
+            .routes(syncback::order_numbers::router(legacy.clone()))
             .routes(facade::http::router(facade.clone()))
             .routes(facade::openapi::router())
             .routes(admin::router(admin::AdminState {

@@ -4,6 +4,7 @@
 //! exchange and queue of the test's own to watch what gets published.
 #![allow(dead_code)] // each test file uses its own part of this module
 
+pub mod app;
 pub mod order_history;
 pub mod ordering;
 
