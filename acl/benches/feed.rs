@@ -178,6 +178,7 @@ async fn bench(
         sync_back: acl::syncback::SyncBackSettings {
             queue: sync_back_queue(exchange),
         },
+        monolith: acl::commands::MonolithSettings::default(),
     };
     let connection = amqp::connect(amqp_url, "acl-bench-consumer").await?;
     let channel = connection.create_channel().await?;

@@ -16,6 +16,8 @@
 //! - [`syncback`]: ordering's facts written back into the legacy tables
 //!   (a consumer whose inbox lives in the ACL's schema inside `legacy`),
 //!   and order numbers from the legacy sequence.
+//! - [`commands`]: commands in the new language carried out through the
+//!   monolith's own API.
 //!
 //! Settings (`ACL_` prefix, chassis layers):
 //!
@@ -39,9 +41,13 @@
 //! | `ACL_RECONCILE__SETTLE_SECONDS` | 60 | legacy orders changed this recently are not compared |
 //! | `ACL_RECONCILE__PAGE_SIZE` | 500 | orders read at once on each side |
 //! | `ACL_SYNC_BACK__QUEUE` | `acl.sync-back` | the queue sync-back consumes (bound to `ordering.order.#`) |
+//! | `ACL_MONOLITH__BASE_URL` | `http://127.0.0.1:8080` | Baedal, for commands |
+//! | `ACL_MONOLITH__TIMEOUT_MS` | 5000 | the deadline of one command to Baedal |
+//! | `ACL_MONOLITH__BREAKER_FAILURES`, `ACL_MONOLITH__BREAKER_OPEN_MS` | 5, 10000 | failed calls in a row that open the breaker to Baedal, and for how long |
 
 pub mod admin;
 pub mod capture;
+pub mod commands;
 pub mod facade;
 pub mod reconcile;
 pub mod syncback;
@@ -64,6 +70,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use capture::{Capture, CaptureMetrics, CaptureSettings};
+use commands::{Baedal, CommandState, MonolithSettings};
 use facade::{Facade, FacadeMetrics, FacadeSettings};
 use reconcile::{ReconcileSettings, Reconciliation};
 use syncback::{SyncBack, SyncBackMetrics, SyncBackSettings};
@@ -91,6 +98,8 @@ pub struct Settings {
     pub exchange: String,
     #[serde(default)]
     pub sync_back: SyncBackSettings,
+    #[serde(default)]
+    pub monolith: MonolithSettings,
 }
 
 fn default_exchange() -> String {
@@ -177,6 +186,10 @@ impl Application {
             consumer_metrics,
             SyncBackMetrics::register(service.registry_mut()),
         );
+        let commands = CommandState {
+            monolith: Baedal::new(&settings.monolith, client_metrics)?,
+            legacy: legacy.clone(),
+        };
         if settings.admin_token.is_none() {
             tracing::warn!("ACL_ADMIN_TOKEN is not set: every /admin call gets 401");
         }
@@ -188,6 +201,7 @@ impl Application {
             .readiness_check(cache_consumer.readiness_check())
             .readiness_check(sync_back.readiness_check())
             .routes(syncback::order_numbers::router(legacy.clone()))
+            .routes(commands::router(commands))
             .routes(facade::http::router(facade.clone()))
             .routes(facade::openapi::router())
             .routes(admin::router(admin::AdminState {

@@ -130,6 +130,7 @@ impl Acl {
             sync_back: acl::syncback::SyncBackSettings {
                 queue: sync_back_queue.clone(),
             },
+            monolith: acl::commands::MonolithSettings::default(),
         };
         let app = acl::Application::build(settings)
             .await

@@ -427,6 +427,7 @@ async fn the_admin_endpoint_wants_the_token_refuses_bad_input_and_repairs_and_th
         sync_back: acl::syncback::SyncBackSettings {
             queue: sync_back_queue.clone(),
         },
+        monolith: acl::commands::MonolithSettings::default(),
     };
     let app = acl::Application::build(acl_settings)
         .await

@@ -50,6 +50,10 @@ impl Rig {
             sync_back: SyncBackSettings {
                 queue: format!("acl.t.{unique}.sync-back"),
             },
+            monolith: acl::commands::MonolithSettings {
+                base_url: self.baedal_url.clone(),
+                ..acl::commands::MonolithSettings::default()
+            },
         }
     }
 
