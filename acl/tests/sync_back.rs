@@ -177,7 +177,7 @@ async fn an_ordering_order_synced_back_is_on_the_owner_board_and_accepting_it_th
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_fact_delivered_again_is_applied_once_and_its_inbox_row_commits_with_the_legacy_rows(
+async fn a_fact_delivered_or_published_again_is_applied_once_and_its_inbox_row_commits_with_the_legacy_rows(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
@@ -187,33 +187,12 @@ async fn a_fact_delivered_again_is_applied_once_and_its_inbox_row_commits_with_t
     let order = an_order(&rig).await;
     let o = order.order_no.as_str();
     let payment = paid(&order, "pay_0002");
+    let cancel = cancelled(&order, CancelReason::Member, true);
     ordering.publish(&order, 1).await;
     let first = ordering.publish(&payment, 2).await;
     sync_back
         .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
         .await;
-
-    // What the broker delivers after a crash between the commit and the
-    // acknowledgement: the same message again.
-    let body = serde_json::to_vec(&payment).expect("JSON");
-    ordering.send(&first, Some((o, 2)), &body).await;
-    // What a producer that re-publishes sends: the same fact, a new message id.
-    ordering.publish(&payment, 2).await;
-    sync_back
-        .until("both copies skipped", |m| m.duplicates(CONSUMER) == 2)
-        .await;
-    assert_eq!(sync_back.handled(), 2);
-    let rows: (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM tb_order WHERE ord_no = $1),
-                (SELECT count(*) FROM tb_order_item WHERE ord_no = $1),
-                (SELECT count(*) FROM tb_payment WHERE ord_no = $1)",
-    )
-    .bind(o)
-    .fetch_one(&rig.legacy_admin)
-    .await
-    .expect("counts");
-    assert_eq!(rows, (1, 2, 1));
-
     // One transaction wrote the order, the inbox row and the order's
     // sequence number: a crash before its commit leaves none of them.
     let writers: (String, String, String) = sqlx::query_as(
@@ -229,6 +208,42 @@ async fn a_fact_delivered_again_is_applied_once_and_its_inbox_row_commits_with_t
     .expect("the writing transactions");
     assert_eq!(writers.0, writers.1, "the order and the inbox row");
     assert_eq!(writers.0, writers.2, "the order and its sequence number");
+
+    // What the broker delivers after a crash between that commit and the
+    // acknowledgement: the same message again.
+    let body = serde_json::to_vec(&payment).expect("JSON");
+    ordering.send(&first, Some((o, 2)), &body).await;
+    sync_back
+        .until("the copy skipped", |m| m.duplicates(CONSUMER) == 1)
+        .await;
+    ordering.publish(&cancel, 3).await;
+    // What a producer re-publishing through its outbox sends: the same
+    // facts again, under the next numbers.
+    ordering.publish(&order, 4).await;
+    ordering.publish(&payment, 5).await;
+    ordering.publish(&cancel, 6).await;
+    sync_back
+        .until("the cancel and the re-published facts handled", |m| {
+            m.handled(CONSUMER) == 6
+        })
+        .await;
+
+    assert_eq!(sync_back.duplicates(), 1);
+    assert_eq!(
+        legacy_order(&rig, o).await,
+        Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into())))
+    );
+    let rows: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tb_order WHERE ord_no = $1),
+                (SELECT count(*) FROM tb_order_item WHERE ord_no = $1),
+                (SELECT count(*) FROM tb_payment WHERE ord_no = $1),
+                (SELECT count(*) FROM acl.sync_back_conflict)",
+    )
+    .bind(o)
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("counts");
+    assert_eq!(rows, (1, 2, 1, 0));
     sync_back.stop().await;
     rig.finish().await;
 }
@@ -281,22 +296,57 @@ async fn a_stale_fact_does_not_overwrite_what_the_monolith_did_since(
         .await;
 
     assert_eq!(snapshot().await, before, "the legacy state stands");
+
+    // A payment after ordering said the payment was declined.
+    let declined = an_order(&rig).await;
+    ordering.publish(&declined, 1).await;
+    ordering
+        .publish(
+            &cancelled(&declined, CancelReason::PaymentDeclined, false),
+            2,
+        )
+        .await;
+    let paid_after_all = ordering.publish(&paid(&declined, "pay_0007"), 3).await;
+    sync_back
+        .until("the second order's facts handled", |m| {
+            m.handled(CONSUMER) == 6
+        })
+        .await;
+    assert_eq!(
+        legacy_order(&rig, &declined.order_no).await,
+        Some((
+            "90".into(),
+            Some("PAY_DECLINED".into()),
+            2,
+            Some("DECL".into())
+        ))
+    );
+
     let conflicts: Vec<(String, String, uuid::Uuid, String)> = sqlx::query_as(
-        "SELECT order_no, event_name, message_id, legacy_status FROM acl.sync_back_conflict",
+        "SELECT order_no, event_name, message_id, legacy_status FROM acl.sync_back_conflict
+         ORDER BY id",
     )
     .fetch_all(&rig.legacy_admin)
     .await
     .expect("conflicts");
     assert_eq!(
         conflicts,
-        [(
-            o.to_owned(),
-            "ordering.order.cancelled.v1".to_owned(),
-            too_late.message_id,
-            "30".to_owned()
-        )]
+        [
+            (
+                o.to_owned(),
+                "ordering.order.cancelled.v1".to_owned(),
+                too_late.message_id,
+                "30".to_owned()
+            ),
+            (
+                declined.order_no.clone(),
+                "ordering.order.paid.v1".to_owned(),
+                paid_after_all.message_id,
+                "90".to_owned()
+            )
+        ]
     );
-    assert_eq!(sync_back.metrics.conflicts(), 1);
+    assert_eq!(sync_back.metrics.conflicts(), 2);
     sync_back.stop().await;
     rig.finish().await;
 }

@@ -13,7 +13,13 @@
 //! | `ordering.order.paid.v1` | the order in `20` with its lines, its payment `AUTH` (`pg_tid` = ordering's payment id, `pg_idem_key` = `ordering:<order_no>`) |
 //! | `ordering.order.cancelled.v1`, not paid | the order in `90` with its reason and lines; payment `DECL` (declined), `VOID` (failed, charge released) or none (member) |
 //! | `ordering.order.cancelled.v1`, paid, legacy still `20` | the order to `90`; the payment `AUTH` → `RFND` when refunded |
+//! | `ordering.order.cancelled.v1`, legacy already `80` or `90` | nothing: it is over on both sides |
 //! | `ordering.order.cancelled.v1`, legacy moved on (accepted, …) | nothing: a conflict in `acl.sync_back_conflict` |
+//! | `ordering.order.paid.v1`, the order already written | nothing if it is the same payment (published again); otherwise a conflict |
+//!
+//! A fact published again under a later sequence number (a producer that
+//! re-publishes through its outbox) finds its work done and writes
+//! nothing, so the order's sequence goes on.
 //!
 //! Every transaction first writes the logical message the change feed
 //! recognises as the ACL's own (`acl.sync-back`), so none of this is
@@ -106,12 +112,56 @@ impl ApplyToLegacy {
             .await?;
         match message.envelope.event_name.as_str() {
             OrderPlaced::NAME => placed(tx, &message.decode()?).await,
-            OrderPaid::NAME => paid(tx, &message.decode()?).await,
+            OrderPaid::NAME => self.paid(tx, message, &message.decode()?).await,
             OrderCancelled::NAME => self.cancelled(tx, message, &message.decode()?).await,
             other => Err(HandlerError::NotHandled(format!(
                 "sync-back has nothing to write for {other}"
             ))),
         }
+    }
+
+    /// The order is settled: it goes to legacy, paid.
+    async fn paid(
+        &self,
+        tx: &mut PgConnection,
+        message: &Message,
+        event: &OrderPaid,
+    ) -> Result<(), HandlerError> {
+        let (placed, written) = received(tx, &event.order_no).await?;
+        if written {
+            let (status, same_payment): (String, bool) = sqlx::query_as(
+                "SELECT o.ord_stat_cd, p.pg_tid IS NOT DISTINCT FROM $2
+                 FROM tb_order o LEFT JOIN tb_payment p USING (ord_no)
+                 WHERE o.ord_no = $1 FOR UPDATE OF o",
+            )
+            .bind(&event.order_no)
+            .bind(&event.payment_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if same_payment {
+                // The same payment again (a producer that re-publishes).
+                return Ok(());
+            }
+            let detail = "paid after the order was written to the monolith as cancelled; the legacy state stands";
+            return self
+                .conflict(tx, message, &event.order_no, &status, detail)
+                .await;
+        }
+        if event.amount != placed.total_amount {
+            return Err(HandlerError::Reject(format!(
+                "order {} was paid {} won for a total of {}",
+                event.order_no, event.amount, placed.total_amount
+            )));
+        }
+        if event.payment_id.is_empty() || event.payment_id.len() > MAX_PAYMENT_ID {
+            return Err(HandlerError::Reject(format!(
+                "payment id of order {} is empty or over {MAX_PAYMENT_ID} characters",
+                event.order_no
+            )));
+        }
+        write_order(tx, &placed, "20", None, event.paid_at).await?;
+        write_payment(tx, &placed, "AUTH", Some(&event.payment_id), event.paid_at).await?;
+        mark_written(tx, &event.order_no).await
     }
 
     async fn cancelled(
@@ -152,8 +202,7 @@ impl ApplyToLegacy {
                 .bind(legacy_reason(event.reason))
                 .bind(event.cancelled_at)
                 .execute(&mut *tx)
-                .await
-                .map_err(refused)?;
+                .await?;
                 if event.refunded {
                     // Ordering gives the money back: `RFND`, never the
                     // `RFND_REQ` Baedal's sweeper would act on.
@@ -164,15 +213,15 @@ impl ApplyToLegacy {
                     .bind(&event.order_no)
                     .bind(event.cancelled_at)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(refused)?;
+                    .await?;
                 }
                 Ok(())
             }
             // Over on both sides already (Baedal rejected or cancelled it).
             "80" | "90" => Ok(()),
             moved_on => {
-                self.conflict(tx, message, &event.order_no, moved_on, "the order was cancelled in ordering after the monolith moved it on; the legacy state stands")
+                let detail = "cancelled in ordering after the monolith moved the order on; the legacy state stands";
+                self.conflict(tx, message, &event.order_no, moved_on, detail)
                     .await
             }
         }
@@ -271,32 +320,6 @@ async fn placed(tx: &mut PgConnection, event: &OrderPlaced) -> Result<(), Handle
     Ok(())
 }
 
-/// The order is settled: it goes to legacy, paid.
-async fn paid(tx: &mut PgConnection, event: &OrderPaid) -> Result<(), HandlerError> {
-    let (placed, written) = received(tx, &event.order_no).await?;
-    if written {
-        return Err(HandlerError::Reject(format!(
-            "order {} was paid after it was written to the monolith as cancelled",
-            event.order_no
-        )));
-    }
-    if event.amount != placed.total_amount {
-        return Err(HandlerError::Reject(format!(
-            "order {} was paid {} won for a total of {}",
-            event.order_no, event.amount, placed.total_amount
-        )));
-    }
-    if event.payment_id.is_empty() || event.payment_id.len() > MAX_PAYMENT_ID {
-        return Err(HandlerError::Reject(format!(
-            "payment id of order {} is empty or over {MAX_PAYMENT_ID} characters",
-            event.order_no
-        )));
-    }
-    write_order(tx, &placed, "20", None, event.paid_at).await?;
-    write_payment(tx, &placed, "AUTH", Some(&event.payment_id), event.paid_at).await?;
-    mark_written(tx, &event.order_no).await
-}
-
 /// The order as placed, and whether it is in the legacy tables yet; the
 /// row stays locked until the transaction ends.
 async fn received(
@@ -340,8 +363,7 @@ async fn write_order(
     .bind(order.placed_at)
     .bind(updated_at)
     .execute(&mut *tx)
-    .await
-    .map_err(refused)?;
+    .await?;
     for (seq, line) in (1_i32..).zip(&order.lines) {
         sqlx::query(
             "INSERT INTO tb_order_item (ord_no, item_seq, menu_id, menu_nm, unit_price, qty, amt)
@@ -355,8 +377,7 @@ async fn write_order(
         .bind(i64::from(line.quantity))
         .bind(line.unit_price * i64::from(line.quantity))
         .execute(&mut *tx)
-        .await
-        .map_err(refused)?;
+        .await?;
     }
     Ok(())
 }
@@ -380,8 +401,7 @@ async fn write_payment(
     .bind(order.placed_at)
     .bind(updated_at)
     .execute(&mut *tx)
-    .await
-    .map_err(refused)?;
+    .await?;
     Ok(())
 }
 
@@ -407,20 +427,6 @@ fn legacy_reason(reason: CancelReason) -> Option<&'static str> {
         CancelReason::PaymentDeclined => Some("PAY_DECLINED"),
         CancelReason::PaymentFailed => Some("PAY_ERROR"),
         CancelReason::Unknown => None,
-    }
-}
-
-/// A legacy table refusing the row (a check, a key, a value too long) is
-/// the fact's fault, not a passing trouble: to the DLQ, not retried.
-fn refused(error: sqlx::Error) -> HandlerError {
-    let permanent = error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
-    if permanent {
-        HandlerError::Reject(format!("the legacy tables refuse it: {error}"))
-    } else {
-        HandlerError::from(error)
     }
 }
 
