@@ -127,6 +127,8 @@ write_stack_env() {
 		say "ACL_LEGACY__URL=postgres://acl:$KIT_DB_PASSWORD_ACL@$KIT_PG_HOST:$KIT_PG_PORT/legacy"
 		say "ACL_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
 		say "ACL_ADMIN_TOKEN=$KIT_ACL_ADMIN_TOKEN"
+		say "# Baedal, for the commands the ACL carries out through the monolith's own API."
+		say "ACL_MONOLITH__BASE_URL=http://127.0.0.1:${BAEDAL_HTTP_PORT:-8080}"
 		say "KIT_RABBIT_MANAGEMENT_URL=http://127.0.0.1:$KIT_RABBIT_UI_PORT"
 	} | write_if_changed "$KIT_STACK_ENV"
 }
