@@ -1,6 +1,6 @@
 //! Commands to legacy over the ACL's HTTP API, carried out by the real
 //! Baedal (in-process, on the test's database); wiremock stands in for a
-//! monolith that is slow, and a closed port for one that is down.
+//! monolith that is slow or failing, and a closed port for one that is down.
 
 mod support;
 
@@ -308,6 +308,32 @@ async fn a_slow_monolith_times_out_then_the_breaker_answers_without_calling_it(
     );
     let calls = slow.received_requests().await.expect("recorded").len();
     assert_eq!(calls, 2, "the third call never reached the monolith");
+    acl.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_failing_monolith_is_a_bad_gateway_and_the_cancel_is_sent_once(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let failing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/orders/20261130-000001/cancel"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&failing)
+        .await;
+    let mut settings = rig.acl_settings();
+    settings.monolith.base_url = failing.uri();
+    let acl = rig.start_acl(settings).await;
+    let (status, body) = problem(cancel(&acl, "20261130-000001", 1).await).await;
+    assert_eq!(
+        (status, &body["type"]),
+        (502, &json!("/problems/monolith-failed"))
+    );
+    let calls = failing.received_requests().await.expect("recorded").len();
+    assert_eq!(calls, 1, "a cancel is not retried behind the caller's back");
     acl.stop().await;
     rig.finish().await;
 }
