@@ -329,8 +329,12 @@ async fn a_failing_monolith_is_a_bad_gateway_and_the_cancel_is_sent_once(
     let acl = rig.start_acl(settings).await;
     let (status, body) = problem(cancel(&acl, "20261130-000001", 1).await).await;
     assert_eq!(
-        (status, &body["type"]),
-        (502, &json!("/problems/monolith-failed"))
+        (status, &body["type"], &body["detail"]),
+        (
+            502,
+            &json!("/problems/monolith-failed"),
+            &json!("the monolith failed: 503 Service Unavailable")
+        )
     );
     let calls = failing.received_requests().await.expect("recorded").len();
     assert_eq!(calls, 1, "a cancel is not retried behind the caller's back");
