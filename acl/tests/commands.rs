@@ -333,7 +333,7 @@ async fn a_failing_monolith_is_a_bad_gateway_and_the_cancel_is_sent_once(
         (
             502,
             &json!("/problems/monolith-failed"),
-            &json!("the monolith failed: 503 Service Unavailable")
+            &json!("the monolith answered 503 Service Unavailable")
         )
     );
     let calls = failing.received_requests().await.expect("recorded").len();

@@ -142,9 +142,7 @@ fn problem(order_no: &str, member_id: i64, error: CommandError) -> Problem {
                 "Ask again shortly: an order already cancelled answers 409 with order_status cancelled.",
             )
         }
-        error @ (CommandError::Refused { .. }
-        | CommandError::Failed(_)
-        | CommandError::Untranslatable(_)) => {
+        error @ (CommandError::Unexpected(_) | CommandError::Untranslatable(_)) => {
             tracing::error!(%error, order_no, "the monolith's answer to a command");
             Problem::new(
                 StatusCode::BAD_GATEWAY,

@@ -69,16 +69,10 @@ pub enum CommandError {
     /// The order is past the point where the command is allowed.
     #[error("the order is {status:?}")]
     NotAllowed { status: Option<OrderStatus> },
-    /// Baedal refused the request itself (a 4xx the ACL did not expect):
-    /// the ACL asked wrongly.
-    #[error("the monolith refused the request: {status} {problem_type}")]
-    Refused {
-        status: StatusCode,
-        problem_type: String,
-    },
-    /// Baedal failed (5xx).
-    #[error("the monolith failed: {0}")]
-    Failed(StatusCode),
+    /// Any other answer: Baedal failed (5xx), or refused a request the
+    /// ACL should not have sent (another 4xx).
+    #[error("the monolith answered {0}")]
+    Unexpected(String),
     /// No answer within the deadline: the command may have happened.
     #[error("the monolith did not answer in time")]
     TimedOut,
@@ -148,9 +142,6 @@ impl Baedal {
             let order: BaedalOrder = response.json().await.map_err(unreadable)?;
             return translate(order);
         }
-        if status.is_server_error() {
-            return Err(CommandError::Failed(status));
-        }
         let problem: BaedalProblem = response.json().await.unwrap_or_default();
         match (status, problem.problem_type.as_str()) {
             (StatusCode::NOT_FOUND, "/problems/unknown-order") => Err(CommandError::UnknownOrder),
@@ -159,10 +150,10 @@ impl Baedal {
                     status: problem.order_status.as_deref().and_then(status_named),
                 })
             }
-            _ => Err(CommandError::Refused {
-                status,
-                problem_type: problem.problem_type,
-            }),
+            (_, "") => Err(CommandError::Unexpected(status.to_string())),
+            (_, problem_type) => Err(CommandError::Unexpected(format!(
+                "{status} ({problem_type})"
+            ))),
         }
     }
 }
