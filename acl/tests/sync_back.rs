@@ -499,6 +499,12 @@ async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
     let mut elsewhere = an_order(&rig).await;
     elsewhere.shop_id = 2;
     send(elsewhere).await;
+    let mut stranger = an_order(&rig).await;
+    stranger.member_id = 9_999;
+    send(stranger).await;
+    let mut nowhere = an_order(&rig).await;
+    nowhere.shop_id = 9_999;
+    send(nowhere).await;
     let mut taken = an_order(&rig).await;
     taken.order_no.clone_from(&monolith_order);
     send(taken).await;
@@ -533,7 +539,7 @@ async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
 
     sync_back
         .until("the bad facts dead-lettered", |m| {
-            m.dead_lettered(CONSUMER) == 8
+            m.dead_lettered(CONSUMER) == 10
         })
         .await;
     let mut reasons: Vec<String> = sync_back
@@ -548,6 +554,8 @@ async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
         "body is not JSON",
         "missing field `lines`",
         "names a menu item that is not shop 2's",
+        "names no member 9999",
+        "names no shop 9999",
         "no aggregate_seq",
         "not the sum of its lines",
         "origin legacy",
