@@ -66,10 +66,8 @@ async fn an_ordering_order_synced_back_is_on_the_owner_board_and_accepting_it_th
 
     let order = an_order(&rig).await;
     let o = order.order_no.as_str();
-    ordering.publish(&order, 1).await;
-    ordering.publish(&paid(&order, "pay_0001"), 2).await;
-    sync_back
-        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
+    ordering
+        .place_and_pay(&order, &paid(&order, "pay_0001"), &sync_back)
         .await;
 
     let board = get(&rig, "/api/shops/1/orders").await;
@@ -188,11 +186,7 @@ async fn a_fact_delivered_or_published_again_is_applied_once_and_its_inbox_row_c
     let o = order.order_no.as_str();
     let payment = paid(&order, "pay_0002");
     let cancel = cancelled(&order, CancelReason::Member, true);
-    ordering.publish(&order, 1).await;
-    let first = ordering.publish(&payment, 2).await;
-    sync_back
-        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
-        .await;
+    let first = ordering.place_and_pay(&order, &payment, &sync_back).await;
     // One transaction wrote the order, the inbox row and the order's
     // sequence number: a crash before its commit leaves none of them.
     let writers: (String, String, String) = sqlx::query_as(
@@ -259,11 +253,7 @@ async fn a_stale_fact_does_not_overwrite_what_the_monolith_did_since(
     let order = an_order(&rig).await;
     let o = order.order_no.as_str();
     let payment = paid(&order, "pay_0003");
-    ordering.publish(&order, 1).await;
-    ordering.publish(&payment, 2).await;
-    sync_back
-        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
-        .await;
+    ordering.place_and_pay(&order, &payment, &sync_back).await;
     let accepted = rig
         .post(&format!("/api/shops/1/orders/{o}/accept"), &json!({}))
         .await;
@@ -606,10 +596,8 @@ async fn after_a_rollback_the_monolith_cancels_an_order_ordering_placed_and_refu
         .await
         .expect("JSON");
     let payment_id = authorised["payment_id"].as_str().expect("a payment id");
-    ordering.publish(&order, 1).await;
-    ordering.publish(&paid(&order, payment_id), 2).await;
-    sync_back
-        .until("placed and paid applied", |m| m.handled(CONSUMER) == 2)
+    ordering
+        .place_and_pay(&order, &paid(&order, payment_id), &sync_back)
         .await;
 
     // The route went back to the monolith: the member cancels there.

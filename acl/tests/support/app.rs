@@ -9,8 +9,7 @@ use chassis::config::HttpSettings;
 use chassis::db::DatabaseSettings;
 use tokio::sync::oneshot;
 
-use super::ordering::delete_queues;
-use super::{Rig, eventually};
+use super::{Rig, delete_queues, eventually};
 
 pub const ADMIN_TOKEN: &str = "acl-admin";
 

@@ -15,7 +15,9 @@ use chassis::config::HttpSettings;
 use chassis::messaging::outbox::{Relay, RelayMetrics, RelaySettings};
 use chassis::messaging::{amqp, topology};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -243,6 +245,24 @@ impl Rig {
         .await
         .expect("drop the ACL's test database");
     }
+}
+
+/// Deletes a consumer's queue with its retry queue and dead letters.
+pub async fn delete_queues(amqp_url: &str, queue: &str) {
+    let connection = amqp::connect(amqp_url, "acl-test-teardown")
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("a channel");
+    for name in [
+        queue.to_owned(),
+        format!("{queue}.retry"),
+        format!("{queue}.dlq"),
+    ] {
+        let _ = channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    amqp::close(&connection, "torn down").await;
 }
 
 /// Polls `probe` until it holds; fails the test if it does not within a

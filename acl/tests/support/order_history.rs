@@ -275,20 +275,7 @@ impl OrderHistory {
     /// Deletes another queue on the test's exchange, with its retry queue
     /// and dead letters.
     pub async fn delete_queue(&self, name: &str) {
-        let connection = amqp::connect(&self.amqp_url, "acl-test-teardown")
-            .await
-            .expect("RabbitMQ");
-        let channel = connection.create_channel().await.expect("a channel");
-        for queue in [
-            name.to_owned(),
-            format!("{name}.retry"),
-            format!("{name}.dlq"),
-        ] {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        amqp::close(&connection, "torn down").await;
+        super::delete_queues(&self.amqp_url, name).await;
     }
 
     /// Stops the consumer and the server; drops its queues and database.

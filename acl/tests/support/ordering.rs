@@ -13,14 +13,12 @@ use chassis::messaging::consumer::ConsumerMetrics;
 use chassis::messaging::topology::{self, QueueSpec};
 use contracts::ordering::{OrderPaid, OrderPlaced};
 use contracts::{Envelope, IntegrationEvent, OrderLine, Origin};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::{Rig, eventually};
+use super::{Rig, delete_queues, eventually};
 
 pub const PRODUCER: &str = "ordering";
 
@@ -58,6 +56,24 @@ impl Ordering {
         self.send(&envelope, Some((&event.aggregate_id(), seq)), &body)
             .await;
         envelope
+    }
+
+    /// Publishes `order` as placed (the order's fact 1) and `payment` (2),
+    /// and waits until sync-back applied both; the payment's envelope.
+    pub async fn place_and_pay(
+        &self,
+        order: &OrderPlaced,
+        payment: &OrderPaid,
+        sync_back: &SyncBackRun,
+    ) -> Envelope {
+        self.publish(order, 1).await;
+        let paid = self.publish(payment, 2).await;
+        sync_back
+            .until("placed and paid applied", |m| {
+                m.handled(syncback::CONSUMER) == 2
+            })
+            .await;
+        paid
     }
 
     /// Publishes any body under `envelope`, with a position or without.
@@ -256,23 +272,5 @@ impl SyncBackRun {
             .expect("sync-back ran without panicking");
         self.pool.close().await;
         delete_queues(&self.amqp_url, &self.queue.name).await;
-    }
-}
-
-/// Deletes a consumer's queue with its retry queue and DLQ.
-pub async fn delete_queues(amqp_url: &str, queue: &str) {
-    let connection = amqp::connect(amqp_url, "acl-test-cleanup")
-        .await
-        .expect("RabbitMQ");
-    let channel = connection.create_channel().await.expect("a channel");
-    for name in [
-        queue.to_owned(),
-        format!("{queue}.retry"),
-        format!("{queue}.dlq"),
-    ] {
-        channel
-            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete a test queue");
     }
 }
