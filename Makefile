@@ -37,6 +37,7 @@ reconcile: infra ## compare legacy orders with the new stores; REPAIR=1 re-publi
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed
+	@bash infra/local/postgres.sh sql legacy acl/sql/after-seed.sql
 
 test: infra ## start (or reuse) the infrastructure, then run every workspace test
 	@$(WITH_STACK_ENV) cargo test --workspace --doc --quiet

@@ -6,7 +6,9 @@
 -- Least privilege: the `acl` role reads the tables it translates, writes
 -- only the rows sync-back carries (orders, their lines and payments), owns
 -- the `acl` schema for its own bookkeeping, and has REPLICATION for its
--- logical slot. It cannot alter or drop legacy tables.
+-- logical slot. It cannot alter or drop legacy tables. REPLICATION is a
+-- wider door than the grants (a slot of its own could decode any table in
+-- this database): docs/adr/0013-legacy-change-capture.md, consequences.
 
 DO $$ BEGIN
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO acl', current_database());

@@ -190,8 +190,12 @@ impl Application {
             monolith: Baedal::new(&settings.monolith, client_metrics)?,
             legacy: legacy.clone(),
         };
-        if settings.admin_token.is_none() {
-            tracing::warn!("ACL_ADMIN_TOKEN is not set: every /admin call gets 401");
+        if settings
+            .admin_token
+            .as_ref()
+            .is_none_or(|token| token.expose_secret().is_empty())
+        {
+            tracing::warn!("ACL_ADMIN_TOKEN is not set (or empty): every /admin call gets 401");
         }
         let service = service
             .readiness_check(PostgresCheck::new(own.clone()))

@@ -498,6 +498,9 @@ async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
     let mut taken = an_order(&rig).await;
     taken.order_no.clone_from(&monolith_order);
     send(taken).await;
+    let mut made_up = an_order(&rig).await;
+    made_up.order_no = format!("{}-900000", &made_up.order_no[..8]);
+    send(made_up).await;
     let unsequenced = an_order(&rig).await;
     ordering
         .send(
@@ -529,7 +532,7 @@ async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
 
     sync_back
         .until("the bad facts dead-lettered", |m| {
-            m.dead_lettered(CONSUMER) == 10
+            m.dead_lettered(CONSUMER) == 11
         })
         .await;
     let mut reasons: Vec<String> = sync_back
@@ -546,6 +549,7 @@ async fn bad_facts_go_to_the_dlq_and_leave_the_legacy_tables_alone(
         "names a menu item that is not shop 2's",
         "names no member 9999",
         "names no shop 9999",
+        "never handed out",
         "no aggregate_seq",
         "not the sum of its lines",
         "origin legacy",
@@ -621,6 +625,46 @@ async fn after_a_rollback_the_monolith_cancels_an_order_ordering_placed_and_refu
         .await
         .expect("JSON");
     assert_eq!(at_the_gateway["status"], "refunded");
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn after_make_seed_a_reused_order_number_is_a_new_order_not_one_sync_back_knew(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use sqlx::ConnectOptions;
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back().await;
+    let ordering = Ordering::on(&rig).await;
+    let before = an_order(&rig).await;
+    ordering
+        .place_and_pay(&before, &paid(&before, "pay_before"), &sync_back)
+        .await;
+    // What `make seed` runs: Baedal's reset, then the ACL's.
+    monolith::reseed(options.to_url_lossy().as_ref())
+        .await
+        .expect("reseed");
+    sqlx::raw_sql(include_str!("../sql/after-seed.sql"))
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("after-seed.sql");
+    let mut after = an_order(&rig).await;
+    assert_eq!(after.order_no, before.order_no, "the sequence restarted");
+    after.delivery_address = "서울시 마포구 새 주소 1".into();
+    // The new order is a new aggregate for the new side: its numbers go on.
+    ordering.publish(&after, 3).await;
+    ordering.publish(&paid(&after, "pay_after"), 4).await;
+    sync_back
+        .until("the new order applied", |m| m.handled(CONSUMER) == 4)
+        .await;
+    let address: String = sqlx::query_scalar("SELECT dlv_addr FROM tb_order WHERE ord_no = $1")
+        .bind(&after.order_no)
+        .fetch_one(&rig.legacy_admin)
+        .await
+        .expect("written to Baedal");
+    assert_eq!(address, "서울시 마포구 새 주소 1");
     sync_back.stop().await;
     rig.finish().await;
 }

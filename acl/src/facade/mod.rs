@@ -340,14 +340,10 @@ impl Facade {
         K: Eq + std::hash::Hash + Clone,
         V: Clone,
     {
-        let stale = match cache.look(&key, Instant::now()) {
-            Lookup::Fresh { value, age } => {
-                self.metrics.answered("cache");
-                return Ok(Some(Answered { value, age }));
-            }
-            Lookup::Stale { value, age } => Some((value, age)),
-            Lookup::Missing => None,
-        };
+        if let Lookup::Fresh { value, age } = cache.look(&key, Instant::now()) {
+            self.metrics.answered("cache");
+            return Ok(Some(Answered { value, age }));
+        }
         let ticket = cache.ticket();
         match self.legacy.read(query).await {
             Ok(answer) => {
@@ -366,13 +362,15 @@ impl Facade {
                     }
                 }
             }
-            Err(error) if error.is_unavailable() => match stale {
-                Some((value, age)) => {
+            // Looked up again after the read: the feed may have
+            // invalidated the entry meanwhile, and its age has grown.
+            Err(error) if error.is_unavailable() => match cache.look(&key, Instant::now()) {
+                Lookup::Fresh { value, age } | Lookup::Stale { value, age } => {
                     tracing::info!(%error, age_ms = age.as_millis(), "served a stale answer");
                     self.metrics.answered("stale");
                     Ok(Some(Answered { value, age }))
                 }
-                None => {
+                Lookup::Missing => {
                     self.metrics.answered("unavailable");
                     Err(FacadeError::Unavailable(error))
                 }

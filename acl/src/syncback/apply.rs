@@ -159,8 +159,8 @@ impl ApplyToLegacy {
                 event.order_no
             )));
         }
-        write_order(tx, &placed, "20", None, event.paid_at).await?;
-        write_payment(tx, &placed, "AUTH", Some(&event.payment_id), event.paid_at).await?;
+        write_order(tx, &placed, "20", None).await?;
+        write_payment(tx, &placed, "AUTH", Some(&event.payment_id)).await?;
         mark_written(tx, &event.order_no).await
     }
 
@@ -174,14 +174,14 @@ impl ApplyToLegacy {
         if !written {
             // Never paid: the order goes to legacy as what it became.
             let reason = legacy_reason(event.reason);
-            write_order(tx, &placed, "90", reason, event.cancelled_at).await?;
+            write_order(tx, &placed, "90", reason).await?;
             let payment = match event.reason {
                 CancelReason::PaymentDeclined => Some("DECL"),
                 CancelReason::PaymentFailed => Some("VOID"),
                 CancelReason::Member | CancelReason::Unknown => None,
             };
             if let Some(status) = payment {
-                write_payment(tx, &placed, status, None, event.cancelled_at).await?;
+                write_payment(tx, &placed, status, None).await?;
             }
             return mark_written(tx, &event.order_no).await;
         }
@@ -193,25 +193,31 @@ impl ApplyToLegacy {
                 .fetch_one(&mut *tx)
                 .await?;
         match status.as_str() {
+            "20" if !event.refunded => {
+                // Baedal holds the charge of a paid order; cancelling it
+                // here without the money given back would leave that
+                // charge held for ever (Baedal never releases a `90`).
+                let detail = "cancelled in ordering without a refund while the monolith holds the payment; the legacy state stands";
+                self.conflict(tx, message, &event.order_no, "20", detail)
+                    .await
+            }
             "20" => {
                 sqlx::query(
-                    "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = $2, upd_dt = $3
+                    "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = $2, upd_dt = clock_timestamp()
                      WHERE ord_no = $1",
                 )
                 .bind(&event.order_no)
                 .bind(legacy_reason(event.reason))
-                .bind(event.cancelled_at)
                 .execute(&mut *tx)
                 .await?;
-                if event.refunded {
+                {
                     // Ordering gives the money back: `RFND`, never the
                     // `RFND_REQ` Baedal's sweeper would act on.
                     sqlx::query(
-                        "UPDATE tb_payment SET pay_stat_cd = 'RFND', upd_dt = $2
+                        "UPDATE tb_payment SET pay_stat_cd = 'RFND', upd_dt = clock_timestamp()
                          WHERE ord_no = $1 AND pay_stat_cd = 'AUTH'",
                     )
                     .bind(&event.order_no)
-                    .bind(event.cancelled_at)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -283,6 +289,20 @@ async fn placed(tx: &mut PgConnection, event: &OrderPlaced) -> Result<(), Handle
             event.order_no
         )));
     }
+    // A number the sequence has not reached yet would be Baedal's next
+    // one: its own order would then fail on the primary key.
+    let handed_out: bool = sqlx::query_scalar(
+        "SELECT split_part($1, '-', 2)::bigint <= (SELECT last_value FROM sq_ord_no)",
+    )
+    .bind(&event.order_no)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !handed_out {
+        return Err(HandlerError::Reject(format!(
+            "order number {} was never handed out: numbers of the new side come from the ACL (docs/adr/0014-order-numbers.md)",
+            event.order_no
+        )));
+    }
     let menu_ids: Vec<i64> = event.lines.iter().map(|line| line.menu_id).collect();
     let (member, shop, menus_of_shop): (bool, bool, i64) = sqlx::query_as(
         "SELECT EXISTS (SELECT FROM tb_member WHERE mbr_id = $1),
@@ -346,12 +366,11 @@ async fn write_order(
     order: &OrderPlaced,
     status: &str,
     reason: Option<&str>,
-    updated_at: OffsetDateTime,
 ) -> Result<(), HandlerError> {
     sqlx::query(
         "INSERT INTO tb_order (ord_no, mbr_id, shop_id, ord_stat_cd, tot_amt, dlv_addr,
                                req_msg, cncl_rsn_cd, reg_dt, upd_dt)
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, clock_timestamp())",
     )
     .bind(&order.order_no)
     .bind(order.member_id)
@@ -361,7 +380,6 @@ async fn write_order(
     .bind(&order.delivery_address)
     .bind(reason)
     .bind(order.placed_at)
-    .bind(updated_at)
     .execute(&mut *tx)
     .await?;
     for (seq, line) in (1_i32..).zip(&order.lines) {
@@ -387,11 +405,10 @@ async fn write_payment(
     order: &OrderPlaced,
     status: &str,
     payment_id: Option<&str>,
-    updated_at: OffsetDateTime,
 ) -> Result<(), HandlerError> {
     sqlx::query(
         "INSERT INTO tb_payment (ord_no, pay_stat_cd, pay_amt, pg_tid, pg_idem_key, reg_dt, upd_dt)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())",
     )
     .bind(&order.order_no)
     .bind(status)
@@ -399,7 +416,6 @@ async fn write_payment(
     .bind(payment_id)
     .bind(idempotency_key(&order.order_no))
     .bind(order.placed_at)
-    .bind(updated_at)
     .execute(&mut *tx)
     .await?;
     Ok(())
