@@ -127,3 +127,103 @@ async fn a_change_nobody_announced_is_found_by_the_periodic_check(
     )
     .await;
 }
+
+/// A guarded canary: the first failed call on the new backend trips.
+const GUARDED: &str = r#"
+[[routes]]
+name = "orders.show"
+methods = ["GET"]
+path = "/api/orders/{order_no}"
+new = "new"
+state = "canary"
+percent = 100
+[routes.guard]
+min_requests = 1
+max_error_percent = 1.0
+"#;
+
+/// Instance A's control plane alone, without the task that follows the
+/// other instances' changes: its table is as stale as a listener that has
+/// not heard yet.
+async fn unhearing_control(
+    options: &PgConnectOptions,
+    file: &PlanFile,
+) -> strangler::control::Control {
+    let settings = settings(options, file);
+    let pool = settings.database.pool().expect("a pool");
+    let mut registry = prometheus_client::registry::Registry::default();
+    strangler::control::Control::start(
+        strangler::control::store::Store::new(pool),
+        &settings.plan,
+        settings.backends.clone(),
+        settings.proxy.backend_policy(),
+        strangler::observe::metrics::ProxyMetrics::register(&mut registry),
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .expect("instance A starts")
+}
+
+/// A's guard trips on a canary; before A writes the rollback, B rolls the
+/// route back and starts a canary in the very same state (canary 100%).
+/// A has not heard of it: the write insists on the version A measured in,
+/// so B's new canary stays, and A reloads its table.
+#[sqlx::test]
+async fn a_stale_instances_trip_does_not_roll_back_another_instances_new_canary(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = TestBackend::spawn("new").await;
+    let file = PlanFile::new(&plan(&legacy, &new, GUARDED));
+    let b = TestStrangler::start(settings(&options, &file)).await;
+    let a = unhearing_control(&options, &file).await;
+    let name: std::sync::Arc<str> = std::sync::Arc::from("orders.show");
+    let measured = a.table().load_full().route("orders.show").unwrap().clone();
+    let trip = measured
+        .guard
+        .record(&name, measured.version, true)
+        .expect("the first failure trips");
+    assert!(a.keep_trip(&trip).await.unwrap(), "the trip is stored");
+
+    for (to, reason) in [
+        (json!({"to": "legacy", "reason": "looking into it"}), "back"),
+        (
+            json!({"to": "canary", "percent": 100, "reason": "fixed"}),
+            "again",
+        ),
+    ] {
+        let response = b
+            .admin_request(Method::POST, "/api/routes/orders.show/transition")
+            .json(&to)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{reason}");
+    }
+
+    let outcome = a.roll_back_trip(&trip, &trip.reason()).await.unwrap();
+    assert_eq!(outcome, None, "the old canary's trip does not apply");
+    let db = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let stored: (String, Option<i16>) =
+        sqlx::query_as("SELECT state, percent FROM route_state WHERE route = 'orders.show'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("canary".to_owned(), Some(100)));
+    let by_guard: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE who = 'guard'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(by_guard, 0);
+    let trips: i64 = sqlx::query_scalar("SELECT count(*) FROM guard_trip")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(trips, 0, "nothing left for a restart to roll back");
+    // A reloaded B's canary, with a guard of its own.
+    let now = a.table().load_full().route("orders.show").unwrap().clone();
+    assert_eq!(now.lifecycle.to_string(), "canary(100%)");
+    assert!(!now.guard.tripped());
+    assert_eq!(b.state("orders.show").as_deref(), Some("canary(100%)"));
+}

@@ -414,8 +414,16 @@ max_error_percent = 1.0
         let table = s.control.table().load_full();
         Arc::clone(&table.route("orders.show").unwrap().guard)
     };
+    let version_now = || {
+        s.control
+            .table()
+            .load_full()
+            .route("orders.show")
+            .unwrap()
+            .version
+    };
     let stale = guard_now()
-        .record(&name, true)
+        .record(&name, version_now(), true)
         .expect("the first failure trips");
 
     // Before the trip is written, an operator rolls back and starts again.
@@ -437,7 +445,9 @@ max_error_percent = 1.0
     assert_eq!(route(&s, "orders.show").await["lifecycle"], "canary(20%)");
 
     // The new canary's own trip does.
-    let fresh = guard_now().record(&name, true).expect("trips");
+    let fresh = guard_now()
+        .record(&name, version_now(), true)
+        .expect("trips");
     let outcome = s
         .control
         .roll_back_trip(&fresh, &fresh.reason())

@@ -84,9 +84,10 @@ impl Guard {
         self.tripped.store(true, Ordering::Relaxed);
     }
 
-    /// Records one call to the new backend. Returns the trip, once, when
-    /// this call takes the window past the threshold.
-    pub fn record(&self, route: &Arc<str>, failed: bool) -> Option<Trip> {
+    /// Records one call to the new backend, made while the route's stored
+    /// state was at `version`. Returns the trip, once, when this call takes
+    /// the window past the threshold.
+    pub fn record(&self, route: &Arc<str>, version: i64, failed: bool) -> Option<Trip> {
         if !self.policy.enabled {
             return None;
         }
@@ -118,6 +119,7 @@ impl Guard {
             return Some(Trip {
                 route: Arc::clone(route),
                 guard: self.id,
+                version,
                 requests,
                 failures,
                 policy: self.policy,
@@ -153,14 +155,14 @@ mod tests {
         let guard = Guard::new(policy(10.0, 20));
         // 2 failures in 19 calls: too few calls to judge.
         for i in 0..19 {
-            assert_eq!(guard.record(&route, i % 10 == 0), None);
+            assert_eq!(guard.record(&route, 1, i % 10 == 0), None);
         }
         // The 20th call fails: 3 of 20 = 15% > 10%.
-        let trip = guard.record(&route, true).expect("tripped");
+        let trip = guard.record(&route, 1, true).expect("tripped");
         assert_eq!((trip.requests, trip.failures), (20, 3));
         assert!(trip.reason().contains("15.0%"), "{}", trip.reason());
         assert!(guard.tripped());
-        assert_eq!(guard.record(&route, true), None, "trips only once");
+        assert_eq!(guard.record(&route, 1, true), None, "trips only once");
     }
 
     #[test]
@@ -168,7 +170,7 @@ mod tests {
         let route: Arc<str> = Arc::from("r");
         let guard = Guard::new(policy(10.0, 10));
         for i in 0..100 {
-            assert_eq!(guard.record(&route, i % 10 == 9), None);
+            assert_eq!(guard.record(&route, 1, i % 10 == 9), None);
         }
         assert!(!guard.tripped());
     }
@@ -180,7 +182,7 @@ mod tests {
             enabled: false,
             ..policy(1.0, 1)
         });
-        assert_eq!(guard.record(&route, true), None);
+        assert_eq!(guard.record(&route, 1, true), None);
     }
 
     #[test]

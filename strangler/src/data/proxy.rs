@@ -403,7 +403,7 @@ impl Proxy {
 
     /// One outcome for the route's guard; a trip is sent to the rollback task.
     fn record(&self, route: &Route, failed: bool) {
-        if let Some(trip) = route.guard.record(&route.name, failed) {
+        if let Some(trip) = route.guard.record(&route.name, route.version, failed) {
             tracing::warn!(route = &*route.name, "{}", trip.reason());
             let _ = self.trips.send(trip);
         }

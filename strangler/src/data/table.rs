@@ -18,6 +18,7 @@ use crate::model::cohort::{CohortSource, assigned_key, bucket, new_key};
 use crate::model::diff::ShadowPolicy;
 use crate::model::lifecycle::{Lifecycle, Side};
 use crate::model::plan::{Plan, PlanError, RouteSpec};
+use crate::model::records::RouteState;
 use crate::observe::stats::RouteStats;
 
 /// A route as the proxy uses it.
@@ -28,6 +29,10 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub path: String,
     pub lifecycle: Lifecycle,
+    /// The version of the stored state this table was built from (`0`:
+    /// not stored yet): a guard's trip is written only while the database
+    /// still holds this version.
+    pub version: i64,
     pub legacy: Arc<Backend>,
     pub new: Option<Arc<Backend>>,
     pub cohort: Option<CohortSource>,
@@ -36,7 +41,8 @@ pub struct Route {
     /// What may differ between the answers in shadow mode.
     pub shadow: ShadowPolicy,
     /// The automatic rollback's window; kept while the route stays in
-    /// `canary` or `migrated`, fresh when it enters one of them.
+    /// `canary` or `migrated` with the same policy and new backend, fresh
+    /// when it enters one of them (see [`Route::keeps_guard`]).
     pub guard: Arc<Guard>,
     /// Last-minute traffic; carried over from the previous table by name.
     pub stats: Arc<RouteStats>,
@@ -48,7 +54,7 @@ impl Route {
     /// (`before`).
     fn build(
         spec: &RouteSpec,
-        stored: Option<Lifecycle>,
+        stored: Option<RouteState>,
         backends: &Backends,
         before: Option<&Route>,
     ) -> Result<Self, PlanError> {
@@ -57,17 +63,19 @@ impl Route {
             .as_deref()
             .map(|name| backend(backends, name, &spec.name))
             .transpose()?;
-        let lifecycle = match stored {
+        let (lifecycle, version) = match stored {
             // A stored state needs the new backend the plan may have removed.
-            Some(state) if new.is_some() || state == Lifecycle::Legacy => state,
-            _ => spec.lifecycle.unwrap_or(Lifecycle::Legacy),
+            Some(state) if new.is_some() || state.lifecycle == Lifecycle::Legacy => {
+                (state.lifecycle, state.version)
+            }
+            _ => (
+                spec.lifecycle.unwrap_or(Lifecycle::Legacy),
+                stored.map_or(0, |s| s.version),
+            ),
         };
+        let next = RouteState { lifecycle, version };
         let guard = before
-            .filter(|old| {
-                guard::guards(old.lifecycle)
-                    && guard::guards(lifecycle)
-                    && *old.guard.policy() == spec.guard
-            })
+            .filter(|old| old.keeps_guard(spec, next, new.as_deref()))
             .map_or_else(
                 || Arc::new(Guard::new(spec.guard)),
                 |old| Arc::clone(&old.guard),
@@ -77,6 +85,7 @@ impl Route {
             methods: spec.methods.clone(),
             path: spec.path.clone(),
             lifecycle,
+            version,
             legacy: backend(backends, &spec.legacy, &spec.name)?,
             new,
             cohort: spec.cohort.clone(),
@@ -85,6 +94,24 @@ impl Route {
             guard,
             stats: before.map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
         })
+    }
+
+    /// Whether the route, rebuilt as `spec` in state `next` with `new` as its
+    /// new backend, is still measured by this route's guard: both states
+    /// guarded, the same policy, the same new backend (failures measured on
+    /// one version of the new system say nothing of another), and at most
+    /// one write of the state in between (two writes can be a rollback and
+    /// a new canary, which another instance may have made unheard).
+    pub fn keeps_guard(&self, spec: &RouteSpec, next: RouteState, new: Option<&Backend>) -> bool {
+        let same_new = match (self.new.as_deref(), new) {
+            (Some(old), Some(new)) => old.name == new.name && old.bases().eq(new.bases()),
+            _ => false,
+        };
+        guard::guards(self.lifecycle)
+            && guard::guards(next.lifecycle)
+            && *self.guard.policy() == spec.guard
+            && same_new
+            && next.version <= self.version + 1
     }
 
     /// Whether the route serves `method`; HEAD wherever GET is (RFC 9110
@@ -143,7 +170,7 @@ impl RouteTable {
     /// traffic statistics of `previous`.
     pub fn build(
         plan: &Plan,
-        states: &HashMap<String, Lifecycle>,
+        states: &HashMap<String, RouteState>,
         backends: &Backends,
         previous: Option<&RouteTable>,
     ) -> Result<Self, PlanError> {
