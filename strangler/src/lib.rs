@@ -208,7 +208,8 @@ impl Application {
             let _ = stop.send(true);
         });
         tracing::info!(address = %self.public.address(), workers = self.public.len(), "proxy listening");
-        // Ends when the strangler stops (or the proxies, its senders, are gone).
+        // Stores trips until the proxies (its senders) are gone, after the
+        // drain; its rollbacks stop being retried when the strangler stops.
         let rollbacks = tokio::spawn(control::rollback::run(
             Arc::clone(&self.control),
             self.trips,
@@ -235,7 +236,9 @@ impl Application {
             }
         };
         let (admin, ()) = tokio::join!(admin, public);
-        // A rollback it was still retrying is stored for the next start.
+        // The workers have drained: wait until the trips they raised
+        // meanwhile are stored. A rollback not yet written is left to the
+        // next start.
         let _ = rollbacks.await;
         admin?;
         Ok(())

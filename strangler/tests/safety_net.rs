@@ -652,3 +652,42 @@ async fn a_trip_does_not_outlive_the_guard_a_plan_replaced(
     );
     assert_eq!(s.state("orders.show").as_deref(), Some("migrated"));
 }
+
+/// A request still in flight when the strangler stops trips the guard
+/// while the workers drain: the trip is stored before the strangler has
+/// stopped, for the next start to roll back.
+#[sqlx::test]
+async fn a_trip_raised_while_the_strangler_drains_is_stored(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = guarded_migrated("max_error_percent = 1.0");
+    let (_legacy, new, s, _file) = start(options.clone(), &routes, |_| {}).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    new.set(|b| {
+        b.fail_every = 1;
+        b.gate = Some(Arc::clone(&gate));
+    });
+    let in_flight = tokio::spawn(s.get("/api/orders/1").send());
+    eventually(10, "the new backend to hold the request", || async {
+        Receipts::get(&new.receipts.gets) == 1
+    })
+    .await;
+    let address = s.public.trim_start_matches("http://").to_owned();
+    let stopped = tokio::spawn(s.stop());
+    eventually(10, "the public port to stop accepting", || async {
+        tokio::net::TcpStream::connect(&address).await.is_err()
+    })
+    .await;
+
+    gate.notify_one();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    stopped.await.unwrap();
+    let db = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let kept: Vec<(String, String)> = sqlx::query_as("SELECT route, state FROM guard_trip")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(kept, [("orders.show".to_owned(), "migrated".to_owned())]);
+}
