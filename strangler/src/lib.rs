@@ -79,6 +79,8 @@ pub struct Application {
     metrics: ProxyMetrics,
     /// Trips of the routes' guards, for the rollback task.
     trips: mpsc::UnboundedReceiver<Trip>,
+    /// For the pending trips the periodic check finds (other instances').
+    resumed_trips: data::guard::Trips,
     /// Shadow mismatches, for the task that stores them.
     mismatches: mpsc::Receiver<Mismatch>,
 }
@@ -129,7 +131,7 @@ impl Application {
             tester_token: settings.tester_token.clone(),
             metrics: metrics.clone(),
             shadow: shadower,
-            trips: trip_sender,
+            trips: trip_sender.clone(),
         };
         let proxies: Vec<Arc<Proxy>> = (0..public.len())
             .map(|_| Arc::new(Proxy::new(&settings.proxy, shared.clone())))
@@ -180,6 +182,7 @@ impl Application {
             control,
             metrics,
             trips,
+            resumed_trips: trip_sender,
             mismatches,
         })
     }
@@ -216,7 +219,11 @@ impl Application {
             self.metrics,
             stopped.clone(),
         ));
-        tokio::spawn(Control::follow(Arc::clone(&self.control), stopped.clone()));
+        tokio::spawn(Control::follow(
+            Arc::clone(&self.control),
+            self.resumed_trips,
+            stopped.clone(),
+        ));
         // Ends when the proxies (its senders) are gone.
         tokio::spawn(control::mismatches::record(
             self.control.store().clone(),

@@ -227,3 +227,77 @@ async fn a_stale_instances_trip_does_not_roll_back_another_instances_new_canary(
     assert!(!now.guard.tripped());
     assert_eq!(b.state("orders.show").as_deref(), Some("canary(100%)"));
 }
+
+/// An instance stores a trip whose rollback the database refuses, and
+/// stops. The instances still running find the trip at their periodic
+/// check: each sends the route's traffic to legacy, and once the database
+/// takes the rollback, exactly one of them writes it.
+#[sqlx::test]
+async fn a_trip_left_by_a_stopped_instance_is_rolled_back_once_by_the_others(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = support::Scripted::spawn("new").await;
+    let file = PlanFile::new(&support::plan_urls(&legacy.url, &new.url, GUARDED));
+    let quick = || {
+        let mut settings = settings(&options, &file);
+        settings.recheck_ms = 100;
+        settings
+    };
+    let a = TestStrangler::start(quick()).await;
+    let b = TestStrangler::start(quick()).await;
+    let c = TestStrangler::start(quick()).await;
+    let db = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN IF NEW.who = 'guard' THEN RAISE EXCEPTION 'no rollback now'; END IF;
+                RETURN NEW; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    new.set(|n| n.fail_every = 1);
+    let response = a.get("/api/orders/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    eventually(10, "a's trip to be stored", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM guard_trip")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    a.stop().await;
+
+    let tripped = |s: &TestStrangler| {
+        s.control
+            .table()
+            .load_full()
+            .route("orders.show")
+            .is_some_and(|route| route.guard.tripped())
+    };
+    eventually(10, "b and c to resume a's trip", || async {
+        tripped(&b) && tripped(&c)
+    })
+    .await;
+    sqlx::query("DROP TRIGGER refuse ON audit_log")
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(30, "the rollback to reach b and c", || async {
+        b.state("orders.show").as_deref() == Some("legacy")
+            && c.state("orders.show").as_deref() == Some("legacy")
+    })
+    .await;
+    let by_guard: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE who = 'guard'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(by_guard, 1, "one rollback, one audit row");
+}

@@ -522,15 +522,40 @@ impl Control {
     /// Follows the changes other instances commit, until `stop` turns
     /// true: each announcement, and every `recheck` in any case (an
     /// announcement is lost while the listening connection is down),
-    /// reloads the table if the database holds another one.
-    pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// reloads the table if the database holds another one, and hands the
+    /// trips an instance stored and did not write (it stopped, or died) to
+    /// this one's rollback task through `trips`.
+    pub async fn follow(
+        self: Arc<Self>,
+        trips: guard::Trips,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         tokio::select! {
-            () = self.follow_changes() => {}
+            () = self.follow_changes(&trips) => {}
             _ = stop.wait_for(|stop| *stop) => {}
         }
     }
 
-    async fn follow_changes(&self) {
+    /// Reloads the table if it changed, then resumes the pending trips.
+    async fn catch_up(&self, trips: &guard::Trips) {
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
+            return;
+        }
+        match self.resume_trips().await {
+            Ok(resumed) => {
+                for trip in resumed {
+                    // Closed only once the strangler stops: nothing to write then.
+                    let _ = trips.send(trip);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot look for pending guard trips");
+            }
+        }
+    }
+
+    async fn follow_changes(&self, trips: &guard::Trips) {
         let mut pause = std::time::Duration::from_millis(250);
         loop {
             let mut listener = match self.store.listen().await {
@@ -539,9 +564,7 @@ impl Control {
                     // What was committed before this connection listened
                     // (since the table was loaded, or while the previous
                     // listener was down) was announced to nobody here.
-                    if let Err(error) = self.refresh().await {
-                        tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
-                    }
+                    self.catch_up(trips).await;
                     Some(listener)
                 }
                 Err(error) => {
@@ -568,9 +591,7 @@ impl Control {
                     },
                     () = tokio::time::sleep(self.recheck) => {}
                 }
-                if let Err(error) = self.refresh().await {
-                    tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
-                }
+                self.catch_up(trips).await;
                 if listener.is_none() {
                     break;
                 }
