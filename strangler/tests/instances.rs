@@ -301,3 +301,55 @@ async fn a_trip_left_by_a_stopped_instance_is_rolled_back_once_by_the_others(
         .unwrap();
     assert_eq!(by_guard, 1, "one rollback, one audit row");
 }
+
+/// A stale instance drops its trip without touching the trip another
+/// instance stored for the route's newer state: forgetting a trip deletes
+/// only the row of the version it was measured in.
+#[sqlx::test]
+async fn dropping_a_stale_trip_keeps_another_instances_trip_of_the_route(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = TestBackend::spawn("new").await;
+    let file = PlanFile::new(&plan(&legacy, &new, GUARDED));
+    let b = TestStrangler::start(settings(&options, &file)).await;
+    let a = unhearing_control(&options, &file).await;
+    let name: std::sync::Arc<str> = std::sync::Arc::from("orders.show");
+    let trip_on = |control: &strangler::control::Control| {
+        let route = control
+            .table()
+            .load_full()
+            .route("orders.show")
+            .unwrap()
+            .clone();
+        route
+            .guard
+            .record(&name, route.version, true)
+            .expect("the first failure trips")
+    };
+    let stale = trip_on(&a);
+    for to in [
+        json!({"to": "legacy", "reason": "looking into it"}),
+        json!({"to": "canary", "percent": 100, "reason": "fixed"}),
+    ] {
+        let response = b
+            .admin_request(Method::POST, "/api/routes/orders.show/transition")
+            .json(&to)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let current = trip_on(&b.control);
+    assert!(b.control.keep_trip(&current).await.unwrap());
+
+    let outcome = a.roll_back_trip(&stale, &stale.reason()).await.unwrap();
+    assert_eq!(outcome, None, "a's trip is stale");
+    let db = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let kept: Vec<i64> = sqlx::query_scalar("SELECT version FROM guard_trip")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(kept, [current.version], "b's trip stays");
+}
