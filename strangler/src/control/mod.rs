@@ -167,7 +167,7 @@ impl Control {
             states.insert(name.to_owned(), RouteState { lifecycle, version });
         }
         let backends = Backends::for_plan(&plan, &Backends::default(), backend_policy, &metrics);
-        let table = RouteTable::build(&plan, &states, &backends, None)?;
+        let table = RouteTable::build(&plan, &states, &backends, None, &metrics)?;
         for route in table.routes() {
             metrics.route_state(&route.name, route.lifecycle);
         }
@@ -453,7 +453,7 @@ impl Control {
         }
         let backends =
             Backends::for_plan(&plan, &current.backends, self.backend_policy, &self.metrics);
-        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table), &self.metrics)?;
         // A trip stored by a guard the plan replaces (another policy, a
         // disabled guard, another new backend) must not roll back the route.
         let replaced_guards: Vec<&str> = table
@@ -502,7 +502,7 @@ impl Control {
                 state.version = version;
             }
         }
-        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table), &self.metrics)?;
         self.table.store(Arc::new(next));
         for change in &changes {
             self.announce(who, change.route, change.from, change.to, reason);
@@ -638,7 +638,7 @@ impl Control {
         if same_plan && states == states_of(&table) {
             return Ok(false);
         }
-        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table), &self.metrics)?;
         for route in table.routes() {
             if next.route(&route.name).is_none() {
                 self.metrics.forget_route(&route.name);
@@ -666,7 +666,13 @@ impl Control {
         states: &HashMap<String, RouteState>,
         previous: &RouteTable,
     ) -> Result<(), ControlError> {
-        let next = RouteTable::build(&current.plan, states, &current.backends, Some(previous))?;
+        let next = RouteTable::build(
+            &current.plan,
+            states,
+            &current.backends,
+            Some(previous),
+            &self.metrics,
+        )?;
         self.table.store(Arc::new(next));
         Ok(())
     }
