@@ -11,8 +11,8 @@
 //!    with `who` = `guard`, the measured rate in the reason, a metric and a
 //!    warning. If the database is down it keeps trying; the route stays on
 //!    legacy meanwhile. The trip is stored apart first, so a strangler that
-//!    stops before the rollback is written does not lose it: the next start
-//!    [`Guard::resume`]s it.
+//!    stops before the rollback is written does not lose it: the next start,
+//!    or another instance at its periodic check, [`Guard::resume`]s it.
 //!
 //! A guard lives as long as the route stays in a state the new backend
 //! serves (`canary` at any percent, `migrated`); entering one of those from
@@ -44,7 +44,8 @@ static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Guard {
     /// Unique in this process: a route that leaves `canary`/`migrated` and
-    /// enters again gets a new guard, with a new id.
+    /// enters again (or whose policy or new backend changes) gets a new
+    /// guard, with a new id.
     id: u64,
     policy: GuardPolicy,
     epoch: Instant,
@@ -78,8 +79,9 @@ impl Guard {
         self.tripped.load(Ordering::Relaxed)
     }
 
-    /// Trips the guard for a trip a previous run measured and could not
-    /// write: the route's traffic goes to legacy from the first request on.
+    /// Trips the guard for a stored trip that was never written (a previous
+    /// run's, or a stopped instance's): the route's traffic goes to legacy
+    /// from the next request on.
     pub fn resume(&self) {
         self.tripped.store(true, Ordering::Relaxed);
     }
