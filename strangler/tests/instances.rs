@@ -353,3 +353,88 @@ async fn dropping_a_stale_trip_keeps_another_instances_trip_of_the_route(
         .unwrap();
     assert_eq!(kept, [current.version], "b's trip stays");
 }
+
+/// The same race between two running stranglers: A's guard trips on a
+/// failing call, and A's write is held up (the test holds a lock its
+/// `guard_trip` insert waits for) while B rolls the route back and starts
+/// `canary(100%)` again. Once A goes on, B's canary stays.
+#[sqlx::test]
+async fn a_running_instances_old_trip_does_not_roll_back_the_canary_another_started(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = TestBackend::spawn("legacy").await;
+    let new = support::Scripted::spawn("new").await;
+    let file = PlanFile::new(&support::plan_urls(&legacy.url, &new.url, GUARDED));
+    let a = TestStrangler::start(settings(&options, &file)).await;
+    let b = TestStrangler::start(settings(&options, &file)).await;
+    let db = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_advisory_lock(17); PERFORM pg_advisory_unlock(17);
+                RETURN NEW; END $$;
+         CREATE TRIGGER hold BEFORE INSERT ON guard_trip
+             FOR EACH ROW EXECUTE FUNCTION hold();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let mut holder = db.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(17)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    new.set(|n| n.fail_every = 1);
+    let response = a.get("/api/orders/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    eventually(10, "a's trip to wait for the lock", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    for to in [
+        json!({"to": "legacy", "reason": "looking into it"}),
+        json!({"to": "canary", "percent": 100, "reason": "fixed"}),
+    ] {
+        let response = b
+            .admin_request(Method::POST, "/api/routes/orders.show/transition")
+            .json(&to)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    sqlx::query("SELECT pg_advisory_unlock(17)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    eventually(10, "a to drop its trip and load b's canary", || async {
+        let trips: i64 = sqlx::query_scalar("SELECT count(*) FROM guard_trip")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        trips == 0 && a.state("orders.show").as_deref() == Some("canary(100%)")
+    })
+    .await;
+    let stored: (String, Option<i16>) =
+        sqlx::query_as("SELECT state, percent FROM route_state WHERE route = 'orders.show'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("canary".to_owned(), Some(100)));
+    let by_guard: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE who = 'guard'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(by_guard, 0);
+}
