@@ -79,6 +79,8 @@ pub struct Application {
     metrics: ProxyMetrics,
     /// Trips of the routes' guards, for the rollback task.
     trips: mpsc::UnboundedReceiver<Trip>,
+    /// For the pending trips the periodic check finds (other instances').
+    resumed_trips: data::guard::Trips,
     /// Shadow mismatches, for the task that stores them.
     mismatches: mpsc::Receiver<Mismatch>,
 }
@@ -129,7 +131,7 @@ impl Application {
             tester_token: settings.tester_token.clone(),
             metrics: metrics.clone(),
             shadow: shadower,
-            trips: trip_sender,
+            trips: trip_sender.clone(),
         };
         let proxies: Vec<Arc<Proxy>> = (0..public.len())
             .map(|_| Arc::new(Proxy::new(&settings.proxy, shared.clone())))
@@ -180,6 +182,7 @@ impl Application {
             control,
             metrics,
             trips,
+            resumed_trips: trip_sender,
             mismatches,
         })
     }
@@ -208,14 +211,19 @@ impl Application {
             let _ = stop.send(true);
         });
         tracing::info!(address = %self.public.address(), workers = self.public.len(), "proxy listening");
-        // Ends when the strangler stops (or the proxies, its senders, are gone).
+        // Stores trips until the proxies (its senders) are gone, after the
+        // drain; its rollbacks stop being retried when the strangler stops.
         let rollbacks = tokio::spawn(control::rollback::run(
             Arc::clone(&self.control),
             self.trips,
             self.metrics,
             stopped.clone(),
         ));
-        tokio::spawn(Control::follow(Arc::clone(&self.control), stopped.clone()));
+        tokio::spawn(Control::follow(
+            Arc::clone(&self.control),
+            self.resumed_trips,
+            stopped.clone(),
+        ));
         // Ends when the proxies (its senders) are gone.
         tokio::spawn(control::mismatches::record(
             self.control.store().clone(),
@@ -235,7 +243,9 @@ impl Application {
             }
         };
         let (admin, ()) = tokio::join!(admin, public);
-        // A rollback it was still retrying is stored for the next start.
+        // The workers have drained: wait until the trips they raised
+        // meanwhile are stored. A rollback not yet written is left to the
+        // next start.
         let _ = rollbacks.await;
         admin?;
         Ok(())

@@ -414,8 +414,16 @@ max_error_percent = 1.0
         let table = s.control.table().load_full();
         Arc::clone(&table.route("orders.show").unwrap().guard)
     };
+    let version_now = || {
+        s.control
+            .table()
+            .load_full()
+            .route("orders.show")
+            .unwrap()
+            .version
+    };
     let stale = guard_now()
-        .record(&name, true)
+        .record(&name, version_now(), true)
         .expect("the first failure trips");
 
     // Before the trip is written, an operator rolls back and starts again.
@@ -437,7 +445,9 @@ max_error_percent = 1.0
     assert_eq!(route(&s, "orders.show").await["lifecycle"], "canary(20%)");
 
     // The new canary's own trip does.
-    let fresh = guard_now().record(&name, true).expect("trips");
+    let fresh = guard_now()
+        .record(&name, version_now(), true)
+        .expect("trips");
     let outcome = s
         .control
         .roll_back_trip(&fresh, &fresh.reason())
@@ -533,4 +543,151 @@ max_error_percent = 1.0
         audit[0]["reason"],
         "automatic rollback: 100.0% of the new backend's last 1 calls failed within 30 s (threshold 1%)"
     );
+}
+
+/// A migrated route whose guard trips at the first failure, with `guard`
+/// lines added to its guard policy.
+fn guarded_migrated(guard: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "orders.show"
+path = "/api/orders/{{order_no}}"
+new = "new"
+state = "migrated"
+[routes.guard]
+min_requests = 1
+{guard}
+"#
+    )
+}
+
+/// A trip stored by a guard that a plan replaced (another policy, a
+/// disabled guard, another new backend) was measured by a guard that no
+/// longer watches the route: applying the plan deletes it, and a trip
+/// kept under another policy is not resumed at the next start.
+#[sqlx::test]
+async fn a_trip_does_not_outlive_the_guard_a_plan_replaced(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let strict = guarded_migrated("max_error_percent = 1.0");
+    let (legacy, new, s, file) = start(options.clone(), &strict, |_| {}).await;
+    let db = PgPoolOptions::new()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    // The guard's rollbacks are refused; an operator's plans are not.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN IF NEW.who = 'guard' THEN RAISE EXCEPTION 'no rollback now'; END IF;
+                RETURN NEW; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let trips = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM guard_trip")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let apply = |source: String| {
+        let s = &s;
+        async move {
+            let response = s
+                .admin_request(reqwest::Method::POST, "/api/plan?reason=retune")
+                .header("content-type", "application/toml")
+                .body(source)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    };
+    let trip_now = || async {
+        let response = s.get("/api/orders/1").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        eventually(10, "the trip to be stored", || async { trips().await == 1 }).await;
+    };
+    new.set(|b| b.fail_every = 1);
+
+    // Another policy.
+    trip_now().await;
+    let lenient = guarded_migrated("max_error_percent = 50.0");
+    apply(plan_urls(&legacy.url, &new.url, &lenient)).await;
+    assert_eq!(trips().await, 0, "the replaced policy's trip is gone");
+
+    // Another new backend, the policy the same.
+    trip_now().await;
+    let other = Scripted::spawn("new2").await;
+    other.set(|b| b.fail_every = 1);
+    apply(plan_urls(&legacy.url, &other.url, &lenient)).await;
+    assert_eq!(
+        trips().await,
+        0,
+        "the trip measured on the old new backend is gone"
+    );
+
+    // A trip left to the next start, which finds the guard disabled.
+    trip_now().await;
+    s.stop().await;
+    let disabled = guarded_migrated("max_error_percent = 50.0\nenabled = false");
+    sqlx::query("UPDATE plan SET source = $1")
+        .bind(plan_urls(&legacy.url, &other.url, &disabled))
+        .execute(&db)
+        .await
+        .unwrap();
+    other.set(|b| b.fail_every = 0);
+    let s = TestStrangler::start(settings(&options, &file)).await;
+    let before = Receipts::get(&other.receipts.gets);
+    let response = s.get("/api/orders/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        Receipts::get(&other.receipts.gets),
+        before + 1,
+        "the new backend still serves: the trip was not resumed"
+    );
+    assert_eq!(s.state("orders.show").as_deref(), Some("migrated"));
+}
+
+/// A request still in flight when the strangler stops trips the guard
+/// while the workers drain: the trip is stored before the strangler has
+/// stopped, for the next start to roll back.
+#[sqlx::test]
+async fn a_trip_raised_while_the_strangler_drains_is_stored(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let routes = guarded_migrated("max_error_percent = 1.0");
+    let (_legacy, new, s, _file) = start(options.clone(), &routes, |_| {}).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    new.set(|b| {
+        b.fail_every = 1;
+        b.gate = Some(Arc::clone(&gate));
+    });
+    let in_flight = tokio::spawn(s.get("/api/orders/1").send());
+    eventually(10, "the new backend to hold the request", || async {
+        Receipts::get(&new.receipts.gets) == 1
+    })
+    .await;
+    let address = s.public.trim_start_matches("http://").to_owned();
+    let stopped = tokio::spawn(s.stop());
+    eventually(10, "the public port to stop accepting", || async {
+        tokio::net::TcpStream::connect(&address).await.is_err()
+    })
+    .await;
+
+    gate.notify_one();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    stopped.await.unwrap();
+    let db = PgPoolOptions::new().connect_with(options).await.unwrap();
+    let kept: Vec<(String, String)> = sqlx::query_as("SELECT route, state FROM guard_trip")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(kept, [("orders.show".to_owned(), "migrated".to_owned())]);
 }

@@ -23,11 +23,11 @@ use tokio::sync::Mutex;
 use crate::control::store::{Change, PlanRecord, Store};
 use crate::data::backends::Backends;
 use crate::data::guard;
-use crate::data::table::RouteTable;
+use crate::data::table::{Route, RouteTable};
 use crate::model::lifecycle::{Lifecycle, TransitionError};
 use crate::model::plan::{Plan, PlanDiff, PlanError};
 use crate::model::policy::BackendPolicy;
-use crate::model::records::{GUARD, Trip};
+use crate::model::records::{GUARD, RouteState, Trip};
 use crate::observe::metrics::ProxyMetrics;
 
 /// Longest reason kept in the audit log.
@@ -155,17 +155,19 @@ impl Control {
                 source: &source,
                 diff: &diff,
                 audited: false,
+                replaced_guards: &[],
             };
             store
                 .record("startup", "initial plan", Some(record), &[], &[])
                 .await?;
         }
-        store.seed_states(&unseen).await?;
+        let versions = store.seed_states(&unseen).await?;
         for (name, lifecycle) in unseen {
-            states.insert(name.to_owned(), lifecycle);
+            let version = versions.get(name).copied().unwrap_or(0);
+            states.insert(name.to_owned(), RouteState { lifecycle, version });
         }
         let backends = Backends::for_plan(&plan, &Backends::default(), backend_policy, &metrics);
-        let table = RouteTable::build(&plan, &states, &backends, None)?;
+        let table = RouteTable::build(&plan, &states, &backends, None, &metrics)?;
         for route in table.routes() {
             metrics.route_state(&route.name, route.lifecycle);
         }
@@ -226,11 +228,19 @@ impl Control {
             .ok_or_else(|| ControlError::UnknownRoute(route.to_owned()))?;
         let from = existing.lifecycle;
         from.transition(to, existing.new.is_some())?;
-        self.store
+        let versions = self
+            .store
             .record(who, reason, None, &[Change { route, from, to }], &[])
             .await?;
         let mut states = states_of(&table);
-        states.insert(route.to_owned(), to);
+        let version = versions.get(route).copied().unwrap_or(0);
+        states.insert(
+            route.to_owned(),
+            RouteState {
+                lifecycle: to,
+                version,
+            },
+        );
         self.swap(current, &states, &table)?;
         self.announce(who, route, from, to, reason);
         Ok(Applied {
@@ -250,60 +260,124 @@ impl Control {
         self.transition(who, route, Lifecycle::Legacy, reason).await
     }
 
+    /// Stores a guard's trip before its rollback is tried, so that a
+    /// strangler that stops (or whose rollback the database refuses) leaves
+    /// it to the next start (see `Self::resume_trips`). Only while the route
+    /// still has the guard that tripped, and only while the database still
+    /// holds the state this instance knows: another instance may have moved
+    /// the route unheard, and then the table is reloaded and the trip
+    /// dropped. `false`: the trip no longer applies.
+    pub async fn keep_trip(&self, trip: &Trip) -> Result<bool, ControlError> {
+        let mut current = self.current.lock().await;
+        let table = self.table.load_full();
+        let Some(route) = tripped_route(&table, trip) else {
+            self.forget_trip(trip).await;
+            return Ok(false);
+        };
+        if self
+            .store
+            .keep_trip(trip, route.lifecycle, route.version)
+            .await?
+        {
+            return Ok(true);
+        }
+        self.refresh_held(&mut current).await?;
+        Ok(false)
+    }
+
     /// Rolls a route back for a guard's trip, but only while the route still
     /// has the guard that tripped: under the write lock, so that a route an
     /// operator rolled back and advanced again meanwhile (a new canary, with
-    /// a new guard) is not rolled back for the old one's failures. `None`:
-    /// the trip no longer applies.
+    /// a new guard) is not rolled back for the old one's failures. The write
+    /// itself insists on the version of the state this instance knows
+    /// (`Store::roll_back_trip`): if another instance moved the route
+    /// unheard, nothing is written, the table is reloaded and the trip
+    /// dropped. `None`: the trip no longer applies.
     pub async fn roll_back_trip(
         &self,
         trip: &Trip,
         reason: &str,
     ) -> Result<Option<Applied>, ControlError> {
         let reason = check_reason(reason)?;
-        let current = self.current.lock().await;
+        let mut current = self.current.lock().await;
         let table = self.table.load_full();
-        let measured_in = table
-            .route(&trip.route)
-            .filter(|route| guard::guards(route.lifecycle) && route.guard.id() == trip.guard)
-            .map(|route| route.lifecycle);
-        let Some(measured_in) = measured_in else {
+        let Some(route) = tripped_route(&table, trip) else {
             // Kept, it would roll the route back at the next start.
-            self.store.forget_trip(&trip.route).await?;
+            self.forget_trip(trip).await;
             return Ok(None);
         };
-        // Stored first and on its own: should the rollback's write fail,
-        // the trip outlives this process (see `Self::resume_trips`).
-        self.store.keep_trip(trip, measured_in).await?;
-        self.transition_held(&current, GUARD, &trip.route, Lifecycle::Legacy, reason)
-            .await
-            .map(Some)
+        let (from, to) = (route.lifecycle, Lifecycle::Legacy);
+        let Some(version) = self
+            .store
+            .roll_back_trip(reason, &trip.route, from, route.version)
+            .await?
+        else {
+            tracing::info!(
+                route = &*trip.route,
+                "guard tripped, but another instance moved the route since; reloading the table"
+            );
+            self.forget_trip(trip).await;
+            self.refresh_held(&mut current).await?;
+            return Ok(None);
+        };
+        let mut states = states_of(&table);
+        states.insert(
+            trip.route.to_string(),
+            RouteState {
+                lifecycle: to,
+                version,
+            },
+        );
+        self.swap(&current, &states, &table)?;
+        self.announce(GUARD, &trip.route, from, to, reason);
+        Ok(Some(Applied {
+            route: trip.route.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+        }))
     }
 
-    /// The trips a previous run left pending (stored, their rollback not
-    /// written), of routes still in the state they were measured in: their
-    /// guards trip now, so that the routes' traffic goes to legacy from the
-    /// first request on; the rollback task writes them like fresh trips.
+    /// Deletes a trip's stored row, if it is still the one this trip (and
+    /// its version) kept; best effort: a row left behind matches no version
+    /// once the route moves, and the next look at pending trips deletes it.
+    async fn forget_trip(&self, trip: &Trip) {
+        if let Err(error) = self.store.forget_trip(&trip.route, trip.version).await {
+            tracing::warn!(route = &*trip.route, %error, "cannot forget a guard trip that no longer applies");
+        }
+    }
+
+    /// The trips stored (their rollback not written, by this instance or
+    /// another that stopped) of routes still at the version they were
+    /// measured in, with the same guard policy, enabled, and whose guard has
+    /// not tripped here yet: their guards trip now, so that the routes'
+    /// traffic goes to legacy from the next request on; the rollback task
+    /// writes them like fresh trips. Called at start and at every periodic
+    /// check.
     pub async fn resume_trips(&self) -> Result<Vec<Trip>, ControlError> {
         let _current = self.current.lock().await;
         let table = self.table.load_full();
         let pending = self.store.pending_trips().await?;
         let mut resumed = Vec::with_capacity(pending.len());
         for kept in pending {
-            let Some(route) = table
-                .route(&kept.route)
-                .filter(|route| route.lifecycle == kept.state && guard::guards(route.lifecycle))
-            else {
+            let Some(route) = table.route(&kept.route).filter(|route| {
+                route.version == kept.version
+                    && route.lifecycle == kept.state
+                    && guard::guards(route.lifecycle)
+                    && *route.guard.policy() == kept.policy
+                    && kept.policy.enabled
+                    && !route.guard.tripped()
+            }) else {
                 continue;
             };
             route.guard.resume();
             tracing::warn!(
                 route = &*route.name,
-                "the previous run's guard trip was never written: the route's traffic goes to legacy until it is"
+                "a stored guard trip was never written: the route's traffic goes to legacy until it is"
             );
             resumed.push(Trip {
                 route: Arc::clone(&route.name),
                 guard: route.guard.id(),
+                version: kept.version,
                 requests: kept.requests,
                 failures: kept.failures,
                 policy: kept.policy,
@@ -334,10 +408,12 @@ impl Control {
         let mut states = HashMap::new();
         let mut changes = Vec::new();
         for spec in &plan.routes {
-            let from = table
+            let (from, version) = table
                 .route(&spec.name)
-                .map_or(Lifecycle::Legacy, |r| r.lifecycle);
+                .map_or((Lifecycle::Legacy, 0), |r| (r.lifecycle, r.version));
             let to = spec.lifecycle.unwrap_or(from);
+            // A write bumps the version by one (corrected once written).
+            let version = if from == to { version } else { version + 1 };
             if from != to {
                 from.transition(to, spec.new.is_some())
                     .map_err(|e| PlanError::Route {
@@ -350,7 +426,13 @@ impl Control {
                     to,
                 });
             }
-            states.insert(spec.name.clone(), to);
+            states.insert(
+                spec.name.clone(),
+                RouteState {
+                    lifecycle: to,
+                    version,
+                },
+            );
         }
         let mut removed = Vec::new();
         for route in table.routes() {
@@ -371,7 +453,20 @@ impl Control {
         }
         let backends =
             Backends::for_plan(&plan, &current.backends, self.backend_policy, &self.metrics);
-        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table), &self.metrics)?;
+        // A trip stored by a guard the plan replaces (another policy, a
+        // disabled guard, another new backend) must not roll back the route.
+        let replaced_guards: Vec<&str> = table
+            .routes()
+            .iter()
+            .filter(|old| {
+                guard::guards(old.lifecycle)
+                    && next
+                        .route(&old.name)
+                        .is_some_and(|route| !Arc::ptr_eq(&route.guard, &old.guard))
+            })
+            .map(|old| &*old.name)
+            .collect();
         let report = PlanReport {
             applied: !dry_run,
             plan: current.plan.diff(&plan),
@@ -396,10 +491,18 @@ impl Control {
             source,
             diff: &diff,
             audited: true,
+            replaced_guards: &replaced_guards,
         };
-        self.store
+        let versions = self
+            .store
             .record(who, reason, Some(record), &changes, &removed)
             .await?;
+        for (route, version) in versions {
+            if let Some(state) = states.get_mut(&route) {
+                state.version = version;
+            }
+        }
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table), &self.metrics)?;
         self.table.store(Arc::new(next));
         for change in &changes {
             self.announce(who, change.route, change.from, change.to, reason);
@@ -419,15 +522,40 @@ impl Control {
     /// Follows the changes other instances commit, until `stop` turns
     /// true: each announcement, and every `recheck` in any case (an
     /// announcement is lost while the listening connection is down),
-    /// reloads the table if the database holds another one.
-    pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// reloads the table if the database holds another one, and hands the
+    /// trips an instance stored and did not write (it stopped, or died) to
+    /// this one's rollback task through `trips`.
+    pub async fn follow(
+        self: Arc<Self>,
+        trips: guard::Trips,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         tokio::select! {
-            () = self.follow_changes() => {}
+            () = self.follow_changes(&trips) => {}
             _ = stop.wait_for(|stop| *stop) => {}
         }
     }
 
-    async fn follow_changes(&self) {
+    /// Reloads the table if it changed, then resumes the pending trips.
+    async fn catch_up(&self, trips: &guard::Trips) {
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
+            return;
+        }
+        match self.resume_trips().await {
+            Ok(resumed) => {
+                for trip in resumed {
+                    // Closed only once the strangler stops: nothing to write then.
+                    let _ = trips.send(trip);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot look for pending guard trips");
+            }
+        }
+    }
+
+    async fn follow_changes(&self, trips: &guard::Trips) {
         let mut pause = std::time::Duration::from_millis(250);
         loop {
             let mut listener = match self.store.listen().await {
@@ -436,9 +564,7 @@ impl Control {
                     // What was committed before this connection listened
                     // (since the table was loaded, or while the previous
                     // listener was down) was announced to nobody here.
-                    if let Err(error) = self.refresh().await {
-                        tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
-                    }
+                    self.catch_up(trips).await;
                     Some(listener)
                 }
                 Err(error) => {
@@ -465,9 +591,7 @@ impl Control {
                     },
                     () = tokio::time::sleep(self.recheck) => {}
                 }
-                if let Err(error) = self.refresh().await {
-                    tracing::warn!(error = %chassis::http::problem::error_chain(&error), "cannot reload the route table");
-                }
+                self.catch_up(trips).await;
                 if listener.is_none() {
                     break;
                 }
@@ -481,6 +605,11 @@ impl Control {
     /// instance's; `true` if it did.
     pub async fn refresh(&self) -> Result<bool, ControlError> {
         let mut current = self.current.lock().await;
+        self.refresh_held(&mut current).await
+    }
+
+    /// [`Self::refresh`], with the write lock already held.
+    async fn refresh_held(&self, current: &mut Current) -> Result<bool, ControlError> {
         let Some(source) = self.store.plan_source().await? else {
             return Ok(false);
         };
@@ -496,22 +625,20 @@ impl Control {
                 Backends::for_plan(&plan, &current.backends, self.backend_policy, &self.metrics);
             (plan, backends)
         };
-        let states: HashMap<String, Lifecycle> = plan
+        let states: HashMap<String, RouteState> = plan
             .routes
             .iter()
             .map(|spec| {
-                let state = stored
-                    .get(&spec.name)
-                    .copied()
-                    .or(spec.lifecycle)
-                    .unwrap_or(Lifecycle::Legacy);
+                let state = stored.get(&spec.name).copied().unwrap_or_else(|| {
+                    RouteState::unstored(spec.lifecycle.unwrap_or(Lifecycle::Legacy))
+                });
                 (spec.name.clone(), state)
             })
             .collect();
         if same_plan && states == states_of(&table) {
             return Ok(false);
         }
-        let next = RouteTable::build(&plan, &states, &backends, Some(&table))?;
+        let next = RouteTable::build(&plan, &states, &backends, Some(&table), &self.metrics)?;
         for route in table.routes() {
             if next.route(&route.name).is_none() {
                 self.metrics.forget_route(&route.name);
@@ -536,10 +663,16 @@ impl Control {
     fn swap(
         &self,
         current: &Current,
-        states: &HashMap<String, Lifecycle>,
+        states: &HashMap<String, RouteState>,
         previous: &RouteTable,
     ) -> Result<(), ControlError> {
-        let next = RouteTable::build(&current.plan, states, &current.backends, Some(previous))?;
+        let next = RouteTable::build(
+            &current.plan,
+            states,
+            &current.backends,
+            Some(previous),
+            &self.metrics,
+        )?;
         self.table.store(Arc::new(next));
         Ok(())
     }
@@ -551,12 +684,25 @@ impl Control {
     }
 }
 
-fn states_of(table: &RouteTable) -> HashMap<String, Lifecycle> {
+fn states_of(table: &RouteTable) -> HashMap<String, RouteState> {
     table
         .routes()
         .iter()
-        .map(|r| (r.name.to_string(), r.lifecycle))
+        .map(|r| {
+            let state = RouteState {
+                lifecycle: r.lifecycle,
+                version: r.version,
+            };
+            (r.name.to_string(), state)
+        })
         .collect()
+}
+
+/// The route a trip was measured on, if it still has the guard that tripped.
+fn tripped_route<'t>(table: &'t RouteTable, trip: &Trip) -> Option<&'t Arc<Route>> {
+    table
+        .route(&trip.route)
+        .filter(|route| guard::guards(route.lifecycle) && route.guard.id() == trip.guard)
 }
 
 fn check_reason(reason: &str) -> Result<&str, ControlError> {

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::model::diff::Difference;
 use crate::model::lifecycle::Lifecycle;
 use crate::model::policy::GuardPolicy;
-use crate::model::records::{Mismatch, Trip};
+use crate::model::records::{GUARD, Mismatch, RouteState, Trip};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -83,6 +83,9 @@ pub struct PlanRecord<'a> {
     /// Whether a plan that moves no route gets an audit row: yes for one an
     /// operator applied, no for the plan file read at the first start.
     pub audited: bool,
+    /// Routes whose guard the plan replaces (its policy, or the new backend,
+    /// changed): their pending trips were measured by a guard that is gone.
+    pub replaced_guards: &'a [&'a str],
 }
 
 /// A guard's trip whose rollback has not been written yet.
@@ -91,6 +94,8 @@ pub struct PendingTrip {
     pub route: String,
     /// The state the failures were measured in.
     pub state: Lifecycle,
+    /// The version of the route's state they were measured in.
+    pub version: i64,
     pub requests: u64,
     pub failures: u64,
     pub policy: GuardPolicy,
@@ -151,17 +156,17 @@ impl Store {
             .await
     }
 
-    pub async fn states(&self) -> Result<HashMap<String, Lifecycle>, sqlx::Error> {
-        let rows: Vec<(String, String, Option<i16>)> =
-            sqlx::query_as("SELECT route, state, percent FROM route_state")
+    pub async fn states(&self) -> Result<HashMap<String, RouteState>, sqlx::Error> {
+        let rows: Vec<(String, String, Option<i16>, i64)> =
+            sqlx::query_as("SELECT route, state, percent, version FROM route_state")
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(route, state, percent)| {
+            .filter_map(|(route, state, percent, version)| {
                 // The CHECK constraints keep rows valid; skip rather than panic.
                 let lifecycle = Lifecycle::from_parts(&state, percent.map(i64::from)).ok()?;
-                Some((route, lifecycle))
+                Some((route, RouteState { lifecycle, version }))
             })
             .collect())
     }
@@ -171,7 +176,7 @@ impl Store {
     /// all in one transaction. A removed route's state is deleted, so that
     /// a route added again later starts from `legacy`. A plan that moves no
     /// route still gets an audit row (route `(plan)`, from the previous plan
-    /// entry to its own).
+    /// entry to its own). Returns the new version of each changed route.
     pub async fn record(
         &self,
         who: &str,
@@ -179,7 +184,7 @@ impl Store {
         plan: Option<PlanRecord<'_>>,
         changes: &[Change<'_>],
         removed: &[Change<'_>],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if let Some(plan) = plan {
             sqlx::query(
@@ -230,13 +235,22 @@ impl Store {
             )
             .await?;
         }
+        let mut versions = HashMap::with_capacity(changes.len());
         for change in changes {
-            save_state(&mut tx, change.route, change.to).await?;
+            let version = save_state(&mut tx, change.route, change.to).await?;
+            versions.insert(change.route.to_owned(), version);
             let (from, to) = (change.from.to_string(), change.to.to_string());
             audit(&mut tx, who, change.route, &from, &to, reason).await?;
         }
-        // A route that moves leaves the state its pending trip was measured in.
-        let moved: Vec<&str> = changes.iter().chain(removed).map(|c| c.route).collect();
+        // A route that moves leaves the state its pending trip was measured
+        // in; a route whose guard the plan replaced lost the guard that
+        // measured it.
+        let moved: Vec<&str> = changes
+            .iter()
+            .chain(removed)
+            .map(|c| c.route)
+            .chain(plan.iter().flat_map(|p| p.replaced_guards.iter().copied()))
+            .collect();
         if !moved.is_empty() {
             sqlx::query("DELETE FROM guard_trip WHERE route = ANY($1)")
                 .bind(&moved)
@@ -249,7 +263,55 @@ impl Store {
             .bind(&*self.instance)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(versions)
+    }
+
+    /// Writes a guard's rollback to `legacy`, with its audit row, only if the
+    /// route's state is still at `version`, the one the trip was measured
+    /// in: another instance may have moved the route since (rolled it back
+    /// and started a new canary) without this one having heard yet. `None`:
+    /// the route has moved, nothing was written.
+    pub async fn roll_back_trip(
+        &self,
+        reason: &str,
+        route: &str,
+        from: Lifecycle,
+        version: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let written: Option<i64> = sqlx::query_scalar(
+            "UPDATE route_state SET state = 'legacy', percent = NULL, updated_at = now(),
+                 version = version + 1
+             WHERE route = $1 AND version = $2 RETURNING version",
+        )
+        .bind(route)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(written) = written else {
+            return Ok(None);
+        };
+        audit(
+            &mut tx,
+            GUARD,
+            route,
+            &from.to_string(),
+            &Lifecycle::Legacy.to_string(),
+            reason,
+        )
+        .await?;
+        sqlx::query("DELETE FROM guard_trip WHERE route = $1")
+            .bind(route)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES)
+            .bind(&*self.instance)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(written))
     }
 
     /// The newest plans first, without their sources.
@@ -275,23 +337,38 @@ impl Store {
 
     /// Saves states without audit rows: the plan's own states for routes the
     /// database has not seen yet (nothing changed, so nothing to audit).
-    pub async fn seed_states(&self, states: &[(&str, Lifecycle)]) -> Result<(), sqlx::Error> {
+    /// Returns each route's version.
+    pub async fn seed_states(
+        &self,
+        states: &[(&str, Lifecycle)],
+    ) -> Result<HashMap<String, i64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let mut versions = HashMap::with_capacity(states.len());
         for (route, lifecycle) in states {
-            save_state(&mut tx, route, *lifecycle).await?;
+            let version = save_state(&mut tx, route, *lifecycle).await?;
+            versions.insert((*route).to_owned(), version);
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(versions)
     }
 
     /// Keeps a guard's trip until its rollback is written: on its own, so
     /// that it is kept even when the rollback's transaction fails (see
-    /// `migrations/0004_guard_trip.sql`).
-    pub async fn keep_trip(&self, trip: &Trip, measured_in: Lifecycle) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO guard_trip (route, state, percent, requests, failures, policy)
-             VALUES ($1, $2, $3, $4, $5, $6)
+    /// `migrations/0004_guard_trip.sql`), and only while the route's state
+    /// is still at `version`, the one it was measured in. `false`: the route
+    /// has moved, nothing was kept.
+    pub async fn keep_trip(
+        &self,
+        trip: &Trip,
+        measured_in: Lifecycle,
+        version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let kept = sqlx::query(
+            "INSERT INTO guard_trip (route, state, percent, requests, failures, policy, version)
+             SELECT $1, $2, $3, $4, $5, $6, $7 FROM route_state
+             WHERE route = $1 AND version = $7
              ON CONFLICT (route) DO UPDATE SET state = $2, percent = $3, requests = $4,
-                 failures = $5, policy = $6",
+                 failures = $5, policy = $6, version = $7",
         )
         .bind(&*trip.route)
         .bind(measured_in.name())
@@ -299,15 +376,19 @@ impl Store {
         .bind(i64::try_from(trip.requests).unwrap_or(i64::MAX))
         .bind(i64::try_from(trip.failures).unwrap_or(i64::MAX))
         .bind(sqlx::types::Json(trip.policy))
+        .bind(version)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(kept.rows_affected() > 0)
     }
 
-    /// Forgets a route's pending trip: it no longer applies.
-    pub async fn forget_trip(&self, route: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM guard_trip WHERE route = $1")
+    /// Forgets a route's pending trip measured at `version`: it no longer
+    /// applies. Another instance's trip of the route, measured at another
+    /// version, stays.
+    pub async fn forget_trip(&self, route: &str, version: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM guard_trip WHERE route = $1 AND version = $2")
             .bind(route)
+            .bind(version)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -323,33 +404,37 @@ impl Store {
             i64,
             i64,
             sqlx::types::Json<GuardPolicy>,
+            i64,
         );
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM guard_trip t WHERE NOT EXISTS (
-                 SELECT 1 FROM route_state s WHERE s.route = t.route
-                 AND s.state = t.state AND s.percent IS NOT DISTINCT FROM t.percent)",
+                 SELECT 1 FROM route_state s WHERE s.route = t.route AND s.version = t.version)",
         )
         .execute(&mut *tx)
         .await?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT route, state, percent, requests, failures, policy FROM guard_trip ORDER BY route",
+            "SELECT route, state, percent, requests, failures, policy, version
+             FROM guard_trip ORDER BY route",
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(route, state, percent, requests, failures, policy)| {
-                Some(PendingTrip {
-                    route,
-                    // Rows match a valid route state (deleted otherwise).
-                    state: Lifecycle::from_parts(&state, percent.map(i64::from)).ok()?,
-                    requests: u64::try_from(requests).unwrap_or(0),
-                    failures: u64::try_from(failures).unwrap_or(0),
-                    policy: policy.0,
-                })
-            })
+            .filter_map(
+                |(route, state, percent, requests, failures, policy, version)| {
+                    Some(PendingTrip {
+                        route,
+                        version,
+                        // Rows match a valid route state (deleted otherwise).
+                        state: Lifecycle::from_parts(&state, percent.map(i64::from)).ok()?,
+                        requests: u64::try_from(requests).unwrap_or(0),
+                        failures: u64::try_from(failures).unwrap_or(0),
+                        policy: policy.0,
+                    })
+                },
+            )
             .collect())
     }
 
@@ -448,19 +533,22 @@ async fn audit(
     Ok(())
 }
 
+/// Writes a route's state and returns its new version (see
+/// `migrations/0005_route_state_version.sql`).
 async fn save_state(
     tx: &mut Transaction<'_, Postgres>,
     route: &str,
     lifecycle: Lifecycle,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
         "INSERT INTO route_state (route, state, percent) VALUES ($1, $2, $3)
-         ON CONFLICT (route) DO UPDATE SET state = $2, percent = $3, updated_at = now()",
+         ON CONFLICT (route) DO UPDATE SET state = $2, percent = $3, updated_at = now(),
+             version = route_state.version + 1
+         RETURNING version",
     )
     .bind(route)
     .bind(lifecycle.name())
     .bind(lifecycle.percent().map(i16::from))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut **tx)
+    .await
 }

@@ -377,9 +377,15 @@ impl Drop for Watched {
     }
 }
 
-/// A body whose data bytes are counted: summed in a plain field as its
-/// frames pass, handed to the [`ByteMeter`] once, when the body ends (or is
-/// dropped before its end, with what passed until then).
+/// Past this many bytes summed, a [`Metered`] body hands them to its
+/// counter: a long download or upload shows on the metric while it lasts.
+const FLUSH_BYTES: u64 = 256 * 1024;
+
+/// A body whose data bytes are counted: summed in a plain field as hyper
+/// polls its frames, handed to the [`ByteMeter`] whenever the sum passes
+/// [`FLUSH_BYTES`], and when the body ends (or is dropped before its end,
+/// with what was polled until then). One counter update per 256 KiB or per
+/// body, not one per frame.
 #[derive(Debug)]
 pub struct Metered<B> {
     inner: B,
@@ -419,8 +425,9 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                 }
-                // A body of known length may not be polled past its last frame.
-                if this.inner.is_end_stream() {
+                // At the end now: a body of known length may not be polled
+                // past its last frame.
+                if this.bytes >= FLUSH_BYTES || this.inner.is_end_stream() {
                     this.flush();
                 }
             }
@@ -501,4 +508,57 @@ pub fn copy_head(parts: &Parts) -> Parts {
     head.version = parts.version;
     head.headers = parts.headers.clone();
     head
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::observe::metrics::ProxyMetrics;
+
+    /// A body of unknown length, in the frames given.
+    struct Frames(VecDeque<Bytes>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    fn counted(registry: &prometheus_client::registry::Registry) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+        text.lines()
+            .find_map(|line| line.strip_prefix("strangler_request_body_bytes_total{"))
+            .and_then(|line| line.rsplit(' ').next())
+            .map_or(0, |value| value.parse().expect("a count"))
+    }
+
+    #[tokio::test]
+    async fn a_metered_body_hands_its_count_over_every_256_kib_and_at_its_end() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ProxyMetrics::register(&mut registry);
+        let meter = metrics.request_bytes(&Arc::from("uploads"), &Arc::from("new"));
+        let frame = Bytes::from(vec![0u8; 100 * 1024]);
+        let mut body = Metered::new(Frames(VecDeque::from(vec![frame; 5])), meter);
+
+        let mut seen = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frame.expect("a frame");
+            seen.push(counted(&registry) / 1024);
+        }
+        seen.push(counted(&registry) / 1024);
+        // Not per frame: 100 and 200 KiB wait, 300 KiB passes the mark.
+        assert_eq!(seen, [0, 0, 300, 300, 300, 500]);
+    }
 }

@@ -11,8 +11,8 @@
 //!    with `who` = `guard`, the measured rate in the reason, a metric and a
 //!    warning. If the database is down it keeps trying; the route stays on
 //!    legacy meanwhile. The trip is stored apart first, so a strangler that
-//!    stops before the rollback is written does not lose it: the next start
-//!    [`Guard::resume`]s it.
+//!    stops before the rollback is written does not lose it: the next start,
+//!    or another instance at its periodic check, [`Guard::resume`]s it.
 //!
 //! A guard lives as long as the route stays in a state the new backend
 //! serves (`canary` at any percent, `migrated`); entering one of those from
@@ -44,7 +44,8 @@ static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Guard {
     /// Unique in this process: a route that leaves `canary`/`migrated` and
-    /// enters again gets a new guard, with a new id.
+    /// enters again (or whose policy or new backend changes) gets a new
+    /// guard, with a new id.
     id: u64,
     policy: GuardPolicy,
     epoch: Instant,
@@ -78,15 +79,17 @@ impl Guard {
         self.tripped.load(Ordering::Relaxed)
     }
 
-    /// Trips the guard for a trip a previous run measured and could not
-    /// write: the route's traffic goes to legacy from the first request on.
+    /// Trips the guard for a stored trip that was never written (a previous
+    /// run's, or a stopped instance's): the route's traffic goes to legacy
+    /// from the next request on.
     pub fn resume(&self) {
         self.tripped.store(true, Ordering::Relaxed);
     }
 
-    /// Records one call to the new backend. Returns the trip, once, when
-    /// this call takes the window past the threshold.
-    pub fn record(&self, route: &Arc<str>, failed: bool) -> Option<Trip> {
+    /// Records one call to the new backend, made while the route's stored
+    /// state was at `version`. Returns the trip, once, when this call takes
+    /// the window past the threshold.
+    pub fn record(&self, route: &Arc<str>, version: i64, failed: bool) -> Option<Trip> {
         if !self.policy.enabled {
             return None;
         }
@@ -118,6 +121,7 @@ impl Guard {
             return Some(Trip {
                 route: Arc::clone(route),
                 guard: self.id,
+                version,
                 requests,
                 failures,
                 policy: self.policy,
@@ -153,14 +157,14 @@ mod tests {
         let guard = Guard::new(policy(10.0, 20));
         // 2 failures in 19 calls: too few calls to judge.
         for i in 0..19 {
-            assert_eq!(guard.record(&route, i % 10 == 0), None);
+            assert_eq!(guard.record(&route, 1, i % 10 == 0), None);
         }
         // The 20th call fails: 3 of 20 = 15% > 10%.
-        let trip = guard.record(&route, true).expect("tripped");
+        let trip = guard.record(&route, 1, true).expect("tripped");
         assert_eq!((trip.requests, trip.failures), (20, 3));
         assert!(trip.reason().contains("15.0%"), "{}", trip.reason());
         assert!(guard.tripped());
-        assert_eq!(guard.record(&route, true), None, "trips only once");
+        assert_eq!(guard.record(&route, 1, true), None, "trips only once");
     }
 
     #[test]
@@ -168,7 +172,7 @@ mod tests {
         let route: Arc<str> = Arc::from("r");
         let guard = Guard::new(policy(10.0, 10));
         for i in 0..100 {
-            assert_eq!(guard.record(&route, i % 10 == 9), None);
+            assert_eq!(guard.record(&route, 1, i % 10 == 9), None);
         }
         assert!(!guard.tripped());
     }
@@ -180,7 +184,7 @@ mod tests {
             enabled: false,
             ..policy(1.0, 1)
         });
-        assert_eq!(guard.record(&route, true), None);
+        assert_eq!(guard.record(&route, 1, true), None);
     }
 
     #[test]

@@ -403,7 +403,7 @@ impl Proxy {
 
     /// One outcome for the route's guard; a trip is sent to the rollback task.
     fn record(&self, route: &Route, failed: bool) {
-        if let Some(trip) = route.guard.record(&route.name, failed) {
+        if let Some(trip) = route.guard.record(&route.name, route.version, failed) {
             tracing::warn!(route = &*route.name, "{}", trip.reason());
             let _ = self.trips.send(trip);
         }
@@ -493,12 +493,12 @@ impl Proxy {
         if matches!(body, Outgoing::Empty) {
             return body;
         }
-        body.metered(self.metrics.request_bytes(exchange.route, &backend.name))
+        body.metered(exchange.decision.bytes.of(backend).request.clone())
     }
 
     /// Counts the bytes of `backend`'s response body as they reach the client.
     fn response_meter(&self, exchange: &Exchange<'_>, backend: &Backend) -> ByteMeter {
-        self.metrics.response_bytes(exchange.route, &backend.name)
+        exchange.decision.bytes.of(backend).response.clone()
     }
 
     fn observe(

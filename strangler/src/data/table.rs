@@ -18,6 +18,8 @@ use crate::model::cohort::{CohortSource, assigned_key, bucket, new_key};
 use crate::model::diff::ShadowPolicy;
 use crate::model::lifecycle::{Lifecycle, Side};
 use crate::model::plan::{Plan, PlanError, RouteSpec};
+use crate::model::records::RouteState;
+use crate::observe::metrics::{ByteMeter, DEFAULT_ROUTE, ProxyMetrics};
 use crate::observe::stats::RouteStats;
 
 /// A route as the proxy uses it.
@@ -28,6 +30,10 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub path: String,
     pub lifecycle: Lifecycle,
+    /// The version of the stored state this table was built from (`0`:
+    /// not stored yet): a guard's trip is written only while the database
+    /// still holds this version.
+    pub version: i64,
     pub legacy: Arc<Backend>,
     pub new: Option<Arc<Backend>>,
     pub cohort: Option<CohortSource>,
@@ -36,10 +42,59 @@ pub struct Route {
     /// What may differ between the answers in shadow mode.
     pub shadow: ShadowPolicy,
     /// The automatic rollback's window; kept while the route stays in
-    /// `canary` or `migrated`, fresh when it enters one of them.
+    /// `canary` or `migrated` with the same policy and new backend, fresh
+    /// when it enters one of them (see [`Route::keeps_guard`]).
     pub guard: Arc<Guard>,
     /// Last-minute traffic; carried over from the previous table by name.
     pub stats: Arc<RouteStats>,
+    /// The route's body byte counters, per backend.
+    pub bytes: Arc<BodyBytes>,
+}
+
+/// The body byte counters of one route (or of the traffic no route
+/// claims), per backend, looked up once when the table is built: a body
+/// adds to its counter without looking its labels up.
+#[derive(Debug)]
+pub struct BodyBytes {
+    legacy: BodyMeters,
+    /// With the new backend's name.
+    new: Option<(Arc<str>, BodyMeters)>,
+}
+
+/// Both ways, for one backend.
+#[derive(Debug, Clone)]
+pub struct BodyMeters {
+    /// Request body bytes sent to the backend.
+    pub request: ByteMeter,
+    /// Response body bytes relayed from it.
+    pub response: ByteMeter,
+}
+
+impl BodyBytes {
+    fn new(
+        metrics: &ProxyMetrics,
+        route: &Arc<str>,
+        legacy: &Backend,
+        new: Option<&Backend>,
+    ) -> Self {
+        let meters = |backend: &Backend| BodyMeters {
+            request: metrics.request_bytes(route, &backend.name),
+            response: metrics.response_bytes(route, &backend.name),
+        };
+        Self {
+            legacy: meters(legacy),
+            new: new.map(|new| (Arc::clone(&new.name), meters(new))),
+        }
+    }
+
+    /// The counters of `backend`: the new one's, or else legacy's (the
+    /// route's other backend, or the default backend).
+    pub fn of(&self, backend: &Backend) -> &BodyMeters {
+        match &self.new {
+            Some((name, meters)) if *name == backend.name => meters,
+            _ => &self.legacy,
+        }
+    }
 }
 
 impl Route {
@@ -48,43 +103,69 @@ impl Route {
     /// (`before`).
     fn build(
         spec: &RouteSpec,
-        stored: Option<Lifecycle>,
+        stored: Option<RouteState>,
         backends: &Backends,
         before: Option<&Route>,
+        metrics: &ProxyMetrics,
     ) -> Result<Self, PlanError> {
         let new = spec
             .new
             .as_deref()
             .map(|name| backend(backends, name, &spec.name))
             .transpose()?;
-        let lifecycle = match stored {
+        let (lifecycle, version) = match stored {
             // A stored state needs the new backend the plan may have removed.
-            Some(state) if new.is_some() || state == Lifecycle::Legacy => state,
-            _ => spec.lifecycle.unwrap_or(Lifecycle::Legacy),
+            Some(state) if new.is_some() || state.lifecycle == Lifecycle::Legacy => {
+                (state.lifecycle, state.version)
+            }
+            _ => (
+                spec.lifecycle.unwrap_or(Lifecycle::Legacy),
+                stored.map_or(0, |s| s.version),
+            ),
         };
+        let next = RouteState { lifecycle, version };
         let guard = before
-            .filter(|old| {
-                guard::guards(old.lifecycle)
-                    && guard::guards(lifecycle)
-                    && *old.guard.policy() == spec.guard
-            })
+            .filter(|old| old.keeps_guard(spec, next, new.as_deref()))
             .map_or_else(
                 || Arc::new(Guard::new(spec.guard)),
                 |old| Arc::clone(&old.guard),
             );
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let legacy = backend(backends, &spec.legacy, &spec.name)?;
+        let bytes = Arc::new(BodyBytes::new(metrics, &name, &legacy, new.as_deref()));
         Ok(Self {
-            name: Arc::from(spec.name.as_str()),
+            name,
             methods: spec.methods.clone(),
             path: spec.path.clone(),
             lifecycle,
-            legacy: backend(backends, &spec.legacy, &spec.name)?,
+            version,
+            legacy,
             new,
             cohort: spec.cohort.clone(),
             cohort_salt: spec.cohort_salt.clone(),
             shadow: spec.shadow.clone(),
             guard,
             stats: before.map_or_else(Arc::default, |old| Arc::clone(&old.stats)),
+            bytes,
         })
+    }
+
+    /// Whether the route, rebuilt as `spec` in state `next` with `new` as its
+    /// new backend, is still measured by this route's guard: both states
+    /// guarded, the same policy, the same new backend (failures measured on
+    /// one version of the new system say nothing of another), and at most
+    /// one write of the state in between (two writes can be a rollback and
+    /// a new canary, which another instance may have made unheard).
+    pub fn keeps_guard(&self, spec: &RouteSpec, next: RouteState, new: Option<&Backend>) -> bool {
+        let same_new = match (self.new.as_deref(), new) {
+            (Some(old), Some(new)) => old.name == new.name && old.bases().eq(new.bases()),
+            _ => false,
+        };
+        guard::guards(self.lifecycle)
+            && guard::guards(next.lifecycle)
+            && *self.guard.policy() == spec.guard
+            && same_new
+            && next.version <= self.version + 1
     }
 
     /// Whether the route serves `method`; HEAD wherever GET is (RFC 9110
@@ -117,6 +198,7 @@ pub struct RouteTable {
     default_backend: Arc<Backend>,
     /// Traffic no route claims.
     default_stats: Arc<RouteStats>,
+    default_bytes: Arc<BodyBytes>,
 }
 
 /// Where one request goes.
@@ -129,6 +211,9 @@ pub struct Decision {
     pub forced: bool,
     pub backend: Arc<Backend>,
     pub stats: Arc<RouteStats>,
+    /// The body byte counters of the route (or of the traffic no route
+    /// claims).
+    pub bytes: Arc<BodyBytes>,
     /// A cohort key made up for a client that brought none, to be handed
     /// to it in a cookie so that it stays on its side.
     pub new_cohort_key: Option<String>,
@@ -143,9 +228,10 @@ impl RouteTable {
     /// traffic statistics of `previous`.
     pub fn build(
         plan: &Plan,
-        states: &HashMap<String, Lifecycle>,
+        states: &HashMap<String, RouteState>,
         backends: &Backends,
         previous: Option<&RouteTable>,
+        metrics: &ProxyMetrics,
     ) -> Result<Self, PlanError> {
         let routes = plan
             .routes
@@ -153,7 +239,7 @@ impl RouteTable {
             .map(|spec| {
                 let stored = states.get(&spec.name).copied();
                 let before = previous.and_then(|t| t.route(&spec.name)).map(Arc::as_ref);
-                Route::build(spec, stored, backends, before).map(Arc::new)
+                Route::build(spec, stored, backends, before, metrics).map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let by_method = named_methods(&routes)
@@ -164,11 +250,19 @@ impl RouteTable {
             })
             .collect::<Result<_, PlanError>>()?;
         let other_methods = router_for(&routes, |r| r.methods.is_empty())?;
+        let default_backend = backend(backends, &plan.default_backend, "default_backend")?;
+        let default_route: Arc<str> = Arc::from(DEFAULT_ROUTE);
         Ok(Self {
             routes,
             by_method,
             other_methods,
-            default_backend: backend(backends, &plan.default_backend, "default_backend")?,
+            default_bytes: Arc::new(BodyBytes::new(
+                metrics,
+                &default_route,
+                &default_backend,
+                None,
+            )),
+            default_backend,
             default_stats: previous.map_or_else(Arc::default, |t| Arc::clone(&t.default_stats)),
         })
     }
@@ -256,6 +350,7 @@ impl RouteTable {
         Decision {
             backend: Arc::clone(route.backend(side)),
             stats: Arc::clone(&route.stats),
+            bytes: Arc::clone(&route.bytes),
             route: Some(Arc::clone(route)),
             side,
             forced: forced.is_some(),
@@ -270,6 +365,7 @@ impl RouteTable {
             forced: false,
             backend: Arc::clone(&self.default_backend),
             stats: Arc::clone(&self.default_stats),
+            bytes: Arc::clone(&self.default_bytes),
             new_cohort_key: None,
         }
     }

@@ -7,10 +7,31 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::model::diff::Difference;
+use crate::model::lifecycle::Lifecycle;
 use crate::model::policy::GuardPolicy;
 
 /// The `who` of the audit rows the guard writes.
 pub const GUARD: &str = "guard";
+
+/// A route's state as stored, with the version of its row: every write of
+/// the state bumps the version, so that a write made from an older view of
+/// the route (a guard's trip) can insist the route has not moved since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteState {
+    pub lifecycle: Lifecycle,
+    /// `0`: never stored (a route the plan names and no write has saved yet).
+    pub version: i64,
+}
+
+impl RouteState {
+    /// A state no write has stored yet.
+    pub fn unstored(lifecycle: Lifecycle) -> Self {
+        Self {
+            lifecycle,
+            version: 0,
+        }
+    }
+}
 
 /// What the guard saw when it tripped.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +41,9 @@ pub struct Trip {
     /// route still has this guard, i.e. is still in the canary (or the
     /// migrated state) the failures were seen in.
     pub guard: u64,
+    /// The version of the route's stored state when it tripped: a stored
+    /// trip applies only while the database holds that version.
+    pub version: i64,
     pub requests: u64,
     pub failures: u64,
     pub policy: GuardPolicy,

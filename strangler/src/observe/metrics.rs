@@ -150,12 +150,12 @@ impl ProxyMetrics {
         );
         r.register(
             "request_body_bytes",
-            "Request body bytes sent to backends (a body sent twice, as on a fallback, counts twice)",
+            "Request body bytes hyper polled, to send to the backend, from the client's body (or its held copy); a held body resent, on a fallback or after a stale connection, counts again",
             metrics.request_bytes.clone(),
         );
         r.register(
             "response_body_bytes",
-            "Response body bytes relayed from backends to clients",
+            "Response body bytes hyper polled, to send to the client, from the backend's answer",
             metrics.response_bytes.clone(),
         );
         r.register(
@@ -295,12 +295,14 @@ impl ProxyMetrics {
         self.requests.get_or_create(&labels).inc();
     }
 
-    /// The meter of one request body on its way to `backend`.
+    /// The counter of request body bytes `route` sends to `backend`; looked
+    /// up once, when the route table is built.
     pub fn request_bytes(&self, route: &Arc<str>, backend: &Arc<str>) -> ByteMeter {
         ByteMeter::new(&self.request_bytes, route, backend)
     }
 
-    /// The meter of one response body on its way from `backend` to the client.
+    /// The counter of response body bytes `route` relays from `backend`;
+    /// looked up once, when the route table is built.
     pub fn response_bytes(&self, route: &Arc<str>, backend: &Arc<str>) -> ByteMeter {
         ByteMeter::new(&self.response_bytes, route, backend)
     }
@@ -360,29 +362,24 @@ impl ProxyMetrics {
     }
 }
 
-/// Where one body's byte count goes. The body adds its frames up itself
-/// and hands the sum over once, at its end: one counter update per body,
-/// not one per frame.
+/// One (route, backend) byte counter, its labels resolved once. A body
+/// adds its frames up itself and hands the sum over now and then (see
+/// `crate::data::body::Metered`), not once per frame.
 #[derive(Debug, Clone)]
-pub struct ByteMeter {
-    family: Family<RouteBackend, Counter>,
-    labels: RouteBackend,
-}
+pub struct ByteMeter(Counter);
 
 impl ByteMeter {
     fn new(family: &Family<RouteBackend, Counter>, route: &Arc<str>, backend: &Arc<str>) -> Self {
-        Self {
-            family: family.clone(),
-            labels: RouteBackend {
-                route: Arc::clone(route),
-                backend: Arc::clone(backend),
-            },
-        }
+        let labels = RouteBackend {
+            route: Arc::clone(route),
+            backend: Arc::clone(backend),
+        };
+        Self(family.get_or_create(&labels).clone())
     }
 
     pub fn add(&self, bytes: u64) {
         if bytes > 0 {
-            self.family.get_or_create(&self.labels).inc_by(bytes);
+            self.0.inc_by(bytes);
         }
     }
 }
