@@ -13,7 +13,14 @@
 DO $$ BEGIN
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO acl', current_database());
 END $$;
-ALTER ROLE acl REPLICATION;
+-- Usually set already by infra/local/postgres.sh (a role attribute is
+-- cluster-wide, and altering it from several sessions at once fails with
+-- "tuple concurrently updated").
+DO $$ BEGIN
+    IF NOT (SELECT rolreplication FROM pg_roles WHERE rolname = 'acl') THEN
+        ALTER ROLE acl REPLICATION;
+    END IF;
+END $$;
 
 GRANT USAGE ON SCHEMA public TO acl;
 GRANT SELECT ON tb_member, tb_shop, tb_menu, tb_rider, tb_order, tb_order_item,

@@ -9,8 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use support::{Rig, Watcher};
 
 /// Publishes everything in the outbox to the test's exchange.
-async fn publish_all(rig: &Rig) {
-    let relay = rig.relay();
+async fn publish_all_with(relay: chassis::messaging::outbox::Relay) {
     let (_connection, channel) = relay.open_channel().await.expect("RabbitMQ");
     while relay.relay_once(&channel).await.expect("a relay round") > 0 {}
 }
@@ -45,9 +44,17 @@ async fn an_order_placed_through_the_monolith_is_announced_then_each_step_in_ord
         assert_eq!(response.status(), 200, "{step}");
     }
     rig.drain(&capture).await;
-    publish_all(&rig).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let relay_metrics = chassis::messaging::outbox::RelayMetrics::register(&mut registry);
+    publish_all_with(rig.relay_measured(relay_metrics)).await;
 
     let seen = watcher.take(10).await;
+    let mut exposition = String::new();
+    prometheus_client::encoding::text::encode(&mut exposition, &registry).expect("metrics");
+    assert!(
+        exposition.contains("outbox_event_age_at_confirm_seconds_count 10\n"),
+        "each confirmed fact's age since its legacy commit is measured:\n{exposition}"
+    );
     let summary: Vec<(&str, &str, i64)> = seen
         .iter()
         .map(|m| (m.event.as_str(), m.aggregate_id.as_str(), m.seq))

@@ -169,6 +169,9 @@ SELECT format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', :'role') \
 SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', :'role', :'role') \gexec
 SQL
 	done
+	# The anti-corruption layer reads the legacy change feed from a logical
+	# replication slot of its own (acl/sql/legacy-access.sql says the rest).
+	psql_admin -c 'ALTER ROLE acl REPLICATION' >/dev/null
 }
 
 stop() {

@@ -152,6 +152,10 @@ impl Rig {
     }
 
     pub fn relay(&self) -> Relay {
+        self.relay_measured(RelayMetrics::unregistered())
+    }
+
+    pub fn relay_measured(&self, metrics: RelayMetrics) -> Relay {
         Relay::new(
             self.own.clone(),
             &self.amqp_url,
@@ -160,7 +164,7 @@ impl Rig {
                 name: "acl-test-relay".to_owned(),
                 ..RelaySettings::default()
             },
-            RelayMetrics::unregistered(),
+            metrics,
         )
     }
 

@@ -36,6 +36,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
 
 use super::{MessagingError, amqp};
 
@@ -225,6 +226,7 @@ pub struct RelayMetrics {
     published: Counter,
     confirms_failed: Counter,
     publish_latency: Histogram,
+    age_at_confirm: Histogram,
 }
 
 impl RelayMetrics {
@@ -266,6 +268,11 @@ impl RelayMetrics {
             "From publishing a batch to the broker's last confirm",
             metrics.publish_latency.clone(),
         );
+        r.register(
+            "event_age_at_confirm_seconds",
+            "From when an event occurred (its envelope's occurred_at; for the ACL's legacy facts, the legacy commit) to the broker's confirm",
+            metrics.age_at_confirm.clone(),
+        );
         metrics
     }
 
@@ -278,6 +285,7 @@ impl RelayMetrics {
             published: Counter::default(),
             confirms_failed: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+            age_at_confirm: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         }
     }
 
@@ -399,7 +407,8 @@ impl Relay {
         batch: &Batch,
     ) -> Result<Published, MessagingError> {
         let started = Instant::now();
-        let mut pending: Vec<(i64, PublisherConfirm)> = Vec::with_capacity(batch.rows.len());
+        let mut pending: Vec<(i64, OffsetDateTime, PublisherConfirm)> =
+            Vec::with_capacity(batch.rows.len());
         let mut published = Published::default();
         for row in &batch.rows {
             let envelope = match self.publishable(row) {
@@ -422,11 +431,17 @@ impl Relay {
                     properties,
                 )
                 .await?;
-            pending.push((row.id, confirm));
+            pending.push((row.id, envelope.occurred_at, confirm));
         }
-        for (id, confirm) in pending {
+        for (id, occurred_at, confirm) in pending {
             match confirm.await {
-                Ok(confirmation) if confirmation.is_ack() => published.confirmed.push(id),
+                Ok(confirmation) if confirmation.is_ack() => {
+                    let age = OffsetDateTime::now_utc() - occurred_at;
+                    self.metrics
+                        .age_at_confirm
+                        .observe(age.as_seconds_f64().max(0.0));
+                    published.confirmed.push(id);
+                }
                 Ok(_) => {
                     self.metrics.confirms_failed.inc();
                     tracing::warn!(id, "the broker nacked an event; it stays in the outbox");
