@@ -5,33 +5,17 @@
 # under "legacy_change_feed". Target (ARCHITECTURE.md §15): p99 ≤ 100 ms.
 # The script reports; it does not fail on a missed target.
 
-. "$(dirname "$0")/../../infra/local/lib.sh"
-
-RESULTS=${CARGO_TARGET_DIR:-$KIT_ROOT/target}/bench/results.json
+. "$(dirname "$0")/lib.sh"
 
 main() {
-	mkdir -p "$(dirname "$RESULTS")"
-	bash "$KIT_ROOT/infra/local/stack.sh" infra >/dev/null
-	set -a
-	# shellcheck disable=SC1091
-	. "$KIT_STACK_ENV"
-	set +a
+	bench_env
 	step "legacy change feed: commit → consumer at half the monolith's maximum (release build)"
 	local line
 	line=$(cd "$KIT_ROOT" && cargo bench --quiet -p acl --bench feed | tail -n1) || die "the change feed benchmark failed"
+	merge_result legacy_change_feed "$line"
 	python3 - "$RESULTS" "$line" <<'PY'
-import json, os, sys, platform, datetime
+import json, sys
 results, line = sys.argv[1], json.loads(sys.argv[2])
-line["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-line["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
-data = {}
-if os.path.exists(results):
-    with open(results) as f:
-        data = json.load(f)
-data["legacy_change_feed"] = line
-with open(results, "w") as f:
-    json.dump(data, f, indent=2)
-    f.write("\n")
 print(f"monolith maximum:        {line['monolith_max_orders_per_s']:>8.1f} orders/s (anchor)")
 print(f"load:                    {line['load_orders_per_s']:>8.1f} orders/s ({line['orders_placed']} orders, {line['facts_received']}/{line['facts_expected']} facts)")
 print(f"commit → consumer p50:   {line['commit_to_consumer_p50_ms']:>8.1f} ms")

@@ -6,33 +6,17 @@
 # without and with per-aggregate sequence numbers. The script reports; it
 # does not fail on a missed target.
 
-. "$(dirname "$0")/../../infra/local/lib.sh"
-
-RESULTS=${CARGO_TARGET_DIR:-$KIT_ROOT/target}/bench/results.json
+. "$(dirname "$0")/lib.sh"
 
 main() {
-	mkdir -p "$(dirname "$RESULTS")"
-	bash "$KIT_ROOT/infra/local/stack.sh" infra >/dev/null
-	set -a
-	# shellcheck disable=SC1091
-	. "$KIT_STACK_ENV"
-	set +a
+	bench_env
 	step "outbox relay vs bare lapin publisher (release build)"
 	local line
 	line=$(cd "$KIT_ROOT" && cargo bench --quiet -p chassis --bench relay | tail -n1) || die "the relay benchmark failed"
+	merge_result outbox_relay "$line"
 	python3 - "$RESULTS" "$line" <<'PY'
-import json, os, sys, platform, datetime
+import json, sys
 results, line = sys.argv[1], json.loads(sys.argv[2])
-line["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-line["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
-data = {}
-if os.path.exists(results):
-    with open(results) as f:
-        data = json.load(f)
-data["outbox_relay"] = line
-with open(results, "w") as f:
-    json.dump(data, f, indent=2)
-    f.write("\n")
 r = line["relay_ratio_vs_bare"]
 print(f"bare lapin publisher:   {line['bare_lapin_events_per_s']:>8.0f} events/s")
 print(f"outbox relay:           {line['outbox_relay_events_per_s']:>8.0f} events/s")
