@@ -134,9 +134,7 @@ impl Application {
         );
         let own = settings.database.pool()?;
         let legacy = syncback::legacy_pool(&settings.legacy)?;
-        MIGRATOR.run(&own).await?;
-        outbox::install(&own).await?;
-        facade::prepare(&own).await?;
+        prepare_own_database(&own).await?;
 
         let mut service = Service::new();
         let capture = Capture::new(
@@ -190,11 +188,12 @@ impl Application {
             monolith: Baedal::new(&settings.monolith, client_metrics)?,
             legacy: legacy.clone(),
         };
-        if settings
+        // An empty token is no token: it would let in whoever sends one.
+        let admin_token = settings
             .admin_token
-            .as_ref()
-            .is_none_or(|token| token.expose_secret().is_empty())
-        {
+            .clone()
+            .filter(|token| !token.expose_secret().is_empty());
+        if admin_token.is_none() {
             tracing::warn!("ACL_ADMIN_TOKEN is not set (or empty): every /admin call gets 401");
         }
         let service = service
@@ -209,7 +208,7 @@ impl Application {
             .routes(facade::http::router(facade.clone()))
             .routes(facade::openapi::router())
             .routes(admin::router(admin::AdminState {
-                token: settings.admin_token.clone(),
+                token: admin_token,
                 capture: capture.clone(),
                 reconciliation: Arc::new(reconciliation),
             }));
@@ -282,9 +281,12 @@ impl chassis::health::ReadinessCheck for LegacyCheck {
     }
 }
 
-/// For tests and tools: the ACL's database with its schema in place.
+/// The ACL's own database with its whole schema in place: its migrations,
+/// the outbox, and the inbox of the façade's cache consumer. The
+/// application, `reconcile` and the tests all start here.
 pub async fn prepare_own_database(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await?;
     outbox::install(pool).await?;
+    chassis::messaging::consumer::install(pool).await?;
     Ok(())
 }

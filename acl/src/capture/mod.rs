@@ -26,6 +26,7 @@ pub mod pgoutput;
 pub mod translate;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -240,6 +241,10 @@ pub struct Capture {
     settings: CaptureSettings,
     metrics: CaptureMetrics,
     state: Arc<Mutex<FeedState>>,
+    /// Where this instance last moved the slot to: an idle feed looks at
+    /// the slot every `poll_interval_ms`, and needs no advance call while
+    /// the flush position stands still.
+    advanced: Arc<AtomicU64>,
 }
 
 impl Capture {
@@ -257,6 +262,7 @@ impl Capture {
             settings,
             metrics,
             state: Arc::new(Mutex::new(FeedState::Starting)),
+            advanced: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -338,6 +344,7 @@ impl Capture {
         .fetch_one(&self.legacy)
         .await?;
         let start: Lsn = start.parse()?;
+        self.advanced.store(0, Ordering::Relaxed);
         self.announce_restart(Some(start)).await?;
         tracing::info!(slot = %self.settings.slot, %start, "replication slot created; the feed starts here");
         Ok(())
@@ -584,6 +591,9 @@ impl Capture {
     /// Step 3: lets the server drop WAL up to `lsn`. Never moves the slot
     /// back (another instance may have gone further).
     pub async fn advance(&self, lsn: Lsn) -> Result<(), CaptureError> {
+        if lsn.0 <= self.advanced.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         sqlx::query(
             "SELECT pg_replication_slot_advance(slot_name, greatest($2::pg_lsn, confirmed_flush_lsn))
              FROM pg_replication_slots WHERE slot_name = $1",
@@ -592,6 +602,7 @@ impl Capture {
         .bind(lsn.to_string())
         .execute(&self.legacy)
         .await?;
+        self.advanced.fetch_max(lsn.0, Ordering::Relaxed);
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chassis::breaker::{BreakerSettings, CircuitState};
-use chassis::messaging::consumer::{self, Consumer, ConsumerMetrics};
+use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
 use chassis::messaging::topology::QueueSpec;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -182,11 +182,6 @@ pub struct Facade {
     caches: Arc<Caches>,
     settings: FacadeSettings,
     metrics: FacadeMetrics,
-}
-
-/// The inbox the cache's consumer records messages in (the ACL's own database).
-pub async fn prepare(own: &PgPool) -> Result<(), chassis::messaging::MessagingError> {
-    consumer::install(own).await
 }
 
 impl Facade {
