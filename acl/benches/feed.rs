@@ -213,6 +213,7 @@ async fn bench(
         .await?;
 
     let app = Application::build(settings).await?;
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -257,6 +258,18 @@ async fn bench(
     }
     let orders = load.await??;
     sampler.abort();
+    // Where the time goes: the feed's and the relay's own histograms.
+    let exposition = http.get(&metrics_url).send().await?.text().await?;
+    let stage = |name: &str| {
+        serde_json::json!({
+            "p50_at_most_ms": bucket_quantile(&exposition, name, 0.50),
+            "p99_at_most_ms": bucket_quantile(&exposition, name, 0.99),
+        })
+    };
+    let stages = serde_json::json!({
+        "commit_to_recorded": stage("acl_capture_commit_to_recorded_seconds"),
+        "commit_to_confirmed": stage("outbox_event_age_at_confirm_seconds"),
+    });
     let _ = stop.send(());
     let _ = served.await;
 
@@ -280,9 +293,38 @@ async fn bench(
         "commit_to_consumer_p99_ms": round(p99),
         "commit_to_consumer_max_ms": round(pct(1.0)),
         "slot_lag_peak_bytes": lag_peak.load(Ordering::Relaxed),
+        "stages": stages,
         "target_p99_ms": 100,
         "p99_ratio_to_target": round(p99 / 100.0),
     }))
+}
+
+/// The upper bound (ms) of the histogram bucket holding quantile `q`, from
+/// a Prometheus text exposition; `None` when the histogram is empty.
+fn bucket_quantile(exposition: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let buckets: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| {
+            let le = line.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = line.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= total * q)
+        .map(|(le, _)| round(le * 1000.0))
 }
 
 fn round(x: f64) -> f64 {

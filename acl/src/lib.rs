@@ -29,8 +29,8 @@
 //! | `ACL_AMQP_URL` | required | RabbitMQ |
 //! | `ACL_ADMIN_TOKEN` | none | bearer token of `/admin/...`; none: every admin call gets 401 |
 //! | `ACL_CAPTURE__SLOT` | `acl_legacy` | the replication slot the feed owns |
-//! | `ACL_CAPTURE__POLL_INTERVAL_MS` | 20 | the longest pause between two looks at the slot |
-//! | `ACL_CAPTURE__MAX_CHANGES` | 2000 | changes decoded per step |
+//! | `ACL_CAPTURE__ACK_INTERVAL_MS` | 200 | how soon what the feed recorded is acknowledged to the server (the slot's confirmed position) |
+//! | `ACL_CAPTURE__MAX_CHANGES` | 2000 | changes decoded per bounded step (`Capture::step`, tools and tests) |
 //! | `ACL_FACADE__FRESH_FOR_MS` | 60000 | façade answers younger than this are served from the cache |
 //! | `ACL_FACADE__SERVE_STALE_FOR_MS` | 300000 | the staleness bound: older answers are never served, not even while the legacy database is away (503 instead) |
 //! | `ACL_FACADE__LEGACY_TIMEOUT_MS` | 1000 | the deadline of one façade read of the legacy database |
@@ -69,6 +69,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use capture::stream::ReplicationTarget;
 use capture::{Capture, CaptureMetrics, CaptureSettings};
 use commands::{Baedal, CommandState, MonolithSettings};
 use facade::{Facade, FacadeMetrics, FacadeSettings};
@@ -128,6 +129,10 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         anyhow::ensure!(
+            settings.capture.ack_interval_ms >= 1,
+            "ACL_CAPTURE__ACK_INTERVAL_MS must be at least 1"
+        );
+        anyhow::ensure!(
             settings.capture.max_changes >= 1,
             "ACL_CAPTURE__MAX_CHANGES must be at least 1 (it is {})",
             settings.capture.max_changes
@@ -139,6 +144,7 @@ impl Application {
         let mut service = Service::new();
         let capture = Capture::new(
             legacy.clone(),
+            ReplicationTarget::from_url(settings.legacy.url.expose_secret())?,
             own.clone(),
             settings.capture.clone(),
             CaptureMetrics::register(service.registry_mut()),

@@ -438,6 +438,7 @@ async fn a_backlog_larger_than_a_step_is_recorded_across_steps_once_even_after_a
     let small_steps = || {
         acl::capture::Capture::new(
             rig.legacy.clone(),
+            rig.replication_target(),
             rig.own.clone(),
             settings.clone(),
             acl::capture::CaptureMetrics::unregistered(),
@@ -546,5 +547,120 @@ async fn a_slot_created_by_a_run_that_died_before_announcing_it_is_announced_at_
         .filter(|(event, ..)| event == "legacy.feed.restarted.v1")
         .count();
     assert_eq!(restarts, 1, "announced once");
+    rig.finish().await;
+}
+
+/// Runs `capture`'s feed until the returned sender is dropped or fired.
+fn run_feed(capture: &acl::capture::Capture) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(capture.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+async fn placed_orders(rig: &Rig) -> Vec<String> {
+    rig.outbox()
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "legacy.order.placed.v1")
+        .map(|(_, aggregate, ..)| aggregate)
+        .collect()
+}
+
+async fn wait_for_state(capture: &acl::capture::Capture, state: acl::capture::FeedState) {
+    support::eventually(&format!("the feed to be {state:?}"), || {
+        let now = capture.state();
+        let state = state.clone();
+        async move { now == state }
+    })
+    .await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_feed_streams_each_commit_acknowledges_it_once_recorded_and_a_second_instance_stands_by(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use acl::capture::FeedState;
+    let rig = Rig::start(&options).await;
+    let first = rig.capture();
+    first.prepare().await.expect("the slot");
+    let stop_first = run_feed(&first);
+    wait_for_state(&first, FeedState::Running).await;
+
+    let order = rig.place_order().await;
+    support::eventually("the order's fact, streamed", || async {
+        placed_orders(&rig).await.contains(&order)
+    })
+    .await;
+    let recorded: String =
+        sqlx::query_scalar("SELECT last_commit_lsn::text FROM capture_progress WHERE slot = $1")
+            .bind(&rig.slot)
+            .fetch_one(&rig.own)
+            .await
+            .expect("the mark");
+    support::eventually("the slot to be acknowledged past what was recorded", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&rig.slot)
+        .bind(&recorded)
+        .fetch_one(&rig.legacy_admin)
+        .await
+        .expect("the slot")
+    })
+    .await;
+
+    // One session reads a slot at a time: a second instance waits.
+    let second = rig.capture();
+    let stop_second = run_feed(&second);
+    wait_for_state(&second, FeedState::Standby).await;
+    drop(stop_first);
+    wait_for_state(&second, FeedState::Running).await;
+    let later = rig.place_order().await;
+    support::eventually(
+        "the later order's fact, from the instance that took over",
+        || async { placed_orders(&rig).await.contains(&later) },
+    )
+    .await;
+    assert_eq!(
+        placed_orders(&rig).await,
+        [order, later],
+        "each once, in order"
+    );
+    drop(stop_second);
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn recreating_the_slot_while_the_feed_streams_ends_its_session_and_the_feed_follows_the_new_slot(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    use acl::capture::FeedState;
+    let rig = Rig::start(&options).await;
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    let stop = run_feed(&capture);
+    wait_for_state(&capture, FeedState::Running).await;
+
+    rig.capture()
+        .recreate_slot()
+        .await
+        .expect("the slot is recreated while it is being read");
+    let order = rig.place_order().await;
+    support::eventually("the order's fact, from the new slot", || async {
+        placed_orders(&rig).await.contains(&order)
+    })
+    .await;
+    let restarts = rig
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(event, ..)| event == "legacy.feed.restarted.v1")
+        .count();
+    assert_eq!(restarts, 2, "the first slot and the recreated one");
+    drop(stop);
     rig.finish().await;
 }

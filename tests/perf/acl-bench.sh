@@ -22,6 +22,8 @@ print(f"commit → consumer p50:   {line['commit_to_consumer_p50_ms']:>8.1f} ms"
 p99 = line["commit_to_consumer_p99_ms"]
 print(f"commit → consumer p99:   {p99:>8.1f} ms  (target ≤ 100 ms: {'meets target' if p99 <= 100 else 'ABOVE TARGET'})")
 print(f"slot lag peak:           {line['slot_lag_peak_bytes']:>8d} bytes")
+for stage, q in line.get("stages", {}).items():
+    print(f"  {stage:<22} p50 ≤ {q['p50_at_most_ms']} ms, p99 ≤ {q['p99_at_most_ms']} ms (histogram buckets)")
 print(f"written to {results}")
 PY
 }

@@ -1,20 +1,23 @@
 //! The legacy change feed (log tailing): Baedal's committed transactions,
-//! read from a logical replication slot with the built-in `pgoutput`
-//! plugin over plain SQL, translated into facts and written to the ACL's
-//! outbox; the chassis relay publishes them with publisher confirms.
+//! decoded from a logical replication slot by the built-in `pgoutput`
+//! plugin, translated into facts and written to the ACL's outbox; the
+//! chassis relay publishes them with publisher confirms.
 //!
 //! Pattern: log tailing — docs/patterns/log-tailing.md; the choice of
-//! logical decoding over triggers is docs/adr/0013-legacy-change-capture.md.
+//! logical decoding over triggers is docs/adr/0013-legacy-change-capture.md,
+//! streaming over SQL peeks docs/adr/0017-stream-the-slot.md.
 //!
-//! One step of [`Capture`]:
+//! The feed ([`Capture::run`]) follows the slot over the replication
+//! protocol ([`stream`]); [`Capture::step`] takes one bounded look over
+//! SQL. Either way, what is decoded is recorded the same way:
 //!
-//! 1. read the WAL flush position `F`, then peek at the slot's changes up
-//!    to `F` (peeking does not consume them);
+//! 1. whole transactions, in commit order, from the slot's confirmed
+//!    position on;
 //! 2. in one transaction of the ACL's database: skip transactions at or
 //!    below the recorded high-water mark, translate the rest and write
 //!    their facts to the outbox, raise the mark;
-//! 3. advance the slot past what was recorded (to `F` when the peek was
-//!    not cut short: nothing before `F` is left to decode).
+//! 3. then, and only then, acknowledge them to the server (the slot's
+//!    confirmed position moves; the WAL before it may go).
 //!
 //! A crash between 2 and 3 decodes the same transactions again and the
 //! mark skips them: each legacy transaction is recorded exactly once, in
@@ -23,6 +26,7 @@
 //! publish a row twice; consumers drop the duplicate by message id).
 
 pub mod pgoutput;
+pub mod stream;
 pub mod translate;
 
 use std::future::Future;
@@ -31,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chassis::health::{CheckFuture, ReadinessCheck};
-use chassis::messaging::outbox;
+use chassis::messaging::outbox::{self, OutboxEvent};
 use contracts::legacy::FeedRestarted;
 use contracts::{Envelope, IntegrationEvent, Origin};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -45,6 +49,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use pgoutput::{Assembler, Lsn, Transaction};
+use stream::ReplicationTarget;
 use translate::{Fact, Translation, Untranslatable};
 
 /// The publication `acl/sql/legacy-access.sql` creates.
@@ -73,10 +78,11 @@ async fn durable(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
 pub struct CaptureSettings {
     /// The logical replication slot the ACL owns (one per legacy database).
     pub slot: String,
-    /// The longest wait between two looks at the slot. Logical decoding
-    /// has no notification over SQL; a look that finds nothing is cheap.
-    pub poll_interval_ms: u64,
-    /// Changes decoded per step at most (whole transactions are kept).
+    /// How soon what was recorded is acknowledged to the server, at most
+    /// (the slot's confirmed position; the WAL before it may go).
+    pub ack_interval_ms: u64,
+    /// Changes decoded per [`Capture::step`] at most (whole transactions
+    /// are kept).
     pub max_changes: i32,
 }
 
@@ -84,7 +90,7 @@ impl Default for CaptureSettings {
     fn default() -> Self {
         Self {
             slot: "acl_legacy".to_owned(),
-            poll_interval_ms: 20,
+            ack_interval_ms: 200,
             max_changes: 2_000,
         }
     }
@@ -114,7 +120,12 @@ pub enum CaptureError {
     SlotLost(String),
     /// The slot cannot be read now (SQLSTATE 55000): lost, or missing.
     #[error("the replication slot cannot be read: {0}")]
-    Unavailable(sqlx::Error),
+    Unavailable(String),
+    /// The replication session failed (connection, protocol, server).
+    #[error("replication stream: {0}")]
+    Stream(String),
+    #[error("{0}")]
+    Config(String),
     /// Another session reads the slot (a second ACL instance): it runs
     /// the feed, this one waits.
     #[error("another session is reading the replication slot")]
@@ -234,9 +245,19 @@ pub struct Recorded {
     pub more: bool,
 }
 
+impl Recorded {
+    fn add(&mut self, other: &Recorded) {
+        self.transactions += other.transactions;
+        self.facts += other.facts;
+        self.already_recorded += other.already_recorded;
+        self.advance_to = self.advance_to.max(other.advance_to);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Capture {
     legacy: PgPool,
+    target: ReplicationTarget,
     own: PgPool,
     settings: CaptureSettings,
     metrics: CaptureMetrics,
@@ -248,16 +269,19 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// `legacy`: a pool on the legacy database as the `acl` role; `own`:
+    /// `legacy`: a pool on the legacy database as the `acl` role, and
+    /// `target` the same database for the replication connection; `own`:
     /// the ACL's database, with its migrations and the outbox installed.
     pub fn new(
         legacy: PgPool,
+        target: ReplicationTarget,
         own: PgPool,
         settings: CaptureSettings,
         metrics: CaptureMetrics,
     ) -> Self {
         Self {
             legacy,
+            target,
             own,
             settings,
             metrics,
@@ -324,13 +348,23 @@ impl Capture {
 
     /// The runbook's step: drops the lost slot, creates a new one and
     /// announces the gap. Safe to run on a healthy slot too (it then only
-    /// costs consumers an import).
+    /// costs consumers an import): the session reading it is ended first
+    /// (the `acl` role may end its own sessions), and the feed follows
+    /// the new slot when it reconnects.
     pub async fn recreate_slot(&self) -> Result<(), CaptureError> {
         if self.slot_status().await?.is_some() {
+            sqlx::query(
+                "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots
+                 WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            )
+            .bind(&self.settings.slot)
+            .execute(&self.legacy)
+            .await?;
             sqlx::query("SELECT pg_drop_replication_slot($1)")
                 .bind(&self.settings.slot)
                 .execute(&self.legacy)
-                .await?;
+                .await
+                .map_err(|e| self.explain_peek_error(e))?;
         }
         self.create_slot().await
     }
@@ -455,7 +489,15 @@ impl Capture {
             assembler.push(data)?;
         }
         let transactions = assembler.take_committed();
-        let mut recorded = self.record_transactions(&transactions).await?;
+        let (mut recorded, failure) = self.record_transactions(&transactions).await?;
+        if let Some(failure) = failure {
+            if let Some(lsn) = recorded.advance_to
+                && let Err(error) = self.advance(lsn).await
+            {
+                tracing::warn!(error = %error, "advancing the slot before the stall failed");
+            }
+            return Err(failure);
+        }
         recorded.more = more;
         if !more {
             recorded.advance_to = Some(recorded.advance_to.map_or(flush, |lsn| lsn.max(flush)));
@@ -476,19 +518,22 @@ impl Capture {
     /// is reading (55006, a second ACL instance) is not a failure.
     fn explain_peek_error(&self, error: sqlx::Error) -> CaptureError {
         match error.as_database_error().and_then(|e| e.code()).as_deref() {
-            Some("55000") => CaptureError::Unavailable(error),
+            Some("55000") => CaptureError::Unavailable(error.to_string()),
             Some("55006") => CaptureError::Busy,
             _ => CaptureError::Database(error),
         }
     }
 
+    /// Records whole transactions in one durable transaction of the
+    /// ACL's database. A transaction that cannot be translated comes back
+    /// as the failure, after everything before it was recorded.
     async fn record_transactions(
         &self,
         transactions: &[Transaction],
-    ) -> Result<Recorded, CaptureError> {
+    ) -> Result<(Recorded, Option<CaptureError>), CaptureError> {
         let mut recorded = Recorded::default();
         if transactions.is_empty() {
-            return Ok(recorded);
+            return Ok((recorded, None));
         }
         let mut tx = self.own.begin().await?;
         durable(&mut tx).await?;
@@ -503,6 +548,8 @@ impl Capture {
         let mut failure = None;
         // Counted once the transaction commits.
         let mut outcomes: Vec<(&Transaction, &'static str, Vec<&'static str>)> = Vec::new();
+        // The facts of every transaction, in commit order: one statement.
+        let mut batch = Vec::new();
         for legacy_tx in transactions {
             if legacy_tx.end_lsn <= mark {
                 // Recorded before a crash or by another instance: the slot
@@ -518,7 +565,7 @@ impl Capture {
                 }
                 Ok(Translation::Facts(facts)) => {
                     for fact in &facts {
-                        write(&mut tx, legacy_tx.committed_at, fact).await?;
+                        batch.push(outbox_event(legacy_tx.committed_at, fact)?);
                     }
                     recorded.facts += facts.len();
                     recorded.transactions += 1;
@@ -537,6 +584,7 @@ impl Capture {
             }
             last = Some(legacy_tx);
         }
+        outbox::write_all(&mut tx, &batch).await?;
         if let Some(last) = last {
             sqlx::query(
                 "INSERT INTO capture_progress (slot, last_commit_lsn, last_commit_at)
@@ -568,17 +616,7 @@ impl Capture {
                     .observe((now - legacy_tx.committed_at).as_seconds_f64().max(0.0));
             }
         }
-        match failure {
-            Some(failure) => {
-                if let Some(lsn) = recorded.advance_to
-                    && let Err(error) = self.advance(lsn).await
-                {
-                    tracing::warn!(error = %error, "advancing the slot before the stall failed");
-                }
-                Err(failure)
-            }
-            None => Ok(recorded),
-        }
+        Ok((recorded, failure))
     }
 
     fn count(&self, outcome: &'static str) {
@@ -650,40 +688,38 @@ impl Capture {
         }
     }
 
-    /// Runs the feed until `shutdown`: prepare (retrying), then steps, a
-    /// short pause whenever the slot had nothing more. Failures are logged
-    /// once per kind, counted, shown by readiness and retried with back-off.
-    /// While another instance reads the slot, this one stands by (ready).
+    /// Runs the feed until `shutdown`: prepare (retrying), then follow the
+    /// slot over the replication protocol. Failures are logged once per
+    /// kind, counted, shown by readiness and retried with back-off. While
+    /// another instance reads the slot, this one stands by (ready).
     pub async fn run<F: Future<Output = ()> + Send>(self, shutdown: F) {
         tokio::pin!(shutdown);
-        let idle = Duration::from_millis(self.settings.poll_interval_ms);
         let mut prepared = false;
         let mut failures = 0u32;
         let mut last_error = String::new();
-        let mut measured = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             let outcome = async {
                 if !prepared {
                     self.prepare().await?;
                     prepared = true;
                 }
-                if measured.elapsed() >= Duration::from_secs(1) {
-                    measured = tokio::time::Instant::now();
-                    self.measure().await?;
-                }
-                self.step().await
-            }
-            .await;
-            let pause = match outcome {
-                Ok(recorded) => {
-                    if failures > 0 {
+                self.measure().await?;
+                self.follow(shutdown.as_mut(), || {
+                    if matches!(self.state(), FeedState::Failing(_)) {
                         tracing::info!("the change feed is running again");
                     }
-                    failures = 0;
-                    last_error.clear();
                     self.set_state(FeedState::Running);
-                    if recorded.more { Duration::ZERO } else { idle }
-                }
+                })
+                .await
+            }
+            .await;
+            if self.state() == FeedState::Running {
+                // The session had started: back-off starts again.
+                failures = 0;
+                last_error.clear();
+            }
+            let pause = match outcome {
+                Ok(_) => return,
                 Err(CaptureError::Busy) => {
                     if self.state() != FeedState::Standby {
                         tracing::info!("another instance reads the replication slot; standing by");
@@ -697,7 +733,7 @@ impl Capture {
                         error,
                         CaptureError::SlotLost(_) | CaptureError::Unavailable(_)
                     ) {
-                        // Look at the slot again before the next step.
+                        // Look at the slot again before the next session.
                         prepared = false;
                     }
                     if message != last_error {
@@ -736,21 +772,27 @@ impl Fact {
     }
 }
 
-async fn write(
-    tx: &mut PgConnection,
-    committed_at: OffsetDateTime,
-    fact: &Fact,
-) -> Result<(), CaptureError> {
+fn outbox_event(committed_at: OffsetDateTime, fact: &Fact) -> Result<OutboxEvent, CaptureError> {
     match fact {
-        Fact::OrderPlaced(e) => write_fact(tx, committed_at, e).await,
-        Fact::OrderStatusChanged(e) => write_fact(tx, committed_at, e).await,
-        Fact::PaymentStatusChanged(e) => write_fact(tx, committed_at, e).await,
-        Fact::DeliveryStatusChanged(e) => write_fact(tx, committed_at, e).await,
-        Fact::ShopChanged(e) => write_fact(tx, committed_at, e).await,
-        Fact::MenuChanged(e) => write_fact(tx, committed_at, e).await,
-        Fact::MemberChanged(e) => write_fact(tx, committed_at, e).await,
-        Fact::DataTruncated(e) => write_fact(tx, committed_at, e).await,
+        Fact::OrderPlaced(e) => dated(committed_at, e),
+        Fact::OrderStatusChanged(e) => dated(committed_at, e),
+        Fact::PaymentStatusChanged(e) => dated(committed_at, e),
+        Fact::DeliveryStatusChanged(e) => dated(committed_at, e),
+        Fact::ShopChanged(e) => dated(committed_at, e),
+        Fact::MenuChanged(e) => dated(committed_at, e),
+        Fact::MemberChanged(e) => dated(committed_at, e),
+        Fact::DataTruncated(e) => dated(committed_at, e),
     }
+}
+
+/// A fact for the outbox, dated when the legacy transaction committed.
+fn dated<E: IntegrationEvent>(
+    occurred_at: OffsetDateTime,
+    event: &E,
+) -> Result<OutboxEvent, CaptureError> {
+    let mut envelope = Envelope::new(E::NAME, PRODUCER, Origin::Legacy);
+    envelope.occurred_at = occurred_at;
+    Ok(OutboxEvent::new(envelope, event)?)
 }
 
 /// A fact in the outbox, dated when the legacy transaction committed.
@@ -759,9 +801,7 @@ async fn write_fact<E: IntegrationEvent>(
     occurred_at: OffsetDateTime,
     event: &E,
 ) -> Result<(), CaptureError> {
-    let mut envelope = Envelope::new(E::NAME, PRODUCER, Origin::Legacy);
-    envelope.occurred_at = occurred_at;
-    outbox::write(tx, &envelope, event).await?;
+    outbox::write_all(tx, &[dated(occurred_at, event)?]).await?;
     Ok(())
 }
 

@@ -94,8 +94,9 @@ pub struct Transaction {
 }
 
 /// Turns a stream of pgoutput messages into whole transactions. Relation
-/// messages come before a relation's first change in each decoding call,
-/// so a fresh assembler per call knows every relation it meets.
+/// messages come before a relation's first change in each decoding call
+/// (and each replication session), so a fresh assembler per call or
+/// session knows every relation it meets.
 #[derive(Debug, Default)]
 pub struct Assembler {
     relations: HashMap<u32, Relation>,
@@ -118,27 +119,16 @@ impl Assembler {
         match r.u8()? {
             b'B' => {
                 let _final_lsn = r.u64()?;
-                let committed_at = timestamp(r.i64()?)?;
+                let committed_at = r.i64()?;
                 let xid = r.u32()?;
-                self.open = Some(Transaction {
-                    xid,
-                    committed_at,
-                    end_lsn: Lsn(0),
-                    events: Vec::new(),
-                });
+                self.begin(xid, committed_at)?;
             }
             b'C' => {
                 let _flags = r.u8()?;
                 let _commit_lsn = r.u64()?;
                 let end_lsn = Lsn(r.u64()?);
-                let committed_at = timestamp(r.i64()?)?;
-                let mut tx = self
-                    .open
-                    .take()
-                    .ok_or_else(|| DecodeError("COMMIT without BEGIN".into()))?;
-                tx.end_lsn = end_lsn;
-                tx.committed_at = committed_at;
-                self.done.push(tx);
+                let committed_at = r.i64()?;
+                self.commit(end_lsn, committed_at)?;
             }
             b'R' => {
                 let id = r.u32()?;
@@ -214,11 +204,7 @@ impl Assembler {
                 let prefix = r.string()?;
                 let length = r.u32()? as usize;
                 let content = r.bytes(length)?.to_vec();
-                // Non-transactional messages come outside any transaction;
-                // the feed has no use for them.
-                if flags & 1 == 1 {
-                    self.event(Event::Message { prefix, content })?;
-                }
+                self.message(flags & 1 == 1, prefix, content)?;
             }
             // Origin and type messages: nothing the feed needs.
             b'O' | b'Y' => {}
@@ -232,9 +218,68 @@ impl Assembler {
         Ok(())
     }
 
+    /// A transaction begins; `committed_at` in microseconds since
+    /// 2000-01-01, as the protocol sends it.
+    pub fn begin(&mut self, xid: u32, committed_at: i64) -> Result<(), DecodeError> {
+        if let Some(open) = &self.open {
+            return Err(DecodeError(format!(
+                "BEGIN of {xid} inside transaction {}",
+                open.xid
+            )));
+        }
+        self.open = Some(Transaction {
+            xid,
+            committed_at: timestamp(committed_at)?,
+            end_lsn: Lsn(0),
+            events: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The open transaction committed; its WAL ends at `end_lsn`.
+    pub fn commit(&mut self, end_lsn: Lsn, committed_at: i64) -> Result<(), DecodeError> {
+        let mut tx = self
+            .open
+            .take()
+            .ok_or_else(|| DecodeError("COMMIT without BEGIN".into()))?;
+        tx.end_lsn = end_lsn;
+        tx.committed_at = timestamp(committed_at)?;
+        self.done.push(tx);
+        Ok(())
+    }
+
+    /// A logical decoding message. Non-transactional ones come outside any
+    /// transaction; the feed has no use for them.
+    pub fn message(
+        &mut self,
+        transactional: bool,
+        prefix: String,
+        content: Vec<u8>,
+    ) -> Result<(), DecodeError> {
+        if transactional {
+            self.event(Event::Message { prefix, content })?;
+        }
+        Ok(())
+    }
+
     /// The transactions completed so far, in commit order.
     pub fn take_committed(&mut self) -> Vec<Transaction> {
         std::mem::take(&mut self.done)
+    }
+
+    /// Completed transactions are waiting to be taken.
+    pub fn has_committed(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// How many completed transactions are waiting to be taken.
+    pub fn committed(&self) -> usize {
+        self.done.len()
+    }
+
+    /// A transaction has begun and not committed.
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some()
     }
 
     fn relation(&self, id: u32) -> Result<Relation, DecodeError> {

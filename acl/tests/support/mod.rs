@@ -10,6 +10,7 @@ pub mod ordering;
 
 use std::time::Duration;
 
+use acl::capture::stream::ReplicationTarget;
 use acl::capture::{Capture, CaptureMetrics, CaptureSettings};
 use chassis::config::HttpSettings;
 use chassis::messaging::outbox::{Relay, RelayMetrics, RelaySettings};
@@ -60,6 +61,7 @@ pub struct Rig {
     /// The ACL's own database, as the `acl` role.
     pub own: PgPool,
     own_name: String,
+    legacy_name: String,
     pub slot: String,
     pub exchange: String,
     pub amqp_url: String,
@@ -112,6 +114,7 @@ impl Rig {
             legacy,
             own,
             own_name,
+            legacy_name,
             slot: format!("acl_t_{created}_{}", &unique[20..]),
             exchange: format!("acl.test.{unique}"),
             amqp_url: env("KIT_AMQP_URL"),
@@ -130,6 +133,11 @@ impl Rig {
             .to_string()
     }
 
+    /// The legacy test database's name.
+    pub fn legacy_name(&self) -> String {
+        self.legacy_name.clone()
+    }
+
     /// The ACL's own test database's name.
     pub fn own_database(&self) -> &str {
         &self.own_name
@@ -145,10 +153,16 @@ impl Rig {
     pub fn capture(&self) -> Capture {
         Capture::new(
             self.legacy.clone(),
+            self.replication_target(),
             self.own.clone(),
             self.capture_settings(),
             CaptureMetrics::unregistered(),
         )
+    }
+
+    /// The legacy test database, for the feed's replication connection.
+    pub fn replication_target(&self) -> ReplicationTarget {
+        ReplicationTarget::from_url(&self.acl_url(&self.legacy_name())).expect("a target")
     }
 
     pub fn relay(&self) -> Relay {
@@ -168,17 +182,10 @@ impl Rig {
         )
     }
 
-    /// Steps the feed until the slot has nothing more for it. The local
-    /// cluster commits asynchronously: first a synchronous commit flushes
-    /// the WAL, so everything committed before is within the slot's reach.
+    /// Runs the feed over the replication protocol until everything
+    /// committed before is recorded and acknowledged.
     pub async fn drain(&self, capture: &Capture) {
-        self.flush_wal().await;
-        loop {
-            let recorded = capture.step().await.expect("a feed step");
-            if !recorded.more {
-                return;
-            }
-        }
+        capture.catch_up().await.expect("the feed catches up");
     }
 
     pub async fn flush_wal(&self) {
@@ -236,6 +243,15 @@ impl Rig {
     pub async fn finish(self) {
         self.legacy.close().await;
         self.own.close().await;
+        // A feed the test ran may still be letting go of the slot.
+        sqlx::query(
+            "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots
+             WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(&self.slot)
+        .execute(&self.legacy_admin)
+        .await
+        .expect("end the slot's session");
         sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
             .bind(&self.slot)
             .execute(&self.legacy_admin)

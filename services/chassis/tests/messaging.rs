@@ -1650,3 +1650,77 @@ async fn a_writer_that_takes_its_turn_first_is_numbered_before_a_writer_that_com
             .expect("row");
     assert_eq!(seq, 1, "a turn taken and given back leaves no gap");
 }
+
+#[sqlx::test(migrations = false)]
+async fn events_written_together_keep_their_order_and_each_aggregate_numbers_on(pool: PgPool) {
+    outbox::install(&pool).await.expect("outbox installs");
+    let counted = |aggregate: &str, seq| Counted {
+        aggregate: aggregate.into(),
+        seq,
+        behaviour: "ok".into(),
+    };
+    let event = |aggregate: &str, seq| {
+        outbox::OutboxEvent::new(
+            Envelope::new(Counted::NAME, "chassis-tests", Origin::New),
+            &counted(aggregate, seq),
+        )
+        .expect("an event")
+    };
+    let mut tx = pool.begin().await.expect("begin");
+    outbox::write(
+        &mut tx,
+        &Envelope::new(Counted::NAME, "chassis-tests", Origin::New),
+        &counted("a", 0),
+    )
+    .await
+    .expect("a's first fact, alone");
+    outbox::write_all(
+        &mut tx,
+        &[event("a", 1), event("b", 0), event("a", 2), event("a", 3)],
+    )
+    .await
+    .expect("four together");
+    outbox::write_all(&mut tx, &[])
+        .await
+        .expect("none is nothing");
+    tx.commit().await.expect("commit");
+
+    let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT aggregate_id, aggregate_seq, payload -> 'seq' FROM outbox ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("rows");
+    let rows: Vec<(&str, i64, i64)> = rows
+        .iter()
+        .map(|(aggregate, seq, payload)| {
+            (
+                aggregate.as_str(),
+                *seq,
+                payload.as_i64().expect("a number"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a", 1, 0),
+            ("a", 2, 1),
+            ("b", 1, 0),
+            ("a", 3, 2),
+            ("a", 4, 3)
+        ],
+        "publish order is the order given; each aggregate counts on from where it was"
+    );
+
+    let mismatched = outbox::OutboxEvent::new(
+        Envelope::new("other.thing.happened.v1", "chassis-tests", Origin::New),
+        &counted("a", 9),
+    )
+    .expect_err("an envelope naming another event");
+    assert!(
+        mismatched
+            .to_string()
+            .contains("envelope names other.thing.happened.v1")
+    );
+}

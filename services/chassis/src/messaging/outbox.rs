@@ -101,36 +101,103 @@ pub async fn write<E: IntegrationEvent>(
     envelope: &Envelope,
     event: &E,
 ) -> Result<(), MessagingError> {
-    if envelope.event_name != E::NAME {
-        return Err(MessagingError::Invalid(format!(
-            "envelope names {} but the event is {}",
-            envelope.event_name,
-            E::NAME
-        )));
+    write_all(tx, &[OutboxEvent::new(envelope.clone(), event)?]).await
+}
+
+/// An event with its envelope, checked and serialised, ready for
+/// [`write_all`].
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    envelope: Envelope,
+    aggregate_id: String,
+    payload: serde_json::Value,
+}
+
+impl OutboxEvent {
+    pub fn new<E: IntegrationEvent>(envelope: Envelope, event: &E) -> Result<Self, MessagingError> {
+        if envelope.event_name != E::NAME {
+            return Err(MessagingError::Invalid(format!(
+                "envelope names {} but the event is {}",
+                envelope.event_name,
+                E::NAME
+            )));
+        }
+        let payload =
+            serde_json::to_value(event).map_err(|e| MessagingError::Invalid(e.to_string()))?;
+        Ok(Self {
+            aggregate_id: event.aggregate_id(),
+            envelope,
+            payload,
+        })
     }
-    let payload =
-        serde_json::to_value(event).map_err(|e| MessagingError::Invalid(e.to_string()))?;
-    let envelope_json =
-        serde_json::to_value(envelope).map_err(|e| MessagingError::Invalid(e.to_string()))?;
+}
+
+/// [`write`] for many events in one statement (one round trip), in the
+/// order given: the relay publishes them in that order, and the events of
+/// one aggregate take its next numbers in that order. Counters are locked
+/// in key order, so two writers cannot deadlock on them.
+pub async fn write_all(
+    tx: &mut PgConnection,
+    events: &[OutboxEvent],
+) -> Result<(), MessagingError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut message_ids = Vec::with_capacity(events.len());
+    let mut names = Vec::with_capacity(events.len());
+    let mut aggregate_ids = Vec::with_capacity(events.len());
+    let mut envelopes = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    let mut occurred = Vec::with_capacity(events.len());
+    let mut aggregate_types = Vec::with_capacity(events.len());
+    for event in events {
+        message_ids.push(event.envelope.message_id);
+        names.push(event.envelope.event_name.clone());
+        aggregate_ids.push(event.aggregate_id.clone());
+        envelopes.push(
+            serde_json::to_value(&event.envelope)
+                .map_err(|e| MessagingError::Invalid(e.to_string()))?,
+        );
+        payloads.push(event.payload.clone());
+        occurred.push(event.envelope.occurred_at);
+        aggregate_types.push(amqp::aggregate_type(&event.envelope.event_name).to_owned());
+    }
     sqlx::query(
-        "WITH next AS (
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[],
+                                  $6::timestamptz[], $7::text[])
+                 WITH ORDINALITY AS e (message_id, event_name, aggregate_id, envelope, payload,
+                                       occurred_at, aggregate_type, ord)
+         ),
+         counts AS (
+             SELECT aggregate_type, aggregate_id, count(*) AS n
+             FROM input GROUP BY aggregate_type, aggregate_id
+         ),
+         taken AS (
              INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq)
-             VALUES ($7, $3, 1)
+             SELECT aggregate_type, aggregate_id, n FROM counts
+             ORDER BY aggregate_type, aggregate_id
              ON CONFLICT (aggregate_type, aggregate_id)
-             DO UPDATE SET last_seq = outbox_aggregate.last_seq + 1
-             RETURNING last_seq
+             DO UPDATE SET last_seq = outbox_aggregate.last_seq + excluded.last_seq
+             RETURNING aggregate_type, aggregate_id, last_seq
          )
          INSERT INTO outbox
              (message_id, event_name, aggregate_id, envelope, payload, occurred_at, aggregate_seq)
-         SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next",
+         SELECT i.message_id, i.event_name, i.aggregate_id, i.envelope, i.payload, i.occurred_at,
+                t.last_seq - c.n
+                    + row_number() OVER (PARTITION BY i.aggregate_type, i.aggregate_id ORDER BY i.ord)
+         FROM input i
+         JOIN taken t USING (aggregate_type, aggregate_id)
+         JOIN counts c USING (aggregate_type, aggregate_id)
+         ORDER BY i.ord",
     )
-    .bind(envelope.message_id)
-    .bind(E::NAME)
-    .bind(event.aggregate_id())
-    .bind(envelope_json)
-    .bind(payload)
-    .bind(envelope.occurred_at)
-    .bind(amqp::aggregate_type(E::NAME))
+    .bind(message_ids)
+    .bind(names)
+    .bind(aggregate_ids)
+    .bind(envelopes)
+    .bind(payloads)
+    .bind(occurred)
+    .bind(aggregate_types)
     .execute(&mut *tx)
     .await?;
     Ok(())
