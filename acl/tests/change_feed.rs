@@ -577,23 +577,36 @@ async fn wait_for_state(capture: &acl::capture::Capture, state: acl::capture::Fe
     .await;
 }
 
+/// A feed on the rig's slot, running (a session a second old).
+async fn running_feed(rig: &Rig) -> (acl::capture::Capture, tokio::sync::oneshot::Sender<()>) {
+    let capture = rig.capture();
+    capture.prepare().await.expect("the slot");
+    let stop = run_feed(&capture);
+    wait_for_state(&capture, acl::capture::FeedState::Running).await;
+    (capture, stop)
+}
+
+async fn wait_for_placed(rig: &Rig, order: &str, what: &str) {
+    support::eventually(what, || async {
+        placed_orders(rig)
+            .await
+            .iter()
+            .any(|placed| placed == order)
+    })
+    .await;
+}
+
 #[sqlx::test(migrations = false)]
-async fn the_feed_streams_each_commit_acknowledges_it_once_recorded_and_a_second_instance_stands_by(
+async fn the_feed_streams_each_commit_acknowledges_what_it_recorded_and_a_second_instance_stands_by(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
     use acl::capture::FeedState;
     let rig = Rig::start(&options).await;
-    let first = rig.capture();
-    first.prepare().await.expect("the slot");
-    let stop_first = run_feed(&first);
-    wait_for_state(&first, FeedState::Running).await;
+    let (_first, stop_first) = running_feed(&rig).await;
 
     let order = rig.place_order().await;
-    support::eventually("the order's fact, streamed", || async {
-        placed_orders(&rig).await.contains(&order)
-    })
-    .await;
+    wait_for_placed(&rig, &order, "the order's fact, streamed").await;
     let recorded: String =
         sqlx::query_scalar("SELECT last_commit_lsn::text FROM capture_progress WHERE slot = $1")
             .bind(&rig.slot)
@@ -619,9 +632,10 @@ async fn the_feed_streams_each_commit_acknowledges_it_once_recorded_and_a_second
     drop(stop_first);
     wait_for_state(&second, FeedState::Running).await;
     let later = rig.place_order().await;
-    support::eventually(
+    wait_for_placed(
+        &rig,
+        &later,
         "the later order's fact, from the instance that took over",
-        || async { placed_orders(&rig).await.contains(&later) },
     )
     .await;
     assert_eq!(
@@ -638,22 +652,15 @@ async fn recreating_the_slot_while_the_feed_streams_ends_its_session_and_the_fee
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    use acl::capture::FeedState;
     let rig = Rig::start(&options).await;
-    let capture = rig.capture();
-    capture.prepare().await.expect("the slot");
-    let stop = run_feed(&capture);
-    wait_for_state(&capture, FeedState::Running).await;
+    let (_capture, stop) = running_feed(&rig).await;
 
     rig.capture()
         .recreate_slot()
         .await
         .expect("the slot is recreated while it is being read");
     let order = rig.place_order().await;
-    support::eventually("the order's fact, from the new slot", || async {
-        placed_orders(&rig).await.contains(&order)
-    })
-    .await;
+    wait_for_placed(&rig, &order, "the order's fact, from the new slot").await;
     let restarts = rig
         .outbox()
         .await
@@ -661,6 +668,54 @@ async fn recreating_the_slot_while_the_feed_streams_ends_its_session_and_the_fee
         .filter(|(event, ..)| event == "legacy.feed.restarted.v1")
         .count();
     assert_eq!(restarts, 2, "the first slot and the recreated one");
+    drop(stop);
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_running_feed_that_cannot_translate_a_row_stays_unready_and_backs_off(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let metrics = acl::capture::CaptureMetrics::unregistered();
+    let capture = acl::capture::Capture::new(
+        rig.legacy.clone(),
+        rig.replication_target(),
+        rig.own.clone(),
+        rig.capture_settings(),
+        metrics.clone(),
+    );
+    capture.prepare().await.expect("the slot");
+    let order = rig.place_order().await;
+    sqlx::query("ALTER TABLE tb_order REPLICA IDENTITY DEFAULT")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("alter");
+    rig.post(&format!("/api/shops/1/orders/{order}/accept"), &json!({}))
+        .await;
+
+    let stop = run_feed(&capture);
+    support::eventually("three failed sessions", || async {
+        metrics.failures() >= 3
+    })
+    .await;
+    match capture.state() {
+        acl::capture::FeedState::Failing(reason) => {
+            assert!(reason.contains("REPLICA IDENTITY"), "{reason}");
+        }
+        other => panic!("readiness must say why the feed stalled, not {other:?}"),
+    }
+    assert_eq!(
+        metrics.sessions_healthy(),
+        0,
+        "no session that fails on the row counts as working (readiness never turns green)"
+    );
+    assert_eq!(
+        placed_orders(&rig).await,
+        [order],
+        "what came before is recorded, once"
+    );
     drop(stop);
     rig.finish().await;
 }

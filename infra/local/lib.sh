@@ -36,6 +36,24 @@ die() {
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
+# Keeps the kernel from handing the stack's listening ports to outgoing
+# connections as their source port: 54320, 56720 and 43690 lie in Linux's
+# ephemeral range (32768-60999), and a client socket that took one while
+# its server was restarting (the broker-restart tests) made the restart fail
+# with eaddrinuse. Linux and root only; elsewhere a no-op.
+reserve_ports() {
+	local file=/proc/sys/net/ipv4/ip_local_reserved_ports
+	is_root && [ -w "$file" ] || return 0
+	local current wanted port
+	current=$(cat "$file")
+	wanted=$current
+	for port in "$@"; do
+		case ",$current," in *",$port,"*) continue ;; esac
+		wanted=${wanted:+$wanted,}$port
+	done
+	[ "$wanted" = "$current" ] || printf '%s\n' "$wanted" >"$file" 2>/dev/null || true
+}
+
 # Is something accepting TCP connections on 127.0.0.1:$1?
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

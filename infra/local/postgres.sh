@@ -135,6 +135,7 @@ ensure_logical_decoding() {
 start() {
 	ensure_secrets
 	init_cluster
+	reserve_ports "$KIT_PG_PORT"
 	if is_running; then
 		say "postgres     already running on $KIT_PG_HOST:$KIT_PG_PORT"
 	else

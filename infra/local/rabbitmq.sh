@@ -107,6 +107,7 @@ start() {
 	ensure_secrets
 	rabbit_env
 	write_config
+	reserve_ports "$KIT_AMQP_PORT" "$KIT_EPMD_PORT" "$KIT_RABBIT_DIST_PORT" "$KIT_RABBIT_UI_PORT"
 	if is_running; then
 		say "rabbitmq     already running on 127.0.0.1:$KIT_AMQP_PORT"
 	else
@@ -147,9 +148,17 @@ restart_app() {
 	rabbit_env
 	is_running || die "RabbitMQ is not running"
 	step "restarting the RabbitMQ application"
+	reserve_ports "$KIT_AMQP_PORT"
 	ctl stop_app >/dev/null
 	sleep "${KIT_RABBIT_DOWN_SECONDS:-2}"
-	ctl start_app >/dev/null
+	# A listener that cannot bind yet fails start_app; the node stays up,
+	# so trying again is safe.
+	local tries
+	for tries in 1 2 3; do
+		ctl start_app >/dev/null 2>&1 && break
+		[ "$tries" = 3 ] && die "RabbitMQ's application did not start again (see make logs)"
+		sleep 1
+	done
 	wait_for "RabbitMQ" 60 ctl await_startup --timeout 5
 }
 

@@ -121,6 +121,10 @@ pub enum CaptureError {
     /// The slot cannot be read now (SQLSTATE 55000): lost, or missing.
     #[error("the replication slot cannot be read: {0}")]
     Unavailable(String),
+    /// A new slot is not announced yet (`legacy.feed.restarted`): the
+    /// feed prepares again, which announces it.
+    #[error("the replication slot was recreated and is not announced yet")]
+    RestartPending,
     /// The replication session failed (connection, protocol, server).
     #[error("replication stream: {0}")]
     Stream(String),
@@ -157,6 +161,7 @@ pub struct CaptureMetrics {
     transactions: Family<OutcomeLabel, Counter>,
     facts: Family<EventLabel, Counter>,
     failures: Counter,
+    sessions_healthy: Counter,
     slot_lag_bytes: Gauge,
     slot_retained_bytes: Gauge,
     slot_at_risk: Gauge,
@@ -180,8 +185,13 @@ impl CaptureMetrics {
         );
         r.register(
             "failures",
-            "Steps of the feed that failed (it retries)",
+            "Replication sessions of the feed that failed (it retries with back-off)",
             metrics.failures.clone(),
+        );
+        r.register(
+            "sessions_healthy",
+            "Replication sessions that ran a second without an error; a stalled feed adds none",
+            metrics.sessions_healthy.clone(),
         );
         r.register(
             "slot_lag_bytes",
@@ -216,12 +226,21 @@ impl CaptureMetrics {
             transactions: Family::default(),
             facts: Family::default(),
             failures: Counter::default(),
+            sessions_healthy: Counter::default(),
             slot_lag_bytes: Gauge::default(),
             slot_retained_bytes: Gauge::default(),
             slot_at_risk: Gauge::default(),
             slot_lost: Gauge::default(),
             commit_to_recorded: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
         }
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.get()
+    }
+
+    pub fn sessions_healthy(&self) -> u64 {
+        self.sessions_healthy.get()
     }
 
     pub fn transactions(&self, outcome: &'static str) -> u64 {
@@ -352,7 +371,8 @@ impl Capture {
     /// (the `acl` role may end its own sessions), and the feed follows
     /// the new slot when it reconnects.
     pub async fn recreate_slot(&self) -> Result<(), CaptureError> {
-        if self.slot_status().await?.is_some() {
+        let mut attempts = 0;
+        while self.slot_status().await?.is_some() {
             sqlx::query(
                 "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots
                  WHERE slot_name = $1 AND active_pid IS NOT NULL",
@@ -360,24 +380,38 @@ impl Capture {
             .bind(&self.settings.slot)
             .execute(&self.legacy)
             .await?;
-            sqlx::query("SELECT pg_drop_replication_slot($1)")
+            match sqlx::query("SELECT pg_drop_replication_slot($1)")
                 .bind(&self.settings.slot)
                 .execute(&self.legacy)
                 .await
-                .map_err(|e| self.explain_peek_error(e))?;
+            {
+                Ok(_) => break,
+                // The feed (or an instance standing by) took the slot again
+                // between the two statements: end that session too.
+                Err(error) if sqlstate(&error) == Some("55006") && attempts < 5 => attempts += 1,
+                Err(error) => return Err(self.explain_peek_error(error)),
+            }
         }
         self.create_slot().await
     }
 
     async fn create_slot(&self) -> Result<(), CaptureError> {
         self.begin_restart().await?;
-        let start: String = sqlx::query_scalar(
+        let created: Result<String, sqlx::Error> = sqlx::query_scalar(
             "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
         )
         .bind(&self.settings.slot)
         .fetch_one(&self.legacy)
-        .await?;
-        let start: Lsn = start.parse()?;
+        .await;
+        let start: Lsn = match created {
+            Ok(start) => start.parse()?,
+            // Created at the same moment by the runbook's route or the feed
+            // (42710): whichever announces first announces it.
+            Err(error) if sqlstate(&error) == Some("42710") => {
+                return self.announce_restart(None).await;
+            }
+            Err(error) => return Err(error.into()),
+        };
         self.advanced.store(0, Ordering::Relaxed);
         self.announce_restart(Some(start)).await?;
         tracing::info!(slot = %self.settings.slot, %start, "replication slot created; the feed starts here");
@@ -517,7 +551,7 @@ impl Capture {
     /// misuses, so the slot's `wal_status` decides. A slot another session
     /// is reading (55006, a second ACL instance) is not a failure.
     fn explain_peek_error(&self, error: sqlx::Error) -> CaptureError {
-        match error.as_database_error().and_then(|e| e.code()).as_deref() {
+        match sqlstate(&error) {
             Some("55000") => CaptureError::Unavailable(error.to_string()),
             Some("55006") => CaptureError::Busy,
             _ => CaptureError::Database(error),
@@ -537,13 +571,21 @@ impl Capture {
         }
         let mut tx = self.own.begin().await?;
         durable(&mut tx).await?;
-        let mark: Option<String> = sqlx::query_scalar(
-            "SELECT last_commit_lsn::text FROM capture_progress WHERE slot = $1 FOR UPDATE",
+        let progress: Option<(String, bool)> = sqlx::query_as(
+            "SELECT last_commit_lsn::text, restart_pending FROM capture_progress
+             WHERE slot = $1 FOR UPDATE",
         )
         .bind(&self.settings.slot)
         .fetch_optional(&mut *tx)
         .await?;
-        let mark: Lsn = mark.as_deref().unwrap_or("0/0").parse()?;
+        if progress.as_ref().is_some_and(|(_, pending)| *pending) {
+            // A new slot's facts never come before its announcement.
+            return Err(CaptureError::RestartPending);
+        }
+        let mark: Lsn = progress
+            .as_ref()
+            .map_or("0/0", |(mark, _)| mark.as_str())
+            .parse()?;
         let mut last: Option<&Transaction> = None;
         let mut failure = None;
         // Counted once the transaction commits.
@@ -708,13 +750,16 @@ impl Capture {
                     if matches!(self.state(), FeedState::Failing(_)) {
                         tracing::info!("the change feed is running again");
                     }
+                    self.metrics.sessions_healthy.inc();
                     self.set_state(FeedState::Running);
                 })
                 .await
             }
             .await;
             if self.state() == FeedState::Running {
-                // The session had started: back-off starts again.
+                // The session had shown it works (`follow` says when):
+                // back-off starts again. A session that fails before
+                // keeps readiness red and backs off further.
                 failures = 0;
                 last_error.clear();
             }
@@ -731,7 +776,9 @@ impl Capture {
                     let message = error.to_string();
                     if matches!(
                         error,
-                        CaptureError::SlotLost(_) | CaptureError::Unavailable(_)
+                        CaptureError::SlotLost(_)
+                            | CaptureError::Unavailable(_)
+                            | CaptureError::RestartPending
                     ) {
                         // Look at the slot again before the next session.
                         prepared = false;
@@ -752,6 +799,13 @@ impl Capture {
             }
         }
     }
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<&str> {
+    error
+        .as_database_error()?
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .map(sqlx::postgres::PgDatabaseError::code)
 }
 
 /// How often an instance standing by tries the slot again.

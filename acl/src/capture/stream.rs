@@ -63,6 +63,14 @@ impl ReplicationTarget {
                 .map(|text| text.into_owned())
                 .map_err(|_| bad("has a part that is not UTF-8"))
         };
+        // The replication client speaks plain TCP only (loopback).
+        if let Some((_, mode)) = url.query_pairs().find(|(key, _)| key == "sslmode")
+            && !matches!(mode.as_ref(), "disable" | "allow" | "prefer")
+        {
+            return Err(bad(&format!(
+                "asks for sslmode={mode}: the change feed's replication connection has no TLS"
+            )));
+        }
         let database = decode(url.path().trim_start_matches('/'))?;
         if database.is_empty() {
             return Err(bad("names no database"));
@@ -71,6 +79,8 @@ impl ReplicationTarget {
             host: url
                 .host_str()
                 .ok_or_else(|| bad("names no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
                 .to_owned(),
             port: url.port().unwrap_or(5432),
             user: decode(url.username())?,
@@ -97,43 +107,64 @@ impl ReplicationTarget {
 enum Until<F> {
     /// The service stops.
     Shutdown(F),
-    /// Everything committed before the marker message at this position's
-    /// nonce was recorded and acknowledged.
-    CaughtUp(String),
+    /// Everything committed before the marker message (`nonce`, ending at
+    /// `lsn`) was recorded and acknowledged.
+    CaughtUp { nonce: String, lsn: Lsn },
 }
+
+/// A session that ran this long without an error is working: readiness
+/// turns green and the back-off starts again. (A stalled feed fails within
+/// moments of each start, on the transaction it cannot translate. Neither
+/// a recorded batch nor a keepalive proves more: a stalled session may
+/// record again what it recorded before, and the server sends a keepalive
+/// as a session starts.)
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest [`Capture::catch_up`] takes before it gives up.
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(60);
 
 impl Capture {
     /// Follows the slot until `shutdown`: the feed's normal way of
     /// working. Returns on shutdown, or with the error that ended the
-    /// session (the caller retries).
+    /// session (the caller retries). `healthy` is called once the session
+    /// has shown that it works: [`HEALTHY_AFTER`] without an error.
     pub(super) async fn follow<F: Future<Output = ()> + Send>(
         &self,
         shutdown: F,
-        started: impl FnOnce(),
+        healthy: impl FnOnce(),
     ) -> Result<Recorded, CaptureError> {
-        self.session(Until::Shutdown(shutdown), started).await
+        self.session(Until::Shutdown(shutdown), healthy).await
     }
 
     /// Records everything committed in the legacy database before this
     /// call, acknowledges it to the server, and returns: a bounded run of
     /// the feed, for tests and tools. Waits while another session reads
-    /// the slot (a session that just ended releases it a moment later).
+    /// the slot (a session that just ended releases it a moment later);
+    /// gives up after a minute.
     pub async fn catch_up(&self) -> Result<Recorded, CaptureError> {
         let nonce = uuid::Uuid::now_v7().to_string();
-        sqlx::query("SELECT pg_logical_emit_message(false, $1, $2)")
+        let lsn: String = sqlx::query_scalar("SELECT pg_logical_emit_message(false, $1, $2)::text")
             .bind(CATCH_UP_PREFIX)
             .bind(&nonce)
-            .execute(&self.legacy)
+            .fetch_one(&self.legacy)
             .await?;
-        let mut attempts = 0u32;
+        let lsn: Lsn = lsn.parse()?;
+        let deadline = tokio::time::Instant::now() + CATCH_UP_DEADLINE;
+        let late = || CaptureError::Stream(format!("catching up took over {CATCH_UP_DEADLINE:?}"));
         loop {
-            let until = Until::<std::future::Pending<()>>::CaughtUp(nonce.clone());
-            match self.session(until, || {}).await {
-                Err(CaptureError::Busy) if attempts < 100 => {
-                    attempts += 1;
+            let until = Until::<std::future::Pending<()>>::CaughtUp {
+                nonce: nonce.clone(),
+                lsn,
+            };
+            match tokio::time::timeout_at(deadline, self.session(until, || {})).await {
+                Err(_) => return Err(late()),
+                Ok(Err(CaptureError::Busy)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(late());
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                outcome => return outcome,
+                Ok(outcome) => return outcome,
             }
         }
     }
@@ -141,7 +172,7 @@ impl Capture {
     async fn session<F: Future<Output = ()> + Send>(
         &self,
         until: Until<F>,
-        started: impl FnOnce(),
+        healthy: impl FnOnce(),
     ) -> Result<Recorded, CaptureError> {
         let confirmed: Option<String> = sqlx::query_scalar(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -155,15 +186,20 @@ impl Capture {
                 self.settings.slot
             )));
         };
-        let confirmed: Lsn = confirmed.parse()?;
+        if let Until::CaughtUp { lsn, .. } = &until
+            && confirmed.parse::<Lsn>()? >= *lsn
+        {
+            // Another session recorded and acknowledged past the marker.
+            return Ok(Recorded::default());
+        }
         // Acknowledgements written to the server, for catch_up to wait on.
         let (sent_tx, mut sent) = watch::channel(());
+        // Starting at 0/0 starts at the slot's confirmed position, and
+        // until the feed acknowledges something it reports 0/0, which the
+        // server ignores: the session never moves the slot back.
         let config = self
             .target
             .config(&self.settings.slot)
-            .with_start_lsn(wire(confirmed))
-            // Never report less than the slot already has.
-            .with_ack_lsn(wire(confirmed))
             .with_status_interval(Duration::from_millis(self.settings.ack_interval_ms))
             .with_feedback_observer(FeedbackObserver::new(move |_| {
                 sent_tx.send_replace(());
@@ -171,11 +207,11 @@ impl Capture {
         let mut client = ReplicationClient::connect(config)
             .await
             .map_err(stream_error)?;
+        // A worker that fails before streaming returns its own error here.
         client.wait_started().await.map_err(stream_error)?;
-        started();
-        let outcome = self.stream(&mut client, until, &mut sent).await;
+        let outcome = self.stream(&mut client, until, &mut sent, healthy).await;
         client.stop();
-        // The session's own failure is the one worth reporting.
+        // A worker's failure reached `stream` through `recv` already.
         let _ = client.join().await;
         outcome
     }
@@ -185,10 +221,11 @@ impl Capture {
         client: &mut ReplicationClient,
         until: Until<F>,
         sent: &mut watch::Receiver<()>,
+        healthy: impl FnOnce(),
     ) -> Result<Recorded, CaptureError> {
-        let (shutdown, nonce) = match until {
+        let (shutdown, marker) = match until {
             Until::Shutdown(shutdown) => (Some(shutdown), None),
-            Until::CaughtUp(nonce) => (None, Some(nonce)),
+            Until::CaughtUp { nonce, lsn } => (None, Some((nonce, lsn))),
         };
         let shutdown = async move {
             match shutdown {
@@ -197,40 +234,45 @@ impl Capture {
             }
         };
         tokio::pin!(shutdown);
+        let mut healthy = Some(healthy);
+        let healthy_after = tokio::time::sleep(HEALTHY_AFTER);
+        tokio::pin!(healthy_after);
         let mut measure = tokio::time::interval(Duration::from_secs(1));
         measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let metrics = client.metrics();
+        let mut received = 0u64;
         let mut assembler = Assembler::default();
         let mut total = Recorded::default();
         let mut acknowledged = Lsn(0);
         loop {
             // Whole transactions are recorded once nothing more is already
-            // waiting (or a batch is full): one outbox transaction for a
-            // burst, no wait for one alone.
-            let event = if assembler.has_committed() && assembler.committed() < BATCH {
-                tokio::select! {
-                    biased;
-                    event = client.recv() => Some(event),
-                    () = std::future::ready(()) => None,
-                }
-            } else if assembler.has_committed() {
-                None
-            } else {
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => return Ok(total),
-                    _ = measure.tick() => {
-                        self.measure().await?;
-                        continue;
-                    }
-                    event = client.recv() => Some(event),
-                }
-            };
-            let Some(event) = event else {
+            // waiting on the stream (or a batch is full): one outbox
+            // transaction for a burst, no wait for a lone commit. (The
+            // worker's count tells; a `recv` raced against "ready" would
+            // not be safe to cancel once the stream ends.)
+            let buffered = metrics.events_forwarded() > received;
+            if assembler.has_committed() && (!buffered || assembler.committed() >= BATCH) {
                 let recorded = self.record_and_acknowledge(client, &mut assembler).await?;
                 acknowledged = acknowledged.max(recorded.advance_to.unwrap_or(Lsn(0)));
                 total.add(&recorded);
                 continue;
+            }
+            let event = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(total),
+                () = &mut healthy_after, if healthy.is_some() => {
+                    if let Some(healthy) = healthy.take() {
+                    healthy();
+                }
+                    continue;
+                }
+                _ = measure.tick() => {
+                    self.measure().await?;
+                    continue;
+                }
+                event = client.recv() => event,
             };
+            received += 1;
             match event.map_err(stream_error)? {
                 None => {
                     return Err(CaptureError::Stream(
@@ -256,31 +298,34 @@ impl Capture {
                 }) => assembler.message(true, prefix, content.to_vec())?,
                 Some(ReplicationEvent::Message {
                     transactional: false,
-                    lsn,
                     prefix,
                     content,
+                    ..
                 }) => {
-                    let ours = nonce.as_deref().is_some_and(|nonce| {
-                        prefix == CATCH_UP_PREFIX && content.as_ref() == nonce.as_bytes()
-                    });
-                    if ours {
-                        // Everything committed before the marker was sent
-                        // before it, and nothing is open across it that
-                        // the slot could lose.
-                        let recorded = self.record_and_acknowledge(client, &mut assembler).await?;
-                        total.add(&recorded);
-                        let reached = Lsn(lsn.as_u64());
-                        if !assembler.in_transaction() {
-                            client.update_applied_lsn(wire(reached));
-                            acknowledged = acknowledged.max(reached);
-                        }
-                        while client.metrics().last_applied_lsn().as_u64() < acknowledged.0 {
-                            sent.changed().await.map_err(|_| {
-                                CaptureError::Stream("the replication session ended".to_owned())
-                            })?;
-                        }
-                        return Ok(total);
+                    let Some((nonce, lsn)) = &marker else {
+                        continue;
+                    };
+                    if prefix != CATCH_UP_PREFIX || content.as_ref() != nonce.as_bytes() {
+                        continue;
                     }
+                    // Every transaction that committed before the marker
+                    // was sent before it.
+                    let recorded = self.record_and_acknowledge(client, &mut assembler).await?;
+                    total.add(&recorded);
+                    acknowledged = acknowledged.max(recorded.advance_to.unwrap_or(Lsn(0)));
+                    if !assembler.in_transaction() {
+                        client.update_applied_lsn(wire(*lsn));
+                        acknowledged = acknowledged.max(*lsn);
+                    }
+                    // The worker writes it within `ack_interval_ms`; the
+                    // observer's sender ends with the worker, so this
+                    // cannot wait for ever.
+                    while metrics.last_applied_lsn().as_u64() < acknowledged.0 {
+                        sent.changed().await.map_err(|_| {
+                            CaptureError::Stream("the replication session ended".to_owned())
+                        })?;
+                    }
+                    return Ok(total);
                 }
                 Some(ReplicationEvent::KeepAlive { wal_end, .. }) => {
                     // Between transactions, with everything before recorded:
@@ -360,6 +405,27 @@ mod tests {
     }
 
     #[test]
+    fn slot_errors_are_told_apart_by_their_sqlstate() {
+        let server =
+            |code: &str| stream_error(PgWireError::Server(format!("something (SQLSTATE {code})")));
+        assert!(matches!(server("55006"), CaptureError::Busy));
+        assert!(matches!(server("55000"), CaptureError::Unavailable(_)));
+        assert!(matches!(server("42704"), CaptureError::Unavailable(_)));
+        assert!(matches!(server("28P01"), CaptureError::Stream(_)));
+        assert!(matches!(
+            stream_error(PgWireError::Protocol("bad frame".into())),
+            CaptureError::Stream(_)
+        ));
+    }
+
+    #[test]
+    fn an_ipv6_host_loses_its_brackets() {
+        let target =
+            ReplicationTarget::from_url("postgres://acl:pw@[::1]:5432/legacy").expect("a target");
+        assert_eq!(target.host, "::1");
+    }
+
+    #[test]
     fn a_url_without_a_database_or_of_another_kind_is_refused_with_the_reason() {
         for (url, why) in [
             ("postgres://acl:pw@localhost:5432", "names no database"),
@@ -368,6 +434,10 @@ mod tests {
                 "does not start with postgres://",
             ),
             ("not a url", "is not a URL"),
+            (
+                "postgres://acl:pw@localhost/legacy?sslmode=require",
+                "has no TLS",
+            ),
         ] {
             let error = ReplicationTarget::from_url(url).expect_err(url).to_string();
             assert!(error.contains(why), "{url}: {error}");

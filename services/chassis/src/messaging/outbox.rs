@@ -133,9 +133,11 @@ impl OutboxEvent {
 }
 
 /// [`write`] for many events in one statement (one round trip), in the
-/// order given: the relay publishes them in that order, and the events of
-/// one aggregate take its next numbers in that order. Counters are locked
-/// in key order, so two writers cannot deadlock on them.
+/// order given: the relay publishes them in that order (ids are drawn in
+/// the `ORDER BY` of the `INSERT ... SELECT`, which PostgreSQL follows in
+/// practice; the test below pins it), and the events of one aggregate take
+/// its next numbers in that order. Within the statement, counters are
+/// locked in key order.
 pub async fn write_all(
     tx: &mut PgConnection,
     events: &[OutboxEvent],
