@@ -269,6 +269,7 @@ async fn bench(
     let stages = serde_json::json!({
         "commit_to_recorded": stage("acl_capture_commit_to_recorded_seconds"),
         "commit_to_confirmed": stage("outbox_event_age_at_confirm_seconds"),
+        "relay_publish_to_last_confirm": stage("outbox_publish_latency_seconds"),
     });
     let _ = stop.send(());
     let _ = served.await;
