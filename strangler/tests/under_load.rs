@@ -54,7 +54,12 @@ async fn a_hundred_transitions_under_two_hundred_clients_fail_no_request(
                         }
                         served.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    // The problem's detail says which call failed and how.
+                    Ok(r) => failures.push(format!(
+                        "status {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
                     Err(e) => failures.push(e.to_string()),
                 }
             }
