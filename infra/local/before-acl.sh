@@ -4,3 +4,4 @@
 # publication its change feed reads. Idempotent.
 . "$(dirname "$0")/lib.sh"
 bash "$(dirname "$0")/postgres.sh" sql legacy "$KIT_ROOT/acl/sql/legacy-access.sql"
+bash "$(dirname "$0")/postgres.sh" sql legacy "$(dirname "$0")/drop-lost-acl-slot.sql"
