@@ -355,9 +355,17 @@ impl Capture {
                 .bind(&self.settings.slot)
                 .fetch_optional(&self.own)
                 .await?;
-                if pending != Some(false) {
-                    self.begin_restart().await?;
-                    self.announce_restart(None).await?;
+                match pending {
+                    Some(false) => {}
+                    // Begun and not announced (a crash in between, or a
+                    // recreation under way): announcing checks again under
+                    // a lock, so it happens once.
+                    Some(true) => self.announce_restart(None).await?,
+                    // The ACL's database restored without its progress.
+                    None => {
+                        self.begin_restart().await?;
+                        self.announce_restart(None).await?;
+                    }
                 }
                 Ok(())
             }
