@@ -40,7 +40,9 @@ is_root() { [ "$(id -u)" = 0 ]; }
 # connections as their source port: 54320, 56720 and 43690 lie in Linux's
 # ephemeral range (32768-60999), and a client socket that took one while
 # its server was restarting (the broker-restart tests) made the restart fail
-# with eaddrinuse. Linux and root only; elsewhere a no-op.
+# with eaddrinuse. Linux and root only; elsewhere a no-op. The setting is
+# the kernel's and lasts until the next boot (make down leaves it): it only
+# keeps these ports out of the range handed to outgoing connections.
 reserve_ports() {
 	local file=/proc/sys/net/ipv4/ip_local_reserved_ports
 	is_root && [ -w "$file" ] || return 0
@@ -51,7 +53,7 @@ reserve_ports() {
 		case ",$current," in *",$port,"*) continue ;; esac
 		wanted=${wanted:+$wanted,}$port
 	done
-	[ "$wanted" = "$current" ] || printf '%s\n' "$wanted" >"$file" 2>/dev/null || true
+	[ "$wanted" = "$current" ] || { printf '%s\n' "$wanted" >"$file"; } 2>/dev/null || true
 }
 
 # Is something accepting TCP connections on 127.0.0.1:$1?

@@ -415,9 +415,11 @@ impl Capture {
             Ok(start) => start.parse()?,
             // Created at the same moment by the runbook's route or the feed
             // (42710): whichever announces first announces it.
-            Err(error) if sqlstate(&error) == Some("42710") => {
-                return self.announce_restart(None).await;
-            }
+            // Created at the same moment by the other one (the runbook's
+            // route and the feed): it announces the slot; a run that dies
+            // first leaves `restart_pending`, which the next prepare
+            // announces. (In a rare order both announce: at least once.)
+            Err(error) if sqlstate(&error) == Some("42710") => return Ok(()),
             Err(error) => return Err(error.into()),
         };
         self.advanced.store(0, Ordering::Relaxed);
@@ -450,15 +452,12 @@ impl Capture {
     async fn announce_restart(&self, start: Option<Lsn>) -> Result<(), CaptureError> {
         let start = match start {
             Some(start) => start,
-            None => {
-                let confirmed: String = sqlx::query_scalar(
-                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-                )
-                .bind(&self.settings.slot)
-                .fetch_one(&self.legacy)
-                .await?;
-                confirmed.parse()?
-            }
+            None => self.confirmed().await?.ok_or_else(|| {
+                CaptureError::Unavailable(format!(
+                    "replication slot {} is still being created",
+                    self.settings.slot
+                ))
+            })?,
         };
         let mut tx = self.own.begin().await?;
         durable(&mut tx).await?;
@@ -747,6 +746,9 @@ impl Capture {
         let mut prepared = false;
         let mut failures = 0u32;
         let mut last_error = String::new();
+        // The transaction the last session could not translate: a session
+        // counts as working only once it acknowledged past it.
+        let mut stalled_at = None;
         loop {
             let outcome = async {
                 if !prepared {
@@ -754,7 +756,7 @@ impl Capture {
                     prepared = true;
                 }
                 self.measure().await?;
-                self.follow(shutdown.as_mut(), || {
+                self.follow(shutdown.as_mut(), stalled_at, || {
                     if matches!(self.state(), FeedState::Failing(_)) {
                         tracing::info!("the change feed is running again");
                     }
@@ -770,9 +772,16 @@ impl Capture {
                 // keeps readiness red and backs off further.
                 failures = 0;
                 last_error.clear();
+                stalled_at = None;
             }
             let pause = match outcome {
                 Ok(_) => return,
+                Err(CaptureError::RestartPending) => {
+                    // A recreation under way: not a failure. Prepare again
+                    // (which announces it, once) right away.
+                    prepared = false;
+                    STANDBY_RECHECK / 10
+                }
                 Err(CaptureError::Busy) => {
                     if self.state() != FeedState::Standby {
                         tracing::info!("another instance reads the replication slot; standing by");
@@ -782,11 +791,12 @@ impl Capture {
                 }
                 Err(error) => {
                     let message = error.to_string();
+                    if let CaptureError::Untranslatable { end_lsn, .. } = &error {
+                        stalled_at = Some(*end_lsn);
+                    }
                     if matches!(
                         error,
-                        CaptureError::SlotLost(_)
-                            | CaptureError::Unavailable(_)
-                            | CaptureError::RestartPending
+                        CaptureError::SlotLost(_) | CaptureError::Unavailable(_)
                     ) {
                         // Look at the slot again before the next session.
                         prepared = false;

@@ -127,13 +127,18 @@ impl Capture {
     /// Follows the slot until `shutdown`: the feed's normal way of
     /// working. Returns on shutdown, or with the error that ended the
     /// session (the caller retries). `healthy` is called once the session
-    /// has shown that it works: [`HEALTHY_AFTER`] without an error.
+    /// has shown that it works: [`HEALTHY_AFTER`] without an error, and,
+    /// after a stall, acknowledged past `stalled_at` (the transaction the
+    /// last session could not translate): a stalled feed whose bad
+    /// transaction takes long to reach never counts as working.
     pub(super) async fn follow<F: Future<Output = ()> + Send>(
         &self,
         shutdown: F,
+        stalled_at: Option<Lsn>,
         healthy: impl FnOnce(),
     ) -> Result<Recorded, CaptureError> {
-        self.session(Until::Shutdown(shutdown), healthy).await
+        self.session(Until::Shutdown(shutdown), stalled_at, healthy)
+            .await
     }
 
     /// Records everything committed in the legacy database before this
@@ -151,44 +156,57 @@ impl Capture {
         let lsn: Lsn = lsn.parse()?;
         let deadline = tokio::time::Instant::now() + CATCH_UP_DEADLINE;
         let late = || CaptureError::Stream(format!("catching up took over {CATCH_UP_DEADLINE:?}"));
+        let mut pause = Duration::from_millis(20);
         loop {
             let until = Until::<std::future::Pending<()>>::CaughtUp {
                 nonce: nonce.clone(),
                 lsn,
             };
-            match tokio::time::timeout_at(deadline, self.session(until, || {})).await {
+            match tokio::time::timeout_at(deadline, self.session(until, None, || {})).await {
                 Err(_) => return Err(late()),
                 Ok(Err(CaptureError::Busy)) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(late());
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Ok(outcome) => return outcome,
             }
         }
     }
 
-    async fn session<F: Future<Output = ()> + Send>(
-        &self,
-        until: Until<F>,
-        healthy: impl FnOnce(),
-    ) -> Result<Recorded, CaptureError> {
-        let confirmed: Option<String> = sqlx::query_scalar(
+    /// The slot's confirmed position (none while it is being created); an
+    /// error when there is no such slot.
+    pub(super) async fn confirmed(&self) -> Result<Option<Lsn>, CaptureError> {
+        let confirmed: Option<Option<String>> = sqlx::query_scalar(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
         )
         .bind(&self.settings.slot)
         .fetch_optional(&self.legacy)
         .await?;
-        let Some(confirmed) = confirmed else {
-            return Err(CaptureError::Unavailable(format!(
+        match confirmed {
+            None => Err(CaptureError::Unavailable(format!(
                 "replication slot {} does not exist",
                 self.settings.slot
-            )));
+            ))),
+            Some(position) => Ok(position.map(|text| text.parse()).transpose()?),
+        }
+    }
+
+    async fn session<F: Future<Output = ()> + Send>(
+        &self,
+        until: Until<F>,
+        stalled_at: Option<Lsn>,
+        healthy: impl FnOnce(),
+    ) -> Result<Recorded, CaptureError> {
+        let marker = match &until {
+            Until::CaughtUp { lsn, .. } => Some(*lsn),
+            Until::Shutdown(_) => None,
         };
-        if let Until::CaughtUp { lsn, .. } = &until
-            && confirmed.parse::<Lsn>()? >= *lsn
-        {
+        let past_marker =
+            |confirmed: Option<Lsn>| marker.zip(confirmed).is_some_and(|(at, c)| c >= at);
+        if past_marker(self.confirmed().await?) {
             // Another session recorded and acknowledged past the marker.
             return Ok(Recorded::default());
         }
@@ -209,7 +227,17 @@ impl Capture {
             .map_err(stream_error)?;
         // A worker that fails before streaming returns its own error here.
         client.wait_started().await.map_err(stream_error)?;
-        let outcome = self.stream(&mut client, until, &mut sent, healthy).await;
+        // The slot is this session's now. A session that passed the marker
+        // and let go of the slot since the first look started us past it,
+        // where it never comes.
+        if past_marker(self.confirmed().await?) {
+            client.stop();
+            let _ = client.join().await;
+            return Ok(Recorded::default());
+        }
+        let outcome = self
+            .stream(&mut client, until, &mut sent, stalled_at, healthy)
+            .await;
         client.stop();
         // A worker's failure reached `stream` through `recv` already.
         let _ = client.join().await;
@@ -221,6 +249,7 @@ impl Capture {
         client: &mut ReplicationClient,
         until: Until<F>,
         sent: &mut watch::Receiver<()>,
+        stalled_at: Option<Lsn>,
         healthy: impl FnOnce(),
     ) -> Result<Recorded, CaptureError> {
         let (shutdown, marker) = match until {
@@ -235,6 +264,7 @@ impl Capture {
         };
         tokio::pin!(shutdown);
         let mut healthy = Some(healthy);
+        let mut ran_long_enough = false;
         let healthy_after = tokio::time::sleep(HEALTHY_AFTER);
         tokio::pin!(healthy_after);
         let mut measure = tokio::time::interval(Duration::from_secs(1));
@@ -245,6 +275,12 @@ impl Capture {
         let mut total = Recorded::default();
         let mut acknowledged = Lsn(0);
         loop {
+            if ran_long_enough
+                && stalled_at.is_none_or(|at| acknowledged > at)
+                && let Some(healthy) = healthy.take()
+            {
+                healthy();
+            }
             // Whole transactions are recorded once nothing more is already
             // waiting on the stream (or a batch is full): one outbox
             // transaction for a burst, no wait for a lone commit. (The
@@ -260,10 +296,8 @@ impl Capture {
             let event = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(total),
-                () = &mut healthy_after, if healthy.is_some() => {
-                    if let Some(healthy) = healthy.take() {
-                    healthy();
-                }
+                () = &mut healthy_after, if !ran_long_enough => {
+                    ran_long_enough = true;
                     continue;
                 }
                 _ = measure.tick() => {

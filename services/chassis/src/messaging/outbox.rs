@@ -135,7 +135,8 @@ impl OutboxEvent {
 /// [`write`] for many events in one statement (one round trip), in the
 /// order given: the relay publishes them in that order (ids are drawn in
 /// the `ORDER BY` of the `INSERT ... SELECT`, which PostgreSQL follows in
-/// practice; the test below pins it), and the events of one aggregate take
+/// practice; `events_written_together_keep_their_order_and_each_aggregate_numbers_on`
+/// in tests/messaging.rs pins it), and the events of one aggregate take
 /// its next numbers in that order. Within the statement, counters are
 /// locked in key order.
 pub async fn write_all(
