@@ -302,6 +302,7 @@ async fn phase(
     rate: f64,
 ) -> anyhow::Result<Phase> {
     eprintln!("load: {rate:.0} orders/s");
+    let started = OffsetDateTime::now_utc();
     let before = http.get(metrics_url).send().await?.text().await?;
     let cpu_before = cpu_times();
     let lag_peak = Arc::new(AtomicU64::new(0));
@@ -332,6 +333,11 @@ async fn phase(
         let delivery = next.ok_or_else(|| anyhow::anyhow!("the consumer closed"))??;
         let arrived = OffsetDateTime::now_utc();
         let envelope = amqp::envelope(&delivery.properties).map_err(anyhow::Error::msg)?;
+        if envelope.occurred_at < started {
+            // Late from an earlier level: not this level's latency.
+            delivery.ack(BasicAckOptions::default()).await?;
+            continue;
+        }
         latencies_ms.push((arrived - envelope.occurred_at).as_seconds_f64() * 1000.0);
         delivery.ack(BasicAckOptions::default()).await?;
     }
@@ -384,6 +390,9 @@ fn cpu_times() -> Option<(u64, u64)> {
         .next()?
         .split_whitespace()
         .skip(1)
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already in user)
+        .take(8)
         .filter_map(|n| n.parse().ok())
         .collect();
     let all: u64 = fields.iter().sum();
