@@ -396,7 +396,9 @@ impl Capture {
                 Ok(_) => break,
                 // The feed (or an instance standing by) took the slot again
                 // between the two statements: end that session too.
-                Err(error) if sqlstate(&error) == Some("55006") && attempts < 5 => attempts += 1,
+                Err(error) if sqlstate(&error).as_deref() == Some("55006") && attempts < 5 => {
+                    attempts += 1
+                }
                 Err(error) => return Err(self.explain_peek_error(error)),
             }
         }
@@ -419,7 +421,7 @@ impl Capture {
             // route and the feed): it announces the slot; a run that dies
             // first leaves `restart_pending`, which the next prepare
             // announces. (In a rare order both announce: at least once.)
-            Err(error) if sqlstate(&error) == Some("42710") => return Ok(()),
+            Err(error) if sqlstate(&error).as_deref() == Some("42710") => return Ok(()),
             Err(error) => return Err(error.into()),
         };
         self.advanced.store(0, Ordering::Relaxed);
@@ -558,7 +560,7 @@ impl Capture {
     /// misuses, so the slot's `wal_status` decides. A slot another session
     /// is reading (55006, a second ACL instance) is not a failure.
     fn explain_peek_error(&self, error: sqlx::Error) -> CaptureError {
-        match sqlstate(&error) {
+        match sqlstate(&error).as_deref() {
             Some("55000") => CaptureError::Unavailable(error.to_string()),
             Some("55006") => CaptureError::Busy,
             _ => CaptureError::Database(error),
@@ -819,11 +821,8 @@ impl Capture {
     }
 }
 
-fn sqlstate(error: &sqlx::Error) -> Option<&str> {
-    error
-        .as_database_error()?
-        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        .map(sqlx::postgres::PgDatabaseError::code)
+fn sqlstate(error: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
+    error.as_database_error()?.code()
 }
 
 /// How often an instance standing by tries the slot again.

@@ -229,8 +229,9 @@ impl Capture {
         client.wait_started().await.map_err(stream_error)?;
         // The slot is this session's now. A session that passed the marker
         // and let go of the slot since the first look started us past it,
-        // where it never comes.
-        if past_marker(self.confirmed().await?) {
+        // where it never comes. (Only catch_up has a marker: the feed's own
+        // sessions skip this look.)
+        if marker.is_some() && past_marker(self.confirmed().await?) {
             client.stop();
             let _ = client.join().await;
             return Ok(Recorded::default());

@@ -257,13 +257,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Delivered when (and only if) the transaction commits.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGES)
-            .bind(&*self.instance)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        self.notify_and_commit(tx).await?;
         Ok(versions)
     }
 
@@ -305,13 +299,22 @@ impl Store {
             .bind(route)
             .execute(&mut *tx)
             .await?;
+        self.notify_and_commit(tx).await?;
+        Ok(Some(written))
+    }
+
+    /// Tells the other instances the table changed, then commits: the
+    /// notification is delivered when (and only if) the transaction commits.
+    async fn notify_and_commit(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANGES)
             .bind(&*self.instance)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(Some(written))
+        tx.commit().await
     }
 
     /// The newest plans first, without their sources.
