@@ -51,6 +51,12 @@ GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text),
 DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'acl_legacy') THEN
         CREATE PUBLICATION acl_legacy FOR TABLE tb_member, tb_shop, tb_menu,
-            tb_order, tb_order_item, tb_payment, tb_delivery;
+            tb_order, tb_order_item, tb_payment, tb_delivery, tb_rider;
+    END IF;
+    -- Riders joined the publication with issue #15: a delivery fact names
+    -- its rider from the rider row the same transaction writes.
+    IF NOT EXISTS (SELECT FROM pg_publication_tables
+                   WHERE pubname = 'acl_legacy' AND tablename = 'tb_rider') THEN
+        ALTER PUBLICATION acl_legacy ADD TABLE tb_rider;
     END IF;
 END $$;

@@ -128,6 +128,38 @@ async fn an_order_placed_through_the_monolith_is_announced_then_each_step_in_ord
         ),
         (None, &json!("assigned"), &json!(rider))
     );
+    assert_eq!(
+        seen[5].payload["rider_name"], accepted["delivery"]["rider_name"],
+        "the assigning transaction marks the rider busy, so the fact names them"
+    );
+    assert_eq!(
+        seen[7].payload.get("rider_name"),
+        None,
+        "picking up writes no rider row"
+    );
+    // `updated_at` is legacy's own stamp of the order row: what Baedal's
+    // API shows, to the microsecond.
+    let shown: serde_json::Value = rig
+        .get(&format!("/api/orders/{order_no}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let instant = |value: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            value.as_str().expect("a time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    assert_eq!(
+        instant(&seen[8].payload["updated_at"]),
+        instant(&shown["updated_at"])
+    );
+    assert_eq!(
+        instant(&placed["updated_at"]),
+        instant(&shown["ordered_at"])
+    );
     rig.finish().await;
 }
 

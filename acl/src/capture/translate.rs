@@ -165,6 +165,11 @@ fn placed(tx: &Transaction, order: &Fields<'_>) -> Result<OrderPlaced, Untransla
         delivery_address: order.text("dlv_addr")?.to_owned(),
         placed_at: order.time("reg_dt")?,
         payment,
+        request: order
+            .row
+            .and_then(|row| row.get("req_msg"))
+            .map(str::to_owned),
+        updated_at: order.optional_time("upd_dt")?,
     })
 }
 
@@ -228,6 +233,7 @@ fn order_status_changed(
         rider_id: rider_assigned_with(tx, order_no),
         reason,
         changed_at: tx.committed_at,
+        updated_at: new.optional_time("upd_dt")?,
     }))
 }
 
@@ -310,9 +316,24 @@ fn delivery_status_changed(
             Some(to),
             DeliveryStatus::from_legacy_code,
         )?,
+        rider_name: rider_id.and_then(|id| rider_name_in(tx, id)),
         rider_id: rider_id.and_then(|id| id.parse().ok()),
         changed_at: tx.committed_at,
     }))
+}
+
+/// The name of rider `rider_id` as the transaction last wrote the rider's
+/// row: Baedal marks a rider busy in the transaction that assigns them.
+fn rider_name_in(tx: &Transaction, rider_id: &str) -> Option<String> {
+    tx.events.iter().rev().find_map(|event| match event {
+        Event::Change(change) if change.table == "tb_rider" => {
+            let row = change.new.as_ref()?;
+            (row.get("rider_id") == Some(rider_id))
+                .then(|| row.get("rider_nm").map(str::to_owned))
+                .flatten()
+        }
+        _ => None,
+    })
 }
 
 fn code_of<T>(
@@ -385,6 +406,14 @@ impl<'a> Fields<'a> {
 
     fn code<T>(&self, column: &str, read: fn(&str) -> Option<T>) -> Result<T, Untranslatable> {
         code_of(self, column, Some(self.text(column)?), read)
+    }
+
+    /// A time column that may be NULL or missing.
+    fn optional_time(&self, column: &str) -> Result<Option<OffsetDateTime>, Untranslatable> {
+        match self.row.and_then(|row| row.get(column)) {
+            Some(_) => self.time(column).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn time(&self, column: &str) -> Result<OffsetDateTime, Untranslatable> {
@@ -490,6 +519,8 @@ mod tests {
         };
         assert_eq!(placed.status, OrderStatus::Placed);
         assert_eq!(placed.placed_at, datetime!(2026-11-30 01:02:03.5 UTC));
+        assert_eq!(placed.updated_at, Some(placed.placed_at));
+        assert_eq!(placed.request, None, "req_msg is NULL");
         let names: Vec<&str> = placed.lines.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["김치찌개", "된장찌개"]);
         assert_eq!(

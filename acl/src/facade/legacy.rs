@@ -233,6 +233,8 @@ struct OrderRow {
     pay_amt: Option<i64>,
     dlv_stat_cd: Option<String>,
     rider_id: Option<i64>,
+    rider_nm: Option<String>,
+    upd_dt: OffsetDateTime,
 }
 
 #[derive(sqlx::FromRow)]
@@ -283,12 +285,13 @@ async fn snapshots(
     let rows: Vec<OrderRow> = sqlx::query_as(
         "SELECT o.ord_no, o.mbr_id, o.shop_id, s.shop_nm, o.ord_stat_cd::text AS ord_stat_cd,
                 o.cncl_rsn_cd, o.tot_amt, o.dlv_addr, o.req_msg, o.reg_dt,
-                greatest(o.upd_dt, p.upd_dt, d.upd_dt) AS changed_at,
-                p.pay_stat_cd, p.pay_amt, d.dlv_stat_cd, d.rider_id
+                greatest(o.upd_dt, p.upd_dt, d.upd_dt) AS changed_at, o.upd_dt,
+                p.pay_stat_cd, p.pay_amt, d.dlv_stat_cd, d.rider_id, r.rider_nm
          FROM tb_order o
          JOIN tb_shop s ON s.shop_id = o.shop_id
          LEFT JOIN tb_payment p ON p.ord_no = o.ord_no
          LEFT JOIN tb_delivery d ON d.ord_no = o.ord_no
+         LEFT JOIN tb_rider r ON r.rider_id = d.rider_id
          WHERE ($1::varchar IS NULL OR o.ord_no > $1)
            AND ($2::timestamptz IS NULL OR greatest(o.upd_dt, p.upd_dt, d.upd_dt) >= $2)
            AND ($3::varchar IS NULL OR o.ord_no = $3)
@@ -345,6 +348,7 @@ fn snapshot<'a>(
             status: DeliveryStatus::from_legacy_code(code)
                 .ok_or_else(|| untranslatable("dlv_stat_cd", code))?,
             rider_id: row.rider_id,
+            rider_name: row.rider_nm.clone(),
         }),
         None => None,
     };
@@ -377,5 +381,6 @@ fn snapshot<'a>(
         request: row.req_msg,
         placed_at: row.reg_dt,
         changed_at: row.changed_at,
+        updated_at: Some(row.upd_dt),
     })
 }

@@ -142,6 +142,7 @@ mod tests {
             delivery: None,
             placed_at: datetime!(2026-11-30 01:00:00 UTC),
             changed_at: datetime!(2026-11-30 01:00:00 UTC),
+            updated_at: None,
         }
     }
 

@@ -238,6 +238,7 @@ mod tests {
             delivery: None,
             placed_at: time::macros::datetime!(2026-11-30 01:00 UTC),
             changed_at: time::macros::datetime!(2026-11-30 01:00 UTC),
+            updated_at: None,
         }
     }
 

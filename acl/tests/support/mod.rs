@@ -222,6 +222,14 @@ impl Rig {
             .expect("Baedal answers")
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.baedal_url))
+            .send()
+            .await
+            .expect("Baedal answers")
+    }
+
     /// Places shop 1's usual order for member 1 through Baedal's API; its number.
     pub async fn place_order(&self) -> String {
         let response = self

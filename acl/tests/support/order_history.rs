@@ -62,7 +62,7 @@ impl Handler for ApplyLegacyOrders {
                         lines: placed.lines,
                         total_amount: placed.total_amount,
                         delivery_address: placed.delivery_address,
-                        request: None,
+                        request: placed.request,
                         payment: placed.payment.map(|p| PaymentSnapshot {
                             status: p.status,
                             amount: p.amount,
@@ -70,6 +70,7 @@ impl Handler for ApplyLegacyOrders {
                         delivery: None,
                         placed_at: placed.placed_at,
                         changed_at: placed.placed_at,
+                        updated_at: placed.updated_at,
                     };
                     sqlx::query(
                         "INSERT INTO order_view (order_no, snapshot) VALUES ($1, $2)

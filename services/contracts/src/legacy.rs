@@ -85,6 +85,19 @@ pub struct OrderPlaced {
     /// transaction, as `requested`, before it asks the gateway).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub payment: Option<Payment>,
+    /// The member's note to the shop. Added in the first revision of v1
+    /// (issue #15): absent in facts published before it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request: Option<String>,
+    /// When legacy last wrote the order itself (not its payment or
+    /// delivery), by legacy's own clock: what Baedal's API shows as
+    /// `updated_at`. Added with `request`.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub updated_at: Option<OffsetDateTime>,
 }
 
 /// A payment as it stood when a fact was captured.
@@ -128,6 +141,14 @@ pub struct OrderSnapshot {
     /// The latest write to the order, its payment or its delivery.
     #[serde(with = "time::serde::rfc3339")]
     pub changed_at: OffsetDateTime,
+    /// The latest write to the order itself, by legacy's clock (see
+    /// [`OrderPlaced::updated_at`]). Added in the first revision.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub updated_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +162,9 @@ pub struct DeliverySnapshot {
     pub status: DeliveryStatus,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rider_id: Option<i64>,
+    /// The rider's name. Added in the first revision.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rider_name: Option<String>,
 }
 
 /// One page of an export (`GET ...?after=<order_no>&limit=<n>`): orders
@@ -189,6 +213,14 @@ pub struct OrderStatusChanged {
     pub reason: Option<CancelReason>,
     #[serde(with = "time::serde::rfc3339")]
     pub changed_at: OffsetDateTime,
+    /// The order's own last write by legacy's clock (see
+    /// [`OrderPlaced::updated_at`]). Added in the first revision.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub updated_at: Option<OffsetDateTime>,
 }
 
 impl IntegrationEvent for OrderStatusChanged {
@@ -321,6 +353,11 @@ pub struct DeliveryStatusChanged {
     pub to: DeliveryStatus,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rider_id: Option<i64>,
+    /// The rider's name, when the transaction that assigned the rider
+    /// wrote the rider too (Baedal marks a rider busy as it assigns one).
+    /// Added in the first revision.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rider_name: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub changed_at: OffsetDateTime,
 }
@@ -449,6 +486,8 @@ mod tests {
                 status: PaymentStatus::Authorised,
                 amount: 22_000,
             }),
+            request: Some("문 앞에 놓아 주세요".into()),
+            updated_at: Some(datetime!(2026-11-22 03:00:00.25 UTC)),
         };
         assert_eq!(
             serde_json::to_value(&event).unwrap(),
@@ -457,7 +496,8 @@ mod tests {
                 "lines": [{"menu_id": 1, "name": "김치찌개", "unit_price": 11000, "quantity": 2}],
                 "total_amount": 22000, "delivery_address": "서울시 강남구",
                 "placed_at": "2026-11-22T03:00:00Z",
-                "payment": {"status": "authorised", "amount": 22000}
+                "payment": {"status": "authorised", "amount": 22000},
+                "request": "문 앞에 놓아 주세요", "updated_at": "2026-11-22T03:00:00.25Z"
             })
         );
     }
@@ -488,9 +528,11 @@ mod tests {
                 delivery: Some(DeliverySnapshot {
                     status: DeliveryStatus::Assigned,
                     rider_id: Some(3),
+                    rider_name: Some("김배달".into()),
                 }),
                 placed_at: datetime!(2026-11-22 03:00:00 UTC),
                 changed_at: datetime!(2026-11-22 03:10:00 UTC),
+                updated_at: Some(datetime!(2026-11-22 03:05:00 UTC)),
             },
             resynced_at: datetime!(2026-11-22 04:00:00 UTC),
         };
@@ -500,8 +542,9 @@ mod tests {
             "lines": [{"menu_id": 4, "name": "김치찌개", "unit_price": 11000, "quantity": 2}],
             "total_amount": 22000, "delivery_address": "서울시 강남구", "request": "문 앞에",
             "payment": {"status": "refunded", "amount": 22000},
-            "delivery": {"status": "assigned", "rider_id": 3},
-            "placed_at": "2026-11-22T03:00:00Z", "changed_at": "2026-11-22T03:10:00Z"
+            "delivery": {"status": "assigned", "rider_id": 3, "rider_name": "김배달"},
+            "placed_at": "2026-11-22T03:00:00Z", "changed_at": "2026-11-22T03:10:00Z",
+            "updated_at": "2026-11-22T03:05:00Z"
         });
         assert_eq!(
             serde_json::to_value(&resynced).unwrap(),
@@ -536,6 +579,7 @@ mod tests {
             rider_id: Some(7),
             reason: None,
             changed_at: datetime!(2026-11-22 03:05:00 UTC),
+            updated_at: None,
         };
         assert_eq!(
             serde_json::to_value(&accepted).unwrap(),
@@ -558,10 +602,11 @@ mod tests {
             rider_id: None,
             reason: Some(CancelReason::from_legacy_code("SHOP")),
             changed_at: datetime!(2026-11-22 03:05:00 UTC),
+            updated_at: Some(datetime!(2026-11-22 03:04:59.9 UTC)),
         };
         assert_eq!(
             serde_json::to_value(&rejected).unwrap(),
-            json!({"order_no": "20261122-000001", "from": "paid", "to": "rejected", "reason": "shop_rejected", "changed_at": "2026-11-22T03:05:00Z"})
+            json!({"order_no": "20261122-000001", "from": "paid", "to": "rejected", "reason": "shop_rejected", "changed_at": "2026-11-22T03:05:00Z", "updated_at": "2026-11-22T03:04:59.9Z"})
         );
     }
 
@@ -583,11 +628,12 @@ mod tests {
             from: None,
             to: DeliveryStatus::from_legacy_code("ASSIGNED").unwrap(),
             rider_id: Some(2),
+            rider_name: Some("이라이더".into()),
             changed_at: datetime!(2026-11-22 03:05:00 UTC),
         };
         assert_eq!(
             serde_json::to_value(&begun).unwrap(),
-            json!({"order_no": "20261122-000001", "to": "assigned", "rider_id": 2, "changed_at": "2026-11-22T03:05:00Z"})
+            json!({"order_no": "20261122-000001", "to": "assigned", "rider_id": 2, "rider_name": "이라이더", "changed_at": "2026-11-22T03:05:00Z"})
         );
     }
 
