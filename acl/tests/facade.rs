@@ -333,6 +333,39 @@ async fn a_second_question_is_answered_from_the_cache_and_says_how_old_it_is(
 }
 
 #[sqlx::test(migrations = false)]
+async fn a_request_that_says_no_cache_is_answered_from_the_legacy_database(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let acl = Acl::start(&rig, &options, facade(3_600_000, 3_600_000)).await;
+    assert_eq!(acl.get("/v1/shops/1").await.status(), StatusCode::OK);
+    // Renamed behind the cache's back: no feed runs in this test.
+    sqlx::query("UPDATE tb_shop SET shop_nm = '새 이름' WHERE shop_id = 1")
+        .execute(&rig.legacy_admin)
+        .await
+        .expect("rename");
+    assert_ne!(acl.json("/v1/shops/1").await["name"], "새 이름", "cached");
+    let revalidated = acl
+        .http
+        .get(format!("{}/v1/shops/1", acl.url))
+        .header("cache-control", "max-age=0, No-Cache")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(revalidated.headers()["age"], "0");
+    let body: Value = revalidated.json().await.expect("JSON");
+    assert_eq!(body["name"], "새 이름");
+    assert_eq!(
+        acl.json("/v1/shops/1").await["name"],
+        "새 이름",
+        "what was read again is cached"
+    );
+    acl.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
 async fn a_legacy_change_reaches_the_cache_through_the_change_feed_not_the_ttl(
     _: PgPoolOptions,
     options: PgConnectOptions,
@@ -578,6 +611,26 @@ async fn the_export_pages_every_order_by_number_and_filters_what_changed_since(
     assert_eq!(order["delivery"]["status"], "assigned");
     assert!(order["delivery"]["rider_id"].is_i64());
     assert!(order["changed_at"].as_str() > order["placed_at"].as_str());
+    // What Baedal's own API shows of the order, the export carries too.
+    let shown: Value = rig
+        .get(&format!("/api/orders/{}", placed[1]))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        order["delivery"]["rider_name"],
+        shown["delivery"]["rider_name"]
+    );
+    assert!(order["delivery"]["rider_name"].is_string());
+    let instant = |value: &Value| {
+        time::OffsetDateTime::parse(
+            value.as_str().expect("a time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    assert_eq!(instant(&order["updated_at"]), instant(&shown["updated_at"]));
     acl.stop().await;
     rig.finish().await;
 }

@@ -1,6 +1,7 @@
 //! The façade's routes. Every answer from the cache carries `Age` (RFC
 //! 9111: seconds since it was read from the legacy database); every error
-//! is problem+json.
+//! is problem+json. A request with `Cache-Control: no-cache` is answered
+//! from the legacy database whenever it can be (RFC 9111 §5.2.1.4).
 //!
 //! | route | answer |
 //! |---|---|
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chassis::Problem;
@@ -41,7 +42,8 @@ pub fn router(facade: Facade) -> Router {
         .with_state(facade)
 }
 
-async fn shops(State(facade): State<Facade>) -> Result<Response, Problem> {
+async fn shops(State(facade): State<Facade>, headers: HeaderMap) -> Result<Response, Problem> {
+    let facade = asked_of(facade, &headers);
     let answered = facade.shops().await.map_err(problem)?;
     let now = OffsetDateTime::now_utc();
     let views: Vec<_> = answered.value.iter().map(|shop| shop.at(now)).collect();
@@ -50,8 +52,10 @@ async fn shops(State(facade): State<Facade>) -> Result<Response, Problem> {
 
 async fn shop(
     State(facade): State<Facade>,
+    headers: HeaderMap,
     Path(shop_id): Path<String>,
 ) -> Result<Response, Problem> {
+    let facade = asked_of(facade, &headers);
     let shop_id = id("shop_id", &shop_id)?;
     let answered = facade.shop(shop_id).await.map_err(problem)?;
     let view = answered.value.at(OffsetDateTime::now_utc());
@@ -60,8 +64,10 @@ async fn shop(
 
 async fn menu(
     State(facade): State<Facade>,
+    headers: HeaderMap,
     Path(shop_id): Path<String>,
 ) -> Result<Response, Problem> {
+    let facade = asked_of(facade, &headers);
     let shop_id = id("shop_id", &shop_id)?;
     let answered = facade.menu(shop_id).await.map_err(problem)?;
     Ok(with_age(&answered.value, &answered))
@@ -69,8 +75,10 @@ async fn menu(
 
 async fn member(
     State(facade): State<Facade>,
+    headers: HeaderMap,
     Path(member_id): Path<String>,
 ) -> Result<Response, Problem> {
+    let facade = asked_of(facade, &headers);
     let member_id = id("member_id", &member_id)?;
     let answered = facade.member(member_id).await.map_err(problem)?;
     Ok(with_age(&answered.value, &answered))
@@ -83,6 +91,21 @@ async fn export_orders(
     let selection = selection(query.as_deref().unwrap_or_default())?;
     let page = facade.orders(selection).await.map_err(problem)?;
     Ok(Json(page).into_response())
+}
+
+/// The façade as the request asks it: revalidating on `no-cache`.
+fn asked_of(facade: Facade, headers: &HeaderMap) -> Facade {
+    let no_cache = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"));
+    if no_cache {
+        facade.revalidating()
+    } else {
+        facade
+    }
 }
 
 fn with_age<T: Serialize, V>(body: T, answered: &Answered<V>) -> Response {

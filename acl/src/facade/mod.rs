@@ -18,7 +18,8 @@
 //! How an answer is chosen, per request: a fresh cached answer; else the
 //! legacy database (and the answer is cached); else, when the legacy
 //! database cannot answer, a cached answer younger than the staleness
-//! bound; else 503. The export is never cached.
+//! bound; else 503. A request with `Cache-Control: no-cache` skips the
+//! first step. The export is never cached.
 
 pub mod cache;
 pub mod http;
@@ -182,6 +183,10 @@ pub struct Facade {
     caches: Arc<Caches>,
     settings: FacadeSettings,
     metrics: FacadeMetrics,
+    /// Read the legacy database even when a fresh answer is cached (the
+    /// request said `Cache-Control: no-cache`, RFC 9111 §5.2.1.4); a
+    /// stale answer still stands in while it is away.
+    revalidate: bool,
 }
 
 impl Facade {
@@ -217,7 +222,19 @@ impl Facade {
             }),
             settings,
             metrics,
+            revalidate: false,
         })
+    }
+
+    /// This façade, asking the legacy database before its cache: for a
+    /// consumer that has just heard of a change and must not read the
+    /// answer from before it (the cache's own invalidation may not have
+    /// come yet).
+    pub fn revalidating(&self) -> Self {
+        Self {
+            revalidate: true,
+            ..self.clone()
+        }
     }
 
     pub fn settings(&self) -> &FacadeSettings {
@@ -335,7 +352,9 @@ impl Facade {
         K: Eq + std::hash::Hash + Clone,
         V: Clone,
     {
-        if let Lookup::Fresh { value, age } = cache.look(&key, Instant::now()) {
+        if let Lookup::Fresh { value, age } = cache.look(&key, Instant::now())
+            && !self.revalidate
+        {
             self.metrics.answered("cache");
             return Ok(Some(Answered { value, age }));
         }
