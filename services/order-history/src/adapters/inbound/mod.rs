@@ -1,0 +1,4 @@
+//! Driving adapters: HTTP and the broker.
+
+pub mod http;
+pub mod messaging;

@@ -1,0 +1,128 @@
+//! Rebuilding the views from the owners' export APIs (Baemin's full and
+//! partial IMPORT), while facts keep flowing.
+//!
+//! - **Full**: every order, folded into the live views with the same rules
+//!   as facts: a view only moves forward, so a snapshot read before a
+//!   fact that is applied after it changes nothing, and nothing a reader
+//!   sees goes back.
+//! - **Partial**: the orders changed since a time (`--minutes N`, or a
+//!   restarted feed's `since`).
+//! - **Fresh**: every order into an empty table set; at the end that set
+//!   replaces the live one in one transaction, then a partial import from
+//!   the job's start folds in what facts changed meanwhile. Readers see
+//!   the old store until the swap and the new one after it, never a half
+//!   built one.
+//!
+//! Each page is applied with the job's cursor in one transaction, so a
+//! job whose runner crashed is resumed from the page after the last one
+//! applied. An owner that cannot answer is asked again with back-off; the
+//! job waits rather than fails.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::ports::{ImportJobs, ImportKind, ImportRequest, Job, Owner, StoreError};
+
+/// Orders asked for per page.
+pub const PAGE: u32 = 500;
+
+/// A job's progress, reported after each page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub job: i64,
+    pub imported: i64,
+    /// The last order number applied.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How long a fresh import's follow-up looks back before the job began:
+/// commit times and clocks are not exact.
+const MARGIN: time::Duration = time::Duration::minutes(1);
+
+/// Runs a claimed job to its end; `progress` hears after each page.
+pub async fn run<J: ImportJobs, O: Owner>(
+    jobs: &J,
+    owner: &O,
+    mut job: Job,
+    mut claim: J::Claim,
+    progress: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<Progress, ImportError> {
+    let started = OffsetDateTime::now_utc();
+    tracing::info!(job = job.id, kind = ?job.kind, reason = %job.reason, after = ?job.after, "import starts");
+    let outcome = pages(jobs, owner, &mut job, &mut claim, progress).await;
+    match &outcome {
+        Ok(()) => {
+            if job.kind == ImportKind::Fresh {
+                jobs.swap_in_fresh(&mut claim).await?;
+                jobs.request(&ImportRequest {
+                    kind: ImportKind::Partial {
+                        since: job.requested_at.min(started) - MARGIN,
+                    },
+                    reason: format!("what changed while fresh import {} ran", job.id),
+                })
+                .await?;
+            }
+            jobs.finish(claim, &job, None).await?;
+            tracing::info!(job = job.id, imported = job.imported, "import finished");
+        }
+        Err(error) => {
+            let message = error.to_string();
+            tracing::error!(job = job.id, error = %message, "import failed");
+            jobs.finish(claim, &job, Some(&message)).await?;
+        }
+    }
+    outcome.map(|()| Progress {
+        job: job.id,
+        imported: job.imported,
+        after: job.after.clone(),
+    })
+}
+
+async fn pages<J: ImportJobs, O: Owner>(
+    jobs: &J,
+    owner: &O,
+    job: &mut Job,
+    claim: &mut J::Claim,
+    progress: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<(), ImportError> {
+    if job.kind == ImportKind::Fresh {
+        jobs.prepare_fresh(claim).await?;
+    }
+    let since = match job.kind {
+        ImportKind::Partial { since } => Some(since),
+        ImportKind::Full | ImportKind::Fresh => None,
+    };
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let page = match owner.export(job.after.as_deref(), PAGE, since).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(job = job.id, %error, retry_in_ms = pause.as_millis(), "the owner's export did not answer; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(200);
+        jobs.apply_page(claim, job, &page).await?;
+        job.imported += i64::try_from(page.orders.len()).unwrap_or(i64::MAX);
+        if let Some(last) = page.orders.last() {
+            job.after = Some(last.order_no.clone());
+        }
+        progress(&Progress {
+            job: job.id,
+            imported: job.imported,
+            after: job.after.clone(),
+        });
+        if page.next_after.is_none() {
+            return Ok(());
+        }
+    }
+}
