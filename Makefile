@@ -8,7 +8,7 @@ STACK := infra/local/stack.sh
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean infra bench seed redrive reconcile
+.PHONY: help up down status logs test lint fmt clean infra bench seed redrive reconcile rebuild-history
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ redrive: infra ## move dead letters back: make redrive QUEUE=<consumer>.<purpose
 
 reconcile: infra ## compare legacy orders with the new stores; REPAIR=1 re-publishes what differs, JSON=1 prints JSON
 	@$(WITH_STACK_ENV) cargo run --quiet -p acl --bin reconcile -- $(if $(REPAIR),--repair) $(if $(JSON),--json)
+
+rebuild-history: infra ## rebuild order-history from the ACL's export: make rebuild-history ARGS="full | fresh | partial --minutes N | status"
+	@test -n "$(ARGS)" || { echo 'usage: make rebuild-history ARGS="full | fresh | partial --minutes N | status"'; exit 2; }
+	@$(WITH_STACK_ENV) cargo run --quiet -p order-history --bin rebuild-history -- $(ARGS)
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed

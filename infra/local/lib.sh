@@ -98,7 +98,7 @@ ensure_secrets() {
 			say "KIT_DB_PASSWORD_${db^^}=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# Tokens of the admin planes, added as the components that need them land.
-	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN KIT_PG_SANDBOX_API_KEY KIT_PG_SANDBOX_ADMIN_TOKEN KIT_ACL_ADMIN_TOKEN; do
+	for name in KIT_STRANGLER_ADMIN_TOKEN KIT_STRANGLER_TESTER_TOKEN KIT_PG_SANDBOX_API_KEY KIT_PG_SANDBOX_ADMIN_TOKEN KIT_ACL_ADMIN_TOKEN KIT_ORDER_HISTORY_ADMIN_TOKEN; do
 		grep -q "^$name=" "$KIT_SECRETS" || say "$name=$(random_secret)" >>"$KIT_SECRETS"
 	done
 	# shellcheck disable=SC1090
@@ -149,6 +149,12 @@ write_stack_env() {
 		say "ACL_ADMIN_TOKEN=$KIT_ACL_ADMIN_TOKEN"
 		say "# Baedal, for the commands the ACL carries out through the monolith's own API."
 		say "ACL_MONOLITH__BASE_URL=http://127.0.0.1:${BAEDAL_HTTP_PORT:-8080}"
+		say "# Reconciliation compares legacy with order-history's export."
+		say "ACL_RECONCILE__STORES__ORDER_HISTORY=http://127.0.0.1:${ORDER_HISTORY_HTTP__PORT:-8082}/v1/export/orders"
+		say "# order-history, the CQRS read store: the broker, its admin token, the ACL it imports from."
+		say "ORDER_HISTORY_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
+		say "ORDER_HISTORY_ADMIN_TOKEN=$KIT_ORDER_HISTORY_ADMIN_TOKEN"
+		say "ORDER_HISTORY_ACL__BASE_URL=http://127.0.0.1:${ACL_HTTP__PORT:-8090}"
 		say "KIT_RABBIT_MANAGEMENT_URL=http://127.0.0.1:$KIT_RABBIT_UI_PORT"
 	} | write_if_changed "$KIT_STACK_ENV"
 }

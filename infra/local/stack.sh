@@ -129,6 +129,9 @@ urls() {
 	if pid_alive "$KIT_PIDS/acl.pid"; then
 		say "  ACL façade, OpenAPI and admin:                http://127.0.0.1:${ACL_HTTP__PORT:-8090}/   (admin token: KIT_ACL_ADMIN_TOKEN in .run/secrets.env)"
 	fi
+	if pid_alive "$KIT_PIDS/order-history.pid"; then
+		say "  order-history status page, lag and imports:   http://127.0.0.1:${ORDER_HISTORY_HTTP__PORT:-8082}/   (admin token: KIT_ORDER_HISTORY_ADMIN_TOKEN in .run/secrets.env)"
+	fi
 	if pid_alive "$KIT_PIDS/pg-sandbox.pid"; then
 		say "  Payment sandbox behaviour (latency, declines, failures): PUT http://127.0.0.1:${PG_SANDBOX_HTTP__PORT:-8099}/admin/behaviour"
 		say "    token: KIT_PG_SANDBOX_ADMIN_TOKEN in .run/secrets.env"

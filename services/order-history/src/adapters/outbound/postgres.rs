@@ -7,7 +7,6 @@
 //! waited for the swap look the name up again once they hold the lock, so
 //! they land in the new table.
 
-
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
