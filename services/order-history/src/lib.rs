@@ -271,8 +271,8 @@ async fn run_imports<F: Future<Output = ()> + Send>(
     });
     loop {
         match jobs.claim(None).await {
-            Ok(Some((job, claim))) => {
-                let run = import::run(&jobs, &owner, job, claim, progress.as_ref());
+            Ok(Some(claimed)) => {
+                let run = import::run(&jobs, &owner, claimed, import::PAGE, progress.as_ref());
                 tokio::select! {
                     outcome = run => {
                         if let Err(error) = outcome {

@@ -46,17 +46,19 @@ pub enum ImportError {
 /// commit times and clocks are not exact.
 const MARGIN: time::Duration = time::Duration::minutes(1);
 
-/// Runs a claimed job to its end; `progress` hears after each page.
+/// Runs a claimed job to its end, asking for `page_size` orders at a time
+/// ([`PAGE`] unless a test wants many pages); `progress` hears after each
+/// page.
 pub async fn run<J: ImportJobs, O: Owner>(
     jobs: &J,
     owner: &O,
-    mut job: Job,
-    mut claim: J::Claim,
+    (mut job, mut claim): (Job, J::Claim),
+    page_size: u32,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<Progress, ImportError> {
     let started = OffsetDateTime::now_utc();
     tracing::info!(job = job.id, kind = ?job.kind, reason = %job.reason, after = ?job.after, "import starts");
-    let outcome = pages(jobs, owner, &mut job, &mut claim, progress).await;
+    let outcome = pages(jobs, owner, &mut job, &mut claim, page_size, progress).await;
     match &outcome {
         Ok(()) => {
             if job.kind == ImportKind::Fresh {
@@ -90,6 +92,7 @@ async fn pages<J: ImportJobs, O: Owner>(
     owner: &O,
     job: &mut Job,
     claim: &mut J::Claim,
+    page_size: u32,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<(), ImportError> {
     if job.kind == ImportKind::Fresh {
@@ -101,7 +104,7 @@ async fn pages<J: ImportJobs, O: Owner>(
     };
     let mut pause = Duration::from_millis(200);
     loop {
-        let page = match owner.export(job.after.as_deref(), PAGE, since).await {
+        let page = match owner.export(job.after.as_deref(), page_size, since).await {
             Ok(page) => page,
             Err(error) => {
                 tracing::warn!(job = job.id, %error, retry_in_ms = pause.as_millis(), "the owner's export did not answer; asking again");

@@ -137,9 +137,9 @@ async fn run(command: Command) -> anyhow::Result<u8> {
     loop {
         // Ours to run (ours comes first among the unfinished), or someone
         // else's turn: then follow the job until it ends.
-        if let Some((job, claim)) = jobs.claim(Some(id)).await? {
+        if let Some(claimed) = jobs.claim(Some(id)).await? {
             return Ok(
-                match import::run(&jobs, &owner, job, claim, &report).await {
+                match import::run(&jobs, &owner, claimed, import::PAGE, &report).await {
                     Ok(progress) => {
                         println!("import {id} done: {} orders", progress.imported);
                         0

@@ -135,6 +135,9 @@ impl Owner for AclOwner {
     }
 
     async fn shop(&self, shop_id: i64, revalidate: bool) -> Result<Option<Shop>, OwnerError> {
+        if shop_id <= 0 {
+            return Ok(None);
+        }
         let response = self
             .get(&format!("/v1/shops/{shop_id}"), revalidate)
             .await?;
@@ -153,6 +156,10 @@ impl Owner for AclOwner {
     }
 
     async fn member_exists(&self, member_id: i64) -> Result<bool, OwnerError> {
+        // Legacy's ids are positive; the façade refuses others as malformed.
+        if member_id <= 0 {
+            return Ok(false);
+        }
         let response = self.get(&format!("/v1/members/{member_id}"), false).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(false);
