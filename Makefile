@@ -8,7 +8,7 @@ STACK := infra/local/stack.sh
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean infra bench seed redrive reconcile rebuild-history
+.PHONY: help up down status logs test lint fmt clean infra bench seed redrive reconcile rebuild-history stage1
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ reconcile: infra ## compare legacy orders with the new stores; REPAIR=1 re-publi
 rebuild-history: infra ## rebuild order-history from the ACL's export: make rebuild-history ARGS="full | fresh | partial --minutes N | status"
 	@test -n "$(ARGS)" || { echo 'usage: make rebuild-history ARGS="full | fresh | partial --minutes N | status"'; exit 2; }
 	@$(WITH_STACK_ENV) cargo run --quiet -p order-history --bin rebuild-history -- $(ARGS)
+
+stage1: ## stage 1 on the running stack: the read routes in shadow over generated orders (ORDERS=n, default 500), then canary and migrated
+	@$(WITH_STACK_ENV) ORDERS=$(or $(ORDERS),500) cargo run --quiet -p system-tests --bin stage1
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed
