@@ -1,7 +1,10 @@
 //! Benchmark: the legacy change feed's latency, from a legacy commit to the
-//! fact arriving at a consumer (after the broker confirmed it), at a steady
-//! order rate of half what the monolith can take on this machine, measured
-//! in the same run. Target (ARCHITECTURE.md §15): p99 ≤ 100 ms.
+//! fact arriving at a consumer (after the broker confirmed it), and
+//! "command → read model", from the monolith's 201 to order-history
+//! holding the order as paid (what a member's next read shows), at a
+//! steady order rate of half what the monolith can take on this machine,
+//! measured in the same run. Targets (ARCHITECTURE.md §15): p99 ≤ 100 ms
+//! for both.
 //!
 //! Everything runs in this process against the local stack (source
 //! `.run/stack.env`): the payment sandbox and Baedal on fresh databases,
@@ -10,16 +13,20 @@
 //!
 //! 1. the monolith's maximum: closed loop, `CLIENTS` clients placing
 //!    orders for `MEASURE` (before the ACL starts);
-//! 2. the feed under load: the ACL starts; orders are placed open-loop at
-//!    half that rate for `LOAD`; each fact's latency is its arrival time
-//!    minus its `occurred_at` (the legacy commit time); the slot's lag is
+//! 2. the feed under load: the ACL and order-history start; orders are
+//!    placed open-loop at half that rate for `LOAD`; each fact's latency is
+//!    its arrival time minus its `occurred_at` (the legacy commit time);
+//!    each order's read-model latency is the moment order-history commits
+//!    it as paid (a trigger the bench adds NOTIFYs it) minus the moment
+//!    the 201 arrived, both on this process's clock; the slot's lag is
 //!    sampled every 50 ms.
 //!
 //! Prints one JSON object. `tests/perf/acl-bench.sh` merges it into
 //! target/bench/results.json.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acl::{Application, Settings};
@@ -60,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let own_db = format!("acl_bench_own_{run}");
     let slot = format!("acl_bench_{run}");
     let exchange = format!("acl.bench.{run}");
+    let history_db = format!("oh_bench_{run}");
 
     let admin = PgPoolOptions::new()
         .max_connections(2)
@@ -75,14 +83,22 @@ async fn main() -> anyhow::Result<()> {
     )))
     .execute(&admin)
     .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"CREATE DATABASE "{history_db}" OWNER order_history"#
+    )))
+    .execute(&admin)
+    .await?;
     let outcome = bench(
         &admin_url,
         &acl_password,
         &amqp_url,
-        &legacy_db,
-        &own_db,
-        &slot,
-        &exchange,
+        &Names {
+            legacy_db: &legacy_db,
+            own_db: &own_db,
+            slot: &slot,
+            exchange: &exchange,
+            history_db: &history_db,
+        },
     )
     .await;
     // Clean up whatever happened.
@@ -93,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(connection) = amqp::connect(&amqp_url, "acl-bench-cleanup").await
         && let Ok(channel) = connection.create_channel().await
     {
-        for queue in [cache_queue(&exchange), sync_back_queue(&exchange)] {
+        for queue in [
+            cache_queue(&exchange),
+            sync_back_queue(&exchange),
+            history_queue(&exchange),
+        ] {
             for suffix in ["", ".retry", ".dlq"] {
                 let queue = format!("{queue}{suffix}");
                 let _ = channel
@@ -102,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    for db in [&legacy_db, &own_db] {
+    for db in [&legacy_db, &own_db, &history_db] {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#
         )))
@@ -113,15 +133,28 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What this run creates, each named after the run.
+struct Names<'a> {
+    legacy_db: &'a str,
+    own_db: &'a str,
+    slot: &'a str,
+    exchange: &'a str,
+    history_db: &'a str,
+}
+
 async fn bench(
     admin_url: &PgConnectOptions,
     acl_password: &str,
     amqp_url: &str,
-    legacy_db: &str,
-    own_db: &str,
-    slot: &str,
-    exchange: &str,
+    names: &Names<'_>,
 ) -> anyhow::Result<serde_json::Value> {
+    let Names {
+        legacy_db,
+        own_db,
+        slot,
+        exchange,
+        history_db,
+    } = *names;
     let legacy_admin_url = admin_url.clone().database(legacy_db);
     let baedal = start_baedal(&legacy_admin_url).await?;
     let legacy_admin = PgPoolOptions::new()
@@ -213,11 +246,78 @@ async fn bench(
         .await?;
 
     let app = Application::build(settings).await?;
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.port());
+    let acl_base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = format!("{acl_base}/metrics");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
+
+    // order-history, fed by this ACL, and a listener told when it commits
+    // an order as paid (the bench's trigger, not the service's code).
+    let history_url: PgConnectOptions = env("KIT_DB_URL_ORDER_HISTORY")?.parse()?;
+    let history_url = history_url.database(history_db);
+    let history = order_history::Application::build(order_history::Settings {
+        http: HttpSettings::default(),
+        telemetry: chassis::telemetry::TelemetrySettings::default(),
+        database: DatabaseSettings {
+            url: history_url.to_url_lossy().to_string().into(),
+            max_connections: 10,
+            acquire_timeout_ms: 2_000,
+        },
+        amqp_url: amqp_url.to_owned().into(),
+        admin_token: None,
+        exchange: exchange.to_owned(),
+        queue: history_queue(exchange),
+        acl: order_history::AclSettings {
+            base_url: acl_base,
+            ..order_history::AclSettings::default()
+        },
+        import_on_start: true,
+        consumers: 4,
+        import_page_size: 500,
+    })
+    .await?;
+    let history_metrics = format!("http://127.0.0.1:{}/metrics", history.port());
+    let history_db_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(history_url)
+        .await?;
+    sqlx::raw_sql(
+        "CREATE FUNCTION bench_paid() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.status = 'paid' AND OLD.status IS DISTINCT FROM 'paid' THEN
+                 PERFORM pg_notify('bench_paid', NEW.order_no);
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER bench_paid AFTER UPDATE ON order_view
+             FOR EACH ROW EXECUTE FUNCTION bench_paid();",
+    )
+    .execute(&history_db_pool)
+    .await?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&history_db_pool).await?;
+    listener.listen("bench_paid").await?;
+    let paid_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let listening = {
+        let paid_at = paid_at.clone();
+        tokio::spawn(async move {
+            while let Ok(notification) = listener.recv().await {
+                let now = Instant::now();
+                if let Ok(mut paid_at) = paid_at.lock() {
+                    paid_at.insert(notification.payload().to_owned(), now);
+                }
+            }
+        })
+    };
+    let (stop_history, history_stopped) = tokio::sync::oneshot::channel::<()>();
+    let history_served = tokio::spawn(history.run_until_stopped(async {
+        let _ = history_stopped.await;
+    }));
+    let read_model = ReadModel {
+        paid_at,
+        metrics_url: history_metrics,
+    };
 
     // Wait for the feed to start (its first fact is feed.restarted).
     let first = tokio::time::timeout(Duration::from_secs(60), consumer.next())
@@ -228,26 +328,17 @@ async fn bench(
     // The target's load first, then a quarter of the maximum: how far the
     // latency is the feed's and how far the machine's (everything shares
     // two cores here).
-    let at_half = phase(
-        &mut consumer,
-        &http,
-        &baedal,
-        &legacy_admin,
+    let probes = Probes {
+        legacy_admin: &legacy_admin,
         slot,
-        &metrics_url,
-        load_rate,
-    )
-    .await?;
-    let at_quarter = phase(
-        &mut consumer,
-        &http,
-        &baedal,
-        &legacy_admin,
-        slot,
-        &metrics_url,
-        max_rate / 4.0,
-    )
-    .await?;
+        metrics_url: &metrics_url,
+        read_model: &read_model,
+    };
+    let at_half = phase(&mut consumer, &http, &baedal, &probes, load_rate).await?;
+    let at_quarter = phase(&mut consumer, &http, &baedal, &probes, max_rate / 4.0).await?;
+    let _ = stop_history.send(());
+    let _ = history_served.await;
+    listening.abort();
     let _ = stop.send(());
     let _ = served.await;
 
@@ -260,11 +351,22 @@ async fn bench(
     Ok(result)
 }
 
+/// Where the bench learns when order-history holds an order as paid.
+struct ReadModel {
+    paid_at: Arc<Mutex<HashMap<String, Instant>>>,
+    metrics_url: String,
+}
+
 /// One load level's figures.
 struct Phase {
     rate: f64,
     orders: u64,
     latencies_ms: Vec<f64>,
+    /// From each order's 201 to order-history holding it as paid, sorted
+    /// (at least the time waited, for an order it never showed).
+    read_model_ms: Vec<f64>,
+    /// Orders order-history had not shown as paid when the drain ended.
+    read_model_unseen: u64,
     p99_ms: f64,
     lag_peak: u64,
     cpu_busy_percent: Option<f64>,
@@ -282,6 +384,10 @@ impl Phase {
             "commit_to_consumer_p50_ms": round(pct(0.50)),
             "commit_to_consumer_p99_ms": round(self.p99_ms),
             "commit_to_consumer_max_ms": round(pct(1.0)),
+            "command_to_read_model_orders": self.read_model_ms.len(),
+            "command_to_read_model_unseen": self.read_model_unseen,
+            "command_to_read_model_p50_ms": round(percentile(&self.read_model_ms, 0.50)),
+            "command_to_read_model_p99_ms": round(percentile(&self.read_model_ms, 0.99)),
             "slot_lag_peak_bytes": self.lag_peak,
             "cpu_busy_percent": self.cpu_busy_percent.map(round),
             "stages": self.stages,
@@ -292,18 +398,37 @@ impl Phase {
 /// Places orders at `rate` for [`LOAD`] and times each fact from its
 /// legacy commit to the consumer; the stages come from the histograms'
 /// growth over the phase.
+/// What a level watches besides the consumer: the slot, the ACL's and
+/// order-history's metrics.
+struct Probes<'a> {
+    legacy_admin: &'a PgPool,
+    slot: &'a str,
+    metrics_url: &'a str,
+    read_model: &'a ReadModel,
+}
+
 async fn phase(
     consumer: &mut lapin::Consumer,
     http: &reqwest::Client,
     baedal: &str,
-    legacy_admin: &PgPool,
-    slot: &str,
-    metrics_url: &str,
+    probes: &Probes<'_>,
     rate: f64,
 ) -> anyhow::Result<Phase> {
+    let Probes {
+        legacy_admin,
+        slot,
+        metrics_url,
+        read_model,
+    } = *probes;
     eprintln!("load: {rate:.0} orders/s");
     let started = OffsetDateTime::now_utc();
     let before = http.get(metrics_url).send().await?.text().await?;
+    let history_before = http
+        .get(&read_model.metrics_url)
+        .send()
+        .await?
+        .text()
+        .await?;
     let cpu_before = cpu_times();
     let lag_peak = Arc::new(AtomicU64::new(0));
     let sampler = tokio::spawn(sample_lag(
@@ -312,11 +437,13 @@ async fn phase(
         lag_peak.clone(),
     ));
     let placed = Arc::new(AtomicU64::new(0));
+    let answered: Answered = Arc::default();
     let load = tokio::spawn(open_loop(
         http.clone(),
         baedal.to_owned(),
         rate,
         placed.clone(),
+        answered.clone(),
     ));
 
     let mut latencies_ms = Vec::new();
@@ -343,6 +470,43 @@ async fn phase(
     }
     let orders = load.await??;
     sampler.abort();
+    // Each order's 201 against order-history's commit of it as paid;
+    // the last ones may still be on their way.
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let (read_model_ms, unseen) = loop {
+        let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
+        let paid_at = read_model
+            .paid_at
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let mut unseen = 0_u64;
+        let times: Vec<f64> = answered
+            .iter()
+            .map(|(order_no, at_201)| match paid_at.get(order_no) {
+                // The read model may commit before the 201 reaches the
+                // client: that is no lag at all.
+                Some(paid) => paid.saturating_duration_since(*at_201).as_secs_f64() * 1000.0,
+                // Not there yet: at least this long, counted as such so
+                // the slowest orders are not dropped from the percentiles.
+                None => {
+                    unseen += 1;
+                    now.saturating_duration_since(*at_201).as_secs_f64() * 1000.0
+                }
+            })
+            .collect();
+        if unseen == 0 || tokio::time::Instant::now() >= deadline {
+            break (times, unseen);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let history_after = http
+        .get(&read_model.metrics_url)
+        .send()
+        .await?
+        .text()
+        .await?;
     let cpu_busy_percent =
         cpu_before
             .zip(cpu_times())
@@ -361,8 +525,14 @@ async fn phase(
         "commit_to_recorded": stage("acl_capture_commit_to_recorded_seconds"),
         "commit_to_confirmed": stage("outbox_event_age_at_confirm_seconds"),
         "relay_publish_to_last_confirm": stage("outbox_publish_latency_seconds"),
+        "commit_to_read_model_applied": {
+            "p50_at_most_ms": bucket_quantile(&history_before, &history_after, "order_history_apply_delay_seconds", 0.50),
+            "p99_at_most_ms": bucket_quantile(&history_before, &history_after, "order_history_apply_delay_seconds", 0.99),
+        },
     });
     latencies_ms.sort_by(f64::total_cmp);
+    let mut read_model_ms = read_model_ms;
+    read_model_ms.sort_by(f64::total_cmp);
     Ok(Phase {
         rate,
         orders,
@@ -371,6 +541,8 @@ async fn phase(
         lag_peak: lag_peak.load(Ordering::Relaxed),
         cpu_busy_percent,
         stages,
+        read_model_ms,
+        read_model_unseen: unseen,
     })
 }
 
@@ -477,7 +649,11 @@ async fn start_baedal(options: &PgConnectOptions) -> anyhow::Result<String> {
     Ok(url)
 }
 
-async fn place(http: &reqwest::Client, baedal: &str, n: u64) -> anyhow::Result<()> {
+/// Each order's number and the moment its 201 arrived.
+type Answered = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Places an order; its number.
+async fn place(http: &reqwest::Client, baedal: &str, n: u64) -> anyhow::Result<String> {
     // Spread over members and the demo shops that are always open, so
     // rows do not all contend and no order meets a closed shop.
     const ALWAYS_OPEN: [u64; 16] = [1, 2, 4, 5, 7, 8, 9, 10, 12, 13, 14, 15, 16, 18, 19, 20];
@@ -497,7 +673,11 @@ async fn place(http: &reqwest::Client, baedal: &str, n: u64) -> anyhow::Result<(
         "placing an order: {}",
         response.text().await?
     );
-    Ok(())
+    let order: serde_json::Value = response.json().await?;
+    order["order_no"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("a 201 without an order number"))
 }
 
 /// Orders per second with `CLIENTS` clients sending back to back.
@@ -530,6 +710,7 @@ async fn open_loop(
     baedal: String,
     rate: f64,
     placed: Arc<AtomicU64>,
+    answered: Answered,
 ) -> anyhow::Result<u64> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -539,8 +720,13 @@ async fn open_loop(
     while started.elapsed() < LOAD {
         tick.tick().await;
         let (http, baedal, placed) = (http.clone(), baedal.clone(), placed.clone());
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
-            place(&http, &baedal, n).await?;
+            let order_no = place(&http, &baedal, n).await?;
+            let at = Instant::now();
+            if let Ok(mut answered) = answered.lock() {
+                answered.insert(order_no, at);
+            }
             placed.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok(())
         }));
@@ -572,6 +758,11 @@ async fn sample_lag(db: PgPool, slot: String, peak: Arc<AtomicU64>) {
 /// The queue of the bench ACL's cache invalidations.
 fn cache_queue(exchange: &str) -> String {
     format!("{exchange}.facade-cache")
+}
+
+/// The queue of the bench's order-history.
+fn history_queue(exchange: &str) -> String {
+    format!("{exchange}.order-history")
 }
 
 /// The queue of the bench ACL's sync-back.

@@ -15,7 +15,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chassis::Problem;
-use chassis::config::ExposeSecret;
 use chassis::config::SecretString;
 use chassis::http::{Json, bearer};
 use serde::Deserialize;
@@ -40,18 +39,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn authorise(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = bearer::presented(request.headers());
-    let allowed = match (&state.token, presented) {
-        (Some(expected), Some(given)) => {
-            bearer::constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())
-        }
-        _ => false,
-    };
-    if allowed {
-        next.run(request).await
-    } else {
-        bearer::unauthorized("acl-admin", presented.is_some(), request.uri().path())
-    }
+    bearer::gate(state.token.as_ref(), "acl-admin", request, next).await
 }
 
 async fn recreate_slot(State(state): State<AdminState>) -> Result<Response, Problem> {

@@ -30,6 +30,8 @@
 //! | `ORDER_HISTORY_ACL__BASE_URL` | `http://127.0.0.1:8090` | the ACL: export, shops, members |
 //! | `ORDER_HISTORY_ACL__TIMEOUT_MS`, `..__RETRIES`, `..__BREAKER_FAILURES`, `..__BREAKER_OPEN_MS` | chassis defaults | calls to the ACL |
 //! | `ORDER_HISTORY_IMPORT_ON_START` | true | queue a full import at start when the store never had one |
+//! | `ORDER_HISTORY_CONSUMERS` | 4 | consumers of the projection's queue in this process |
+//! | `ORDER_HISTORY_IMPORT_PAGE_SIZE` | 500 | orders asked of an owner's export at once (1 to 1000) |
 
 pub mod adapters;
 pub mod application;
@@ -78,6 +80,14 @@ pub struct Settings {
     pub acl: AclSettings,
     #[serde(default = "yes")]
     pub import_on_start: bool,
+    /// Consumers of the projection's queue in this process: facts of
+    /// different orders are applied side by side (their order never
+    /// matters; one order's facts take turns on its row lock).
+    #[serde(default = "four")]
+    pub consumers: usize,
+    /// Orders asked of an owner's export at once by an import.
+    #[serde(default = "page")]
+    pub import_page_size: u32,
 }
 
 /// The ACL, as this service calls it.
@@ -110,6 +120,14 @@ fn yes() -> bool {
     true
 }
 
+fn four() -> usize {
+    4
+}
+
+fn page() -> u32 {
+    import::PAGE
+}
+
 impl Settings {
     pub fn load() -> Result<Self, ConfigError> {
         Config::new("ORDER_HISTORY")
@@ -128,12 +146,13 @@ pub async fn prepare_database(pool: &PgPool) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct Application {
     inner: chassis::Application,
-    consumer: Consumer,
-    projector: Projector<AclOwner>,
+    consumers: Vec<Consumer>,
+    projector: Projector,
     jobs: PgImportJobs,
     owner: AclOwner,
     lag: Lag,
     pool: PgPool,
+    import_page_size: u32,
 }
 
 impl Application {
@@ -147,13 +166,29 @@ impl Application {
             settings.acl.calls.clone(),
             ClientMetrics::register(service.registry_mut()),
         )?;
-        let consumer = Consumer::new(
-            &settings.queue,
-            pool.clone(),
-            settings.amqp_url.expose_secret(),
-            messaging::queue(&settings.queue, &settings.exchange),
-            ConsumerMetrics::register(service.registry_mut()),
+        anyhow::ensure!(
+            (1..=64).contains(&settings.consumers),
+            "ORDER_HISTORY_CONSUMERS is 1 to 64 (it is {})",
+            settings.consumers
         );
+        anyhow::ensure!(
+            (1..=1000).contains(&settings.import_page_size),
+            "ORDER_HISTORY_IMPORT_PAGE_SIZE is 1 to 1000 (it is {})",
+            settings.import_page_size
+        );
+        let consumer_metrics = ConsumerMetrics::register(service.registry_mut());
+        // One name for all: the inbox tells duplicates apart by it.
+        let consumers: Vec<Consumer> = (0..settings.consumers)
+            .map(|_| {
+                Consumer::new(
+                    &settings.queue,
+                    pool.clone(),
+                    settings.amqp_url.expose_secret(),
+                    messaging::queue(&settings.queue, &settings.exchange),
+                    consumer_metrics.clone(),
+                )
+            })
+            .collect();
         let jobs = PgImportJobs::new(pool.clone());
         if settings.import_on_start && !jobs.ever_imported_everything().await? {
             let id = jobs
@@ -184,7 +219,7 @@ impl Application {
         let service = service
             .readiness_check(PostgresCheck::new(pool.clone()))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
-            .readiness_check(consumer.readiness_check())
+            .readiness_check(consumers[0].readiness_check())
             .routes(http::legacy::router(state.clone()))
             .routes(http::native::router(state.clone()))
             .routes(admin::router(admin::AdminState {
@@ -194,12 +229,13 @@ impl Application {
         let inner = chassis::Application::build(&settings.http, service).await?;
         Ok(Self {
             inner,
-            consumer,
-            projector: Projector::new(owner.clone(), lag.clone()),
+            consumers,
+            projector: Projector::new(lag.clone()),
             jobs,
             owner,
             lag,
             pool,
+            import_page_size: settings.import_page_size,
         })
     }
 
@@ -217,11 +253,18 @@ impl Application {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let consumer = tokio::spawn(self.consumer.run(self.projector, until(stopped.clone())));
+        let consumers: Vec<_> = self
+            .consumers
+            .into_iter()
+            .map(|consumer| {
+                tokio::spawn(consumer.run(self.projector.clone(), until(stopped.clone())))
+            })
+            .collect();
         let imports = tokio::spawn(run_imports(
             self.jobs,
             self.owner,
             self.pool,
+            self.import_page_size,
             until(stopped.clone()),
         ));
         let lag = self.lag;
@@ -243,7 +286,9 @@ impl Application {
                 let _ = stop.send(true);
             })
             .await;
-        let _ = consumer.await;
+        for consumer in consumers {
+            let _ = consumer.await;
+        }
         let _ = imports.await;
         let _ = ticker.await;
         served
@@ -257,6 +302,7 @@ async fn run_imports<F: Future<Output = ()> + Send>(
     jobs: PgImportJobs,
     owner: AclOwner,
     pool: PgPool,
+    page_size: u32,
     shutdown: F,
 ) {
     tokio::pin!(shutdown);
@@ -272,7 +318,7 @@ async fn run_imports<F: Future<Output = ()> + Send>(
     loop {
         match jobs.claim(None).await {
             Ok(Some(claimed)) => {
-                let run = import::run(&jobs, &owner, claimed, import::PAGE, progress.as_ref());
+                let run = import::run(&jobs, &owner, claimed, page_size, progress.as_ref());
                 tokio::select! {
                     outcome = run => {
                         if let Err(error) = outcome {

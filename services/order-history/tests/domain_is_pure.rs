@@ -37,8 +37,15 @@ fn violations(source: &str) -> Vec<(usize, &'static str)> {
             let named = code.match_indices(name).any(|(at, _)| {
                 let before = code[..at].chars().next_back();
                 let after = &code[at + name.len()..];
+                // `sqlx::…` and `::sqlx::…`, not `crate::x::sqlx::…`.
+                let prefix = code[..at].trim_end_matches("::");
+                let rooted = code[..at].ends_with("::")
+                    && prefix
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
                 let starts_path = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
-                    && !code[..at].ends_with("::");
+                    && (!code[..at].ends_with("::") || rooted);
                 starts_path
                     && (after.starts_with("::")
                         || (code.trim_start().starts_with("extern crate")
@@ -46,6 +53,12 @@ fn violations(source: &str) -> Vec<(usize, &'static str)> {
             });
             if named {
                 found.push((number + 1, name));
+            }
+        }
+        // Inward only: the domain never reaches out to the layers around it.
+        for layer in ["crate::application", "crate::adapters"] {
+            if code.contains(layer) {
+                found.push((number + 1, layer));
             }
         }
     }
@@ -96,9 +109,19 @@ fn the_check_finds_what_it_is_for_and_nothing_else() {
                   use time::OffsetDateTime;\n\
                   fn g(my_tokio: u8) {}\n\
                   // tokio::spawn in a comment is fine\n\
-                  use crate::domain::sqlx_like::Thing;\n";
+                  use crate::domain::sqlx_like::Thing;\n\
+                  use crate::domain::sqlx::Local;\n\
+                  fn h() { ::reqwest::get(\"x\"); }\n\
+                  use crate::application::ports::Owner;\n";
     assert_eq!(
         violations(source),
-        vec![(1, "sqlx"), (2, "tokio"), (3, "serde_json"), (4, "lapin")]
+        vec![
+            (1, "sqlx"),
+            (2, "tokio"),
+            (3, "serde_json"),
+            (4, "lapin"),
+            (10, "reqwest"),
+            (11, "crate::application")
+        ]
     );
 }

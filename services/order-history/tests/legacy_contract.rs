@@ -35,6 +35,41 @@ async fn both_sides_answer_every_case_of_the_two_read_routes_alike(
     legacy.step(&rejected, "reject").await;
     let cancelled = legacy.place(1, None).await;
     legacy.step(&cancelled, "cancel").await;
+    // Every rider busy, so an accepted order waits; then one delivers and
+    // Baedal gives the waiting order to that rider without writing the
+    // rider's row: the fact names the rider by id only.
+    let mut busy = Vec::new();
+    let waiting = loop {
+        let order_no = legacy.place(4, None).await;
+        legacy.step(&order_no, "accept").await;
+        let shown: serde_json::Value = legacy
+            .rig
+            .get(&format!("/api/orders/{order_no}"))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        if shown["delivery"]["status"] == "WAIT" {
+            break order_no;
+        }
+        busy.push(order_no);
+        assert!(busy.len() <= 20, "the riders ran out: {busy:?}");
+    };
+    for step in ["pickup", "deliver"] {
+        legacy.step(&busy[0], step).await;
+    }
+    let given: serde_json::Value = legacy
+        .rig
+        .get(&format!("/api/orders/{waiting}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        given["delivery"]["status"], "ASSIGNED",
+        "the freed rider took it"
+    );
+    assert!(given["delivery"]["rider_name"].is_string());
     legacy.payments(100).await;
     let response = legacy
         .rig
@@ -50,9 +85,10 @@ async fn both_sides_answer_every_case_of_the_two_read_routes_alike(
         .expect("the order it left")
         .to_owned();
     legacy.payments(0).await;
-    let orders = [
-        paid, accepted, picked_up, delivered, rejected, cancelled, declined,
+    let mut orders = vec![
+        paid, accepted, picked_up, delivered, rejected, cancelled, declined, waiting,
     ];
+    orders.extend(busy);
     caught_up(&legacy, &history, &orders).await;
 
     let mut paths: Vec<String> = orders

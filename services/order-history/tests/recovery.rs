@@ -12,8 +12,8 @@ use order_history::adapters::outbound::postgres::PgImportJobs;
 use order_history::application::import::{self, Progress};
 use order_history::application::ports::{ImportJobs, ImportKind, ImportRequest};
 use serde_json::json;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 use support::legacy::eventually;
 use support::{History, Legacy, Store, caught_up};
 
@@ -101,14 +101,22 @@ async fn killed_while_facts_stream_in_it_recovers_and_equals_a_full_rebuild_row_
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_fresh_rebuild_swaps_in_at_once_and_no_read_misses_an_order(
+async fn a_fresh_rebuild_swaps_in_at_once_and_no_read_misses_an_order_or_goes_back(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
     let legacy = Legacy::start(&options).await;
     let store = Store::create(&legacy).await;
     let queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
-    let history = History::start(&legacy, &store, &queue).await;
+    // Two orders a page: the build takes many pages, and facts land
+    // between them.
+    let history = History::start_with(
+        &legacy,
+        &store,
+        &queue,
+        &[("ORDER_HISTORY_IMPORT_PAGE_SIZE", "2")],
+    )
+    .await;
     let mut orders = Vec::new();
     for i in 0..12 {
         orders.push(an_order(&legacy, 1 + i % 2, LIVES[i as usize % LIVES.len()]).await);
@@ -119,24 +127,41 @@ async fn a_fresh_rebuild_swaps_in_at_once_and_no_read_misses_an_order(
         .await
         .expect("the live table");
 
-    // A member keeps reading every order while the store is rebuilt.
-    let misses = Arc::new(Mutex::new(Vec::new()));
+    // A member keeps reading every order while the store is rebuilt; each
+    // answer must be there, and never further back than one seen before.
+    let problems = Arc::new(Mutex::new(Vec::new()));
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let reader = {
-        let (url, orders, misses) = (history.url.clone(), orders.clone(), misses.clone());
+        let (url, orders, problems) = (history.url.clone(), orders.clone(), problems.clone());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
+            let rank = |code: &str| {
+                ["10", "20", "30", "40", "50", "80", "90"]
+                    .iter()
+                    .position(|c| *c == code)
+            };
+            let mut furthest = std::collections::HashMap::new();
             let mut reads = 0_u64;
             while !*stopped.borrow_and_update() {
                 for order_no in &orders {
                     let answer =
                         support::answer(&http, &format!("{url}/api/orders/{order_no}")).await;
                     reads += 1;
-                    if answer.status != 200 {
-                        misses
-                            .lock()
-                            .expect("misses")
-                            .push((order_no.clone(), answer));
+                    let code = answer.body["status_code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let seen = furthest
+                        .entry(order_no.clone())
+                        .or_insert_with(|| code.clone());
+                    if answer.status != 200 || rank(&code) < rank(seen) {
+                        problems.lock().expect("problems").push((
+                            order_no.clone(),
+                            seen.clone(),
+                            answer,
+                        ));
+                    } else {
+                        *seen = code;
                     }
                 }
             }
@@ -152,20 +177,29 @@ async fn a_fresh_rebuild_swaps_in_at_once_and_no_read_misses_an_order(
         .await;
     assert_eq!(asked.status, 202, "{asked:?}");
     let id = asked.body["id"].as_i64().expect("the job's id");
-    // A fact while the fresh set is built or just after: the follow-up
-    // partial import (or the fact itself) brings it in.
+    // Facts while the fresh set is being built: once it has some pages,
+    // orders move on (the projection writes them to both sets).
+    eventually("the build under way", || async {
+        let job = history
+            .admin(reqwest::Method::GET, &format!("/admin/imports/{id}"), None)
+            .await;
+        job.body["imported"].as_i64().unwrap_or(0) >= 4 || job.body["state"] == "done"
+    })
+    .await;
     legacy.step(&orders[0], "accept").await;
+    legacy.step(&orders[6], "accept").await;
     eventually("the fresh import and its follow-up done", || {
         history.imports_done()
     })
     .await;
+    caught_up(&legacy, &history, &orders).await;
     let _ = stop.send(true);
     let reads = reader.await.expect("the reader ran");
     assert!(reads >= orders.len() as u64, "the reader read");
     assert_eq!(
-        misses.lock().expect("misses").as_slice(),
+        problems.lock().expect("problems").as_slice(),
         &[],
-        "no read missed an order"
+        "no read missed an order or went back"
     );
 
     let job = history
@@ -180,13 +214,17 @@ async fn a_fresh_rebuild_swaps_in_at_once_and_no_read_misses_an_order(
         .await
         .expect("the live table");
     assert_ne!(table_before, table_after, "a new table set was swapped in");
-    let leftover: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('order_view_fresh')::text")
-            .fetch_one(&store.pool)
-            .await
-            .expect("catalog");
-    assert_eq!(leftover, None);
-    caught_up(&legacy, &history, &orders).await;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname LIKE 'order_view%' ORDER BY relname",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("catalog");
+    assert_eq!(
+        names,
+        ["order_view", "order_view_by_member", "order_view_pkey"],
+        "the swapped-in set carries the names the migrations gave, and nothing is left over"
+    );
 
     history.stop(&legacy).await;
     store.drop(&legacy).await;
@@ -279,6 +317,62 @@ async fn an_import_that_dies_half_way_resumes_from_its_last_page(
     .expect("views");
     assert_eq!(held, orders);
 
+    store.drop(&legacy).await;
+    legacy.stop().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_legacy_reset_empties_the_views_and_numbers_used_again_show_the_new_orders(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let legacy = Legacy::start(&options).await;
+    let store = Store::create(&legacy).await;
+    let queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
+    let history = History::start(&legacy, &store, &queue).await;
+    let before = [
+        an_order(&legacy, 1, &["accept"]).await,
+        an_order(&legacy, 1, &[]).await,
+        an_order(&legacy, 2, &["reject"]).await,
+    ];
+    caught_up(&legacy, &history, &before).await;
+
+    // What `make seed` runs: every legacy table emptied, numbers restarted.
+    monolith::reseed(legacy.rig.options.to_url_lossy().as_ref())
+        .await
+        .expect("reseed");
+    let after = an_order(&legacy, 2, &[]).await;
+    assert_eq!(after, before[0], "the first number is used again");
+    let same = |path: String| {
+        let (legacy, history) = (&legacy, &history);
+        async move {
+            let baedal =
+                support::answer(&history.http, &format!("{}{path}", legacy.rig.baedal_url)).await;
+            history.get(&path).await == baedal
+        }
+    };
+    for path in [
+        format!("/api/orders/{after}"),
+        format!("/api/orders/{}", before[1]),
+        "/api/members/1/orders".to_owned(),
+        "/api/members/2/orders".to_owned(),
+    ] {
+        eventually(
+            &format!("{path} answered as Baedal does after the reset"),
+            || same(path.clone()),
+        )
+        .await;
+    }
+    let member_one = history.get("/api/members/1/orders").await;
+    assert_eq!(member_one.body["total"], 0, "the old orders are gone");
+    let gone = history.get(&format!("/api/orders/{}", before[1])).await;
+    assert_eq!(gone.status, 404);
+    eventually("the import the reset asked for done", || {
+        history.imports_done()
+    })
+    .await;
+
+    history.stop(&legacy).await;
     store.drop(&legacy).await;
     legacy.stop().await;
 }

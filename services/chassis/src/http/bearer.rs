@@ -35,6 +35,35 @@ pub fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
     difference == 0
 }
 
+/// Whether `headers` carry `Authorization: Bearer <expected>`. No token
+/// configured lets no one in.
+pub fn allows(expected: Option<&secrecy::SecretString>, headers: &HeaderMap) -> bool {
+    use secrecy::ExposeSecret;
+    match (expected, presented(headers)) {
+        (Some(expected), Some(given)) => {
+            constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// An admin plane's gate: the request goes on with the right bearer
+/// token, and gets [`unauthorized`] otherwise. For axum's
+/// `middleware::from_fn_with_state`, from a one-line `authorise`.
+pub async fn gate(
+    expected: Option<&secrecy::SecretString>,
+    realm: &'static str,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if allows(expected, request.headers()) {
+        next.run(request).await
+    } else {
+        let presented = presented(request.headers()).is_some();
+        unauthorized(realm, presented, request.uri().path())
+    }
+}
+
 /// 401 with `WWW-Authenticate: Bearer realm="<realm>"`; the detail says
 /// whether the token was missing or wrong (never which token was expected).
 pub fn unauthorized(realm: &'static str, token_was_presented: bool, instance: &str) -> Response {
@@ -65,6 +94,18 @@ mod tests {
         assert_eq!(presented(&headers), None);
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer s3cret "));
         assert_eq!(presented(&headers), Some("s3cret"));
+    }
+
+    #[test]
+    fn only_the_configured_token_is_allowed_and_no_token_allows_no_one() {
+        let token = secrecy::SecretString::from("s3cret".to_owned());
+        let mut headers = HeaderMap::new();
+        assert!(!allows(Some(&token), &headers));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        assert!(!allows(Some(&token), &headers));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        assert!(allows(Some(&token), &headers));
+        assert!(!allows(None, &headers));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::domain::{
 };
 
 /// A value the contract added after this version was built: the fact is
-/// not applied (the consumer retries it, then dead-letters it, and an
-/// operator upgrades the service and re-drives it).
+/// not applied (the consumer sends it to the dead-letter queue at once; an
+/// operator upgrades the service and re-drives it, `make redrive`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0} is a value this version does not know")]
 pub struct Unknown(pub &'static str);

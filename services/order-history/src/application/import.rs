@@ -7,22 +7,27 @@
 //!   sees goes back.
 //! - **Partial**: the orders changed since a time (`--minutes N`, or a
 //!   restarted feed's `since`).
-//! - **Fresh**: every order into an empty table set; at the end that set
-//!   replaces the live one in one transaction, then a partial import from
-//!   the job's start folds in what facts changed meanwhile. Readers see
-//!   the old store until the swap and the new one after it, never a half
-//!   built one.
+//! - **Fresh**: every order into an empty table set; while it is built,
+//!   the projection applies each fact to both sets; at the end the new set
+//!   replaces the live one in one transaction. Readers see the old store
+//!   until the swap and the new one after it, never a half-built one, and
+//!   the new one has every fact the old one had. A partial import from the
+//!   job's start follows, for a fact applied in the moment the set was
+//!   created.
 //!
 //! Each page is applied with the job's cursor in one transaction, so a
 //! job whose runner crashed is resumed from the page after the last one
-//! applied. An owner that cannot answer is asked again with back-off; the
-//! job waits rather than fails.
+//! applied. An owner that cannot answer is asked again with back-off (the
+//! job waits rather than fails); one that answers something asking again
+//! cannot mend (a 4xx, an order this version cannot read) fails the job.
+//! A page that met other work (a deadlock with the projection) or a store
+//! that went away is tried again, up to eight times.
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::ports::{ImportJobs, ImportKind, ImportRequest, Job, Owner, StoreError};
+use super::ports::{ImportJobs, ImportKind, ImportRequest, Job, Owner, OwnerError, StoreError};
 
 /// Orders asked for per page.
 pub const PAGE: u32 = 500;
@@ -40,6 +45,41 @@ pub struct Progress {
 pub enum ImportError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The owner's export answered something asking again will not mend
+    /// (a 4xx, an order this version cannot read).
+    #[error("the owner's export: {0}")]
+    Owner(#[from] OwnerError),
+}
+
+/// How many times work that met other work (or a store that went away) is
+/// tried before the job fails; pauses double from 200 ms.
+const TRIES: u32 = 8;
+
+/// The tries of one piece of store work.
+struct Tries {
+    done: u32,
+    pause: Duration,
+}
+
+impl Tries {
+    fn new() -> Self {
+        Self {
+            done: 1,
+            pause: Duration::from_millis(200),
+        }
+    }
+
+    /// Whether to try again after `error` (having paused if so).
+    async fn again(&mut self, error: &StoreError, what: &str) -> bool {
+        if !error.is_transient() || self.done >= TRIES {
+            return false;
+        }
+        tracing::warn!(%error, tries = self.done, "{what}: trying again");
+        tokio::time::sleep(self.pause).await;
+        self.pause *= 2;
+        self.done += 1;
+        true
+    }
 }
 
 /// How long a fresh import's follow-up looks back before the job began:
@@ -62,7 +102,13 @@ pub async fn run<J: ImportJobs, O: Owner>(
     match &outcome {
         Ok(()) => {
             if job.kind == ImportKind::Fresh {
-                jobs.swap_in_fresh(&mut claim).await?;
+                let mut tries = Tries::new();
+                loop {
+                    match jobs.swap_in_fresh(&mut claim).await {
+                        Err(error) if tries.again(&error, "swapping the fresh views in").await => {}
+                        outcome => break outcome?,
+                    }
+                }
                 jobs.request(&ImportRequest {
                     kind: ImportKind::Partial {
                         since: job.requested_at.min(started) - MARGIN,
@@ -96,7 +142,7 @@ async fn pages<J: ImportJobs, O: Owner>(
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<(), ImportError> {
     if job.kind == ImportKind::Fresh {
-        jobs.prepare_fresh(claim).await?;
+        jobs.prepare_fresh(claim, job).await?;
     }
     let since = match job.kind {
         ImportKind::Partial { since } => Some(since),
@@ -106,6 +152,7 @@ async fn pages<J: ImportJobs, O: Owner>(
     loop {
         let page = match owner.export(job.after.as_deref(), page_size, since).await {
             Ok(page) => page,
+            Err(error) if !error.transient => return Err(error.into()),
             Err(error) => {
                 tracing::warn!(job = job.id, %error, retry_in_ms = pause.as_millis(), "the owner's export did not answer; asking again");
                 tokio::time::sleep(pause).await;
@@ -114,7 +161,13 @@ async fn pages<J: ImportJobs, O: Owner>(
             }
         };
         pause = Duration::from_millis(200);
-        jobs.apply_page(claim, job, &page).await?;
+        let mut tries = Tries::new();
+        loop {
+            match jobs.apply_page(claim, job, &page).await {
+                Err(error) if tries.again(&error, "applying a page").await => {}
+                outcome => break outcome?,
+            }
+        }
         job.imported += i64::try_from(page.orders.len()).unwrap_or(i64::MAX);
         if let Some(last) = page.orders.last() {
             job.after = Some(last.order_no.clone());

@@ -18,7 +18,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use time::OffsetDateTime;
 
 use super::projection::Source;
@@ -39,14 +39,16 @@ pub struct Lag {
 impl Lag {
     pub fn register(registry: &mut Registry) -> Self {
         let lag = Self::unregistered();
-        registry.register(
+        registry.register_with_unit(
             "order_history_lag",
-            "Now minus the occurred-at of the last fact applied, by source (seconds)",
+            "Now minus the occurred-at of the last fact applied, by source",
+            Unit::Seconds,
             lag.gauge.clone(),
         );
-        registry.register(
+        registry.register_with_unit(
             "order_history_apply_delay",
-            "When each fact was applied minus when it happened, by source (seconds)",
+            "When each fact was applied minus when it happened, by source",
+            Unit::Seconds,
             lag.delay.clone(),
         );
         lag
@@ -112,6 +114,24 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    #[test]
+    fn the_metrics_are_exposed_in_seconds_under_their_documented_names() {
+        let mut registry = Registry::default();
+        let lag = Lag::register(&mut registry);
+        let now = datetime!(2026-11-30 12:00:10 UTC);
+        lag.applied(Source::Legacy, datetime!(2026-11-30 12:00:09.5 UTC), now);
+        lag.refresh(now);
+        let text = chassis::metrics::encode(&registry);
+        assert!(
+            text.contains("order_history_lag_seconds{source=\"legacy\"} 0.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("order_history_apply_delay_seconds_count{source=\"legacy\"} 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_lag_is_now_minus_the_latest_fact_of_each_source() {

@@ -8,13 +8,24 @@ use time::OffsetDateTime;
 use crate::domain::{OrderView, Snapshot};
 
 /// A store failed. `Unavailable`: it cannot be reached (try the same work
-/// again when it is back); `Failed`: a statement went wrong.
+/// again when it is back); `Conflict`: the work met other work (a
+/// deadlock, a lock wait that timed out) and may simply be tried again;
+/// `Failed`: a statement went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    #[error("the store met other work: {0}")]
+    Conflict(String),
     #[error("the store failed: {0}")]
     Failed(String),
+}
+
+impl StoreError {
+    /// Worth trying the same work again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Conflict(_))
+    }
 }
 
 /// A shop as the read model shows it: the shop's name now (Baedal shows
@@ -58,12 +69,21 @@ pub trait ViewStore: Send {
 
     fn save(&mut self, view: &OrderView) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Whether the shop's name is held.
-    fn knows_shop(&mut self, shop_id: i64)
-    -> impl Future<Output = Result<bool, StoreError>> + Send;
-
+    /// A shop's name as an export read it: kept if none is held (a held
+    /// one, stale or not, is the read path's to refresh).
     fn remember_shop(&mut self, shop: &Shop)
     -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Something about the shop changed: its name is stale.
+    fn shop_changed(&mut self, shop_id: i64)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A rider's name, as a fact or a snapshot gave it.
+    fn remember_rider(
+        &mut self,
+        rider_id: i64,
+        name: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn remember_member(
         &mut self,
@@ -80,10 +100,31 @@ pub trait ViewStore: Send {
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 }
 
-/// An order's owner could not answer.
+/// An order's owner could not answer. `transient`: it may next time (it
+/// was away, slow, or answered 5xx); otherwise asking again the same way
+/// will not help (a 4xx, an answer that is not what was asked for).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct OwnerError(pub String);
+#[error("{message}")]
+pub struct OwnerError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl OwnerError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
 
 /// One page of an owner's export: snapshots with the shop's name now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,12 +168,16 @@ pub trait Owner: Send + Sync {
     ) -> impl Future<Output = Result<bool, OwnerError>> + Send;
 }
 
-/// An order as the read routes show it: the view and its shop's name now.
+/// An order as the read routes show it: the view, its shop's name now,
+/// and its rider's name from the riders the store has heard of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShownOrder {
     pub view: OrderView,
     /// `None` when the shop's name could not be learnt yet.
     pub shop_name: Option<String>,
+    /// `Some(version)` when the name is missing or stale: to be read from
+    /// the owner and kept with [`ViewReader::refresh_shop`].
+    pub shop_refresh: Option<i64>,
 }
 
 /// One line of a member's history.
@@ -141,6 +186,8 @@ pub struct Summary {
     pub order_no: String,
     pub shop_id: i64,
     pub shop_name: Option<String>,
+    /// As in [`ShownOrder::shop_refresh`].
+    pub shop_refresh: Option<i64>,
     pub status: crate::domain::OrderStatus,
     pub total_amount: i64,
     pub placed_at: OffsetDateTime,
@@ -169,6 +216,14 @@ pub trait ViewReader: Send + Sync {
     fn remember_member(
         &self,
         member_id: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps a shop's name read from its owner while the shop was at
+    /// `version`; a change since then leaves it stale.
+    fn refresh_shop(
+        &self,
+        shop: &Shop,
+        version: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -203,11 +258,12 @@ pub trait ImportJobs: Send + Sync {
         only: Option<i64>,
     ) -> impl Future<Output = Result<Option<(Job, Self::Claim)>, StoreError>> + Send;
 
-    /// For a fresh import: the empty table set it builds in, created if
-    /// missing and kept if a resumed job already filled part of it.
+    /// For a fresh import: the empty table set it builds in; kept when
+    /// `job` resumes and already filled part of it, made anew otherwise.
     fn prepare_fresh(
         &self,
         claim: &mut Self::Claim,
+        job: &Job,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Folds one page into the job's tables and moves its cursor past the

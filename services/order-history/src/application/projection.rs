@@ -4,8 +4,8 @@
 
 use time::OffsetDateTime;
 
-use super::ports::{ImportKind, ImportRequest, Owner, OwnerError, Shop, StoreError, ViewStore};
-use crate::domain::{Fact, OrderView};
+use super::ports::{ImportKind, ImportRequest, StoreError, ViewStore};
+use crate::domain::{Delivery, Fact, OrderView};
 
 /// Where a fact comes from: the lag is measured per source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,14 +42,6 @@ pub enum Input {
     FeedRestarted { since: Option<OffsetDateTime> },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the owner could not answer: {0}")]
-    Owner(#[from] OwnerError),
-}
-
 /// What became of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -59,19 +51,14 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// Applies `input`; the caller's transaction commits it.
-pub async fn apply<S: ViewStore, O: Owner>(
-    store: &mut S,
-    owner: &O,
-    input: &Input,
-) -> Result<Outcome, ProjectionError> {
+/// Applies `input`; the caller's transaction commits it. Nothing here
+/// calls out of the process: a slow owner never holds a fact up (shops'
+/// names are the read path's to fetch).
+pub async fn apply<S: ViewStore>(store: &mut S, input: &Input) -> Result<Outcome, StoreError> {
     match input {
-        Input::Order { order_no, fact } => apply_fact(store, owner, order_no, fact).await,
+        Input::Order { order_no, fact } => apply_fact(store, order_no, fact).await,
         Input::ShopChanged { shop_id } => {
-            // Revalidated: the owner's cache may not have heard yet.
-            if let Some(shop) = owner.shop(*shop_id, true).await? {
-                store.remember_shop(&shop).await?;
-            }
+            store.shop_changed(*shop_id).await?;
             Ok(Outcome::Changed)
         }
         Input::MemberJoined { member_id } => {
@@ -105,62 +92,40 @@ pub async fn apply<S: ViewStore, O: Owner>(
     }
 }
 
-/// Folds one fact into its order's view. The member is remembered (so a
-/// member's empty history is told apart from an unknown member) and the
-/// shop's name fetched the first time it is seen.
-pub async fn apply_fact<S: ViewStore, O: Owner>(
+/// Folds one fact into its order's view. The member (so a member's empty
+/// history is told apart from an unknown member) and the rider's name are
+/// kept first: every transaction takes members and riders before views,
+/// so a projection and an import never wait on each other in a circle.
+pub async fn apply_fact<S: ViewStore>(
     store: &mut S,
-    owner: &O,
     order_no: &str,
     fact: &Fact,
-) -> Result<Outcome, ProjectionError> {
+) -> Result<Outcome, StoreError> {
+    let (member, delivery) = match fact {
+        Fact::Placed { placement, .. } => (Some(placement.member_id), None),
+        Fact::Snapshot(snapshot) => (
+            Some(snapshot.placement.member_id),
+            snapshot.delivery.as_ref(),
+        ),
+        Fact::DeliveryChanged(delivery) => (None, Some(delivery)),
+        Fact::StatusChanged { .. } | Fact::PaymentChanged { .. } => (None, None),
+    };
+    if let Some(member_id) = member {
+        store.remember_member(member_id).await?;
+    }
+    if let Some(Delivery {
+        rider_id: Some(rider_id),
+        rider_name: Some(name),
+        ..
+    }) = delivery
+    {
+        store.remember_rider(*rider_id, name).await?;
+    }
     let mut view: OrderView = store.lock(order_no).await?;
     let changed = view.apply(fact);
     if changed {
         store.save(&view).await?;
     }
-    let placement = match fact {
-        Fact::Placed { placement, .. } => Some(placement),
-        Fact::Snapshot(snapshot) => Some(&snapshot.placement),
-        _ => None,
-    };
-    if let Some(placement) = placement {
-        store.remember_member(placement.member_id).await?;
-        if !store.knows_shop(placement.shop_id).await? {
-            match owner.shop(placement.shop_id, false).await? {
-                Some(shop) => store.remember_shop(&shop).await?,
-                None => tracing::warn!(
-                    order_no,
-                    shop_id = placement.shop_id,
-                    "the owner knows no such shop; the order is shown without its name"
-                ),
-            }
-        }
-    }
-    Ok(if changed {
-        Outcome::Changed
-    } else {
-        Outcome::Unchanged
-    })
-}
-
-/// One exported order folded in, with its shop's name as the export read
-/// it (no call to the owner).
-pub async fn apply_exported<S: ViewStore>(
-    store: &mut S,
-    order_no: &str,
-    fact: &Fact,
-    shop: &Shop,
-) -> Result<Outcome, StoreError> {
-    let mut view = store.lock(order_no).await?;
-    let changed = view.apply(fact);
-    if changed {
-        store.save(&view).await?;
-    }
-    if let Fact::Snapshot(snapshot) = fact {
-        store.remember_member(snapshot.placement.member_id).await?;
-    }
-    store.remember_shop(shop).await?;
     Ok(if changed {
         Outcome::Changed
     } else {

@@ -4,9 +4,10 @@
 //! order-history's settings (`ORDER_HISTORY_*`; `make rebuild-history`
 //! sources .run/stack.env).
 //!
-//! The import is queued as a job and run here; when a running
-//! order-history is already importing (one runner at a time), the command
-//! follows the job until that runner has done it. A run killed half way is
+//! The import is queued as a job and run here, after any job queued
+//! before it; when a running order-history is already importing (one
+//! runner at a time), the command follows the job until that runner has
+//! done it. A run killed half way is
 //! resumed from its last page by the next run, or by the service.
 //!
 //! Exit status: 0 done, 1 the import failed, 2 trouble (bad arguments,
@@ -135,21 +136,29 @@ async fn run(command: Command) -> anyhow::Result<u8> {
     };
     let mut said_waiting = false;
     loop {
-        // Ours to run (ours comes first among the unfinished), or someone
-        // else's turn: then follow the job until it ends.
-        if let Some(claimed) = jobs.claim(Some(id)).await? {
-            return Ok(
-                match import::run(&jobs, &owner, claimed, import::PAGE, &report).await {
-                    Ok(progress) => {
-                        println!("import {id} done: {} orders", progress.imported);
-                        0
-                    }
-                    Err(error) => {
-                        eprintln!("import {id} failed: {error}");
-                        1
-                    }
-                },
-            );
+        // Jobs run oldest first, one runner at a time: run what is next
+        // when no runner holds the lock (ours, or one queued before it),
+        // otherwise follow ours while a running order-history imports.
+        if let Some((job, claim)) = jobs.claim(None).await? {
+            let theirs = job.id != id;
+            if theirs {
+                println!(
+                    "import {} was queued first ({}): running it first",
+                    job.id, job.reason
+                );
+            }
+            let outcome = import::run(&jobs, &owner, (job, claim), import::PAGE, &report).await;
+            match outcome {
+                Ok(progress) if !theirs => {
+                    println!("import {id} done: {} orders", progress.imported);
+                    return Ok(0);
+                }
+                Err(error) if !theirs => {
+                    eprintln!("import {id} failed: {error}");
+                    return Ok(1);
+                }
+                _ => continue,
+            }
         }
         let job = jobs
             .get(id)

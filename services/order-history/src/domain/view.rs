@@ -343,7 +343,9 @@ impl OrderView {
                 at,
                 updated_at,
             } => {
-                self.reach(*to, *reason, *at);
+                // Legacy's own stamp when there is one: the time a snapshot
+                // of the same status carries, so both agree on it.
+                self.reach(*to, *reason, updated_at.unwrap_or(*at));
                 self.stamp(*updated_at, *at);
             }
             Fact::PaymentChanged { payment, at } => {
@@ -375,7 +377,9 @@ impl OrderView {
 
     /// The order reached `status` at `at`: it enters the timeline (at the
     /// earliest time heard for it), and becomes the status if it is
-    /// further along.
+    /// further along. Ties are broken by fixed rules, never by arrival:
+    /// of two final statuses the one later in the alphabet stands (Baedal
+    /// cannot do both), of two reasons for one status the one earlier.
     fn reach(&mut self, status: OrderStatus, reason: Option<CancelReason>, at: OffsetDateTime) {
         match self
             .timeline
@@ -386,16 +390,20 @@ impl OrderView {
             None => self.timeline.push(TimelineEntry { status, at }),
         }
         self.timeline
-            .sort_by_key(|entry| (entry.at, entry.status.rank()));
+            .sort_by_key(|entry| (entry.at, entry.status.rank(), entry.status.name()));
         match self.status {
             Some(current) if current.rank() > status.rank() => {}
             Some(current) if current == status => {
-                if self.cancel_reason.is_none() {
-                    self.cancel_reason = reason;
-                }
+                self.cancel_reason = match (self.cancel_reason, reason) {
+                    (Some(held), Some(heard)) => Some(if heard.name() < held.name() {
+                        heard
+                    } else {
+                        held
+                    }),
+                    (held, heard) => held.or(heard),
+                };
             }
-            // Rejected and cancelled share a rank: the first one heard stays.
-            Some(current) if current.rank() == status.rank() => {}
+            Some(current) if current.rank() == status.rank() && current.name() > status.name() => {}
             _ => {
                 self.status = Some(status);
                 self.cancel_reason = reason;
@@ -426,9 +434,13 @@ impl OrderView {
             self.delivery = Some(delivery.clone());
             return;
         };
-        let newer = delivery.status.rank() > current.status.rank()
-            || (delivery.status.rank() == current.status.rank()
-                && delivery.changed_at >= current.changed_at);
+        // Same status, same time: the higher rider id, so that arrival
+        // order never decides.
+        let newer = (
+            delivery.status.rank(),
+            delivery.changed_at,
+            delivery.rider_id,
+        ) > (current.status.rank(), current.changed_at, current.rider_id);
         if newer {
             let kept_name = (delivery.rider_id == current.rider_id)
                 .then(|| current.rider_name.clone())
@@ -584,9 +596,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_order_of_arrival_gives_the_same_view() {
-        let facts = a_delivered_order();
+    /// Applies `facts` in every order and asserts one view comes out; the
+    /// number of orders tried.
+    fn same_view_in_every_order(facts: &[Fact]) -> usize {
         let expected = view_of(&facts.iter().collect::<Vec<_>>());
         let mut order: Vec<&Fact> = facts.iter().collect();
         let n = order.len();
@@ -595,7 +607,110 @@ mod tests {
             seen += 1;
             assert_eq!(view_of(arrival), expected, "arrival: {arrival:#?}");
         });
-        assert_eq!(seen, 5040, "7! orders of arrival");
+        seen
+    }
+
+    #[test]
+    fn every_order_of_arrival_gives_the_same_view() {
+        assert_eq!(
+            same_view_in_every_order(&a_delivered_order()),
+            5040,
+            "7! orders"
+        );
+    }
+
+    #[test]
+    fn a_cancellation_refunded_and_then_imported_gives_one_view_in_every_order() {
+        let at = |minute: i64| datetime!(2026-11-30 12:00:00 UTC) + time::Duration::minutes(minute);
+        let paid = Payment {
+            status: PaymentStatus::Authorised,
+            amount: 22_000,
+        };
+        let facts = vec![
+            placed(),
+            Fact::PaymentChanged {
+                payment: paid.clone(),
+                at: at(1),
+            },
+            Fact::StatusChanged {
+                to: OrderStatus::Cancelled,
+                reason: Some(CancelReason::Member),
+                at: at(3),
+                updated_at: Some(at(2)),
+            },
+            Fact::PaymentChanged {
+                payment: Payment {
+                    status: PaymentStatus::RefundPending,
+                    ..paid.clone()
+                },
+                at: at(3),
+            },
+            // Rejected by a shop too, which Baedal cannot do: still one view.
+            Fact::StatusChanged {
+                to: OrderStatus::Rejected,
+                reason: Some(CancelReason::ShopRejected),
+                at: at(4),
+                updated_at: Some(at(4)),
+            },
+            Fact::Snapshot(Snapshot {
+                placement: placement(),
+                status: OrderStatus::Cancelled,
+                cancel_reason: Some(CancelReason::Member),
+                payment: Some(Payment {
+                    status: PaymentStatus::Refunded,
+                    ..paid
+                }),
+                delivery: None,
+                updated_at: Some(at(2)),
+                changed_at: at(5),
+            }),
+        ];
+        assert_eq!(same_view_in_every_order(&facts), 720);
+        let view = view_of(&facts.iter().collect::<Vec<_>>());
+        assert_eq!(
+            (
+                view.status,
+                view.cancel_reason,
+                view.payment.map(|p| p.status)
+            ),
+            (
+                Some(OrderStatus::Rejected),
+                Some(CancelReason::ShopRejected),
+                Some(PaymentStatus::Refunded)
+            )
+        );
+        let cancelled_at = view
+            .timeline
+            .iter()
+            .find(|e| e.status == OrderStatus::Cancelled)
+            .map(|e| e.at);
+        assert_eq!(
+            cancelled_at,
+            Some(at(2)),
+            "legacy's own stamp, as the snapshot has it"
+        );
+    }
+
+    #[test]
+    fn a_waiting_delivery_given_a_rider_later_gives_one_view_in_every_order() {
+        let facts = vec![
+            placed(),
+            status(OrderStatus::Accepted, 2),
+            delivery(DeliveryStatus::Waiting, None, 2),
+            // Baedal gives a waiting order to a rider who finished another
+            // one without writing the rider's row: no name in the fact.
+            delivery(DeliveryStatus::Assigned, Some((3, "")), 5),
+            delivery(DeliveryStatus::Assigned, Some((4, "")), 5),
+            delivery(DeliveryStatus::PickedUp, Some((4, "")), 7),
+        ];
+        assert_eq!(same_view_in_every_order(&facts), 720);
+        let view = view_of(&facts.iter().collect::<Vec<_>>());
+        let delivery = view.delivery.expect("a delivery");
+        assert_eq!(
+            (delivery.status, delivery.rider_id, delivery.rider_name),
+            (DeliveryStatus::PickedUp, Some(4), None),
+            "the name is the rider table's to give (the adapter joins it)"
+        );
     }
 
     #[test]
@@ -642,8 +757,11 @@ mod tests {
         });
         assert_eq!(
             (view.status, view.cancel_reason),
-            (Some(OrderStatus::Cancelled), Some(CancelReason::Member)),
-            "the first final status heard stays"
+            (
+                Some(OrderStatus::Rejected),
+                Some(CancelReason::ShopRejected)
+            ),
+            "of two final statuses a fixed one stands, whichever came first"
         );
     }
 

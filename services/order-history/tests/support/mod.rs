@@ -194,6 +194,16 @@ impl History {
     /// Starts order-history on `store`, consuming `queue` from the test's
     /// exchange and importing from the test's ACL; waits until it is ready.
     pub async fn start(legacy: &Legacy, store: &Store, queue: &str) -> Self {
+        Self::start_with(legacy, store, queue, &[]).await
+    }
+
+    /// [`History::start`] with more settings (`ORDER_HISTORY_*` variables).
+    pub async fn start_with(
+        legacy: &Legacy,
+        store: &Store,
+        queue: &str,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{queue}.log"));
         let log = std::fs::OpenOptions::new()
@@ -211,6 +221,7 @@ impl History {
             .env("ORDER_HISTORY_EXCHANGE", &legacy.rig.exchange)
             .env("ORDER_HISTORY_QUEUE", queue)
             .env("ORDER_HISTORY_ACL__BASE_URL", &legacy.acl.url)
+            .envs(settings.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log"))

@@ -14,11 +14,11 @@ use contracts::{legacy, ordering};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
-use crate::adapters::outbound::postgres::{PgViews, Table};
+use crate::adapters::outbound::postgres::{PgViews, Table, store_error};
 use crate::adapters::translate::{self, Unknown};
 use crate::application::lag::Lag;
-use crate::application::ports::{Owner, StoreError};
-use crate::application::projection::{self, Input, ProjectionError, Source};
+use crate::application::ports::StoreError;
+use crate::application::projection::{self, Input, Source};
 
 /// The facts the projection consumes: each is named, so one the projection
 /// does not know is never bound (and never dead-lettered).
@@ -150,35 +150,42 @@ pub fn inputs_of(message: &Message) -> Result<(Source, Vec<Input>), HandlerError
     }
 }
 
-fn handler_error(error: ProjectionError) -> HandlerError {
+fn handler_error(error: StoreError) -> HandlerError {
     match error {
-        ProjectionError::Store(StoreError::Unavailable(why)) => {
-            HandlerError::DatabaseUnavailable(why)
-        }
-        ProjectionError::Store(StoreError::Failed(why)) => HandlerError::Retry(why),
-        ProjectionError::Owner(error) => HandlerError::Retry(format!("the ACL: {error}")),
+        StoreError::Unavailable(why) => HandlerError::DatabaseUnavailable(why),
+        StoreError::Conflict(why) | StoreError::Failed(why) => HandlerError::Retry(why),
     }
 }
 
 /// The consumer's handler.
 #[derive(Debug, Clone)]
-pub struct Projector<O> {
-    owner: O,
+pub struct Projector {
     lag: Lag,
 }
 
-impl<O: Owner> Projector<O> {
-    pub fn new(owner: O, lag: Lag) -> Self {
-        Self { owner, lag }
+impl Projector {
+    pub fn new(lag: Lag) -> Self {
+        Self { lag }
     }
 
     async fn project(&self, tx: &mut PgConnection, message: &Message) -> Result<(), HandlerError> {
         let (source, inputs) = inputs_of(message)?;
-        let mut views = PgViews::new(tx, Table::Live);
+        // While a fresh import builds its table set, each order's fact goes
+        // to both: the set swapped in then misses nothing the live one had.
+        let building: bool =
+            sqlx::query_scalar("SELECT to_regclass('order_view_fresh') IS NOT NULL")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| handler_error(store_error(e)))?;
         for input in &inputs {
-            projection::apply(&mut views, &self.owner, input)
+            projection::apply(&mut PgViews::new(tx, Table::Live), input)
                 .await
                 .map_err(handler_error)?;
+            if let (true, Input::Order { order_no, fact }) = (building, input) {
+                projection::apply_fact(&mut PgViews::new(tx, Table::Fresh), order_no, fact)
+                    .await
+                    .map_err(handler_error)?;
+            }
         }
         // Counted before the inbox commits: a commit that then fails
         // leaves one observation too many, which the lag survives.
@@ -191,7 +198,7 @@ impl<O: Owner> Projector<O> {
     }
 }
 
-impl<O: Owner + 'static> Handler for Projector<O> {
+impl Handler for Projector {
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> HandlerFuture<'a> {
         Box::pin(self.project(tx, message))
     }

@@ -53,10 +53,11 @@ impl AclOwner {
         if revalidate {
             request = request.header(reqwest::header::CACHE_CONTROL, "no-cache");
         }
+        // Refused, open breaker, deadline, connection: all may pass.
         self.dependency
             .call(request)
             .await
-            .map_err(|error| OwnerError(error.to_string()))
+            .map_err(|error| OwnerError::transient(error.to_string()))
     }
 
     async fn exported(
@@ -73,13 +74,13 @@ impl AclOwner {
         if let Some(since) = changed_since {
             let since = since
                 .format(&Rfc3339)
-                .map_err(|e| OwnerError(format!("changed_since: {e}")))?;
+                .map_err(|e| OwnerError::permanent(format!("changed_since: {e}")))?;
             path.push_str("&changed_since=");
             path.push_str(&query_value(&since));
         }
         let response = self.get(&path, false).await?;
         let page: OrderPage = success(response).await?.json().await.map_err(|e| {
-            OwnerError(format!(
+            OwnerError::permanent(format!(
                 "the ACL's export is not a page of order snapshots: {e}"
             ))
         })?;
@@ -89,8 +90,9 @@ impl AclOwner {
             .map(|order| {
                 Ok(ExportedOrder {
                     order_no: order.order_no.clone(),
-                    snapshot: translate::snapshot(order)
-                        .map_err(|e| OwnerError(format!("order {}: {e}", order.order_no)))?,
+                    snapshot: translate::snapshot(order).map_err(|e| {
+                        OwnerError::permanent(format!("order {}: {e}", order.order_no))
+                    })?,
                     shop_name: order.shop_name.clone(),
                 })
             })
@@ -102,7 +104,8 @@ impl AclOwner {
     }
 }
 
-/// The response if it is a success; its status and the start of its body otherwise.
+/// The response if it is a success; its status and the start of its body
+/// otherwise (a 5xx may pass, a 4xx will not).
 async fn success(response: reqwest::Response) -> Result<reqwest::Response, OwnerError> {
     let status = response.status();
     if status.is_success() {
@@ -110,7 +113,12 @@ async fn success(response: reqwest::Response) -> Result<reqwest::Response, Owner
     }
     let body = response.text().await.unwrap_or_default();
     let excerpt: String = body.chars().take(200).collect();
-    Err(OwnerError(format!("the ACL answered {status}: {excerpt}")))
+    let message = format!("the ACL answered {status}: {excerpt}");
+    Err(if status.is_server_error() {
+        OwnerError::transient(message)
+    } else {
+        OwnerError::permanent(message)
+    })
 }
 
 /// RFC 3986's unreserved characters stay; every other byte is encoded.
@@ -148,7 +156,7 @@ impl Owner for AclOwner {
             .await?
             .json()
             .await
-            .map_err(|e| OwnerError(format!("the ACL's shop is not one: {e}")))?;
+            .map_err(|e| OwnerError::permanent(format!("the ACL's shop is not one: {e}")))?;
         Ok(Some(Shop {
             shop_id: shop.shop_id,
             name: shop.name,

@@ -44,8 +44,15 @@ impl Table {
 
 /// A database error as the port says it.
 pub fn store_error(error: sqlx::Error) -> StoreError {
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|code| code.into_owned());
     if chassis::messaging::consumer::is_unavailable(&error) {
         StoreError::Unavailable(error.to_string())
+    } else if matches!(code.as_deref(), Some("40P01" | "40001" | "55P03")) {
+        // A deadlock, a serialization failure, a lock wait that timed out.
+        StoreError::Conflict(error.to_string())
     } else {
         StoreError::Failed(error.to_string())
     }
@@ -259,24 +266,35 @@ impl<'c> PgViews<'c> {
 
 impl ViewStore for PgViews<'_> {
     async fn lock(&mut self, order_no: &str) -> Result<OrderView, StoreError> {
-        // The empty row first, so two transactions about a new order
-        // take turns on its lock instead of both inserting.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {} (order_no) VALUES ($1) ON CONFLICT (order_no) DO NOTHING",
-            self.table.name()
-        )))
-        .bind(order_no)
-        .execute(&mut *self.conn)
-        .await
-        .map_err(store_error)?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let select = format!(
             "SELECT {COLUMNS} FROM {} WHERE order_no = $1 FOR UPDATE",
             self.table.name()
-        )))
-        .bind(order_no)
-        .fetch_one(&mut *self.conn)
-        .await
-        .map_err(store_error)?;
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+            .bind(order_no)
+            .fetch_optional(&mut *self.conn)
+            .await
+            .map_err(store_error)?;
+        let row = match found {
+            Some(row) => row,
+            None => {
+                // A new order: the empty row first, so two transactions
+                // about it take turns on its lock instead of both inserting.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {} (order_no) VALUES ($1) ON CONFLICT (order_no) DO NOTHING",
+                    self.table.name()
+                )))
+                .bind(order_no)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(store_error)?;
+                sqlx::query(sqlx::AssertSqlSafe(select))
+                    .bind(order_no)
+                    .fetch_one(&mut *self.conn)
+                    .await
+                    .map_err(store_error)?
+            }
+        };
         view_from_row(&row)
     }
 
@@ -286,22 +304,40 @@ impl ViewStore for PgViews<'_> {
             .map_err(store_error)
     }
 
-    async fn knows_shop(&mut self, shop_id: i64) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT FROM shop WHERE shop_id = $1)")
-            .bind(shop_id)
-            .fetch_one(&mut *self.conn)
-            .await
-            .map_err(store_error)
-    }
-
     async fn remember_shop(&mut self, shop: &Shop) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO shop (shop_id, name) VALUES ($1, $2)
              ON CONFLICT (shop_id) DO UPDATE SET name = EXCLUDED.name, refreshed_at = now()
-             WHERE shop.name IS DISTINCT FROM EXCLUDED.name",
+             WHERE shop.name IS NULL",
         )
         .bind(shop.shop_id)
         .bind(&shop.name)
+        .execute(&mut *self.conn)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn shop_changed(&mut self, shop_id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO shop (shop_id, version) VALUES ($1, 1)
+             ON CONFLICT (shop_id) DO UPDATE SET version = shop.version + 1",
+        )
+        .bind(shop_id)
+        .execute(&mut *self.conn)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn remember_rider(&mut self, rider_id: i64, name: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO rider (rider_id, name) VALUES ($1, $2)
+             ON CONFLICT (rider_id) DO UPDATE SET name = EXCLUDED.name
+             WHERE rider.name IS DISTINCT FROM EXCLUDED.name",
+        )
+        .bind(rider_id)
+        .bind(name)
         .execute(&mut *self.conn)
         .await
         .map_err(store_error)?;
@@ -313,10 +349,18 @@ impl ViewStore for PgViews<'_> {
     }
 
     async fn forget_everything(&mut self) -> Result<(), StoreError> {
-        sqlx::query("TRUNCATE order_view, shop, member")
-            .execute(&mut *self.conn)
-            .await
-            .map_err(store_error)?;
+        // A fresh import half built holds orders from before the reset:
+        // it goes too (its next page fails, and the full import this reset
+        // asks for rebuilds everything).
+        for statement in [
+            "TRUNCATE order_view, shop, member",
+            "DROP TABLE IF EXISTS order_view_fresh",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(store_error)?;
+        }
         Ok(())
     }
 
@@ -376,10 +420,10 @@ impl PgReader {
         limit: i64,
     ) -> Result<Vec<ShownOrder>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, s.name AS shop_name
-             FROM order_view v LEFT JOIN shop s USING (shop_id)
-             WHERE v.status IS NOT NULL AND ($1::text IS NULL OR v.order_no COLLATE \"C\" > $1)
-             ORDER BY v.order_no COLLATE \"C\"
+            "SELECT {COLUMNS}, {SHOWN}
+             WHERE v.status IS NOT NULL AND v.placed_at IS NOT NULL
+               AND ($1::text IS NULL OR v.order_no > $1)
+             ORDER BY v.order_no
              LIMIT $2",
             COLUMNS = qualified_columns()
         )))
@@ -393,11 +437,39 @@ impl PgReader {
 
     /// How many orders the views hold (known ones), for the status page.
     pub async fn count(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT count(*) FROM order_view WHERE status IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)
+        sqlx::query_scalar(
+            "SELECT count(*) FROM order_view WHERE status IS NOT NULL AND placed_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)
     }
+}
+
+/// Whether a row's shop name wants reading again, and at which version.
+macro_rules! shop_state {
+    () => {
+        "(s.shop_id IS NULL OR s.name IS NULL OR s.name_version < s.version) AS shop_stale, \
+         coalesce(s.version, 0) AS shop_version"
+    };
+}
+const SHOP_STATE: &str = shop_state!();
+
+/// What the read routes show beside the view: the shop's name and state,
+/// the rider's name as the store knows the rider.
+const SHOWN: &str = concat!(
+    "s.name AS shop_name, ",
+    shop_state!(),
+    ", r.name AS known_rider_name ",
+    "FROM order_view v LEFT JOIN shop s USING (shop_id) ",
+    "LEFT JOIN rider r ON r.rider_id = v.rider_id"
+);
+
+fn shop_refresh(row: &PgRow) -> Result<Option<i64>, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Failed(e.to_string());
+    let stale: bool = row.try_get("shop_stale").map_err(get)?;
+    let version: i64 = row.try_get("shop_version").map_err(get)?;
+    Ok(stale.then_some(version))
 }
 
 fn qualified_columns() -> String {
@@ -409,19 +481,24 @@ fn qualified_columns() -> String {
 }
 
 fn shown_from_row(row: &PgRow) -> Result<ShownOrder, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Failed(e.to_string());
+    let mut view = view_from_row(row)?;
+    // The rider's name as Baedal shows it: the rider's, now.
+    let known: Option<String> = row.try_get("known_rider_name").map_err(get)?;
+    if let (Some(delivery), Some(name)) = (view.delivery.as_mut(), known) {
+        delivery.rider_name = Some(name);
+    }
     Ok(ShownOrder {
-        view: view_from_row(row)?,
-        shop_name: row
-            .try_get("shop_name")
-            .map_err(|e| StoreError::Failed(e.to_string()))?,
+        view,
+        shop_name: row.try_get("shop_name").map_err(get)?,
+        shop_refresh: shop_refresh(row)?,
     })
 }
 
 impl ViewReader for PgReader {
     async fn find(&self, order_no: &str) -> Result<Option<ShownOrder>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, s.name AS shop_name
-             FROM order_view v LEFT JOIN shop s USING (shop_id)
+            "SELECT {COLUMNS}, {SHOWN}
              WHERE v.order_no = $1 AND v.status IS NOT NULL AND v.placed_at IS NOT NULL",
             COLUMNS = qualified_columns()
         )))
@@ -445,20 +522,21 @@ impl ViewReader for PgReader {
             .await
             .map_err(store_error)?;
         let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM order_view WHERE member_id = $1 AND status IS NOT NULL",
+            "SELECT count(*) FROM order_view
+             WHERE member_id = $1 AND status IS NOT NULL AND placed_at IS NOT NULL",
         )
         .bind(member_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(store_error)?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT v.order_no, v.shop_id, s.name AS shop_name, v.status, v.total_amount,
-                    v.placed_at
+                    v.placed_at, {SHOP_STATE}
              FROM order_view v LEFT JOIN shop s USING (shop_id)
-             WHERE v.member_id = $1 AND v.status IS NOT NULL
+             WHERE v.member_id = $1 AND v.status IS NOT NULL AND v.placed_at IS NOT NULL
              ORDER BY v.placed_at DESC, v.order_no DESC
-             LIMIT $2 OFFSET $3",
-        )
+             LIMIT $2 OFFSET $3"
+        )))
         .bind(member_id)
         .bind(limit)
         .bind(offset)
@@ -478,6 +556,7 @@ impl ViewReader for PgReader {
                     order_no,
                     shop_id: row.try_get("shop_id").map_err(get)?,
                     shop_name: row.try_get("shop_name").map_err(get)?,
+                    shop_refresh: shop_refresh(row)?,
                     total_amount: row.try_get("total_amount").map_err(get)?,
                     placed_at: row.try_get("placed_at").map_err(get)?,
                 })
@@ -497,6 +576,22 @@ impl ViewReader for PgReader {
     async fn remember_member(&self, member_id: i64) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(store_error)?;
         remember_member(&mut conn, member_id).await
+    }
+
+    async fn refresh_shop(&self, shop: &Shop, version: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO shop (shop_id, name, version, name_version) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (shop_id) DO UPDATE
+             SET name = EXCLUDED.name, name_version = EXCLUDED.name_version, refreshed_at = now()
+             WHERE shop.version = EXCLUDED.version",
+        )
+        .bind(shop.shop_id)
+        .bind(&shop.name)
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 }
 
@@ -633,12 +728,38 @@ impl ImportJobs for PgImportJobs {
         }
     }
 
-    async fn prepare_fresh(&self, claim: &mut PgClaim) -> Result<(), StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS order_view_fresh (LIKE order_view INCLUDING ALL)")
-            .execute(&mut claim.conn)
+    async fn prepare_fresh(&self, claim: &mut PgClaim, job: &Job) -> Result<(), StoreError> {
+        // A job that starts over starts from an empty set (one left by a
+        // failed job may hold anything); one that resumes keeps its pages.
+        let statements: &[&str] = if job.after.is_none() {
+            &[
+                "DROP TABLE IF EXISTS order_view_fresh",
+                "CREATE TABLE order_view_fresh (LIKE order_view INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                "ALTER TABLE order_view_fresh ADD CONSTRAINT order_view_fresh_pkey PRIMARY KEY (order_no)",
+                "CREATE INDEX order_view_fresh_by_member
+                     ON order_view_fresh (member_id, placed_at DESC, order_no DESC)
+                     WHERE status IS NOT NULL",
+            ]
+        } else {
+            &[]
+        };
+        for statement in statements {
+            sqlx::query(*statement)
+                .execute(&mut claim.conn)
+                .await
+                .map_err(store_error)?;
+        }
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('order_view_fresh') IS NOT NULL")
+            .fetch_one(&mut claim.conn)
             .await
             .map_err(store_error)?;
-        Ok(())
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::Failed(
+                "the fresh views are gone (legacy was reset while they were built)".to_owned(),
+            ))
+        }
     }
 
     async fn apply_page(
@@ -656,16 +777,39 @@ impl ImportJobs for PgImportJobs {
             .map_err(store_error)?;
         {
             let mut views = PgViews::new(&mut tx, table);
-            for exported in &page.orders {
-                let shop = Shop {
-                    shop_id: exported.snapshot.placement.shop_id,
-                    name: exported.shop_name.clone(),
-                };
-                projection::apply_exported(
+            // Members, shops and riders first, each in key order, then the
+            // views in number order: the projection takes them in the same
+            // order, so the two never wait on each other in a circle.
+            let mut shops: Vec<Shop> = page
+                .orders
+                .iter()
+                .map(|order| Shop {
+                    shop_id: order.snapshot.placement.shop_id,
+                    name: order.shop_name.clone(),
+                })
+                .collect();
+            shops.sort_by_key(|shop| shop.shop_id);
+            shops.dedup_by_key(|shop| shop.shop_id);
+            let mut members: Vec<i64> = page
+                .orders
+                .iter()
+                .map(|order| order.snapshot.placement.member_id)
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            for member_id in members {
+                views.remember_member(member_id).await?;
+            }
+            for shop in &shops {
+                views.remember_shop(shop).await?;
+            }
+            let mut orders: Vec<_> = page.orders.iter().collect();
+            orders.sort_by(|a, b| a.order_no.cmp(&b.order_no));
+            for exported in orders {
+                projection::apply_fact(
                     &mut views,
                     &exported.order_no,
                     &Fact::Snapshot(exported.snapshot.clone()),
-                    &shop,
                 )
                 .await?;
             }
@@ -686,14 +830,24 @@ impl ImportJobs for PgImportJobs {
     }
 
     async fn swap_in_fresh(&self, claim: &mut PgClaim) -> Result<(), StoreError> {
+        // Fresh statistics before the first reader plans against it.
+        sqlx::query("ANALYZE order_view_fresh")
+            .execute(&mut claim.conn)
+            .await
+            .map_err(store_error)?;
         let mut tx = sqlx::Connection::begin(&mut claim.conn)
             .await
             .map_err(store_error)?;
+        // Queued behind a long transaction, the lock would queue every
+        // reader behind it: give up soon and try again (55P03 → Conflict).
         for statement in [
-            "LOCK TABLE order_view IN ACCESS EXCLUSIVE MODE",
+            "SET LOCAL lock_timeout = '2s'",
+            "LOCK TABLE order_view, order_view_fresh IN ACCESS EXCLUSIVE MODE",
             "ALTER TABLE order_view RENAME TO order_view_retired",
             "ALTER TABLE order_view_fresh RENAME TO order_view",
             "DROP TABLE order_view_retired",
+            "ALTER TABLE order_view RENAME CONSTRAINT order_view_fresh_pkey TO order_view_pkey",
+            "ALTER INDEX order_view_fresh_by_member RENAME TO order_view_by_member",
         ] {
             sqlx::query(statement)
                 .execute(&mut *tx)

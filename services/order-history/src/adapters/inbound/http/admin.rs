@@ -15,7 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chassis::Problem;
-use chassis::config::{ExposeSecret, SecretString};
+use chassis::config::SecretString;
 use chassis::http::{Json, bearer};
 use serde::Deserialize;
 use serde_json::json;
@@ -42,22 +42,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn authorise(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = bearer::presented(request.headers());
-    let allowed = match (&state.token, presented) {
-        (Some(expected), Some(given)) => {
-            bearer::constant_time_eq(given.as_bytes(), expected.expose_secret().as_bytes())
-        }
-        _ => false,
-    };
-    if allowed {
-        next.run(request).await
-    } else {
-        bearer::unauthorized(
-            "order-history-admin",
-            presented.is_some(),
-            request.uri().path(),
-        )
-    }
+    bearer::gate(state.token.as_ref(), "order-history-admin", request, next).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -174,7 +174,7 @@ async fn order(
     order_no: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(order_no) = order_no.map_err(|rejection| invalid_path(&rejection))?;
-    let shown = queries::order(&state.reader, &order_no)
+    let shown = queries::order(&state.reader, &state.owner, &order_no)
         .await
         .map_err(|error| query_problem(&error))?;
     let body = order_body(shown)

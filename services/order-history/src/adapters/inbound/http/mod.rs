@@ -57,7 +57,7 @@ pub fn query_problem(error: &QueryError) -> Problem {
 /// The store failed: 503 when it is away, 500 otherwise (logged).
 pub fn store_problem(error: &StoreError) -> Problem {
     match error {
-        StoreError::Unavailable(_) => {
+        StoreError::Unavailable(_) | StoreError::Conflict(_) => {
             tracing::warn!(%error, "the views are unavailable");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

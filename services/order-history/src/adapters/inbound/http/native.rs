@@ -183,7 +183,7 @@ async fn order(
         return Err(invalid_order_no(&order_no));
     }
     let unknown = || query_problem(&queries::QueryError::UnknownOrder(order_no.clone()));
-    let shown = queries::order(&state.reader, &order_no)
+    let shown = queries::order(&state.reader, &state.owner, &order_no)
         .await
         .map_err(|error| query_problem(&error))?;
     Ok(Json(view_body(shown).ok_or_else(unknown)?).into_response())
