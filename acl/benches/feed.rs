@@ -47,6 +47,9 @@ const MEASURE: Duration = Duration::from_secs(8);
 const LOAD: Duration = Duration::from_secs(15);
 /// Facts still in flight when the load stops are awaited this long.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Past the drain, how long order-history is given to catch up before the
+/// next level starts anyway.
+const CATCH_UP: Duration = Duration::from_secs(180);
 
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).map_err(|_| anyhow::anyhow!("{name} is not set: source .run/stack.env"))
@@ -325,9 +328,10 @@ async fn bench(
         .ok_or_else(|| anyhow::anyhow!("the consumer closed"))??;
     first.ack(BasicAckOptions::default()).await?;
 
-    // The target's load first, then a quarter of the maximum: how far the
-    // latency is the feed's and how far the machine's (everything shares
-    // two cores here).
+    // The target's load first, then a quarter and an eighth of the
+    // maximum: how far the latency is the feed's and the read model's, and
+    // how far the machine's (everything shares two cores here). Each level
+    // starts once order-history has caught up with the one before.
     let probes = Probes {
         legacy_admin: &legacy_admin,
         slot,
@@ -336,6 +340,7 @@ async fn bench(
     };
     let at_half = phase(&mut consumer, &http, &baedal, &probes, load_rate).await?;
     let at_quarter = phase(&mut consumer, &http, &baedal, &probes, max_rate / 4.0).await?;
+    let at_eighth = phase(&mut consumer, &http, &baedal, &probes, max_rate / 8.0).await?;
     let _ = stop_history.send(());
     let _ = history_served.await;
     listening.abort();
@@ -348,6 +353,7 @@ async fn bench(
     result["target_p99_ms"] = serde_json::json!(100);
     result["p99_ratio_to_target"] = serde_json::json!(round(p99 / 100.0));
     result["at_quarter_of_max"] = at_quarter.json();
+    result["at_eighth_of_max"] = at_eighth.json();
     Ok(result)
 }
 
@@ -367,6 +373,9 @@ struct Phase {
     read_model_ms: Vec<f64>,
     /// Orders order-history had not shown as paid when the drain ended.
     read_model_unseen: u64,
+    /// How long after the load ended (at most) it held every order; `None`
+    /// if it had not within the catch-up bound.
+    read_model_caught_up_ms: Option<f64>,
     p99_ms: f64,
     lag_peak: u64,
     cpu_busy_percent: Option<f64>,
@@ -386,6 +395,7 @@ impl Phase {
             "commit_to_consumer_max_ms": round(pct(1.0)),
             "command_to_read_model_orders": self.read_model_ms.len(),
             "command_to_read_model_unseen": self.read_model_unseen,
+            "read_model_caught_up_after_load_ms": self.read_model_caught_up_ms.map(round),
             "command_to_read_model_p50_ms": round(percentile(&self.read_model_ms, 0.50)),
             "command_to_read_model_p99_ms": round(percentile(&self.read_model_ms, 0.99)),
             "slot_lag_peak_bytes": self.lag_peak,
@@ -501,6 +511,27 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The next level starts from a quiet system: let order-history catch
+    // up (measured: how long after the load it held every order).
+    let load_ended = Instant::now();
+    let caught_up_ms = loop {
+        let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
+        let paid_at = read_model
+            .paid_at
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        if answered
+            .keys()
+            .all(|order_no| paid_at.contains_key(order_no))
+        {
+            break Some(load_ended.elapsed().as_secs_f64() * 1000.0 + DRAIN.as_secs_f64() * 1000.0);
+        }
+        if load_ended.elapsed() > CATCH_UP {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let history_after = http
         .get(&read_model.metrics_url)
         .send()
@@ -543,6 +574,7 @@ async fn phase(
         stages,
         read_model_ms,
         read_model_unseen: unseen,
+        read_model_caught_up_ms: caught_up_ms,
     })
 }
 

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod order_history;
 pub mod ordering;
+pub mod relay;
 
 use std::time::Duration;
 

@@ -32,6 +32,17 @@ async fn rows(pool: &PgPool) -> Vec<serde_json::Value> {
     .expect("the views")
 }
 
+/// Host and port of an `amqp://user:password@host:port/vhost` URL.
+fn amqp_target(url: &str) -> (String, u16) {
+    let authority = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("amqp://user:password@host:port/vhost");
+    let (host, port) = authority.rsplit_once(':').expect("host:port");
+    (host.to_owned(), port.parse().expect("a port"))
+}
+
 /// Places an order and takes it `steps` far.
 async fn an_order(legacy: &Legacy, member_id: i64, steps: &[&str]) -> String {
     let order_no = legacy.place(member_id, None).await;
@@ -51,7 +62,7 @@ const LIVES: [&[&str]; 6] = [
 ];
 
 #[sqlx::test(migrations = false)]
-async fn killed_while_facts_stream_in_it_recovers_and_equals_a_full_rebuild_row_by_row(
+async fn killed_while_facts_stream_in_then_cut_from_the_broker_it_equals_a_full_rebuild_row_by_row(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
@@ -76,7 +87,32 @@ async fn killed_while_facts_stream_in_it_recovers_and_equals_a_full_rebuild_row_
         orders.push(an_order(&legacy, 1 + (i as i64 % 3), life).await);
     }
     legacy.step(&orders[1], "pickup").await;
-    let history = History::start(&legacy, &store, &queue).await;
+    // Back, through a relay to RabbitMQ the test can cut: what a broker
+    // restart looks like to it, without restarting the broker every other
+    // test shares (the chaos suite restarts the real one).
+    let broker = support::legacy::relay::TcpRelay::start(amqp_target(&legacy.rig.amqp_url)).await;
+    let through_relay = legacy.rig.amqp_url.replacen(
+        &format!(":{}/", amqp_target(&legacy.rig.amqp_url).1),
+        &format!(":{}/", broker.port),
+        1,
+    );
+    let history = History::start_with(
+        &legacy,
+        &store,
+        &queue,
+        &[("ORDER_HISTORY_AMQP_URL", through_relay.as_str())],
+    )
+    .await;
+    caught_up(&legacy, &history, &orders).await;
+    broker.cut();
+    for (i, life) in LIVES.iter().enumerate() {
+        orders.push(an_order(&legacy, 1 + (i as i64 % 3), life).await);
+    }
+    eventually("the cut noticed (not ready)", || async {
+        history.get("/health/ready").await.status == 503
+    })
+    .await;
+    broker.restore();
     caught_up(&legacy, &history, &orders).await;
 
     // A second store rebuilt from the ACL's export alone.
