@@ -276,6 +276,7 @@ async fn make_seed_is_announced_as_one_truncation_then_the_demo_data(
             "order_lines",
             "orders",
             "payments",
+            "riders",
             "shops"
         ],
         "the published tables, in the new language"

@@ -368,6 +368,7 @@ fn published_table_name(table: &str) -> String {
         "tb_shop" => "shops",
         "tb_menu" => "menu_items",
         "tb_member" => "members",
+        "tb_rider" => "riders",
         other => other.strip_prefix("tb_").unwrap_or(other),
     }
     .to_owned()

@@ -90,7 +90,7 @@ pub trait ViewStore: Send {
         member_id: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Drops every view, shop and member: legacy was reset.
+    /// Drops every view, shop, rider and member: legacy was reset.
     fn forget_everything(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Queues an import for the import worker, in this transaction.

@@ -353,7 +353,7 @@ impl ViewStore for PgViews<'_> {
         // it goes too (its next page fails, and the full import this reset
         // asks for rebuilds everything).
         for statement in [
-            "TRUNCATE order_view, shop, member",
+            "TRUNCATE order_view, shop, member, rider",
             "DROP TABLE IF EXISTS order_view_fresh",
         ] {
             sqlx::query(statement)
