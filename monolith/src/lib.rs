@@ -55,7 +55,11 @@ use payment::PaymentGateway;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The demo data, as the second migration loads it.
-const DEMO_DATA: &str = include_str!("../migrations/0002_demo_seed.sql");
+const DEMO_DATA: &str = concat!(
+    include_str!("../migrations/0002_demo_seed.sql"),
+    "\n",
+    include_str!("../migrations/0003_side_and_drink_prices.sql")
+);
 
 async fn connect_and_migrate(db_url: &str, connections: u32) -> anyhow::Result<PgPool> {
     let db = PgPoolOptions::new()

@@ -17,6 +17,35 @@ use crate::fulfilment::{self, BoardEntry, Decision, RiderBoard, RiderStep};
 use crate::orders::{self, OrderLine, OrderSummary, OrderView, Page, PlaceOrder};
 use crate::shops::{self, CATEGORIES, Shop, ShopWithMenu};
 
+/// Filters the templates use.
+mod filters {
+    /// An amount of won as Koreans write it: `18500` → `18,500`.
+    #[askama::filter_fn]
+    pub fn won<T: std::fmt::Display>(amount: T, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(super::thousands(&amount.to_string()))
+    }
+}
+
+/// `digits` with a comma before every third digit from the right; a sign
+/// stays in front, anything that is not an integer as it is.
+fn thousands(digits: &str) -> String {
+    let (sign, number) = match digits.strip_prefix('-') {
+        Some(number) => ("-", number),
+        None => ("", digits),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return digits.to_owned();
+    }
+    let mut grouped = String::with_capacity(number.len() + number.len() / 3 + 1);
+    for (i, digit) in number.chars().enumerate() {
+        if i > 0 && (number.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("{sign}{grouped}")
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(shops_page))
@@ -446,5 +475,27 @@ async fn ride_form(
     match fulfilment::ride(&state.db, rider_id, &order_no, step).await {
         Ok(_) => Redirect::to(&format!("/riders/{rider_id}")).into_response(),
         Err(fail) => rider_view(&state, rider_id, Some(fail)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn won_is_grouped_by_thousands() {
+        for (raw, shown) in [
+            ("0", "0"),
+            ("500", "500"),
+            ("1000", "1,000"),
+            ("18500", "18,500"),
+            ("123456", "123,456"),
+            ("1234567", "1,234,567"),
+            ("-2500", "-2,500"),
+            ("12a", "12a"),
+            ("", ""),
+        ] {
+            assert_eq!(thousands(raw), shown, "{raw:?}");
+        }
     }
 }

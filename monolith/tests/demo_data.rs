@@ -32,6 +32,22 @@ async fn reseeding_restores_the_demo_data(_: PgPoolOptions, options: PgConnectOp
         .await
         .unwrap();
     assert_eq!(menus, 240);
+    // The sides' and drinks' prices (migration 0003) come back with it.
+    let sides: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT DISTINCT menu_nm, price FROM tb_menu
+         WHERE menu_nm IN ('치킨무', '콜라 1.25L', '공기밥') ORDER BY menu_nm",
+    )
+    .fetch_all(&baedal.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        sides,
+        [
+            ("공기밥".to_owned(), 1000),
+            ("치킨무".to_owned(), 500),
+            ("콜라 1.25L".to_owned(), 2500)
+        ]
+    );
     let again = body(baedal.post("/api/orders", &baedal.order()).await).await;
     assert!(again["order_no"].as_str().unwrap().ends_with("-000001"));
 }

@@ -64,6 +64,21 @@ async fn the_shop_list_and_a_menu_show_the_seeded_shops(
     let (status, menu) = html(&baedal, "/shops/4").await;
     assert_eq!(status, StatusCode::OK);
     assert!(menu.contains("후라이드") && menu.contains("name=\"qty_31\""));
+    // Prices as Koreans write them, and sides priced like sides.
+    assert!(menu.contains("최소주문 18,000원"), "{menu}");
+    let row = |name: &str| {
+        menu.split("<tr")
+            .find(|row| row.contains(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("치킨무").contains(">500원<"), "{}", row("치킨무"));
+    assert!(
+        row("콜라 1.25L").contains(">2,500원<"),
+        "{}",
+        row("콜라 1.25L")
+    );
+    assert!(row("감자튀김").contains(">3,500원<"), "{}", row("감자튀김"));
     let (status, missing) = html(&baedal, "/shops/9999").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(missing.contains("There is no shop 9999."));
@@ -90,7 +105,11 @@ async fn an_order_placed_through_the_form_is_tracked_accepted_and_delivered(
     assert_eq!(baedal.count("tb_order").await, 1);
 
     let (_, page) = html(&baedal, &tracking).await;
-    assert!(page.contains("PAID") && page.contains("28500원"));
+    assert!(page.contains("PAID") && page.contains("28,500원"), "{page}");
+    assert!(
+        page.contains("11,000원") && page.contains("22,000원"),
+        "unit price and line amount"
+    );
     let ord_no = tracking.trim_start_matches("/orders/");
 
     let accepted = submit(
