@@ -59,7 +59,7 @@ use std::time::Duration;
 use chassis::config::ExposeSecret;
 use chassis::config::{Config, ConfigError, HttpSettings, SecretString};
 use chassis::db::{DatabaseSettings, PostgresCheck};
-use chassis::http::Service;
+use chassis::http::{Service, bearer};
 use chassis::http_client::ClientMetrics;
 use chassis::messaging::amqp::BrokerCheck;
 use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
@@ -194,14 +194,7 @@ impl Application {
             monolith: Baedal::new(&settings.monolith, client_metrics)?,
             legacy: legacy.clone(),
         };
-        // An empty token is no token: it would let in whoever sends one.
-        let admin_token = settings
-            .admin_token
-            .clone()
-            .filter(|token| !token.expose_secret().is_empty());
-        if admin_token.is_none() {
-            tracing::warn!("ACL_ADMIN_TOKEN is not set (or empty): every /admin call gets 401");
-        }
+        let admin_token = bearer::configured(settings.admin_token.clone(), "ACL_ADMIN_TOKEN");
         let service = service
             .readiness_check(PostgresCheck::new(own.clone()))
             .readiness_check(LegacyCheck(PostgresCheck::new(legacy.clone())))

@@ -363,6 +363,19 @@ impl Dependency {
     }
 }
 
+/// RFC 3986's unreserved characters stay; every other byte is encoded.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` for a query string (`?after=<value>`): RFC 3986's unreserved
+/// characters as they are, every other byte percent-encoded.
+pub fn query_value(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
 /// Whether sending `request` twice is safe (RFC 9110 §9.2.2), or the caller
 /// made it so with an idempotency key.
 pub fn is_idempotent(request: &Request) -> bool {
@@ -377,4 +390,20 @@ fn is_retryable(status: StatusCode) -> bool {
         status,
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded_except_the_unreserved() {
+        assert_eq!(query_value("20261130-000001"), "20261130-000001");
+        assert_eq!(query_value("a&b=c d"), "a%26b%3Dc%20d");
+        assert_eq!(query_value("주"), "%EC%A3%BC");
+        assert_eq!(
+            query_value("2026-11-30T12:00:00.5+09:00"),
+            "2026-11-30T12%3A00%3A00.5%2B09%3A00"
+        );
+    }
 }

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use chassis::config::{Config, ConfigError, ExposeSecret, HttpSettings, SecretString};
 use chassis::db::{DatabaseSettings, PostgresCheck};
-use chassis::http::Service;
+use chassis::http::{Service, bearer};
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use chassis::messaging::amqp::BrokerCheck;
 use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
@@ -199,15 +199,8 @@ impl Application {
                 .await?;
             tracing::info!(job = id, "a full import is queued: the store never had one");
         }
-        let admin_token = settings
-            .admin_token
-            .clone()
-            .filter(|token| !token.expose_secret().is_empty());
-        if admin_token.is_none() {
-            tracing::warn!(
-                "ORDER_HISTORY_ADMIN_TOKEN is not set (or empty): every /admin call gets 401"
-            );
-        }
+        let admin_token =
+            bearer::configured(settings.admin_token.clone(), "ORDER_HISTORY_ADMIN_TOKEN");
         let state = AppState {
             reader: PgReader::new(pool.clone()),
             owner: owner.clone(),

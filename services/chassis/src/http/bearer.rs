@@ -47,6 +47,21 @@ pub fn allows(expected: Option<&secrecy::SecretString>, headers: &HeaderMap) -> 
     }
 }
 
+/// An admin plane's token as configured in `variable`: an empty one is no
+/// token (it would let in whoever sends one). Without one every call to
+/// the plane gets 401, and that is said once, at start.
+pub fn configured(
+    token: Option<secrecy::SecretString>,
+    variable: &str,
+) -> Option<secrecy::SecretString> {
+    use secrecy::ExposeSecret;
+    let token = token.filter(|token| !token.expose_secret().is_empty());
+    if token.is_none() {
+        tracing::warn!("{variable} is not set (or empty): every admin call gets 401");
+    }
+    token
+}
+
 /// An admin plane's gate: the request goes on with the right bearer
 /// token, and gets [`unauthorized`] otherwise. For axum's
 /// `middleware::from_fn_with_state`, from a one-line `authorise`.
@@ -106,6 +121,10 @@ mod tests {
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
         assert!(allows(Some(&token), &headers));
         assert!(!allows(None, &headers));
+        let empty = configured(Some(secrecy::SecretString::from(String::new())), "X_TOKEN");
+        assert!(!allows(empty.as_ref(), &headers), "an empty token is none");
+        let set = configured(Some(token), "X_TOKEN");
+        assert!(allows(set.as_ref(), &headers));
     }
 
     #[test]

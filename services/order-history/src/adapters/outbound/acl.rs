@@ -10,10 +10,11 @@
 
 use std::future::Future;
 
-use chassis::http_client::{ClientMetrics, Dependency, DependencySettings, SetupError};
+use chassis::http_client::{
+    ClientMetrics, Dependency, DependencySettings, SetupError, query_value,
+};
 use chassis::trace_context::TraceContext;
 use contracts::legacy::OrderPage;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -121,17 +122,6 @@ async fn success(response: reqwest::Response) -> Result<reqwest::Response, Owner
     })
 }
 
-/// RFC 3986's unreserved characters stay; every other byte is encoded.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn query_value(value: &str) -> String {
-    utf8_percent_encode(value, QUERY_VALUE).to_string()
-}
-
 impl Owner for AclOwner {
     fn export(
         &self,
@@ -173,19 +163,5 @@ impl Owner for AclOwner {
             return Ok(false);
         }
         success(response).await.map(|_| true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded_except_the_unreserved() {
-        assert_eq!(query_value("20261130-000001"), "20261130-000001");
-        assert_eq!(
-            query_value("2026-11-30T12:00:00.5+09:00"),
-            "2026-11-30T12%3A00%3A00.5%2B09%3A00"
-        );
     }
 }
