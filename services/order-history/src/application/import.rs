@@ -11,9 +11,9 @@
 //!   the projection applies each fact to both sets; at the end the new set
 //!   replaces the live one in one transaction. Readers see the old store
 //!   until the swap and the new one after it, never a half-built one, and
-//!   the new one has every fact the old one had. A partial import from the
-//!   job's start follows, for a fact applied in the moment the set was
-//!   created.
+//!   the new one has every fact the old one had: a fact applied before the
+//!   set was created is already in the legacy state every page is read
+//!   from afterwards, and each one after it is written to both sets.
 //!
 //! Each page is applied with the job's cursor in one transaction, so a
 //! job whose runner crashed is resumed from the page after the last one
@@ -25,9 +25,7 @@
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
-use super::ports::{ImportJobs, ImportKind, ImportRequest, Job, Owner, OwnerError, StoreError};
+use super::ports::{ImportJobs, ImportKind, Job, Owner, OwnerError, StoreError};
 
 /// Orders asked for per page.
 pub const PAGE: u32 = 500;
@@ -82,10 +80,6 @@ impl Tries {
     }
 }
 
-/// How long a fresh import's follow-up looks back before the job began:
-/// commit times and clocks are not exact.
-const MARGIN: time::Duration = time::Duration::minutes(1);
-
 /// Runs a claimed job to its end, asking for `page_size` orders at a time
 /// ([`PAGE`] unless a test wants many pages); `progress` hears after each
 /// page.
@@ -96,7 +90,6 @@ pub async fn run<J: ImportJobs, O: Owner>(
     page_size: u32,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<Progress, ImportError> {
-    let started = OffsetDateTime::now_utc();
     tracing::info!(job = job.id, kind = ?job.kind, reason = %job.reason, after = ?job.after, "import starts");
     let outcome = pages(jobs, owner, &mut job, &mut claim, page_size, progress).await;
     match &outcome {
@@ -109,13 +102,6 @@ pub async fn run<J: ImportJobs, O: Owner>(
                         outcome => break outcome?,
                     }
                 }
-                jobs.request(&ImportRequest {
-                    kind: ImportKind::Partial {
-                        since: job.requested_at.min(started) - MARGIN,
-                    },
-                    reason: format!("what changed while fresh import {} ran", job.id),
-                })
-                .await?;
             }
             jobs.finish(claim, &job, None).await?;
             tracing::info!(job = job.id, imported = job.imported, "import finished");
