@@ -1,9 +1,10 @@
-//! A stand-in for order-history (issue #16) until it lands: a table of
-//! order snapshots in a database of its own, kept by a chassis consumer in
-//! aggregate order from the ACL's `legacy.order.*` facts, and served over
-//! real HTTP in the export shape reconciliation reads
-//! (`GET /v1/export/orders?after=&limit=`, an `OrderSnapshotPage`).
-//! When the real read model exists, reconciliation's tests point at it.
+//! A minimal store for reconciliation's tests: a table of order snapshots
+//! in a database of its own, kept by a chassis consumer in aggregate order
+//! from the ACL's `legacy.order.*` facts, and served over real HTTP in the
+//! export shape reconciliation reads (`GET /v1/export/orders?after=&limit=`,
+//! an `OrderPage`). The real read model, `services/order-history`, serves
+//! the same export (`make reconcile` reads it on `make up`); it is not used
+//! here because its tests depend on the ACL's, not the other way round.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

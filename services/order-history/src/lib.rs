@@ -38,7 +38,6 @@ pub mod application;
 pub mod domain;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chassis::config::{Config, ConfigError, ExposeSecret, HttpSettings, SecretString};
@@ -300,18 +299,18 @@ async fn run_imports<F: Future<Output = ()> + Send>(
 ) {
     tokio::pin!(shutdown);
     let mut listener: Option<PgListener> = None;
-    let progress: Arc<dyn Fn(&import::Progress) + Send + Sync> = Arc::new(|progress| {
+    let progress = |progress: &import::Progress| {
         tracing::info!(
             job = progress.job,
             imported = progress.imported,
             after = ?progress.after,
             "import progress"
         );
-    });
+    };
     loop {
         match jobs.claim(None).await {
             Ok(Some(claimed)) => {
-                let run = import::run(&jobs, &owner, claimed, page_size, progress.as_ref());
+                let run = import::run(&jobs, &owner, claimed, page_size, &progress);
                 tokio::select! {
                     outcome = run => {
                         if let Err(error) = outcome {

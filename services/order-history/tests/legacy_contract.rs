@@ -16,7 +16,7 @@ async fn both_sides_answer_every_case_of_the_two_read_routes_alike(
 ) {
     let legacy = Legacy::start(&options).await;
     let store = Store::create(&legacy).await;
-    let queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
+    let queue = support::queue_name();
     let history = History::start(&legacy, &store, &queue).await;
 
     // An order in every status, for two members, one with a note.
@@ -42,13 +42,7 @@ async fn both_sides_answer_every_case_of_the_two_read_routes_alike(
     let waiting = loop {
         let order_no = legacy.place(4, None).await;
         legacy.step(&order_no, "accept").await;
-        let shown: serde_json::Value = legacy
-            .rig
-            .get(&format!("/api/orders/{order_no}"))
-            .await
-            .json()
-            .await
-            .expect("JSON");
+        let shown = legacy.order(&order_no).await;
         if shown["delivery"]["status"] == "WAIT" {
             break order_no;
         }
@@ -58,13 +52,7 @@ async fn both_sides_answer_every_case_of_the_two_read_routes_alike(
     for step in ["pickup", "deliver"] {
         legacy.step(&busy[0], step).await;
     }
-    let given: serde_json::Value = legacy
-        .rig
-        .get(&format!("/api/orders/{waiting}"))
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let given = legacy.order(&waiting).await;
     assert_eq!(
         given["delivery"]["status"], "ASSIGNED",
         "the freed rider took it"

@@ -68,7 +68,7 @@ async fn killed_while_facts_stream_in_then_cut_from_the_broker_it_equals_a_full_
 ) {
     let legacy = Legacy::start(&options).await;
     let store = Store::create(&legacy).await;
-    let queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
+    let queue = support::queue_name();
     let history = History::start(&legacy, &store, &queue).await;
     let mut orders = Vec::new();
     for (i, life) in LIVES.iter().enumerate() {
@@ -117,7 +117,7 @@ async fn killed_while_facts_stream_in_then_cut_from_the_broker_it_equals_a_full_
 
     // A second store rebuilt from the ACL's export alone.
     let rebuilt = Store::create(&legacy).await;
-    let other_queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
+    let other_queue = support::queue_name();
     let fresh = History::start(&legacy, &rebuilt, &other_queue).await;
     eventually("the rebuild's import done", || fresh.imports_done()).await;
     let (projected, imported) = (rows(&store.pool).await, rows(&rebuilt.pool).await);
@@ -143,7 +143,7 @@ async fn a_fresh_rebuild_swaps_in_at_once_and_no_read_misses_an_order_or_goes_ba
 ) {
     let legacy = Legacy::start(&options).await;
     let store = Store::create(&legacy).await;
-    let queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
+    let queue = support::queue_name();
     // Two orders a page: the build takes many pages, and facts land
     // between them.
     let history = History::start_with(
@@ -363,7 +363,7 @@ async fn a_legacy_reset_empties_the_views_and_numbers_used_again_show_the_new_or
 ) {
     let legacy = Legacy::start(&options).await;
     let store = Store::create(&legacy).await;
-    let queue = format!("oh.t{}", uuid::Uuid::now_v7().simple());
+    let queue = support::queue_name();
     let history = History::start(&legacy, &store, &queue).await;
     let before = [
         an_order(&legacy, 1, &["accept"]).await,

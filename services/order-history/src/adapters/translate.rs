@@ -85,6 +85,13 @@ fn lines(lines: &[contracts::OrderLine]) -> Vec<Line> {
         .collect()
 }
 
+fn paid(status: legacy::PaymentStatus, amount: i64) -> Result<Payment, Unknown> {
+    Ok(Payment {
+        status: payment_status(status)?,
+        amount,
+    })
+}
+
 pub fn legacy_placed(placed: &legacy::OrderPlaced) -> Result<Fact, Unknown> {
     Ok(Fact::Placed {
         placement: Placement {
@@ -100,12 +107,7 @@ pub fn legacy_placed(placed: &legacy::OrderPlaced) -> Result<Fact, Unknown> {
         payment: placed
             .payment
             .as_ref()
-            .map(|payment| {
-                Ok(Payment {
-                    status: payment_status(payment.status)?,
-                    amount: payment.amount,
-                })
-            })
+            .map(|payment| paid(payment.status, payment.amount))
             .transpose()?,
         updated_at: placed.updated_at,
     })
@@ -122,10 +124,7 @@ pub fn legacy_status_changed(changed: &legacy::OrderStatusChanged) -> Result<Fac
 
 pub fn legacy_payment_changed(changed: &legacy::PaymentStatusChanged) -> Result<Fact, Unknown> {
     Ok(Fact::PaymentChanged {
-        payment: Payment {
-            status: payment_status(changed.to)?,
-            amount: changed.amount,
-        },
+        payment: paid(changed.to, changed.amount)?,
         at: changed.changed_at,
     })
 }
@@ -156,12 +155,7 @@ pub fn snapshot(order: &OrderSnapshot) -> Result<Snapshot, Unknown> {
         payment: order
             .payment
             .as_ref()
-            .map(|payment| {
-                Ok(Payment {
-                    status: payment_status(payment.status)?,
-                    amount: payment.amount,
-                })
-            })
+            .map(|payment| paid(payment.status, payment.amount))
             .transpose()?,
         delivery: order
             .delivery

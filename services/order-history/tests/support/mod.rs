@@ -54,32 +54,30 @@ impl Legacy {
             "accept" | "reject" => format!("/api/shops/1/orders/{order_no}/{step}"),
             "cancel" => format!("/api/orders/{order_no}/cancel"),
             "pickup" | "deliver" => {
-                let order: Value = self
-                    .rig
-                    .get(&format!("/api/orders/{order_no}"))
-                    .await
-                    .json()
-                    .await
-                    .expect("JSON");
+                let order = self.order(order_no).await;
                 let rider = order["delivery"]["rider_id"].as_i64().expect("a rider");
                 format!("/api/riders/{rider}/deliveries/{order_no}/{step}")
             }
             other => panic!("no step {other}"),
         };
         let body = if step == "cancel" {
-            let order: Value = self
-                .rig
-                .get(&format!("/api/orders/{order_no}"))
-                .await
-                .json()
-                .await
-                .expect("JSON");
+            let order = self.order(order_no).await;
             json!({"member_id": order["member_id"]})
         } else {
             json!({})
         };
         let response = self.rig.post(&path, &body).await;
         assert_eq!(response.status(), 200, "{step} {order_no}");
+    }
+
+    /// The order as Baedal's API shows it.
+    pub async fn order(&self, order_no: &str) -> Value {
+        self.rig
+            .get(&format!("/api/orders/{order_no}"))
+            .await
+            .json()
+            .await
+            .expect("JSON")
     }
 
     /// Sets how the payment sandbox answers.
@@ -128,6 +126,11 @@ pub async fn answer(http: &reqwest::Client, url: &str) -> Answer {
         content_type,
         body,
     }
+}
+
+/// A queue name of the test's own for order-history's projection.
+pub fn queue_name() -> String {
+    format!("oh.t{}", uuid::Uuid::now_v7().simple())
 }
 
 /// order-history's own database, created for the test.

@@ -619,11 +619,9 @@ impl PgImportJobs {
 
     /// Every job, newest first (at most `limit`).
     pub async fn list(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
-        sqlx::query_as(
-            "SELECT id, kind, reason, state, after_order_no, imported, requested_at, started_at,
-                    finished_at, error
-             FROM import_job ORDER BY id DESC LIMIT $1",
-        )
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM import_job ORDER BY id DESC LIMIT $1"
+        )))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -631,11 +629,9 @@ impl PgImportJobs {
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
-        sqlx::query_as(
-            "SELECT id, kind, reason, state, after_order_no, imported, requested_at, started_at,
-                    finished_at, error
-             FROM import_job WHERE id = $1",
-        )
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM import_job WHERE id = $1"
+        )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
@@ -654,6 +650,10 @@ impl PgImportJobs {
         .map_err(store_error)
     }
 }
+
+/// The columns of a [`JobRow`].
+const JOB_COLUMNS: &str = "id, kind, reason, state, after_order_no, imported, requested_at, \
+     started_at, finished_at, error";
 
 /// A job as listed by the admin API and the command.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
