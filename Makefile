@@ -8,7 +8,7 @@ STACK := infra/local/stack.sh
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean infra bench seed redrive reconcile rebuild-history stage1
+.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -46,7 +46,8 @@ seed: infra ## reset the monolith's legacy database to the demo data (deletes ev
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed
 	@bash infra/local/postgres.sh sql legacy acl/sql/after-seed.sql
 
-test: infra ## start (or reuse) the infrastructure, then run every workspace test
+test: ## start (or reuse) the infrastructure, then run every workspace test
+	@bash $(STACK) infra test
 	@$(WITH_STACK_ENV) cargo test --workspace --doc --quiet
 	@$(WITH_STACK_ENV) cargo nextest run --workspace --no-fail-fast
 
@@ -62,5 +63,8 @@ bench: ## run the benchmarks against their anchors; results in target/bench/resu
 	@bash tests/perf/relay-bench.sh
 	@bash tests/perf/acl-bench.sh
 
-clean: down ## stop everything and delete .run/ (data, logs, generated credentials)
-	rm -rf .run
+clean: ## stop everything and delete .run/ (data, logs, generated credentials)
+	@bash $(STACK) clean
+
+doctor: ## check what the stack needs (tools, disk, ports, .run/) and print a table
+	@bash infra/local/doctor.sh

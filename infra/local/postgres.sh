@@ -8,35 +8,21 @@
 #   postgres.sh sql DB FILE   runs FILE as the superuser in database DB
 #
 # PostgreSQL refuses to run as root; when called by root the server runs as
-# the `postgres` OS user and its data directory belongs to that user.
+# the `postgres` OS user and its data directory belongs to that user. When
+# that user cannot reach .run/ (a clone under /root, mode 700), the cluster
+# lives in /var/lib/kit-postgres/<clone> instead and .run/postgres links
+# there (kit_pg_home in lib.sh); `make clean` removes both.
 
 . "$(dirname "$0")/lib.sh"
 
-PG_DATA=$KIT_RUN/postgres/data
-PG_LOG=$KIT_RUN/postgres/postgres.log
-PG_SOCKETS=$KIT_RUN/postgres/sockets
-
-find_pg_bin() {
-	if [ -n "${PG_BIN:-}" ]; then
-		say "$PG_BIN"
-		return
-	fi
-	local dir
-	# Debian/Ubuntu keep server binaries out of PATH, one folder per major version.
-	for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-		[ -x "$dir/initdb" ] && {
-			say "$dir"
-			return
-		}
-	done
-	command -v initdb >/dev/null 2>&1 && {
-		dirname "$(command -v initdb)"
-		return
-	}
-	die "PostgreSQL server binaries not found. Install them (apt-get install postgresql, brew install postgresql@15) or set PG_BIN to the folder holding initdb and pg_ctl."
+pg_paths() {
+	PG_HOME=$1
+	PG_DATA=$PG_HOME/data
+	PG_LOG=$PG_HOME/postgres.log
+	PG_SOCKETS=$PG_HOME/sockets
 }
-
-PG_BIN=$(find_pg_bin)
+pg_paths "$(kit_pg_home)"
+PG_BIN=$(find_pg_bin) || die "$(pg_bin_missing)"
 
 # Runs a PostgreSQL server binary as the right OS user.
 as_pg_owner() {
@@ -57,16 +43,17 @@ is_running() { [ -f "$PG_DATA/PG_VERSION" ] && as_pg_owner "$PG_BIN/pg_ctl" -D "
 
 init_cluster() {
 	[ -f "$PG_DATA/PG_VERSION" ] && return 0
+	pg_paths "$(kit_pg_home create)"
 	step "initialising PostgreSQL in $PG_DATA ($("$PG_BIN/postgres" --version))"
 	mkdir -p "$PG_DATA" "$PG_SOCKETS"
-	local pwfile=$KIT_RUN/postgres/.pwfile
+	local pwfile=$PG_HOME/.pwfile
 	printf '%s\n' "$KIT_PG_SUPERUSER_PASSWORD" >"$pwfile"
-	if is_root; then chown -R postgres: "$KIT_RUN/postgres"; fi
+	if is_root; then chown -R postgres: "$PG_HOME"; fi
 	chmod 700 "$PG_DATA"
 	chmod 600 "$pwfile"
 	as_pg_owner "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --pwfile="$pwfile" \
-		--auth=scram-sha-256 --encoding=UTF8 --locale=C >"$KIT_RUN/postgres/initdb.log" 2>&1 ||
-		die "initdb failed, see $KIT_RUN/postgres/initdb.log"
+		--auth=scram-sha-256 --encoding=UTF8 --locale=C >"$PG_HOME/initdb.log" 2>&1 ||
+		die "initdb failed, see $PG_HOME/initdb.log"
 	rm -f "$pwfile"
 	# Local development settings; see docs/adr/0002-local-stack-without-docker.md.
 	cat >>"$PG_DATA/postgresql.conf" <<EOF

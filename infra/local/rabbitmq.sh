@@ -15,18 +15,8 @@
 
 RABBIT_DIR=$KIT_RUN/rabbitmq
 RABBIT_LOG=$RABBIT_DIR/log/console.log
-NODE=kit@localhost
-
-find_rabbit_bin() {
-	local dir
-	for dir in "${RABBIT_BIN:-}" /usr/lib/rabbitmq/bin /opt/homebrew/sbin /usr/local/sbin; do
-		[ -n "$dir" ] && [ -x "$dir/rabbitmq-server" ] && {
-			say "$dir"
-			return 0
-		}
-	done
-	return 1
-}
+# One node name per port offset, so two clones' nodes never meet.
+if [ "$KIT_PORT_OFFSET" = 0 ]; then NODE=kit@localhost; else NODE=kit$KIT_PORT_OFFSET@localhost; fi
 
 install() {
 	find_rabbit_bin >/dev/null && return 0

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole local stack, as the Makefile drives it:
 #
-#   stack.sh infra     PostgreSQL + RabbitMQ, databases and roles, .run/stack.env
+#   stack.sh infra [test]  PostgreSQL + RabbitMQ, databases and roles,
+#                      .run/stack.env (with `test`: cargo-nextest checked too)
 #   stack.sh up        infra, then build and start every component in
 #                      infra/components.txt, wait until each is ready, print URLs
 #   stack.sh down      stop the components, then RabbitMQ and PostgreSQL
-#   stack.sh status    one line per part; exits 1 when something is down
+#   stack.sh status    one line per part, then who holds each port; exits 1
+#                      when something is down
+#   stack.sh clean     down, then delete .run/ (and a cluster kept outside it)
 #   stack.sh logs      the last lines of every log under .run/logs
 #
 # Every step is idempotent: a second `up` finds everything running, starts
@@ -15,7 +18,10 @@
 
 HERE=$(dirname "$0")
 
+# $1: what the caller goes on to do (infra, up or test), for the checks.
 infra() {
+	bash "$HERE/doctor.sh" preflight "${1:-infra}"
+	save_run_state
 	bash "$HERE/postgres.sh" start
 	bash "$HERE/rabbitmq.sh" start
 	ensure_secrets
@@ -38,7 +44,7 @@ start_components() {
 	while read -r name bin port_var default_port; do
 		exe=$(component_binary "$bin")
 		[ -x "$exe" ] || continue
-		port=${!port_var:-$default_port}
+		port=${!port_var}
 		# A component with a before-<name>.sh needs the ones above it
 		# ready first (the ACL needs Baedal's schema for its grants).
 		if [ -f "$HERE/before-$name.sh" ]; then
@@ -46,7 +52,7 @@ start_components() {
 			bash "$HERE/before-$name.sh" </dev/null || die "infra/local/before-$name.sh failed"
 		fi
 		if pid_alive "$KIT_PIDS/$name.pid"; then
-			say "$(printf '%-12s' "$name") already running on 127.0.0.1:$port"
+			say "$(printf '%-14s' "$name") already running on 127.0.0.1:$port"
 			continue
 		fi
 		port_open "$port" && die "port $port for $name is taken by another process; set $port_var"
@@ -56,6 +62,8 @@ start_components() {
 			# shellcheck disable=SC1090
 			. "$KIT_STACK_ENV"
 			set +a
+			# Names the clone a process belongs to (make status, doctor.sh).
+			export KIT_CLONE=$KIT_ROOT
 			cd "$KIT_ROOT"
 			exec setsid "$exe" </dev/null >>"$KIT_LOGS/$name.log" 2>&1
 		) &
@@ -70,7 +78,7 @@ wait_until_ready() {
 	while read -r name bin port_var default_port; do
 		[ "$name" = "$2" ] && return 0
 		[ -f "$KIT_PIDS/$name.pid" ] || continue
-		port=${!port_var:-$default_port}
+		port=${!port_var}
 		wait_for "$name (see .run/logs/$name.log)" 60 component_ready "$name" "$port"
 	done <<<"$1"
 }
@@ -97,14 +105,22 @@ status() {
 	bash "$HERE/rabbitmq.sh" status || rc=1
 	while read -r name bin port_var default_port; do
 		[ -n "$name" ] || continue
-		port=${!port_var:-$default_port}
+		port=${!port_var}
 		if pid_alive "$KIT_PIDS/$name.pid"; then
-			say "$(printf '%-12s' "$name") running   http://127.0.0.1:$port"
+			if [ "$name" = strangler ]; then
+				say "$(printf '%-14s' "$name") running   http://127.0.0.1:$STRANGLER_HTTP__PORT   front door: send client requests here"
+				say "$(printf '%-14s' '') admin     http://127.0.0.1:$port   dashboard and admin API (token needed)"
+			else
+				say "$(printf '%-14s' "$name") running   http://127.0.0.1:$port"
+			fi
 		elif [ -x "$(component_binary "$bin")" ]; then
-			say "$(printf '%-12s' "$name") stopped"
+			say "$(printf '%-14s' "$name") stopped"
 			rc=1
 		fi
 	done <<<"$(components)"
+	say ""
+	say "Ports of this clone ($KIT_ROOT, KIT_PORT_OFFSET=$KIT_PORT_OFFSET) and who holds them:"
+	bash "$HERE/doctor.sh" ports | sed 's/^/  /'
 	return $rc
 }
 
@@ -116,24 +132,24 @@ urls() {
 	say "  RabbitMQ management  http://127.0.0.1:$KIT_RABBIT_UI_PORT   (user kit, password KIT_RABBIT_PASSWORD in .run/secrets.env)"
 	local name bin port_var default_port
 	while read -r name bin port_var default_port; do
-		[ -n "$name" ] || continue
+		[ -n "$name" ] && [ "$name" != strangler ] || continue
 		pid_alive "$KIT_PIDS/$name.pid" &&
-			say "  $(printf '%-20s' "$name") http://127.0.0.1:${!port_var:-$default_port}"
+			say "  $(printf '%-20s' "$name") http://127.0.0.1:${!port_var}"
 	done <<<"$(components)"
 	if pid_alive "$KIT_PIDS/strangler.pid"; then
 		say ""
-		say "  Front door (send every client request here):  http://127.0.0.1:${STRANGLER_HTTP__PORT:-8000}"
-		say "  Strangler dashboard and admin API:             http://127.0.0.1:${STRANGLER_ADMIN__HTTP__PORT:-8001}/"
+		say "  Front door (send every client request here):  http://127.0.0.1:$STRANGLER_HTTP__PORT"
+		say "  Strangler dashboard and admin API:             http://127.0.0.1:$STRANGLER_ADMIN__HTTP__PORT/"
 		say "    token: KIT_STRANGLER_ADMIN_TOKEN in .run/secrets.env"
 	fi
 	if pid_alive "$KIT_PIDS/acl.pid"; then
-		say "  ACL façade, OpenAPI and admin:                http://127.0.0.1:${ACL_HTTP__PORT:-8090}/   (admin token: KIT_ACL_ADMIN_TOKEN in .run/secrets.env)"
+		say "  ACL façade, OpenAPI and admin:                http://127.0.0.1:$ACL_HTTP__PORT/   (admin token: KIT_ACL_ADMIN_TOKEN in .run/secrets.env)"
 	fi
 	if pid_alive "$KIT_PIDS/order-history.pid"; then
-		say "  order-history status page, lag and imports:   http://127.0.0.1:${ORDER_HISTORY_HTTP__PORT:-8082}/   (admin token: KIT_ORDER_HISTORY_ADMIN_TOKEN in .run/secrets.env)"
+		say "  order-history status page, lag and imports:   http://127.0.0.1:$ORDER_HISTORY_HTTP__PORT/   (admin token: KIT_ORDER_HISTORY_ADMIN_TOKEN in .run/secrets.env)"
 	fi
 	if pid_alive "$KIT_PIDS/pg-sandbox.pid"; then
-		say "  Payment sandbox behaviour (latency, declines, failures): PUT http://127.0.0.1:${PG_SANDBOX_HTTP__PORT:-8099}/admin/behaviour"
+		say "  Payment sandbox behaviour (latency, declines, failures): PUT http://127.0.0.1:$PG_SANDBOX_HTTP__PORT/admin/behaviour"
 		say "    token: KIT_PG_SANDBOX_ADMIN_TOKEN in .run/secrets.env"
 	fi
 	say ""
@@ -151,10 +167,25 @@ logs() {
 	done
 }
 
+# Deletes .run/ and, when the cluster was kept outside it (kit_pg_home in
+# lib.sh), that folder too, once its marker confirms it is this clone's.
+clean() {
+	local pg=$KIT_RUN/postgres outside
+	if [ -L "$pg" ]; then
+		outside=$(readlink "$pg")
+		if [ "$(head -n1 "$outside/kit-run" 2>/dev/null)" = "$KIT_RUN" ]; then
+			step "deleting $outside (this clone's PostgreSQL cluster)"
+			rm -rf "$outside"
+		fi
+	fi
+	step "deleting $KIT_RUN"
+	rm -rf "$KIT_RUN"
+}
+
 case "${1:-}" in
-infra) infra ;;
+infra) infra "${2:-infra}" ;;
 up)
-	infra
+	infra up
 	start_components
 	urls
 	;;
@@ -165,5 +196,9 @@ down)
 	;;
 status) status ;;
 logs) logs ;;
-*) die "usage: $0 infra|up|down|status|logs" ;;
+clean)
+	"$0" down
+	clean
+	;;
+*) die "usage: $0 infra [test]|up|down|status|logs|clean" ;;
 esac
