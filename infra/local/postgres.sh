@@ -28,7 +28,8 @@ PG_BIN=$(find_pg_bin) || die "$(pg_bin_missing)"
 as_pg_owner() {
 	if is_root; then
 		id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' OS user (PostgreSQL refuses root)"
-		runuser -u postgres -- "$@"
+		# From /: the caller's folder may be one the postgres user cannot enter.
+		(cd / && runuser -u postgres -- "$@")
 	else
 		"$@"
 	fi

@@ -167,6 +167,12 @@ logs() {
 	done
 }
 
+down() {
+	stop_components
+	bash "$HERE/rabbitmq.sh" stop
+	bash "$HERE/postgres.sh" stop
+}
+
 # Deletes .run/ and, when the cluster was kept outside it (kit_pg_home in
 # lib.sh), that folder too, once its marker confirms it is this clone's.
 clean() {
@@ -189,15 +195,11 @@ up)
 	start_components
 	urls
 	;;
-down)
-	stop_components
-	bash "$HERE/rabbitmq.sh" stop
-	bash "$HERE/postgres.sh" stop
-	;;
+down) down ;;
 status) status ;;
 logs) logs ;;
 clean)
-	"$0" down
+	down
 	clean
 	;;
 *) die "usage: $0 infra [test]|up|down|status|logs|clean" ;;
