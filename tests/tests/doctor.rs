@@ -89,7 +89,11 @@ fn a_machine_with_everything_passes_silently() {
     let scratch = Scratch::new();
     let outcome = preflight("test", &scratch, &[]);
     assert_eq!(
-        (outcome.code, outcome.stdout.as_str(), outcome.stderr.as_str()),
+        (
+            outcome.code,
+            outcome.stdout.as_str(),
+            outcome.stderr.as_str()
+        ),
         (Some(0), "", "")
     );
 }
@@ -98,7 +102,11 @@ fn a_machine_with_everything_passes_silently() {
 fn a_taken_port_names_the_process_and_the_variable_that_moves_the_stack() {
     let scratch = Scratch::new();
     let squatter = TcpListener::bind("127.0.0.1:0").expect("a listener");
-    let port = squatter.local_addr().expect("its address").port().to_string();
+    let port = squatter
+        .local_addr()
+        .expect("its address")
+        .port()
+        .to_string();
     let outcome = preflight("infra", &scratch, &[("KIT_PG_PORT", &port)]);
     let line = outcome.the_one_line();
     assert!(
@@ -227,6 +235,35 @@ fn a_port_offset_that_is_not_a_small_number_is_refused() {
     }
 }
 
+/// `make test` has started this clone's stack; moving its ports under it
+/// would strand it, so the check refuses (reading only, changing nothing).
+#[test]
+fn changing_the_offset_of_a_running_stack_is_refused() {
+    let run = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.run");
+    let saved = std::fs::read_to_string(run.join("ports.env")).expect("make test saved the offset");
+    let saved: u32 = saved
+        .lines()
+        .find_map(|line| line.strip_prefix("KIT_PORT_OFFSET="))
+        .expect("an offset line")
+        .parse()
+        .expect("a number");
+    let other = (saved + 1).to_string();
+    let output = Command::new("bash")
+        .arg(doctor())
+        .args(["preflight", "infra"])
+        .env("KIT_PORT_OFFSET", &other)
+        .env_remove("KIT_RUN")
+        .output()
+        .expect("bash runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: this clone's stack is running with KIT_PORT_OFFSET={saved}: run make down first to move it to {other}\n"
+        )
+    );
+}
+
 #[test]
 fn an_offset_moves_every_port_of_the_stack() {
     let scratch = Scratch::new();
@@ -252,6 +289,8 @@ fn an_offset_moves_every_port_of_the_stack() {
             ]
             .map(|name| (name, "")),
         )
+        // A port set by hand wins over the offset.
+        .env("BAEDAL_HTTP_PORT", "9080")
         .output()
         .expect("bash runs");
     assert!(output.status.success());
@@ -274,7 +313,7 @@ fn an_offset_moves_every_port_of_the_stack() {
         ("epmd", "43790"),
         ("rabbitmq-dist", "25820"),
         ("pg-sandbox", "8199"),
-        ("monolith", "8180"),
+        ("monolith", "9080"),
         ("acl", "8190"),
         ("order-history", "8182"),
         ("strangler", "8101"),
