@@ -661,6 +661,7 @@ async fn start_baedal(options: &PgConnectOptions) -> anyhow::Result<String> {
         api_key: Some(KEY.to_owned().into()),
         admin_token: None,
         behaviour: pg_sandbox::Behaviour::default(),
+        ledger_path: None,
     })
     .await?;
     let sandbox_url = format!("http://127.0.0.1:{}", sandbox.port());

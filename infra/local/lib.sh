@@ -200,6 +200,8 @@ write_stack_env() {
 		say "# The payment sandbox: the merchant key the monolith presents, and the demo operator's token."
 		say "PG_SANDBOX_API_KEY=$KIT_PG_SANDBOX_API_KEY"
 		say "PG_SANDBOX_ADMIN_TOKEN=$KIT_PG_SANDBOX_ADMIN_TOKEN"
+		say "# The sandbox keeps its ledger here, so a restart forgets no payment."
+		say "PG_SANDBOX_LEDGER_PATH=$KIT_RUN/pg-sandbox/ledger.jsonl"
 		say "# Baedal, the monolith, reads flat BAEDAL_* variables (legacy on purpose)."
 		say "BAEDAL_DB_URL=postgres://legacy:$KIT_DB_PASSWORD_LEGACY@$KIT_PG_HOST:$KIT_PG_PORT/legacy"
 		say "BAEDAL_PG_API_KEY=$KIT_PG_SANDBOX_API_KEY"

@@ -321,6 +321,7 @@ async fn start_baedal(options: &PgConnectOptions) -> (String, String, PgPool, on
         api_key: Some(API_KEY.to_owned().into()),
         admin_token: Some("admin".to_owned().into()),
         behaviour: pg_sandbox::Behaviour::default(),
+        ledger_path: None,
     };
     let sandbox = pg_sandbox::Application::build(settings)
         .await

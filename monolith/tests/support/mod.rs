@@ -36,6 +36,7 @@ pub async fn sandbox() -> String {
         api_key: Some(API_KEY.to_owned().into()),
         admin_token: Some("admin".to_owned().into()),
         behaviour: pg_sandbox::Behaviour::default(),
+        ledger_path: None,
     };
     let app = pg_sandbox::Application::build(settings)
         .await

@@ -1,6 +1,7 @@
 //! The sandbox's HTTP surface. Merchants call `/v1` with their API key as a
 //! bearer token and an `Idempotency-Key` on every write; the demo's operator
-//! changes the behaviour at `/admin/behaviour` with the admin token.
+//! changes the behaviour at `/admin/behaviour` and reads the ledger at
+//! `/admin/payments` with the admin token.
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/payments/{payment_id}", get(payment))
         .route("/v1/payments/{payment_id}/refund", post(refund))
         .route("/admin/behaviour", get(behaviour).put(set_behaviour))
+        .route("/admin/payments", get(payments))
         .with_state(state)
 }
 
@@ -156,6 +158,21 @@ async fn find_by_key(
         Some(payment) => JsonResponse(payment).into_response(),
         None => Problem::not_found("No authorisation was made with this key.").into_response(),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentsQuery {
+    order_id: Option<String>,
+}
+
+/// The ledger, oldest first (`?order_id=` for one merchant reference): how
+/// a demo or a test counts what was charged and refunded.
+async fn payments(
+    _: Admin,
+    State(state): State<ApiState>,
+    Query(query): Query<PaymentsQuery>,
+) -> Response {
+    JsonResponse(state.gateway.payments(query.order_id.as_deref())).into_response()
 }
 
 async fn behaviour(_: Admin, State(state): State<ApiState>) -> Response {

@@ -2,11 +2,23 @@
 //! knobs. Everything lives in one mutex-guarded map; a sandbox serves demos
 //! and tests, not thousands of merchants.
 //!
+//! A gateway opened on a journal file ([`Gateway::open`]) remembers, as a
+//! real one does: every change is appended to the file as one JSON line
+//! before it is applied, and the file is replayed at start, so a restarted
+//! sandbox still knows each payment and answers each key as before. The
+//! lines reach the operating system before the answer is sent, so killing
+//! the process loses nothing; the file is not synced to the disk, so an
+//! operating-system crash may (a laptop sandbox). Without a journal the
+//! ledger lives in memory only (the in-process sandboxes of tests).
+//!
 //! Idempotency works as at real gateways: the first answer to a key is kept
 //! and replayed for every retry with the same request; the same key with a
 //! different request is refused (422), since it is a client bug.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -78,12 +90,27 @@ pub struct Payment {
 }
 
 /// An answer as it goes on the wire, kept for replays.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
+    #[serde(with = "status_code")]
     pub status: StatusCode,
     pub body: Value,
     /// `application/problem+json` rather than `application/json`.
     pub problem: bool,
+}
+
+/// A status code in the journal: its number.
+mod status_code {
+    use axum::http::StatusCode;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(status: &StatusCode, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_u16(status.as_u16())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<StatusCode, D::Error> {
+        StatusCode::from_u16(u16::deserialize(input)?).map_err(D::Error::custom)
+    }
 }
 
 impl Reply {
@@ -107,7 +134,8 @@ impl From<Problem> for Reply {
 }
 
 /// What a key was first used for: a retry must ask the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
 enum Request {
     Authorise { order_id: String, amount: i64 },
     Refund { payment_id: String },
@@ -127,6 +155,122 @@ struct Ledger {
     by_key: HashMap<String, Record>,
 }
 
+/// One change to the ledger, as the journal keeps it: a key's first call,
+/// its answer, and the payment as the call left it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    key: String,
+    request: Request,
+    reply: Reply,
+    payment: Option<Payment>,
+}
+
+impl Ledger {
+    fn apply(&mut self, entry: Entry) {
+        let payment_id = entry.payment.as_ref().map(|p| p.payment_id.clone());
+        if let Some(payment) = entry.payment {
+            self.payments.insert(payment.payment_id.clone(), payment);
+        }
+        self.by_key.insert(
+            entry.key,
+            Record {
+                request: entry.request,
+                reply: entry.reply,
+                payment_id,
+            },
+        );
+    }
+}
+
+/// Why a journal could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the ledger journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the ledger journal {path} is damaged at line {line} ({reason}); move it aside to start with an empty ledger"
+    )]
+    Damaged {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// The append-only file a remembering sandbox writes each change to.
+#[derive(Debug)]
+struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal and reads back its entries. A last
+    /// line cut short (the process died while writing it) is dropped and cut
+    /// off the file: its change was never applied nor answered. Any other
+    /// unreadable line stops the start, since skipping it would forget a
+    /// payment.
+    fn open(path: &Path) -> Result<(Self, Vec<Entry>), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        let text = std::fs::read(path).map_err(io)?;
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        let mut line_no = 0;
+        while offset < text.len() {
+            line_no += 1;
+            let end = text[offset..].iter().position(|b| *b == b'\n');
+            let line = &text[offset..end.map_or(text.len(), |e| offset + e)];
+            match (serde_json::from_slice::<Entry>(line), end) {
+                (Ok(entry), _) => entries.push(entry),
+                (Err(_), None) => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        line = line_no,
+                        "the ledger journal's last line was cut short; dropping it"
+                    );
+                    file.set_len(offset as u64).map_err(io)?;
+                    break;
+                }
+                (Err(error), Some(_)) if !line.is_empty() => {
+                    return Err(JournalError::Damaged {
+                        path: path.to_owned(),
+                        line: line_no,
+                        reason: error.to_string(),
+                    });
+                }
+                (Err(_), Some(_)) => {}
+            }
+            offset = end.map_or(text.len(), |e| offset + e + 1);
+        }
+        let journal = Self {
+            file,
+            path: path.to_owned(),
+        };
+        Ok((journal, entries))
+    }
+
+    fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     operation: &'static str,
@@ -135,12 +279,15 @@ struct CallLabels {
 
 #[derive(Debug)]
 pub struct Gateway {
-    ledger: Mutex<Ledger>,
+    /// The journal sits beside the maps under one lock: a change is written,
+    /// then applied, before the next call sees the ledger.
+    ledger: Mutex<(Ledger, Option<Journal>)>,
     behaviour: Mutex<Behaviour>,
     calls: Family<CallLabels, Counter>,
 }
 
 impl Gateway {
+    /// A gateway that forgets on restart.
     pub fn new(behaviour: Behaviour, registry: &mut Registry) -> Self {
         let calls = Family::default();
         registry.register(
@@ -153,6 +300,50 @@ impl Gateway {
             behaviour: Mutex::new(behaviour),
             calls,
         }
+    }
+
+    /// A gateway that remembers: its ledger is read back from the journal
+    /// at `path` (created when missing) and every change is appended to it.
+    pub fn open(
+        behaviour: Behaviour,
+        registry: &mut Registry,
+        path: &Path,
+    ) -> Result<Self, JournalError> {
+        let (journal, entries) = Journal::open(path)?;
+        let gateway = Self::new(behaviour, registry);
+        {
+            let mut guard = gateway.lock();
+            let (ledger, slot) = &mut *guard;
+            let replayed = entries.len();
+            for entry in entries {
+                ledger.apply(entry);
+            }
+            tracing::info!(
+                path = %journal.path.display(),
+                changes = replayed,
+                payments = ledger.payments.len(),
+                "ledger read back from its journal"
+            );
+            *slot = Some(journal);
+        }
+        Ok(gateway)
+    }
+
+    /// Every payment, oldest first; `order_id` keeps one merchant
+    /// reference's. How a demo or a test counts charges and refunds.
+    pub fn payments(&self, order_id: Option<&str>) -> Vec<Payment> {
+        let mut payments: Vec<Payment> = self
+            .lock()
+            .0
+            .payments
+            .values()
+            .filter(|p| order_id.is_none_or(|id| p.order_id == id))
+            .cloned()
+            .collect();
+        payments.sort_by(|a, b| {
+            (a.created_at, &a.payment_id).cmp(&(b.created_at, &b.payment_id))
+        });
+        payments
     }
 
     pub fn behaviour(&self) -> Behaviour {
@@ -169,7 +360,7 @@ impl Gateway {
             order_id: order_id.to_owned(),
             amount,
         };
-        self.idempotent("authorise", key, request, |ledger, behaviour| {
+        self.idempotent("authorise", key, request, |_, behaviour| {
             let declined = roll(behaviour.decline_percent);
             let payment = Payment {
                 payment_id: format!("pay_{}", uuid::Uuid::now_v7().simple()),
@@ -197,9 +388,7 @@ impl Gateway {
             } else {
                 Reply::payment(StatusCode::CREATED, &payment)
             };
-            let id = payment.payment_id.clone();
-            ledger.payments.insert(id.clone(), payment);
-            (reply, Some(id))
+            (reply, Some(payment))
         })
     }
 
@@ -209,7 +398,7 @@ impl Gateway {
             payment_id: payment_id.to_owned(),
         };
         self.idempotent("refund", key, request, |ledger, _| {
-            let Some(payment) = ledger.payments.get_mut(payment_id) else {
+            let Some(payment) = ledger.payments.get(payment_id) else {
                 let problem = Problem::not_found(format!("No payment {payment_id}."));
                 return (problem.into(), None);
             };
@@ -224,27 +413,26 @@ impl Gateway {
                     (problem.into(), None)
                 }
                 PaymentStatus::Approved | PaymentStatus::Refunded => {
+                    let mut payment = payment.clone();
                     if payment.status == PaymentStatus::Approved {
                         payment.status = PaymentStatus::Refunded;
                         payment.refunded_at = Some(OffsetDateTime::now_utc());
                     }
-                    (
-                        Reply::payment(StatusCode::OK, payment),
-                        Some(payment_id.to_owned()),
-                    )
+                    (Reply::payment(StatusCode::OK, &payment), Some(payment))
                 }
             }
         })
     }
 
     pub fn payment(&self, payment_id: &str) -> Option<Payment> {
-        self.ledger().payments.get(payment_id).cloned()
+        self.lock().0.payments.get(payment_id).cloned()
     }
 
     /// The payment an authorisation with `key` created: how a client that
     /// timed out learns whether it was charged.
     pub fn payment_by_key(&self, key: &str) -> Option<Payment> {
-        let ledger = self.ledger();
+        let guard = self.lock();
+        let ledger = &guard.0;
         let record = ledger.by_key.get(key)?;
         matches!(record.request, Request::Authorise { .. })
             .then_some(())
@@ -253,9 +441,10 @@ impl Gateway {
             .cloned()
     }
 
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Ledger, Option<Journal>)> {
         // A panic while holding the lock leaves the maps consistent (every
-        // change is a single insert), so a poisoned lock is still usable.
+        // change is applied by one call after it is written), so a poisoned
+        // lock is still usable.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -264,10 +453,11 @@ impl Gateway {
         operation: &'static str,
         key: &str,
         request: Request,
-        act: impl FnOnce(&mut Ledger, Behaviour) -> (Reply, Option<String>),
+        act: impl FnOnce(&Ledger, Behaviour) -> (Reply, Option<Payment>),
     ) -> Reply {
         let behaviour = self.behaviour();
-        let mut ledger = self.ledger();
+        let mut guard = self.lock();
+        let (ledger, journal) = &mut *guard;
         let (reply, outcome) = match ledger.by_key.get(key) {
             Some(record) if record.request == request => (record.reply.clone(), "replayed"),
             Some(_) => {
@@ -289,23 +479,39 @@ impl Gateway {
                 (problem.into(), "failed")
             }
             None => {
-                let (reply, payment_id) = act(&mut ledger, behaviour);
-                ledger.by_key.insert(
-                    key.to_owned(),
-                    Record {
-                        request,
-                        reply: reply.clone(),
-                        payment_id,
-                    },
-                );
-                let outcome = if reply.status.is_success() {
-                    "ok"
-                } else {
-                    "refused"
+                let (reply, payment) = act(ledger, behaviour);
+                let entry = Entry {
+                    key: key.to_owned(),
+                    request,
+                    reply,
+                    payment,
                 };
-                (reply, outcome)
+                let written = journal.as_mut().map_or(Ok(()), |j| j.append(&entry));
+                match written {
+                    Ok(()) => {
+                        let reply = entry.reply.clone();
+                        ledger.apply(entry);
+                        let outcome = if reply.status.is_success() {
+                            "ok"
+                        } else {
+                            "refused"
+                        };
+                        (reply, outcome)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot write the ledger journal; nothing recorded");
+                        let problem = Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "ledger-unavailable",
+                            "Ledger unavailable",
+                        )
+                        .with_detail("The sandbox could not record the call; nothing was charged or refunded.");
+                        (problem.into(), "failed")
+                    }
+                }
             }
         };
+        drop(guard);
         self.calls
             .get_or_create(&CallLabels { operation, outcome })
             .inc();
@@ -332,7 +538,7 @@ mod tests {
         let again = pg.authorise("k1", "20261122-000001", 18_000);
         assert_eq!(first.status, StatusCode::CREATED);
         assert_eq!(first, again);
-        assert_eq!(pg.ledger().payments.len(), 1);
+        assert_eq!(pg.lock().0.payments.len(), 1);
     }
 
     #[test]

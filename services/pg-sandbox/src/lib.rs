@@ -5,9 +5,10 @@
 //! failed on purpose, for demos of timeouts, retries and circuit breakers.
 //!
 //! - [`gateway`]: the payments, the idempotency records and the behaviour
-//!   knobs, in memory (a sandbox forgets on restart, like most do).
-//! - [`api`]: the HTTP surface, `/v1/...` for merchants and
-//!   `/admin/behaviour` for whoever runs the demo.
+//!   knobs, in memory and, with `PG_SANDBOX_LEDGER_PATH`, in a journal file
+//!   read back at start, so a restarted sandbox still knows every payment.
+//! - [`api`]: the HTTP surface, `/v1/...` for merchants, and
+//!   `/admin/behaviour` and `/admin/payments` for whoever runs the demo.
 //!
 //! Settings (`PG_SANDBOX_` prefix, chassis layers):
 //!
@@ -15,7 +16,8 @@
 //! |---|---|---|
 //! | `PG_SANDBOX_HTTP__PORT` | 8099 | the port |
 //! | `PG_SANDBOX_API_KEY` | none | the merchant key `/v1` calls must present as a bearer token; none: `/v1` refuses everyone |
-//! | `PG_SANDBOX_ADMIN_TOKEN` | none | the bearer token for `/admin/behaviour`; none: the admin endpoint refuses everyone |
+//! | `PG_SANDBOX_ADMIN_TOKEN` | none | the bearer token for `/admin/...`; none: the admin endpoints refuse everyone |
+//! | `PG_SANDBOX_LEDGER_PATH` | none | the journal file the ledger is kept in between runs (`make up`: `.run/pg-sandbox/ledger.jsonl`); none: the ledger lives in memory only |
 //! | `PG_SANDBOX_BEHAVIOUR__LATENCY_MS` | 0 | added before each answer (after the payment is recorded) |
 //! | `PG_SANDBOX_BEHAVIOUR__DECLINE_PERCENT` | 0 | share of authorisations declined |
 //! | `PG_SANDBOX_BEHAVIOUR__FAILURE_PERCENT` | 0 | share of calls answered with 503 before anything is recorded |
@@ -24,6 +26,7 @@ pub mod api;
 pub mod gateway;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chassis::config::{Config, ConfigError, HttpSettings, SecretString};
@@ -45,6 +48,9 @@ pub struct Settings {
     pub admin_token: Option<SecretString>,
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// Where the ledger is kept between runs; `None`: in memory only.
+    #[serde(default)]
+    pub ledger_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -61,10 +67,16 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut service = Service::new();
-        let gateway = Arc::new(gateway::Gateway::new(
-            settings.behaviour,
-            service.registry_mut(),
-        ));
+        let gateway = match &settings.ledger_path {
+            Some(path) => {
+                gateway::Gateway::open(settings.behaviour, service.registry_mut(), path)?
+            }
+            None => {
+                tracing::info!("PG_SANDBOX_LEDGER_PATH is not set: the ledger is forgotten on restart");
+                gateway::Gateway::new(settings.behaviour, service.registry_mut())
+            }
+        };
+        let gateway = Arc::new(gateway);
         if settings.api_key.is_none() {
             tracing::warn!("PG_SANDBOX_API_KEY is not set: every /v1 call gets 401");
         }

@@ -18,6 +18,7 @@ async fn spawn() -> String {
         api_key: Some(API_KEY.to_owned().into()),
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         behaviour: Behaviour::default(),
+        ledger_path: None,
     };
     let app = Application::build(settings).await.expect("sandbox builds");
     let url = format!("http://127.0.0.1:{}", app.port());
