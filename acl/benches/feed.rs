@@ -675,6 +675,7 @@ async fn start_baedal(options: &PgConnectOptions) -> anyhow::Result<String> {
         pg_api_key: KEY.to_owned(),
         pg_timeout: Duration::from_secs(2),
         sweep_interval: Duration::from_secs(3600),
+        unknown_refund_tries: 5,
     })
     .await?;
     let url = format!("http://127.0.0.1:{}", app.port());

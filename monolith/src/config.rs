@@ -11,6 +11,7 @@
 //! | `BAEDAL_PG_API_KEY` | required | the merchant key for the gateway (a secret: never logged) |
 //! | `BAEDAL_PG_TIMEOUT_MS` | 2000 | limit for one gateway call |
 //! | `BAEDAL_SWEEP_INTERVAL_MS` | 10000 | how often owed voids and refunds are retried |
+//! | `BAEDAL_PG_UNKNOWN_REFUND_TRIES` | 5 | how often a refund is asked for when the gateway answers that it does not know the payment, before it is put on hold (`tb_payment.rfnd_hold_yn`) |
 //! | `BAEDAL_LOG` | info | log filter |
 
 use std::fmt;
@@ -27,6 +28,7 @@ pub struct Config {
     pub pg_api_key: String,
     pub pg_timeout: Duration,
     pub sweep_interval: Duration,
+    pub unknown_refund_tries: u32,
 }
 
 // Hand-written so neither the database password nor the gateway key can
@@ -42,6 +44,7 @@ impl fmt::Debug for Config {
             .field("pg_api_key", &"<redacted>")
             .field("pg_timeout", &self.pg_timeout)
             .field("sweep_interval", &self.sweep_interval)
+            .field("unknown_refund_tries", &self.unknown_refund_tries)
             .finish()
     }
 }
@@ -97,6 +100,10 @@ impl Config {
             sweep_interval: Duration::from_millis(
                 parse("BAEDAL_SWEEP_INTERVAL_MS", "10000")?.max(100),
             ),
+            unknown_refund_tries: u32::try_from(
+                parse("BAEDAL_PG_UNKNOWN_REFUND_TRIES", "5")?.clamp(1, 1000),
+            )
+            .unwrap_or(5),
         })
     }
 }
@@ -124,6 +131,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.port, 8080);
         assert_eq!(config.pg_timeout, Duration::from_secs(2));
+        assert_eq!(config.unknown_refund_tries, 5);
         let printed = format!("{config:?}");
         assert!(!printed.contains("pw@") && !printed.contains("sk_live_secret"));
     }

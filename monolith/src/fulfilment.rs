@@ -302,9 +302,9 @@ pub async fn rider_board(db: &PgPool, rider_id: i64) -> Result<RiderBoard, Fail>
 }
 
 /// Retries what is owed to customers: voids of authorisations whose answer
-/// never came (`VOID_REQ`), refunds (`RFND_REQ`), and payments stuck in
-/// `REQ` because the process died mid-call (after two minutes they are
-/// treated as unanswered).
+/// never came (`VOID_REQ`), refunds (`RFND_REQ`) not on hold, and payments
+/// stuck in `REQ` because the process died mid-call (after two minutes they
+/// are treated as unanswered).
 pub async fn sweep(db: &PgPool, gateway: &PaymentGateway) -> Result<usize, Fail> {
     let mut tx = db.begin().await?;
     let stuck: Vec<String> = sqlx::query_scalar(
@@ -338,7 +338,8 @@ pub async fn sweep(db: &PgPool, gateway: &PaymentGateway) -> Result<usize, Fail>
     tx.commit().await?;
     let owed: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT ord_no, pay_stat_cd, pg_idem_key FROM tb_payment
-         WHERE pay_stat_cd IN ('VOID_REQ', 'RFND_REQ') ORDER BY upd_dt LIMIT 100",
+         WHERE pay_stat_cd IN ('VOID_REQ', 'RFND_REQ') AND rfnd_hold_yn = 'N'
+         ORDER BY upd_dt LIMIT 100",
     )
     .fetch_all(db)
     .await?;

@@ -123,13 +123,19 @@ impl Application {
     /// Connects to the database, brings the schema up to date and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = connect_and_migrate(&config.db_url, config.db_pool_size).await?;
-        let gateway = PaymentGateway::new(&config.pg_url, &config.pg_api_key, config.pg_timeout);
+        let gateway = PaymentGateway::new(&config.pg_url, &config.pg_api_key, config.pg_timeout)
+            .hold_refunds_after(config.unknown_refund_tries);
         let mut metrics = Metrics::default();
         let requests = metrics.requests.clone();
         metrics.registry.register(
             "baedal_http_requests",
             "HTTP requests by method and status",
             requests,
+        );
+        metrics.registry.register(
+            "baedal_refunds_parked",
+            "Refunds put on hold because the gateway does not know the payment",
+            gateway.refunds_parked().clone(),
         );
         let state = AppState {
             db,
@@ -155,6 +161,12 @@ impl Application {
         self.state.db.clone()
     }
 
+    /// The gateway client the app pays and refunds through (its counters
+    /// are the ones `/metrics` shows).
+    pub fn gateway(&self) -> PaymentGateway {
+        self.state.gateway.clone()
+    }
+
     /// Serves until `shutdown`, with the sweeper running beside.
     pub async fn run_until_stopped<F>(self, shutdown: F) -> anyhow::Result<()>
     where
@@ -170,8 +182,11 @@ impl Application {
     }
 }
 
+/// Sweeps every `interval`, the first time one interval after start (a
+/// sweep at start would race the first requests; what a crash left owed
+/// waits one interval).
 async fn sweep_forever(state: AppState, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::clock;
 use crate::error::Fail;
-use crate::payment::{Authorisation, PaymentGateway};
+use crate::payment::{Authorisation, PaymentGateway, Refunded};
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_TEXT: usize = 200;
@@ -759,8 +759,53 @@ pub async fn refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &str) {
         .refund(&format!("baedal-{ord_no}-refund"), &tid)
         .await
     {
-        Ok(()) => record_returned(db, ord_no, "RFND_REQ", "RFND").await,
+        Ok(Refunded::Yes) => record_returned(db, ord_no, "RFND_REQ", "RFND").await,
+        Ok(Refunded::UnknownPayment) => count_unknown_refund(db, gateway, ord_no, &tid).await,
         Err(error) => tracing::warn!(ord_no, %error, "refund failed; the sweeper will retry"),
+    }
+}
+
+/// The gateway does not know the payment a refund is owed for (it lost its
+/// ledger, or the payment id is wrong). Asking for ever would only fill the
+/// log, so the answers are counted, and the last allowed one puts the refund
+/// on hold (`rfnd_hold_yn = 'Y'`): still owed, no longer retried, logged
+/// once as an error and counted in `baedal_refunds_parked_total` for a
+/// person to settle with the gateway.
+async fn count_unknown_refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &str, tid: &str) {
+    let counted: Result<Option<(i32, String)>, sqlx::Error> = sqlx::query_as(
+        "UPDATE tb_payment
+         SET rfnd_try_cnt = rfnd_try_cnt + 1,
+             rfnd_hold_yn = CASE WHEN rfnd_try_cnt + 1 >= $2 THEN 'Y' ELSE 'N' END,
+             upd_dt = now()
+         WHERE ord_no = $1 AND pay_stat_cd = 'RFND_REQ' AND rfnd_hold_yn = 'N'
+         RETURNING rfnd_try_cnt, rfnd_hold_yn::text",
+    )
+    .bind(ord_no)
+    .bind(i64::from(gateway.unknown_refund_tries()))
+    .fetch_optional(db)
+    .await;
+    let tries = gateway.unknown_refund_tries();
+    match counted {
+        Ok(Some((_, hold))) if hold == "Y" => {
+            gateway.refunds_parked().inc();
+            tracing::error!(
+                ord_no,
+                tid,
+                tries,
+                "refund put on hold: the gateway does not know the payment; it stays owed \
+                 (tb_payment.rfnd_hold_yn = 'Y') for a person to settle"
+            );
+        }
+        Ok(Some((tried, _))) => tracing::warn!(
+            ord_no,
+            tid,
+            tried,
+            tries,
+            "the gateway does not know the payment to refund; the sweeper will ask again"
+        ),
+        // Settled or put on hold by another caller meanwhile.
+        Ok(None) => {}
+        Err(error) => tracing::error!(ord_no, %error, "cannot count the refund's try"),
     }
 }
 

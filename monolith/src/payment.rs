@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -17,6 +18,20 @@ pub struct PaymentGateway {
     http: Client,
     base: String,
     api_key: String,
+    /// "No such payment" answers to one refund before it is put on hold.
+    unknown_refund_tries: u32,
+    /// Refunds put on hold (`baedal_refunds_parked_total`).
+    refunds_parked: Counter,
+}
+
+/// What the gateway said to a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refunded {
+    /// Given back now or before (the key replays), or never charged.
+    Yes,
+    /// The gateway does not know the payment (404): asking again will not
+    /// help unless the gateway finds it, so the tries are counted.
+    UnknownPayment,
 }
 
 /// What the gateway said about an authorisation.
@@ -67,7 +82,25 @@ impl PaymentGateway {
             http,
             base: base.trim_end_matches('/').to_owned(),
             api_key: api_key.to_owned(),
+            unknown_refund_tries: 5,
+            refunds_parked: Counter::default(),
         }
+    }
+
+    /// How many "no such payment" answers a refund gets before it is put
+    /// on hold (at least 1).
+    pub fn hold_refunds_after(mut self, tries: u32) -> Self {
+        self.unknown_refund_tries = tries.max(1);
+        self
+    }
+
+    pub fn unknown_refund_tries(&self) -> u32 {
+        self.unknown_refund_tries
+    }
+
+    /// Counts refunds put on hold; registered as a metric by the app.
+    pub fn refunds_parked(&self) -> &Counter {
+        &self.refunds_parked
     }
 
     /// The authorisation key for an order: one per order, so every retry of
@@ -167,7 +200,7 @@ impl PaymentGateway {
     }
 
     /// Gives the whole payment `tid` back. `key` makes retries safe.
-    pub async fn refund(&self, key: &str, tid: &str) -> Result<(), GatewayError> {
+    pub async fn refund(&self, key: &str, tid: &str) -> Result<Refunded, GatewayError> {
         let response = self
             .http
             .post(format!("{}/v1/payments/{tid}/refund", self.base))
@@ -178,7 +211,8 @@ impl PaymentGateway {
             .map_err(|e| GatewayError(e.to_string()))?;
         match response.status() {
             // 409: never charged (declined), so nothing to give back.
-            StatusCode::OK | StatusCode::CONFLICT => Ok(()),
+            StatusCode::OK | StatusCode::CONFLICT => Ok(Refunded::Yes),
+            StatusCode::NOT_FOUND => Ok(Refunded::UnknownPayment),
             status => Err(GatewayError(format!("refund answered {status}"))),
         }
     }
@@ -187,7 +221,9 @@ impl PaymentGateway {
     /// refunds it if approved.
     pub async fn void(&self, key: &str) -> Result<(), GatewayError> {
         match self.lookup(key).await? {
-            Lookup::Approved { tid } => self.refund(&format!("{key}-void"), &tid).await,
+            // Found by its key a moment ago: an unknown payment now holds
+            // nothing either.
+            Lookup::Approved { tid } => self.refund(&format!("{key}-void"), &tid).await.map(|_| ()),
             Lookup::NothingHeld => Ok(()),
         }
     }

@@ -337,6 +337,7 @@ async fn start_baedal(options: &PgConnectOptions) -> (String, String, PgPool, on
         pg_api_key: API_KEY.to_owned(),
         pg_timeout: Duration::from_secs(2),
         sweep_interval: Duration::from_secs(3600),
+        unknown_refund_tries: 5,
     };
     let app = monolith::Application::build(config)
         .await

@@ -19,6 +19,8 @@ pub const API_KEY: &str = "test-merchant-key";
 pub struct Baedal {
     pub url: String,
     pub db: PgPool,
+    /// The app's own gateway client, to run its sweeper by hand.
+    pub gateway: monolith::payment::PaymentGateway,
     pub http: Client,
     /// Dropped with the test: Baedal shuts down and lets go of the test
     /// database, which `#[sqlx::test]` then drops.
@@ -56,19 +58,31 @@ impl Baedal {
         pg_url: &str,
         pg_timeout: Duration,
     ) -> Self {
-        let config = Config {
+        Self::start_with(options, pg_url, |config| config.pg_timeout = pg_timeout).await
+    }
+
+    /// Baedal with its test configuration changed by `tweak`.
+    pub async fn start_with(
+        options: &PgConnectOptions,
+        pg_url: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config {
             host: "127.0.0.1".parse().expect("an address"),
             port: 0,
             db_url: options.to_url_lossy().to_string(),
             db_pool_size: 25,
             pg_url: pg_url.to_owned(),
             pg_api_key: API_KEY.to_owned(),
-            pg_timeout,
+            pg_timeout: Duration::from_secs(2),
             sweep_interval: Duration::from_secs(3600),
+            unknown_refund_tries: 5,
         };
+        tweak(&mut config);
         let app = Application::build(config).await.expect("Baedal builds");
         let url = format!("http://127.0.0.1:{}", app.port());
         let db = app.db();
+        let gateway = app.gateway();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -76,6 +90,7 @@ impl Baedal {
         Self {
             url,
             db,
+            gateway,
             http: Client::new(),
             _stop: stop,
         }

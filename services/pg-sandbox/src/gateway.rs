@@ -340,9 +340,7 @@ impl Gateway {
             .filter(|p| order_id.is_none_or(|id| p.order_id == id))
             .cloned()
             .collect();
-        payments.sort_by(|a, b| {
-            (a.created_at, &a.payment_id).cmp(&(b.created_at, &b.payment_id))
-        });
+        payments.sort_by(|a, b| (a.created_at, &a.payment_id).cmp(&(b.created_at, &b.payment_id)));
         payments
     }
 

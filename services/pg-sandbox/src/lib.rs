@@ -68,11 +68,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut service = Service::new();
         let gateway = match &settings.ledger_path {
-            Some(path) => {
-                gateway::Gateway::open(settings.behaviour, service.registry_mut(), path)?
-            }
+            Some(path) => gateway::Gateway::open(settings.behaviour, service.registry_mut(), path)?,
             None => {
-                tracing::info!("PG_SANDBOX_LEDGER_PATH is not set: the ledger is forgotten on restart");
+                tracing::info!(
+                    "PG_SANDBOX_LEDGER_PATH is not set: the ledger is forgotten on restart"
+                );
                 gateway::Gateway::new(settings.behaviour, service.registry_mut())
             }
         };

@@ -142,9 +142,13 @@ fn summary(payments: &[Value]) -> Vec<(String, String)> {
 async fn a_restarted_sandbox_still_knows_every_payment_and_key() {
     let scratch = Scratch::new();
     let first = Run::start(&scratch.journal()).await;
-    let (status, charged) = first.authorise("order-1-auth", "20261130-000001", 18_500).await;
+    let (status, charged) = first
+        .authorise("order-1-auth", "20261130-000001", 18_500)
+        .await;
     assert_eq!(status, StatusCode::CREATED);
-    first.authorise("order-2-auth", "20261130-000002", 9_000).await;
+    first
+        .authorise("order-2-auth", "20261130-000002", 9_000)
+        .await;
     first.stop().await;
 
     let second = Run::start(&scratch.journal()).await;
@@ -154,7 +158,9 @@ async fn a_restarted_sandbox_still_knows_every_payment_and_key() {
     assert_eq!(found, charged);
     // Its retry is answered from the record: no second charge.
     assert_eq!(
-        second.authorise("order-1-auth", "20261130-000001", 18_500).await,
+        second
+            .authorise("order-1-auth", "20261130-000001", 18_500)
+            .await,
         (StatusCode::CREATED, charged.clone())
     );
     // The key still belongs to that request.
@@ -163,7 +169,10 @@ async fn a_restarted_sandbox_still_knows_every_payment_and_key() {
     // And what is owed can be given back.
     let payment_id = charged["payment_id"].as_str().expect("an id");
     let (status, refunded) = second.refund("order-1-refund", payment_id).await;
-    assert_eq!((status, &refunded["status"]), (StatusCode::OK, &json!("refunded")));
+    assert_eq!(
+        (status, &refunded["status"]),
+        (StatusCode::OK, &json!("refunded"))
+    );
     second.stop().await;
 
     let third = Run::start(&scratch.journal()).await;
@@ -190,7 +199,9 @@ async fn a_restarted_sandbox_still_knows_every_payment_and_key() {
 async fn a_last_line_cut_short_by_a_crash_is_dropped_and_the_journal_stays_usable() {
     let scratch = Scratch::new();
     let first = Run::start(&scratch.journal()).await;
-    first.authorise("order-1-auth", "20261130-000001", 18_500).await;
+    first
+        .authorise("order-1-auth", "20261130-000001", 18_500)
+        .await;
     first.stop().await;
     // The process died halfway through writing its next line.
     let mut text = std::fs::read(scratch.journal()).expect("the journal");
@@ -207,7 +218,9 @@ async fn a_last_line_cut_short_by_a_crash_is_dropped_and_the_journal_stays_usabl
     // That call was never answered, so the key is free for its retry.
     let (status, _) = second.by_key("order-2-auth").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = second.authorise("order-2-auth", "20261130-000002", 9_000).await;
+    let (status, _) = second
+        .authorise("order-2-auth", "20261130-000002", 9_000)
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     second.stop().await;
 
@@ -226,7 +239,9 @@ async fn a_last_line_cut_short_by_a_crash_is_dropped_and_the_journal_stays_usabl
 async fn a_damaged_line_inside_the_journal_stops_the_start_and_says_where() {
     let scratch = Scratch::new();
     let first = Run::start(&scratch.journal()).await;
-    first.authorise("order-1-auth", "20261130-000001", 18_500).await;
+    first
+        .authorise("order-1-auth", "20261130-000001", 18_500)
+        .await;
     first.stop().await;
     let good = std::fs::read_to_string(scratch.journal()).expect("the journal");
     std::fs::write(scratch.journal(), format!("not json\n{good}")).expect("written");
