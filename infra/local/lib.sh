@@ -46,7 +46,7 @@ kit_ports() {
 		'rabbitmq-ui KIT_RABBIT_UI_PORT 15673' 'epmd KIT_EPMD_PORT 43690' \
 		'rabbitmq-dist KIT_RABBIT_DIST_PORT 25720'
 	local name bin var default
-	while read -r name bin var default; do
+	while read -r name bin var default _; do
 		printf '%s %s %s\n' "$name" "$var" "$default"
 		if [ "$name" = strangler ]; then printf '%s\n' 'front-door STRANGLER_HTTP__PORT 8000'; fi
 	done < <(grep -Ev '^[[:space:]]*(#|$)' "$KIT_ROOT/infra/components.txt")

@@ -9,6 +9,7 @@
 #   stack.sh status    one line per part, then who holds each port; exits 1
 #                      when something is down
 #   stack.sh clean     down, then delete .run/ (and a cluster kept outside it)
+#   stack.sh exec NAME run one component with its own environment only
 #   stack.sh logs      the last lines of every log under .run/logs
 #
 # Every step is idempotent: a second `up` finds everything running, starts
@@ -28,7 +29,7 @@ infra() {
 	write_stack_env
 }
 
-# Lines of infra/components.txt: name binary port-variable default-port.
+# Lines of infra/components.txt: name binary port-variable default-port prefix.
 components() { grep -Ev '^[[:space:]]*(#|$)' "$KIT_ROOT/infra/components.txt" || true; }
 
 component_binary() { say "${CARGO_TARGET_DIR:-$KIT_ROOT/target}/debug/$1"; }
@@ -41,7 +42,7 @@ start_components() {
 	(cd "$KIT_ROOT" && cargo build --bins --quiet) || die "cargo build failed"
 	mkdir -p "$KIT_LOGS" "$KIT_PIDS"
 	local name bin port_var default_port port exe
-	while read -r name bin port_var default_port; do
+	while read -r name bin port_var default_port _; do
 		exe=$(component_binary "$bin")
 		[ -x "$exe" ] || continue
 		port=${!port_var}
@@ -58,24 +59,54 @@ start_components() {
 		port_open "$port" && die "port $port for $name is taken by another process; set $port_var"
 		step "starting $name (health on 127.0.0.1:$port)"
 		(
-			set -a
-			# shellcheck disable=SC1090
-			. "$KIT_STACK_ENV"
-			set +a
-			# Names the clone a process belongs to (make status, doctor.sh).
-			export KIT_CLONE=$KIT_ROOT
 			cd "$KIT_ROOT"
-			exec setsid "$exe" </dev/null >>"$KIT_LOGS/$name.log" 2>&1
+			exec setsid bash "$KIT_ROOT/infra/local/stack.sh" exec "$name" </dev/null >>"$KIT_LOGS/$name.log" 2>&1
 		) &
 		echo $! >"$KIT_PIDS/$name.pid"
 	done <<<"$lines"
 	wait_until_ready "$lines" ""
 }
 
+# Runs component $1 with the environment it is given, and no other: a few
+# basics of the caller's (PATH, HOME, locale, RUST_LOG), KIT_CLONE naming
+# this clone (make status), and the lines of .run/stack.env that start with
+# its prefix (infra/components.txt). Nothing of another component's, no
+# superuser URL. Then VAR=VALUE arguments (its prefix only) override lines,
+# and a PROGRAM with arguments may stand in for its binary (the test of
+# this environment, tests/tests/component_env.rs, uses both).
+#   stack.sh exec NAME [VAR=VALUE...] [PROGRAM ARGS...]
+exec_component() {
+	local name=${1:-} line bin="" prefix=""
+	[ -n "$name" ] || die "usage: $0 exec NAME [VAR=VALUE...] [PROGRAM ARGS...]"
+	shift
+	line=$(components | awk -v n="$name" '$1 == n')
+	[ -n "$line" ] || die "no component $name in infra/components.txt"
+	read -r _ bin _ _ prefix _ <<<"$line"
+	[ -n "$prefix" ] || die "infra/components.txt gives $name no variable prefix"
+	[ -s "$KIT_STACK_ENV" ] || die "no $KIT_STACK_ENV yet: run make infra first"
+	local -a base=() own=()
+	local var
+	for var in PATH HOME LANG LC_ALL TZ RUST_LOG RUST_BACKTRACE; do
+		if [ -n "${!var:-}" ]; then base+=("$var=${!var}"); fi
+	done
+	base+=("KIT_CLONE=$KIT_ROOT")
+	while IFS= read -r line; do
+		if [[ $line == "$prefix"*=* ]]; then own+=("$line"); fi
+	done <"$KIT_STACK_ENV"
+	while [ $# -gt 0 ] && [[ $1 == *=* ]]; do
+		[[ $1 == "$prefix"* ]] || die "$1: $name's environment takes only ${prefix}* variables"
+		own+=("$1")
+		shift
+	done
+	if [ $# -eq 0 ]; then set -- "$(component_binary "$bin")"; fi
+	cd "$KIT_ROOT"
+	exec env -i "${base[@]}" "${own[@]}" "$@"
+}
+
 # Waits for every started component listed before $2 ("" for all).
 wait_until_ready() {
 	local name bin port_var default_port port
-	while read -r name bin port_var default_port; do
+	while read -r name bin port_var default_port _; do
 		[ "$name" = "$2" ] && return 0
 		[ -f "$KIT_PIDS/$name.pid" ] || continue
 		port=${!port_var}
@@ -103,7 +134,7 @@ status() {
 	local rc=0 name bin port_var default_port port
 	bash "$HERE/postgres.sh" status || rc=1
 	bash "$HERE/rabbitmq.sh" status || rc=1
-	while read -r name bin port_var default_port; do
+	while read -r name bin port_var default_port _; do
 		[ -n "$name" ] || continue
 		port=${!port_var}
 		if pid_alive "$KIT_PIDS/$name.pid"; then
@@ -131,7 +162,7 @@ urls() {
 	say "  RabbitMQ (AMQP)      amqp://127.0.0.1:$KIT_AMQP_PORT"
 	say "  RabbitMQ management  http://127.0.0.1:$KIT_RABBIT_UI_PORT   (user kit, password KIT_RABBIT_PASSWORD in .run/secrets.env)"
 	local name bin port_var default_port
-	while read -r name bin port_var default_port; do
+	while read -r name bin port_var default_port _; do
 		[ -n "$name" ] && [ "$name" != strangler ] || continue
 		pid_alive "$KIT_PIDS/$name.pid" &&
 			say "  $(printf '%-20s' "$name") http://127.0.0.1:${!port_var}"
@@ -198,9 +229,13 @@ up)
 down) down ;;
 status) status ;;
 logs) logs ;;
+exec)
+	shift
+	exec_component "$@"
+	;;
 clean)
 	down
 	clean
 	;;
-*) die "usage: $0 infra [test]|up|down|status|logs|clean" ;;
+*) die "usage: $0 infra [test]|up|down|status|logs|clean|exec NAME [VAR=VALUE...] [PROGRAM...]" ;;
 esac
