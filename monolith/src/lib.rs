@@ -46,7 +46,6 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use config::Config;
 use error::Fail;
@@ -217,9 +216,39 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(access_log))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// One line per request with its request id and the `traceparent` it came
+/// with, so that a request followed from the strangler's access log (same
+/// id, same trace id) shows up here too. Probes and scrapes are debug.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_id = header_text(request.headers(), &REQUEST_ID);
+    let traceparent = header_text(request.headers(), &TRACEPARENT);
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if path.starts_with("/health/") || path == "/metrics" {
+        tracing::debug!(request_id, traceparent, %method, path, status, ms, "request completed");
+    } else {
+        tracing::info!(request_id, traceparent, %method, path, status, ms, "request completed");
+    }
+    response
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+fn header_text(headers: &axum::http::HeaderMap, name: &HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

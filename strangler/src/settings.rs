@@ -14,6 +14,7 @@
 //! | `STRANGLER_BACKENDS__<NAME>` | from the plan | comma-separated instance URLs for backend `<name>` |
 //! | `STRANGLER_RECHECK_MS` | 5000 | how often to look for table changes other instances made (besides `NOTIFY`) |
 //! | `STRANGLER_PROXY__WORKERS` | one per CPU | proxy worker threads (docs/adr/0005-proxy-workers.md) |
+//! | `STRANGLER_PROXY__ACCESS_LOG_PERCENT` | 100 | share of requests with an access log line (answers ≥ 500 always have one) |
 //! | `STRANGLER_PROXY__*` | see [`ProxySettings`] | timeouts and limits |
 
 use std::collections::BTreeMap;
@@ -140,6 +141,9 @@ pub struct ProxySettings {
     pub breaker_failures: usize,
     /// … for this long, before one trial call.
     pub breaker_open_ms: u64,
+    /// Share (0–100) of requests that get an access log line; answers of
+    /// 500 and above always get one.
+    pub access_log_percent: u8,
 }
 
 impl Default for ProxySettings {
@@ -166,6 +170,7 @@ impl Default for ProxySettings {
             replay_memory_limit_bytes: 64 * 1024 * 1024,
             breaker_failures: 5,
             breaker_open_ms: 10_000,
+            access_log_percent: 100,
         }
     }
 }

@@ -8,7 +8,10 @@
 //!   other spelling can reach another route ([`crate::model::path`]);
 //! - `x-request-id` and `traceparent` are passed on (or created) so the hop
 //!   shows in the trace, and every answer the strangler makes itself carries
-//!   the request id;
+//!   the request id; each request gets an access log line (target
+//!   `strangler::access`: request id, trace id, route, side, backend,
+//!   status, time to the response head), sampled by
+//!   `proxy.access_log_percent` except for answers of 500 and above;
 //! - a request framed two ways (`Content-Length` and `Transfer-Encoding`) is
 //!   refused, since the backend might read it differently (request smuggling);
 //! - bodies stream both ways, whatever their framing (sized or chunked, with
@@ -83,6 +86,24 @@ pub struct Proxy {
     trips: Trips,
     /// The `route` label of traffic no route claims.
     default_route: Arc<str>,
+    /// Share of requests (0–100) given an access log line below status 500.
+    access_log_percent: u8,
+}
+
+/// The backend whose answer (or failure) became the response, for the
+/// access log: after a fallback it is not the one the route chose.
+#[derive(Debug, Clone)]
+struct ServedBy(Arc<str>);
+
+/// What the access log line says of a request besides its answer.
+struct AccessLine {
+    request_id: HeaderValue,
+    trace_id: String,
+    method: axum::http::Method,
+    path: String,
+    route: Option<Arc<str>>,
+    side: &'static str,
+    forced: bool,
 }
 
 /// What a request needs besides its head and body to be answered.
@@ -145,6 +166,7 @@ impl Proxy {
             shadow,
             trips,
             default_route: Arc::from(DEFAULT_ROUTE),
+            access_log_percent: settings.access_log_percent.min(100),
         }
     }
 
@@ -154,18 +176,35 @@ impl Proxy {
     }
 
     pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
         let request_id = request
             .headers()
             .get(&REQUEST_ID)
             .cloned()
             .unwrap_or_else(new_request_id);
         let (mut parts, body) = request.into_parts();
+        // This hop's span of the client's trace (or a new trace), set before
+        // anything can answer, so the access log names it either way.
+        let hop = trace_hop(&parts.headers);
+        parts.headers.insert(TRACEPARENT, hop.to_header_value());
+        let mut line = AccessLine {
+            request_id: request_id.clone(),
+            trace_id: hop.trace_id(),
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            route: None,
+            side: "-",
+            forced: false,
+        };
         if let Err(rejected) = self.admit(&mut parts) {
             let (reason, problem) = *rejected;
             self.metrics.rejected(reason);
             let problem = problem.with_instance(parts.uri.path());
-            return with_request_id(problem.into_response(), &request_id);
+            let response = with_request_id(problem.into_response(), &request_id);
+            self.access_log(&line, &response, started);
+            return response;
         }
+        parts.uri.path().clone_into(&mut line.path);
         let forced = self.forced_side(&parts.headers);
         let decision =
             self.table
@@ -177,6 +216,9 @@ impl Proxy {
             self.metrics.forced(&route.name, decision.side.as_str());
             tracing::info!(route = &*route.name, side = decision.side.as_str(), request_id = ?request_id, "a tester forced the side");
         }
+        line.route = decision.route.as_ref().map(|r| Arc::clone(&r.name));
+        line.side = decision.side.as_str();
+        line.forced = decision.forced;
         let cohort_cookie = decision.new_cohort_key.as_deref().map(key_cookie);
         let mut response = self
             .forward(parts, body, client, decision, request_id)
@@ -184,7 +226,38 @@ impl Proxy {
         if let Some(cookie) = cohort_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        self.access_log(&line, &response, started);
         response
+    }
+
+    /// One line per request, when sampled (every answer of 500 and above
+    /// is): what a person following a request id or a trace id greps for.
+    /// The time is to the response head; a body streams on after it.
+    fn access_log(&self, line: &AccessLine, response: &Response<Body>, started: Instant) {
+        let status = response.status().as_u16();
+        let sampled = self.access_log_percent >= 100
+            || (self.access_log_percent > 0 && fastrand::u8(0..100) < self.access_log_percent);
+        if status < 500 && !sampled {
+            return;
+        }
+        let backend = response
+            .extensions()
+            .get::<ServedBy>()
+            .map_or("-", |served| &*served.0);
+        tracing::info!(
+            target: "strangler::access",
+            request_id = line.request_id.to_str().unwrap_or("<binary>"),
+            trace_id = %line.trace_id,
+            method = %line.method,
+            path = %line.path,
+            route = line.route.as_deref().unwrap_or(&self.default_route),
+            side = line.side,
+            forced = line.forced,
+            backend,
+            status,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
     }
 
     /// The checks before a request is routed: framing, upgrades, and the
@@ -240,7 +313,6 @@ impl Proxy {
         request_id: HeaderValue,
     ) -> Response<Body> {
         forwarding::prepare_request_headers(&mut parts.headers, client, &self.trusted, &request_id);
-        set_traceparent(&mut parts.headers);
         let body = Outgoing::from_client(body, self.max_body_bytes, self.client_body_idle);
         let exchange = Exchange {
             route: decision
@@ -281,7 +353,11 @@ impl Proxy {
                             id,
                         );
                         let meter = self.response_meter(&exchange, &decision.backend);
-                        relay_response(response, &exchange.request_id, meter)
+                        let mut response = relay_response(response, &exchange.request_id, meter);
+                        response
+                            .extensions_mut()
+                            .insert(ServedBy(Arc::clone(&decision.backend.name)));
+                        response
                     }
                     (outcome, _) => self.answer(&exchange, &decision.backend, outcome),
                 }
@@ -549,7 +625,11 @@ impl Proxy {
         let failure = match outcome {
             Ok(response) => {
                 let meter = self.response_meter(exchange, backend);
-                return relay_response(response, &exchange.request_id, meter);
+                let mut response = relay_response(response, &exchange.request_id, meter);
+                response
+                    .extensions_mut()
+                    .insert(ServedBy(Arc::clone(&backend.name)));
+                return response;
             }
             Err(failure) => failure,
         };
@@ -590,7 +670,11 @@ impl Proxy {
             CallFailure::Other(_) => Problem::new(status, "bad-gateway", "Bad Gateway")
                 .with_detail(format!("The {} service failed to answer.", backend.name)),
         };
-        self.problem(exchange, problem)
+        let mut response = self.problem(exchange, problem);
+        response
+            .extensions_mut()
+            .insert(ServedBy(Arc::clone(&backend.name)));
+        response
     }
 
     /// A problem the strangler answers itself, with the request's id.
@@ -726,14 +810,13 @@ fn check_method(method: &axum::http::Method) -> Result<(), Problem> {
     Ok(())
 }
 
-/// `traceparent`: a child of the client's, or a new root.
-fn set_traceparent(headers: &mut HeaderMap) {
+/// This hop's `traceparent`: a child of the client's, or a new root.
+fn trace_hop(headers: &HeaderMap) -> TraceContext {
     let parent = headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse);
-    let hop = parent.map_or_else(TraceContext::new_root, |p| p.child());
-    headers.insert(TRACEPARENT, hop.to_header_value());
+    parent.map_or_else(TraceContext::new_root, |p| p.child())
 }
 
 fn failure_status(failure: &CallFailure) -> StatusCode {
