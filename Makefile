@@ -42,9 +42,10 @@ rebuild-history: infra ## rebuild order-history from the ACL's export: make rebu
 stage1: ## stage 1 on the running stack: the read routes in shadow over generated orders (ORDERS=n, default 500), then canary and migrated
 	@$(WITH_STACK_ENV) ORDERS=$(or $(ORDERS),500) cargo run --quiet -p system-tests --bin stage1
 
-seed: infra ## reset the monolith's legacy database to the demo data (deletes every order)
+seed: infra ## reset the monolith's legacy database to the demo data (deletes every order and the payment sandbox's ledger)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed
 	@bash infra/local/postgres.sh sql legacy acl/sql/after-seed.sql
+	@bash $(STACK) reset-payments
 
 test: ## start (or reuse) the infrastructure, then run every workspace test
 	@bash $(STACK) infra test

@@ -96,9 +96,14 @@ check_run_dir() {
 	else
 		report ".run/ layout" ok "no .run/ yet: the first start makes it"
 	fi
-	local data cluster bin binaries
-	data=$(kit_pg_home)/data
+	local home data cluster bin binaries
+	home=$(kit_pg_home)
+	data=$home/data
 	[ -f "$data/PG_VERSION" ] || return 0
+	if [ "$home" != "$KIT_RUN/postgres" ] && [ ! -L "$KIT_RUN/postgres" ]; then
+		report "postgres cluster" FAIL "$home holds the PostgreSQL cluster of an earlier clone at this path, deleted without make clean: remove that folder (rm -rf $home) and run this again"
+		return 0
+	fi
 	cluster=$(head -n1 "$data/PG_VERSION")
 	bin=$(find_pg_bin) || return 0
 	binaries=$("$bin/pg_ctl" --version | sed -E 's/.* ([0-9]+)(\.[0-9]+)*.*/\1/')
@@ -187,6 +192,28 @@ port_holder() {
 	fi
 }
 
+# Is `part` running as this clone's own, by the pid it recorded? Needs no
+# `ss`: a second `make up` must pass wherever the first did.
+part_is_ours() {
+	local pidfile
+	case $1 in
+	postgres) our_postgres_pid >/dev/null && return 0 || return 1 ;;
+	rabbitmq | rabbitmq-ui | rabbitmq-dist | epmd) pidfile=$KIT_RUN/rabbitmq/rabbit.pid ;;
+	front-door) pidfile=$KIT_PIDS/strangler.pid ;;
+	*) pidfile=$KIT_PIDS/$1.pid ;;
+	esac
+	pid_alive "$pidfile"
+}
+
+# Does the stack start `part`? A backend the routes name before its
+# component lands (ordering) is nobody's to check yet.
+part_starts() {
+	case $1 in
+	postgres | rabbitmq | rabbitmq-ui | rabbitmq-dist | epmd | front-door) return 0 ;;
+	esac
+	grep -Eq "^$1[[:space:]]" "$KIT_ROOT/infra/components.txt"
+}
+
 # $1: infra (PostgreSQL and RabbitMQ) or up (every part). A port held by
 # this clone's own stack is fine: `make up` is idempotent.
 check_ports() {
@@ -195,6 +222,11 @@ check_ports() {
 		port=${!var}
 		if [ "$which" = infra ]; then
 			case $part in postgres | rabbitmq | rabbitmq-ui | epmd | rabbitmq-dist) ;; *) continue ;; esac
+		fi
+		part_starts "$part" || continue
+		if part_is_ours "$part"; then
+			report "port $port $part" ok "this clone's"
+			continue
 		fi
 		holder=$(port_holder "$port")
 		if [ -z "$holder" ]; then

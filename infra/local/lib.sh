@@ -31,10 +31,14 @@ if [ -s "$KIT_PORTS_FILE" ]; then
 fi
 KIT_PORT_OFFSET_GIVEN=${KIT_PORT_OFFSET:-}
 KIT_PORT_OFFSET=${KIT_PORT_OFFSET:-${KIT_PORT_OFFSET_SAVED:-0}}
-if ! [[ $KIT_PORT_OFFSET =~ ^[0-9]{1,4}$ ]] || [ "$KIT_PORT_OFFSET" -gt 8800 ]; then
-	printf 'error: KIT_PORT_OFFSET=%s is not a number from 0 to 8800\n' "$KIT_PORT_OFFSET" >&2
+# Multiples of 100 only: the components' ports lie within 100 of each
+# other (8000-8099), so a smaller step would put one clone's front door on
+# another's admin port.
+if ! [[ $KIT_PORT_OFFSET =~ ^[0-9]{1,4}$ ]] || [ $((10#$KIT_PORT_OFFSET % 100)) != 0 ] || [ $((10#$KIT_PORT_OFFSET)) -gt 8800 ]; then
+	printf 'error: KIT_PORT_OFFSET=%s is not one of 0, 100, 200, ... 8800\n' "$KIT_PORT_OFFSET" >&2
 	exit 2
 fi
+KIT_PORT_OFFSET=$((10#$KIT_PORT_OFFSET))
 
 # The stack's ports, one "part variable default" line each; the default is
 # before the offset. Erlang's distribution ports (epmd, rabbitmq-dist) are
@@ -280,6 +284,10 @@ kit_pg_home() {
 	local outside
 	outside=$KIT_PG_EXTERNAL_BASE/$(basename "$KIT_ROOT")-$(printf '%s' "$KIT_RUN" | cksum | cut -d' ' -f1)
 	if [ "${1:-}" = create ]; then
+		# A cluster there without our link is a clone's that was deleted
+		# without `make clean`: its passwords are gone with it.
+		[ ! -e "$outside/data/PG_VERSION" ] ||
+			die "$outside holds the PostgreSQL cluster of an earlier clone at this path, deleted without make clean: remove that folder (rm -rf $outside) and run this again"
 		mkdir -p "$outside"
 		chmod 755 "$KIT_PG_EXTERNAL_BASE"
 		say "$KIT_RUN" >"$outside/kit-run"

@@ -21,7 +21,8 @@ pg_paths() {
 	PG_LOG=$PG_HOME/postgres.log
 	PG_SOCKETS=$PG_HOME/sockets
 }
-pg_paths "$(kit_pg_home)"
+PG_HOME=$(kit_pg_home) || exit 1
+pg_paths "$PG_HOME"
 PG_BIN=$(find_pg_bin) || die "$(pg_bin_missing)"
 
 # Runs a PostgreSQL server binary as the right OS user.
@@ -44,7 +45,9 @@ is_running() { [ -f "$PG_DATA/PG_VERSION" ] && as_pg_owner "$PG_BIN/pg_ctl" -D "
 
 init_cluster() {
 	[ -f "$PG_DATA/PG_VERSION" ] && return 0
-	pg_paths "$(kit_pg_home create)"
+	local home
+	home=$(kit_pg_home create) || exit 1
+	pg_paths "$home"
 	step "initialising PostgreSQL in $PG_DATA ($("$PG_BIN/postgres" --version))"
 	mkdir -p "$PG_DATA" "$PG_SOCKETS"
 	local pwfile=$PG_HOME/.pwfile

@@ -15,8 +15,10 @@
 
 RABBIT_DIR=$KIT_RUN/rabbitmq
 RABBIT_LOG=$RABBIT_DIR/log/console.log
-# One node name per port offset, so two clones' nodes never meet.
-if [ "$KIT_PORT_OFFSET" = 0 ]; then NODE=kit@localhost; else NODE=kit$KIT_PORT_OFFSET@localhost; fi
+# The same name in every clone: each clone's epmd (its own port, from
+# KIT_PORT_OFFSET) knows only its own node, and the name, which names the
+# node's data folder, survives a change of offset.
+NODE=kit@localhost
 
 install() {
 	find_rabbit_bin >/dev/null && return 0

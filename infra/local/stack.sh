@@ -69,11 +69,12 @@ start_components() {
 
 # Runs component $1 with the environment it is given, and no other: a few
 # basics of the caller's (PATH, HOME, locale, RUST_LOG), KIT_CLONE naming
-# this clone (make status), and the lines of .run/stack.env that start with
-# its prefix (infra/components.txt). Nothing of another component's, no
-# superuser URL. Then VAR=VALUE arguments (its prefix only) override lines,
-# and a PROGRAM with arguments may stand in for its binary (the test of
-# this environment, tests/tests/component_env.rs, uses both).
+# this clone (make status), the lines of .run/stack.env that start with its
+# prefix (infra/components.txt), then the caller's own variables with that
+# prefix (so `BAEDAL_LOG=debug make up` still works). Nothing of another
+# component's, no superuser URL. Then VAR=VALUE arguments (its prefix only)
+# override, and a PROGRAM with arguments may stand in for its binary (the
+# test of this environment, tests/tests/component_env.rs, uses both).
 #   stack.sh exec NAME [VAR=VALUE...] [PROGRAM ARGS...]
 exec_component() {
 	local name=${1:-} line bin="" prefix=""
@@ -93,6 +94,10 @@ exec_component() {
 	while IFS= read -r line; do
 		if [[ $line == "$prefix"*=* ]]; then own+=("$line"); fi
 	done <"$KIT_STACK_ENV"
+	# The caller's own settings for it win (BAEDAL_LOG=debug make up).
+	while IFS= read -r -d '' line; do
+		if [[ $line == "$prefix"*=* ]]; then own+=("$line"); fi
+	done < <(env -0)
 	while [ $# -gt 0 ] && [[ $1 == *=* ]]; do
 		[[ $1 == "$prefix"* ]] || die "$1: $name's environment takes only ${prefix}* variables"
 		own+=("$1")
@@ -101,6 +106,24 @@ exec_component() {
 	if [ $# -eq 0 ]; then set -- "$(component_binary "$bin")"; fi
 	cd "$KIT_ROOT"
 	exec env -i "${base[@]}" "${own[@]}" "$@"
+}
+
+# Empties the payment sandbox's ledger (make seed): the reseeded database
+# numbers its orders from the start again, and their payment keys must not
+# meet the old payments. A running sandbox is asked; a stopped one's journal
+# is removed.
+reset_payments() {
+	ensure_secrets
+	local journal=$KIT_RUN/pg-sandbox/ledger.jsonl
+	if pid_alive "$KIT_PIDS/pg-sandbox.pid"; then
+		curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer $KIT_PG_SANDBOX_ADMIN_TOKEN" \
+			"http://127.0.0.1:$PG_SANDBOX_HTTP__PORT/admin/payments" ||
+			die "the payment sandbox did not empty its ledger (see .run/logs/pg-sandbox.log)"
+		say "the payment sandbox's ledger is empty"
+	elif [ -e "$journal" ]; then
+		rm -f "$journal"
+		say "removed the payment sandbox's ledger ($journal)"
+	fi
 }
 
 # Waits for every started component listed before $2 ("" for all).
@@ -233,6 +256,7 @@ exec)
 	shift
 	exec_component "$@"
 	;;
+reset-payments) reset_payments ;;
 clean)
 	down
 	clean

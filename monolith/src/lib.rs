@@ -45,6 +45,7 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use config::Config;
@@ -181,9 +182,8 @@ impl Application {
     }
 }
 
-/// Sweeps every `interval`, the first time one interval after start (a
-/// sweep at start would race the first requests; what a crash left owed
-/// waits one interval).
+/// Sweeps every `interval`, the first time one interval after start, so
+/// what a crash left owed waits one interval.
 async fn sweep_forever(state: AppState, interval: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,18 +223,23 @@ pub fn router(state: AppState) -> Router {
 
 /// One line per request with its request id and the `traceparent` it came
 /// with, so that a request followed from the strangler's access log (same
-/// id, same trace id) shows up here too. Probes and scrapes are debug.
+/// id, same trace id) shows up here too; what the handler logs meanwhile
+/// runs in a span with both. Probes and scrapes are debug, answers of 500
+/// and above a warning.
 async fn access_log(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let request_id = header_text(request.headers(), &REQUEST_ID);
     let traceparent = header_text(request.headers(), &TRACEPARENT);
-    let response = next.run(request).await;
+    let span = tracing::info_span!("request", request_id, traceparent);
+    let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if path.starts_with("/health/") || path == "/metrics" {
         tracing::debug!(request_id, traceparent, %method, path, status, ms, "request completed");
+    } else if status >= 500 {
+        tracing::warn!(request_id, traceparent, %method, path, status, ms, "request completed");
     } else {
         tracing::info!(request_id, traceparent, %method, path, status, ms, "request completed");
     }

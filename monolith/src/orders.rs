@@ -733,7 +733,8 @@ pub async fn set_payment(
 /// failure the row stays `VOID_REQ` and the sweeper tries again.
 pub async fn release(db: &PgPool, gateway: &PaymentGateway, ord_no: &str, pay_key: &str) {
     match gateway.void(pay_key).await {
-        Ok(()) => record_returned(db, ord_no, "VOID_REQ", "VOID").await,
+        Ok(Refunded::Yes) => record_returned(db, ord_no, "VOID_REQ", "VOID").await,
+        Ok(Refunded::UnknownPayment) => count_unknown_refund(db, gateway, ord_no, pay_key).await,
         Err(error) => tracing::warn!(ord_no, %error, "void failed; the sweeper will retry"),
     }
 }
@@ -765,19 +766,21 @@ pub async fn refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &str) {
     }
 }
 
-/// The gateway does not know the payment a refund is owed for (it lost its
-/// ledger, or the payment id is wrong). Asking for ever would only fill the
-/// log, so the answers are counted, and the last allowed one puts the refund
-/// on hold (`rfnd_hold_yn = 'Y'`): still owed, no longer retried, logged
-/// once as an error and counted in `baedal_refunds_parked_total` for a
-/// person to settle with the gateway.
-async fn count_unknown_refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &str, tid: &str) {
+/// The gateway does not know the payment a refund or a void is owed for (it
+/// lost its ledger, or the payment id is wrong). Asking for ever would only
+/// fill the log, so the answers are counted, and the last allowed one puts
+/// it on hold (`rfnd_hold_yn = 'Y'`): still owed (`RFND_REQ` or
+/// `VOID_REQ`), no longer retried, logged once as an error and counted in
+/// `baedal_refunds_parked_total` for a person to settle with the gateway.
+/// Once settled, or to try again: `UPDATE tb_payment SET rfnd_hold_yn = 'N',
+/// rfnd_try_cnt = 0 WHERE ord_no = '…'`.
+async fn count_unknown_refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &str, payment: &str) {
     let counted: Result<Option<(i32, String)>, sqlx::Error> = sqlx::query_as(
         "UPDATE tb_payment
          SET rfnd_try_cnt = rfnd_try_cnt + 1,
              rfnd_hold_yn = CASE WHEN rfnd_try_cnt + 1 >= $2 THEN 'Y' ELSE 'N' END,
              upd_dt = now()
-         WHERE ord_no = $1 AND pay_stat_cd = 'RFND_REQ' AND rfnd_hold_yn = 'N'
+         WHERE ord_no = $1 AND pay_stat_cd IN ('RFND_REQ', 'VOID_REQ') AND rfnd_hold_yn = 'N'
          RETURNING rfnd_try_cnt, rfnd_hold_yn::text",
     )
     .bind(ord_no)
@@ -790,7 +793,7 @@ async fn count_unknown_refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &st
             gateway.refunds_parked().inc();
             tracing::error!(
                 ord_no,
-                tid,
+                payment,
                 tries,
                 "refund put on hold: the gateway does not know the payment; it stays owed \
                  (tb_payment.rfnd_hold_yn = 'Y') for a person to settle"
@@ -798,7 +801,7 @@ async fn count_unknown_refund(db: &PgPool, gateway: &PaymentGateway, ord_no: &st
         }
         Ok(Some((tried, _))) => tracing::warn!(
             ord_no,
-            tid,
+            payment,
             tried,
             tries,
             "the gateway does not know the payment to refund; the sweeper will ask again"

@@ -24,14 +24,23 @@ pub struct PaymentGateway {
     refunds_parked: Counter,
 }
 
-/// What the gateway said to a refund.
+/// What the gateway said to a refund (or a void).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refunded {
     /// Given back now or before (the key replays), or never charged.
     Yes,
-    /// The gateway does not know the payment (404): asking again will not
-    /// help unless the gateway finds it, so the tries are counted.
+    /// The gateway answered that it does not know the payment (its own 404
+    /// problem). It answers a key the same way each time, so the tries are
+    /// counted and the refund is put on hold after a few.
     UnknownPayment,
+}
+
+fn is_problem(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"))
 }
 
 /// What the gateway said about an authorisation.
@@ -212,19 +221,22 @@ impl PaymentGateway {
         match response.status() {
             // 409: never charged (declined), so nothing to give back.
             StatusCode::OK | StatusCode::CONFLICT => Ok(Refunded::Yes),
-            StatusCode::NOT_FOUND => Ok(Refunded::UnknownPayment),
+            // The gateway's own answer (a problem document), not a 404 from
+            // a wrong URL or a proxy on the way, which is retried as any
+            // failure is.
+            StatusCode::NOT_FOUND if is_problem(&response) => Ok(Refunded::UnknownPayment),
             status => Err(GatewayError(format!("refund answered {status}"))),
         }
     }
 
     /// Releases whatever an authorisation with `key` may hold: looks it up,
     /// refunds it if approved.
-    pub async fn void(&self, key: &str) -> Result<(), GatewayError> {
+    pub async fn void(&self, key: &str) -> Result<Refunded, GatewayError> {
         match self.lookup(key).await? {
-            // Found by its key a moment ago: an unknown payment now holds
-            // nothing either.
-            Lookup::Approved { tid } => self.refund(&format!("{key}-void"), &tid).await.map(|_| ()),
-            Lookup::NothingHeld => Ok(()),
+            // Found by its key a moment ago and unknown by its id now: an
+            // anomaly the caller counts, never money recorded as returned.
+            Lookup::Approved { tid } => self.refund(&format!("{key}-void"), &tid).await,
+            Lookup::NothingHeld => Ok(Refunded::Yes),
         }
     }
 }

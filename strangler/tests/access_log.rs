@@ -209,3 +209,29 @@ async fn sampled_down_to_nothing_only_server_errors_are_logged(
         (&Value::from(500), &Value::from("boom"))
     );
 }
+
+#[sqlx::test]
+async fn a_client_that_leaves_before_the_answer_still_gets_its_line_as_499(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (_legacy, _new, s, _plan) = start(options, 0).await;
+    // The backend takes 3 s; the client gives up long before.
+    let gave_up = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .expect("a client")
+        .get(format!("{}/slow", s.public))
+        .header("x-request-id", "left-early")
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    // The line is written when the proxy notices the client is gone.
+    support::eventually(10, "the access line of the request the client left", || async {
+        !access_lines("left-early").is_empty()
+    })
+    .await;
+    let lines = access_lines("left-early");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!((&lines[0]["status"], &lines[0]["backend"]), (&Value::from(499), &Value::from("-")));
+}

@@ -19,6 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OFFSET=${KIT_TEST_PORT_OFFSET:-200}
 PARENT=${KIT_TEST_PRIVATE_PARENT:-$HOME}
+unset KIT_TEST_PORT_OFFSET KIT_TEST_PRIVATE_PARENT
 FULL=""
 case "${1:-}" in
 "") ;;
@@ -28,6 +29,15 @@ case "${1:-}" in
 	exit 2
 	;;
 esac
+
+# The clone must see none of the caller's stack: a KIT_RUN, a port or a
+# URL exported here (say, from sourcing this clone's .run/stack.env) would
+# point it at this clone's stack, and its `make clean` at this clone's data.
+for var in $(compgen -e); do
+	case $var in
+	KIT_* | DATABASE_URL | *_PORT | *__PORT | *_URL | *__URL | STRANGLER_* | BAEDAL_* | ACL_* | ORDER_HISTORY_* | ORDERING_* | PG_SANDBOX_*) unset "$var" ;;
+	esac
+done
 
 fail() {
 	printf 'FAIL: %s\n' "$*" >&2
@@ -86,6 +96,8 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$MAIN_PG_PORT") 2>/dev/null; then
 	holder=$(KIT_PG_PORT=$MAIN_PG_PORT bash infra/local/doctor.sh ports | awk '$1 == "postgres"')
 	echo "    seen from the private clone: $holder"
 	grep -q "the clone at $ROOT " <<<"$holder" || fail "port $MAIN_PG_PORT is not named as $ROOT's"
+else
+	echo "    SKIP: $ROOT's stack is not running, so the two clones were not seen side by side (make infra there first)"
 fi
 
 if [ -n "$FULL" ]; then

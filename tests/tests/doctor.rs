@@ -223,14 +223,16 @@ fn a_cluster_of_another_postgres_major_version_is_refused() {
 }
 
 #[test]
-fn a_port_offset_that_is_not_a_small_number_is_refused() {
+fn a_port_offset_that_is_not_a_step_of_100_is_refused() {
     let scratch = Scratch::new();
-    for offset in ["abc", "-5", "9000"] {
+    // A step below 100 would put one clone's front door on another's admin
+    // port.
+    for offset in ["abc", "-5", "9000", "8900", "150", "1"] {
         let outcome = preflight("infra", &scratch, &[("KIT_PORT_OFFSET", offset)]);
         assert_eq!(outcome.code, Some(2), "{offset}");
         assert_eq!(
             outcome.stderr,
-            format!("error: KIT_PORT_OFFSET={offset} is not a number from 0 to 8800\n")
+            format!("error: KIT_PORT_OFFSET={offset} is not one of 0, 100, 200, ... 8800\n")
         );
     }
 }
@@ -247,7 +249,7 @@ fn changing_the_offset_of_a_running_stack_is_refused() {
         .expect("an offset line")
         .parse()
         .expect("a number");
-    let other = (saved + 1).to_string();
+    let other = if saved < 8800 { saved + 100 } else { 0 }.to_string();
     let output = Command::new("bash")
         .arg(doctor())
         .args(["preflight", "infra"])

@@ -36,7 +36,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/payments/{payment_id}", get(payment))
         .route("/v1/payments/{payment_id}/refund", post(refund))
         .route("/admin/behaviour", get(behaviour).put(set_behaviour))
-        .route("/admin/payments", get(payments))
+        .route("/admin/payments", get(payments).delete(reset))
         .with_state(state)
 }
 
@@ -173,6 +173,26 @@ async fn payments(
     Query(query): Query<PaymentsQuery>,
 ) -> Response {
     JsonResponse(state.gateway.payments(query.order_id.as_deref())).into_response()
+}
+
+/// Forgets every payment (`make seed` starts the order numbers over).
+async fn reset(_: Admin, State(state): State<ApiState>) -> Response {
+    match state.gateway.reset() {
+        Ok(forgotten) => {
+            tracing::info!(forgotten, "the ledger was emptied");
+            JsonResponse(serde_json::json!({ "forgotten": forgotten })).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot empty the ledger journal");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ledger-unavailable",
+                "Ledger unavailable",
+            )
+            .with_detail("The journal could not be emptied; nothing was forgotten.")
+            .into_response()
+        }
+    }
 }
 
 async fn behaviour(_: Admin, State(state): State<ApiState>) -> Response {

@@ -190,8 +190,10 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the ledger journal {path} is used by another running sandbox")]
+    InUse { path: PathBuf },
     #[error(
-        "the ledger journal {path} is damaged at line {line} ({reason}); move it aside to start with an empty ledger"
+        "the ledger journal {path} is damaged at line {line} ({reason}); repair or remove that line (removing it forgets one change), or move the file aside to start with an empty ledger"
     )]
     Damaged {
         path: PathBuf,
@@ -205,6 +207,8 @@ pub enum JournalError {
 struct Journal {
     file: File,
     path: PathBuf,
+    /// A failed write could not be cut back off: no more writes.
+    broken: bool,
 }
 
 impl Journal {
@@ -221,12 +225,20 @@ impl Journal {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        // One writer per journal: a second sandbox on the same file would
+        // interleave its lines with ours.
+        file.try_lock().map_err(|error| match error {
+            std::fs::TryLockError::WouldBlock => JournalError::InUse {
+                path: path.to_owned(),
+            },
+            std::fs::TryLockError::Error(source) => io(source),
+        })?;
         let text = std::fs::read(path).map_err(io)?;
         let mut entries = Vec::new();
         let mut offset = 0;
@@ -236,7 +248,14 @@ impl Journal {
             let end = text[offset..].iter().position(|b| *b == b'\n');
             let line = &text[offset..end.map_or(text.len(), |e| offset + e)];
             match (serde_json::from_slice::<Entry>(line), end) {
-                (Ok(entry), _) => entries.push(entry),
+                (Ok(entry), end) => {
+                    entries.push(entry);
+                    if end.is_none() {
+                        // Whole, but its newline never came: add it, or the
+                        // next line would be glued onto this one.
+                        file.write_all(b"\n").map_err(io)?;
+                    }
+                }
                 (Err(_), None) => {
                     tracing::warn!(
                         path = %path.display(),
@@ -260,14 +279,36 @@ impl Journal {
         let journal = Self {
             file,
             path: path.to_owned(),
+            broken: false,
         };
         Ok((journal, entries))
     }
 
+    /// Appends one line. A write that fails part-way is cut back off, so
+    /// the next line does not start inside it; when even that fails, the
+    /// journal takes no more writes (every call answers 503) rather than
+    /// leave a damaged line in the middle of the file.
     fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+        if self.broken {
+            return Err(std::io::Error::other(
+                "an earlier write failed and could not be undone; restart the sandbox",
+            ));
+        }
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)
+        let before = self.file.metadata()?.len();
+        let written = self.file.write_all(&line);
+        if written.is_err() && self.file.set_len(before).is_err() {
+            self.broken = true;
+        }
+        written
+    }
+
+    /// Forgets everything: the file is emptied.
+    fn clear(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.broken = false;
+        Ok(())
     }
 }
 
@@ -327,6 +368,20 @@ impl Gateway {
             *slot = Some(journal);
         }
         Ok(gateway)
+    }
+
+    /// Forgets every payment and key, in memory and in the journal: for a
+    /// demo database reseeded with order numbers starting over (`make seed`),
+    /// whose idempotency keys would otherwise meet the old payments.
+    pub fn reset(&self) -> std::io::Result<usize> {
+        let mut guard = self.lock();
+        let (ledger, journal) = &mut *guard;
+        if let Some(journal) = journal {
+            journal.clear()?;
+        }
+        let forgotten = ledger.payments.len();
+        *ledger = Ledger::default();
+        Ok(forgotten)
     }
 
     /// Every payment, oldest first; `order_id` keeps one merchant

@@ -283,3 +283,82 @@ async fn the_ledger_is_shown_to_the_operator_only() {
     assert_eq!(run.ledger("").await, Vec::<Value>::new());
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_whole_last_line_without_its_newline_gets_one_before_the_next_is_written() {
+    let scratch = Scratch::new();
+    let first = Run::start(&scratch.journal()).await;
+    first
+        .authorise("order-1-auth", "20261130-000001", 18_500)
+        .await;
+    first.stop().await;
+    let text = std::fs::read_to_string(scratch.journal()).expect("the journal");
+    std::fs::write(scratch.journal(), text.trim_end_matches('\n')).expect("written");
+
+    let second = Run::start(&scratch.journal()).await;
+    second
+        .authorise("order-2-auth", "20261130-000002", 9_000)
+        .await;
+    second.stop().await;
+    let third = Run::start(&scratch.journal()).await;
+    assert_eq!(third.ledger("").await.len(), 2, "both lines read back");
+    third.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_sandbox_on_the_same_journal_is_refused() {
+    let scratch = Scratch::new();
+    let first = Run::start(&scratch.journal()).await;
+    let error = Application::build(settings(&scratch.journal()))
+        .await
+        .expect_err("two writers would interleave their lines");
+    assert_eq!(
+        format!("{error:#}"),
+        format!(
+            "the ledger journal {} is used by another running sandbox",
+            scratch.journal().display()
+        )
+    );
+    first.stop().await;
+    // Once the first has stopped, the journal is free again.
+    Run::start(&scratch.journal()).await.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_can_empty_the_ledger_and_it_stays_empty() {
+    let scratch = Scratch::new();
+    let first = Run::start(&scratch.journal()).await;
+    first
+        .authorise("order-1-auth", "20261130-000001", 18_500)
+        .await;
+    let emptied = Client::new()
+        .delete(format!("{}/admin/payments", first.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(emptied.status(), StatusCode::OK);
+    assert_eq!(
+        emptied.json::<Value>().await.expect("json"),
+        json!({"forgotten": 1})
+    );
+    // The key is free again: a reseeded database reuses order numbers.
+    let (status, _) = first
+        .authorise("order-1-auth", "20261130-000001", 9_000)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    first.stop().await;
+    let second = Run::start(&scratch.journal()).await;
+    assert_eq!(
+        summary(&second.ledger("").await),
+        [("20261130-000001".to_owned(), "approved".to_owned())]
+    );
+    let refused = Client::new()
+        .delete(format!("{}/admin/payments", second.url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    second.stop().await;
+}

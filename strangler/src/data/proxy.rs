@@ -95,6 +95,39 @@ pub struct Proxy {
 #[derive(Debug, Clone)]
 struct ServedBy(Arc<str>);
 
+/// The status an access line gives a request whose client left (or whose
+/// handling was cut short) before the answer: nginx's "client closed".
+const CLIENT_CLOSED: u16 = 499;
+
+/// Writes a request's access line when dropped: with its answer once
+/// `answered` has seen it, or as 499 when the request ends without one
+/// (hyper drops the handler when the client goes away), so a request that
+/// never got its answer still has its line.
+struct AccessGuard<'a> {
+    proxy: &'a Proxy,
+    line: AccessLine,
+    started: Instant,
+    answer: Option<(u16, Option<Arc<str>>)>,
+}
+
+impl AccessGuard<'_> {
+    fn answered(&mut self, response: &Response<Body>) {
+        let backend = response
+            .extensions()
+            .get::<ServedBy>()
+            .map(|served| Arc::clone(&served.0));
+        self.answer = Some((response.status().as_u16(), backend));
+    }
+}
+
+impl Drop for AccessGuard<'_> {
+    fn drop(&mut self) {
+        let (status, backend) = self.answer.take().unwrap_or((CLIENT_CLOSED, None));
+        self.proxy
+            .access_log(&self.line, status, backend.as_deref(), self.started);
+    }
+}
+
 /// What the access log line says of a request besides its answer.
 struct AccessLine {
     request_id: HeaderValue,
@@ -187,24 +220,29 @@ impl Proxy {
         // anything can answer, so the access log names it either way.
         let hop = trace_hop(&parts.headers);
         parts.headers.insert(TRACEPARENT, hop.to_header_value());
-        let mut line = AccessLine {
-            request_id: request_id.clone(),
-            trace_id: hop.trace_id(),
-            method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
-            route: None,
-            side: "-",
-            forced: false,
+        let mut access = AccessGuard {
+            proxy: self,
+            started,
+            answer: None,
+            line: AccessLine {
+                request_id: request_id.clone(),
+                trace_id: hop.trace_id(),
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                route: None,
+                side: "-",
+                forced: false,
+            },
         };
         if let Err(rejected) = self.admit(&mut parts) {
             let (reason, problem) = *rejected;
             self.metrics.rejected(reason);
             let problem = problem.with_instance(parts.uri.path());
             let response = with_request_id(problem.into_response(), &request_id);
-            self.access_log(&line, &response, started);
+            access.answered(&response);
             return response;
         }
-        parts.uri.path().clone_into(&mut line.path);
+        parts.uri.path().clone_into(&mut access.line.path);
         let forced = self.forced_side(&parts.headers);
         let decision =
             self.table
@@ -216,9 +254,9 @@ impl Proxy {
             self.metrics.forced(&route.name, decision.side.as_str());
             tracing::info!(route = &*route.name, side = decision.side.as_str(), request_id = ?request_id, "a tester forced the side");
         }
-        line.route = decision.route.as_ref().map(|r| Arc::clone(&r.name));
-        line.side = decision.side.as_str();
-        line.forced = decision.forced;
+        access.line.route = decision.route.as_ref().map(|r| Arc::clone(&r.name));
+        access.line.side = decision.side.as_str();
+        access.line.forced = decision.forced;
         let cohort_cookie = decision.new_cohort_key.as_deref().map(key_cookie);
         let mut response = self
             .forward(parts, body, client, decision, request_id)
@@ -226,24 +264,21 @@ impl Proxy {
         if let Some(cookie) = cohort_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
-        self.access_log(&line, &response, started);
+        access.answered(&response);
         response
     }
 
     /// One line per request, when sampled (every answer of 500 and above
-    /// is): what a person following a request id or a trace id greps for.
-    /// The time is to the response head; a body streams on after it.
-    fn access_log(&self, line: &AccessLine, response: &Response<Body>, started: Instant) {
-        let status = response.status().as_u16();
+    /// is, and every request the client left before its answer, as 499):
+    /// what a person following a request id or a trace id greps for. The
+    /// time is to the response head; a body streams on after it.
+    fn access_log(&self, line: &AccessLine, status: u16, backend: Option<&str>, started: Instant) {
+        let always = status >= 500 || status == CLIENT_CLOSED;
         let sampled = self.access_log_percent >= 100
             || (self.access_log_percent > 0 && fastrand::u8(0..100) < self.access_log_percent);
-        if status < 500 && !sampled {
+        if !always && !sampled {
             return;
         }
-        let backend = response
-            .extensions()
-            .get::<ServedBy>()
-            .map_or("-", |served| &*served.0);
         tracing::info!(
             target: "strangler::access",
             request_id = line.request_id.to_str().unwrap_or("<binary>"),
@@ -253,7 +288,7 @@ impl Proxy {
             route = line.route.as_deref().unwrap_or(&self.default_route),
             side = line.side,
             forced = line.forced,
-            backend,
+            backend = backend.unwrap_or("-"),
             status,
             ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
