@@ -227,11 +227,16 @@ async fn a_client_that_leaves_before_the_answer_still_gets_its_line_as_499(
         .await;
     assert!(gave_up.is_err_and(|e| e.is_timeout()));
     // The line is written when the proxy notices the client is gone.
-    support::eventually(10, "the access line of the request the client left", || async {
-        !access_lines("left-early").is_empty()
-    })
+    support::eventually(
+        10,
+        "the access line of the request the client left",
+        || async { !access_lines("left-early").is_empty() },
+    )
     .await;
     let lines = access_lines("left-early");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!((&lines[0]["status"], &lines[0]["backend"]), (&Value::from(499), &Value::from("-")));
+    assert_eq!(
+        (&lines[0]["status"], &lines[0]["backend"]),
+        (&Value::from(499), &Value::from("-"))
+    );
 }
