@@ -1,0 +1,451 @@
+//! The Order aggregate's rules and status machine, as the ordering
+//! language states them (ARCHITECTURE §5) and Baedal has always applied
+//! them: the same checks in the same order, the same limits.
+
+use ordering::domain::order::Placing;
+use ordering::domain::{
+    CancelReason, MenuItem, MinuteOfDay, NewOrder, OpeningHours, Order, OrderError, OrderEvent,
+    OrderNo, OrderStatus, Refund, RequestedItem, Shop, Won,
+};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const NOW: OffsetDateTime = datetime!(2026-11-30 03:00 UTC);
+const LATER: OffsetDateTime = datetime!(2026-11-30 03:10 UTC);
+
+fn won(amount: i64) -> Won {
+    Won::new(amount).expect("an amount")
+}
+
+fn shop() -> Shop {
+    Shop {
+        shop_id: 4,
+        hours: OpeningHours {
+            open: MinuteOfDay::parse_hhmm("1100").expect("valid"),
+            close: MinuteOfDay::parse_hhmm("2300").expect("valid"),
+        },
+        minimum: won(15_000),
+    }
+}
+
+fn menu() -> Vec<MenuItem> {
+    let item = |menu_id, shop_id, name: &str, price, on_sale| MenuItem {
+        menu_id,
+        shop_id,
+        name: name.to_owned(),
+        price: won(price),
+        on_sale,
+    };
+    vec![
+        item(31, 4, "후라이드", 18_500, true),
+        item(32, 4, "양념", 19_500, true),
+        item(33, 4, "콜라 1.25L", 2_500, true),
+        item(40, 4, "반반", 20_000, false),
+        item(51, 5, "짜장면", 7_000, true),
+    ]
+}
+
+fn request(items: &[(i64, i64)]) -> NewOrder {
+    NewOrder {
+        member_id: 3,
+        shop_id: 4,
+        items: items
+            .iter()
+            .map(|&(menu_id, quantity)| RequestedItem { menu_id, quantity })
+            .collect(),
+        address: None,
+        request: Some("문 앞에 놓아 주세요".to_owned()),
+    }
+}
+
+fn place_at(request: &NewOrder, hhmm: &str) -> Result<Order, OrderError> {
+    let shop = shop();
+    let menu = menu();
+    let order_no = OrderNo::parse("20261130-000123").expect("valid");
+    Order::place(
+        request,
+        Placing {
+            shop: Some(&shop),
+            menu: &menu,
+            minute: MinuteOfDay::parse_hhmm(hhmm).expect("valid"),
+            order_no: &order_no,
+            member_address: "서울시 마포구 1",
+            now: NOW,
+        },
+    )
+    .map(|(order, event)| {
+        assert_eq!(event, OrderEvent::Placed);
+        order
+    })
+}
+
+fn place(request: &NewOrder) -> Result<Order, OrderError> {
+    place_at(request, "1200")
+}
+
+fn paid_order() -> Order {
+    let mut order = place(&request(&[(31, 2)])).expect("placed");
+    order.paid("pay_1", NOW).expect("paid");
+    order
+}
+
+#[test]
+fn an_order_is_placed_at_the_prices_of_the_moment_with_its_total() {
+    let order = place(&request(&[(31, 2), (33, 1)])).expect("placed");
+    assert_eq!(order.order_no().as_str(), "20261130-000123");
+    assert_eq!(order.status(), OrderStatus::Placed);
+    assert_eq!(order.total(), won(39_500));
+    assert_eq!(
+        order
+            .lines()
+            .iter()
+            .map(|l| (
+                l.menu_id,
+                l.name.as_str(),
+                l.unit_price.amount(),
+                l.quantity.get()
+            ))
+            .collect::<Vec<_>>(),
+        [(31, "후라이드", 18_500, 2), (33, "콜라 1.25L", 2_500, 1)]
+    );
+    assert_eq!(
+        order.address(),
+        "서울시 마포구 1",
+        "the member's own address"
+    );
+    assert_eq!(order.refund(), Refund::NotOwed);
+    let mut elsewhere = request(&[(31, 1)]);
+    elsewhere.address = Some("서울시 종로구 2".into());
+    assert_eq!(
+        place(&elsewhere).expect("placed").address(),
+        "서울시 종로구 2"
+    );
+}
+
+#[test]
+fn the_request_alone_is_checked_first() {
+    let long = "가".repeat(201);
+    // Each case also names an item of another shop (51): the request's own
+    // fault is what is reported.
+    let mut too_long_address = request(&[(31, 1), (51, 1)]);
+    too_long_address.address = Some(long.clone());
+    let mut too_long_note = request(&[(31, 1), (51, 1)]);
+    too_long_note.request = Some(long);
+    let mut blank_address = request(&[(31, 1), (51, 1)]);
+    blank_address.address = Some("  ".into());
+    let fifty_one: Vec<(i64, i64)> = (1..=51).map(|id| (id, 1)).collect();
+    let cases = [
+        (request(&[]), OrderError::ItemCount { count: 0, max: 50 }),
+        (
+            request(&fifty_one),
+            OrderError::ItemCount { count: 51, max: 50 },
+        ),
+        (
+            request(&[(51, 0)]),
+            OrderError::InvalidQuantity {
+                menu_id: Some(51),
+                quantity: 0,
+            },
+        ),
+        (
+            request(&[(31, 1), (51, 100)]),
+            OrderError::InvalidQuantity {
+                menu_id: Some(51),
+                quantity: 100,
+            },
+        ),
+        (
+            request(&[(51, 1), (31, 1), (51, 2)]),
+            OrderError::DuplicateItem { menu_id: 51 },
+        ),
+        (
+            too_long_address,
+            OrderError::TextTooLong {
+                field: "address",
+                max: 200,
+            },
+        ),
+        (
+            too_long_note,
+            OrderError::TextTooLong {
+                field: "request",
+                max: 200,
+            },
+        ),
+        (blank_address, OrderError::BlankAddress),
+    ];
+    for (request, expected) in cases {
+        assert_eq!(place(&request).expect_err("refused"), expected);
+    }
+    // Exactly at the limits is fine.
+    let mut at_limits = request(&[(31, 99)]);
+    at_limits.address = Some("가".repeat(200));
+    assert_eq!(place(&at_limits).map(|o| o.total()), Ok(won(18_500 * 99)));
+}
+
+#[test]
+fn the_shop_must_take_orders_and_be_open() {
+    let order_no = OrderNo::parse("20261130-000123").expect("valid");
+    let menu = menu();
+    let at = |shop| Placing {
+        shop,
+        menu: &menu,
+        minute: MinuteOfDay::parse_hhmm("1200").expect("valid"),
+        order_no: &order_no,
+        member_address: "서울시 마포구 1",
+        now: NOW,
+    };
+    assert_eq!(
+        Order::place(&request(&[(31, 1)]), at(None)).expect_err("refused"),
+        OrderError::UnknownShop { shop_id: 4 }
+    );
+    let other = Shop {
+        shop_id: 5,
+        ..shop()
+    };
+    assert_eq!(
+        Order::place(&request(&[(31, 1)]), at(Some(&other))).expect_err("refused"),
+        OrderError::UnknownShop { shop_id: 4 },
+        "the catalog's answer about another shop is no answer"
+    );
+    let closed = place_at(&request(&[(31, 1)]), "2300").expect_err("refused");
+    assert_eq!(
+        closed,
+        OrderError::ShopClosed {
+            open: "11:00".into(),
+            close: "23:00".into()
+        }
+    );
+    assert_eq!(
+        closed.to_string(),
+        "the shop is open 11:00–23:00 (Korean time)"
+    );
+}
+
+#[test]
+fn each_item_must_be_the_shops_and_on_sale_and_the_total_reach_the_minimum() {
+    assert_eq!(
+        place(&request(&[(31, 1), (51, 1)])).expect_err("refused"),
+        OrderError::MenuItemNotInShop {
+            shop_id: 4,
+            menu_id: 51
+        }
+    );
+    assert_eq!(
+        place(&request(&[(31, 1), (77, 1)])).expect_err("refused"),
+        OrderError::MenuItemNotInShop {
+            shop_id: 4,
+            menu_id: 77
+        }
+    );
+    assert_eq!(
+        place(&request(&[(31, 1), (40, 1)])).expect_err("refused"),
+        OrderError::MenuItemNotOnSale {
+            name: "반반".into()
+        }
+    );
+    let below = place(&request(&[(33, 2)])).expect_err("refused");
+    assert_eq!(
+        below,
+        OrderError::BelowMinimum {
+            minimum: 15_000,
+            total: 5_000
+        }
+    );
+    assert_eq!(
+        below.to_string(),
+        "this shop delivers from 15000 won; the order comes to 5000 won"
+    );
+}
+
+#[test]
+fn an_order_goes_from_placed_to_delivered_one_step_at_a_time() {
+    let mut order = place(&request(&[(31, 1)])).expect("placed");
+    assert_eq!(
+        order.paid("pay_1", NOW),
+        Ok(vec![OrderEvent::Paid {
+            payment_id: "pay_1".into()
+        }])
+    );
+    assert_eq!(order.accepted(NOW), Ok(vec![OrderEvent::Accepted]));
+    assert_eq!(order.picked_up(NOW), Ok(vec![OrderEvent::PickedUp]));
+    assert_eq!(order.delivered(LATER), Ok(vec![OrderEvent::Delivered]));
+    assert_eq!(order.status(), OrderStatus::Delivered);
+    assert!(order.status().is_final());
+    assert_eq!(order.payment_id(), Some("pay_1"));
+    assert_eq!((order.placed_at(), order.updated_at()), (NOW, LATER));
+}
+
+#[test]
+fn a_step_out_of_turn_is_a_conflict_and_changes_nothing() {
+    let mut order = place(&request(&[(31, 1)])).expect("placed");
+    let before = order.clone();
+    assert_eq!(
+        order.accepted(LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Placed,
+            action: "accepted"
+        })
+    );
+    assert_eq!(
+        order.delivered(LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Placed,
+            action: "delivered"
+        })
+    );
+    assert_eq!(order, before);
+}
+
+#[test]
+fn a_fact_delivered_twice_changes_nothing_the_second_time() {
+    let mut order = paid_order();
+    assert_eq!(order.paid("pay_1", LATER), Ok(vec![]));
+    assert_eq!(
+        order.paid("pay_2", LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Paid,
+            action: "paid"
+        }),
+        "a second, different payment is not the same fact"
+    );
+    assert_eq!(order.accepted(NOW), Ok(vec![OrderEvent::Accepted]));
+    let after_first = order.clone();
+    assert_eq!(order.accepted(LATER), Ok(vec![]));
+    assert_eq!(order, after_first, "not even the time moves");
+}
+
+#[test]
+fn a_rejected_order_owes_its_payment_back_once() {
+    let mut order = paid_order();
+    assert_eq!(order.rejected(NOW), Ok(vec![OrderEvent::Rejected]));
+    assert_eq!(
+        (order.status(), order.refund()),
+        (OrderStatus::Rejected, Refund::Owed)
+    );
+    assert_eq!(order.refunded(LATER), Ok(vec![OrderEvent::Refunded]));
+    assert_eq!(order.refunded(LATER), Ok(vec![]), "refunding is idempotent");
+    assert_eq!(order.refund(), Refund::Refunded);
+}
+
+#[test]
+fn nothing_is_refunded_that_was_never_charged() {
+    let mut order = place(&request(&[(31, 1)])).expect("placed");
+    assert_eq!(
+        order.cancel_by_member(NOW),
+        Ok(vec![OrderEvent::Cancelled {
+            reason: CancelReason::Member
+        }])
+    );
+    assert_eq!(order.refund(), Refund::NotOwed);
+    assert_eq!(
+        order.refunded(LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Cancelled,
+            action: "refunded (nothing is owed)"
+        })
+    );
+}
+
+#[test]
+fn a_member_cancels_before_the_shop_accepts_and_not_after() {
+    let mut paid = paid_order();
+    assert_eq!(
+        paid.cancel_by_member(NOW),
+        Ok(vec![OrderEvent::Cancelled {
+            reason: CancelReason::Member
+        }])
+    );
+    assert_eq!(
+        (paid.status(), paid.cancel_reason(), paid.refund()),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::Member),
+            Refund::Owed
+        )
+    );
+    assert_eq!(
+        paid.cancel_by_member(LATER),
+        Ok(vec![]),
+        "a second cancel is the first"
+    );
+
+    let mut accepted = paid_order();
+    accepted.accepted(NOW).expect("accepted");
+    let refused = accepted.cancel_by_member(LATER).expect_err("refused");
+    assert_eq!(
+        refused,
+        OrderError::NotCancellable {
+            status: OrderStatus::Accepted
+        }
+    );
+    assert_eq!(
+        refused.to_string(),
+        "the order is accepted; only orders the shop has not accepted can be cancelled"
+    );
+    assert_eq!(accepted.status(), OrderStatus::Accepted);
+}
+
+#[test]
+fn a_refused_payment_ends_a_placed_order_without_a_refund() {
+    for reason in [CancelReason::PaymentDeclined, CancelReason::PaymentFailed] {
+        let mut order = place(&request(&[(31, 1)])).expect("placed");
+        assert_eq!(
+            order.payment_refused(reason, NOW),
+            Ok(vec![OrderEvent::Cancelled { reason }])
+        );
+        assert_eq!(order.payment_refused(reason, LATER), Ok(vec![]));
+        assert_eq!(
+            (order.status(), order.refund()),
+            (OrderStatus::Cancelled, Refund::NotOwed)
+        );
+    }
+    let mut paid = paid_order();
+    assert_eq!(
+        paid.payment_refused(CancelReason::PaymentFailed, LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Paid,
+            action: "refused payment"
+        })
+    );
+}
+
+#[test]
+fn no_decision_before_the_deadline_cancels_a_paid_order_with_a_refund() {
+    let mut waiting = paid_order();
+    assert_eq!(
+        waiting.decision_timed_out(LATER),
+        vec![OrderEvent::Cancelled {
+            reason: CancelReason::NoDecision
+        }]
+    );
+    assert_eq!(
+        (waiting.status(), waiting.refund()),
+        (OrderStatus::Cancelled, Refund::Owed)
+    );
+    assert_eq!(waiting.decision_timed_out(LATER), vec![]);
+
+    let mut decided = paid_order();
+    decided.accepted(NOW).expect("accepted");
+    assert_eq!(
+        decided.decision_timed_out(LATER),
+        vec![],
+        "a decision in time stands"
+    );
+    assert_eq!(decided.status(), OrderStatus::Accepted);
+}
+
+#[test]
+fn the_shops_acceptance_after_a_members_cancel_is_a_conflict_to_settle() {
+    // ADR 0015: the two can cross; the order does not silently flip back.
+    let mut order = paid_order();
+    order.cancel_by_member(NOW).expect("cancelled");
+    assert_eq!(
+        order.accepted(LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Cancelled,
+            action: "accepted"
+        })
+    );
+    assert_eq!(order.status(), OrderStatus::Cancelled);
+}
