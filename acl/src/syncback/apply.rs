@@ -178,7 +178,9 @@ impl ApplyToLegacy {
             let payment = match event.reason {
                 CancelReason::PaymentDeclined => Some("DECL"),
                 CancelReason::PaymentFailed => Some("VOID"),
-                CancelReason::Member | CancelReason::Unknown => None,
+                // Only a paid order waits for a decision, and a paid one is
+                // written: NoDecision never reaches here unwritten.
+                CancelReason::Member | CancelReason::NoDecision | CancelReason::Unknown => None,
             };
             if let Some(status) = payment {
                 write_payment(tx, &placed, status, None).await?;
@@ -442,6 +444,9 @@ fn legacy_reason(reason: CancelReason) -> Option<&'static str> {
         CancelReason::Member => Some("MEMBER"),
         CancelReason::PaymentDeclined => Some("PAY_DECLINED"),
         CancelReason::PaymentFailed => Some("PAY_ERROR"),
+        // Baedal never cancels for this itself; its column takes any code,
+        // and this one says what happened.
+        CancelReason::NoDecision => Some("NO_DECISION"),
         CancelReason::Unknown => None,
     }
 }

@@ -56,6 +56,9 @@ pub enum CancelReason {
     PaymentDeclined,
     /// The gateway did not answer; any charge was released.
     PaymentFailed,
+    /// The shop did not accept or reject before the deadline; a paid order
+    /// is refunded.
+    NoDecision,
     /// A reason added after this version of the contract: adding one is an
     /// additive change, so a consumer built before it still reads the event.
     #[serde(other)]
@@ -79,6 +82,61 @@ impl IntegrationEvent for OrderCancelled {
         self.order_no.clone()
     }
 }
+
+/// A fact about a step of an ordering order, with nothing but the order
+/// number and the time: accepted, rejected, picked up, delivered, refunded.
+macro_rules! step_fact {
+    ($(#[$doc:meta])* $name:ident, $event:literal, $at:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            pub order_no: String,
+            #[serde(with = "time::serde::rfc3339")]
+            pub $at: OffsetDateTime,
+        }
+
+        impl IntegrationEvent for $name {
+            const NAME: &'static str = $event;
+            fn aggregate_id(&self) -> String {
+                self.order_no.clone()
+            }
+        }
+    };
+}
+
+step_fact!(
+    /// `ordering.order.accepted.v1`: the shop accepted the order (on
+    /// Baedal's board, learnt through the ACL while fulfilment is Baedal's).
+    OrderAccepted,
+    "ordering.order.accepted.v1",
+    accepted_at
+);
+step_fact!(
+    /// `ordering.order.rejected.v1`: the shop rejected it; the payment is
+    /// owed back (`ordering.order.refunded.v1` follows).
+    OrderRejected,
+    "ordering.order.rejected.v1",
+    rejected_at
+);
+step_fact!(
+    /// `ordering.order.picked_up.v1`: the rider has it.
+    OrderPickedUp,
+    "ordering.order.picked_up.v1",
+    picked_up_at
+);
+step_fact!(
+    /// `ordering.order.delivered.v1`: at the member's door; nothing follows.
+    OrderDelivered,
+    "ordering.order.delivered.v1",
+    delivered_at
+);
+step_fact!(
+    /// `ordering.order.refunded.v1`: the payment of a rejected or cancelled
+    /// order went back to the member, once.
+    OrderRefunded,
+    "ordering.order.refunded.v1",
+    refunded_at
+);
 
 #[cfg(test)]
 mod tests {
@@ -143,6 +201,84 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&event).unwrap(),
             json!({"order_no": "20261122-000123", "reason": "payment_declined", "refunded": false, "cancelled_at": "2026-11-22T12:31:00Z"})
+        );
+    }
+
+    #[test]
+    fn the_step_facts_json_is_pinned() {
+        let at = datetime!(2026-11-30 12:40:00 UTC);
+        let order_no = || "20261130-000123".to_owned();
+        let cases = [
+            (
+                serde_json::to_value(OrderAccepted {
+                    order_no: order_no(),
+                    accepted_at: at,
+                })
+                .unwrap(),
+                OrderAccepted::NAME,
+                "accepted_at",
+            ),
+            (
+                serde_json::to_value(OrderRejected {
+                    order_no: order_no(),
+                    rejected_at: at,
+                })
+                .unwrap(),
+                OrderRejected::NAME,
+                "rejected_at",
+            ),
+            (
+                serde_json::to_value(OrderPickedUp {
+                    order_no: order_no(),
+                    picked_up_at: at,
+                })
+                .unwrap(),
+                OrderPickedUp::NAME,
+                "picked_up_at",
+            ),
+            (
+                serde_json::to_value(OrderDelivered {
+                    order_no: order_no(),
+                    delivered_at: at,
+                })
+                .unwrap(),
+                OrderDelivered::NAME,
+                "delivered_at",
+            ),
+            (
+                serde_json::to_value(OrderRefunded {
+                    order_no: order_no(),
+                    refunded_at: at,
+                })
+                .unwrap(),
+                OrderRefunded::NAME,
+                "refunded_at",
+            ),
+        ];
+        let names: Vec<&str> = cases.iter().map(|(_, name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "ordering.order.accepted.v1",
+                "ordering.order.rejected.v1",
+                "ordering.order.picked_up.v1",
+                "ordering.order.delivered.v1",
+                "ordering.order.refunded.v1"
+            ]
+        );
+        for (json, _, field) in cases {
+            assert_eq!(
+                json,
+                json!({"order_no": "20261130-000123", field: "2026-11-30T12:40:00Z"})
+            );
+        }
+    }
+
+    #[test]
+    fn no_decision_is_a_reason_of_its_own() {
+        assert_eq!(
+            serde_json::to_value(CancelReason::NoDecision).unwrap(),
+            json!("no_decision")
         );
     }
 

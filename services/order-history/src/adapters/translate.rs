@@ -69,7 +69,8 @@ fn ordering_cancel_reason(reason: ordering::CancelReason) -> CancelReason {
         ordering::CancelReason::Member => CancelReason::Member,
         ordering::CancelReason::PaymentDeclined => CancelReason::PaymentDeclined,
         ordering::CancelReason::PaymentFailed => CancelReason::PaymentFailed,
-        ordering::CancelReason::Unknown => CancelReason::Other,
+        // Baedal's contract has no code for a shop that never decided.
+        ordering::CancelReason::NoDecision | ordering::CancelReason::Unknown => CancelReason::Other,
     }
 }
 
