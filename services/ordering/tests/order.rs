@@ -449,3 +449,72 @@ fn the_shops_acceptance_after_a_members_cancel_is_a_conflict_to_settle() {
     );
     assert_eq!(order.status(), OrderStatus::Cancelled);
 }
+
+#[test]
+fn an_order_kept_by_a_store_comes_back_as_it_was_in_every_state() {
+    let placed = place(&request(&[(31, 2), (33, 1)])).expect("placed");
+    let mut delivered = paid_order();
+    delivered.accepted(NOW).expect("accepted");
+    delivered.picked_up(NOW).expect("picked up");
+    delivered.delivered(LATER).expect("delivered");
+    let mut refunded = paid_order();
+    refunded.rejected(NOW).expect("rejected");
+    refunded.refunded(LATER).expect("refunded");
+    let mut declined = place(&request(&[(31, 1)])).expect("placed");
+    declined
+        .payment_refused(CancelReason::PaymentDeclined, NOW)
+        .expect("declined");
+    let mut timed_out = paid_order();
+    timed_out.decision_timed_out(LATER);
+    for order in [
+        placed,
+        paid_order(),
+        delivered,
+        refunded,
+        declined,
+        timed_out,
+    ] {
+        assert_eq!(Order::restore(order.snapshot()), Ok(order));
+    }
+}
+
+#[test]
+fn a_stored_order_the_rules_could_not_have_made_is_refused() {
+    let corrupt = |what: &str| OrderError::Corrupt {
+        order_no: "20261130-000123".into(),
+        what: what.into(),
+    };
+    let mut wrong_total = paid_order().snapshot();
+    wrong_total.total = won(1);
+    let mut no_lines = paid_order().snapshot();
+    no_lines.lines.clear();
+    let mut paid_without_id = paid_order().snapshot();
+    paid_without_id.payment_id = None;
+    let mut reason_without_cancel = paid_order().snapshot();
+    reason_without_cancel.cancel_reason = Some(CancelReason::Member);
+    let mut refund_never_charged = place(&request(&[(31, 1)])).expect("placed").snapshot();
+    refund_never_charged.refund = Refund::Owed;
+    let mut rejected_without_refund = paid_order();
+    rejected_without_refund.rejected(NOW).expect("rejected");
+    let mut rejected_without_refund = rejected_without_refund.snapshot();
+    rejected_without_refund.refund = Refund::NotOwed;
+    for (snapshot, what) in [
+        (wrong_total, "its lines do not add up to its total"),
+        (no_lines, "its lines do not add up to its total"),
+        (paid_without_id, "it went past payment without a payment id"),
+        (
+            reason_without_cancel,
+            "a cancel reason goes with a cancelled order, and only with one",
+        ),
+        (
+            refund_never_charged,
+            "a refund goes with a paid order that was rejected or cancelled",
+        ),
+        (
+            rejected_without_refund,
+            "a refund goes with a paid order that was rejected or cancelled",
+        ),
+    ] {
+        assert_eq!(Order::restore(snapshot), Err(corrupt(what)));
+    }
+}

@@ -38,6 +38,8 @@ pub enum OrderError {
     InvalidOrderNo(String),
     #[error("the order is {status}; only orders the shop has not accepted can be cancelled")]
     NotCancellable { status: OrderStatus },
+    #[error("the stored order {order_no} is not one the rules could make: {what}")]
+    Corrupt { order_no: String, what: String },
     #[error("an order that is {status} cannot be {action}")]
     Conflict {
         status: OrderStatus,

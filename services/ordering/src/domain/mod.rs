@@ -13,6 +13,7 @@ pub mod values;
 pub use catalog::{MenuItem, MinuteOfDay, OpeningHours, Shop};
 pub use error::OrderError;
 pub use order::{
-    CancelReason, NewOrder, Order, OrderEvent, OrderLine, OrderStatus, Refund, RequestedItem,
+    CancelReason, NewOrder, Order, OrderEvent, OrderLine, OrderSnapshot, OrderStatus, Refund,
+    RequestedItem,
 };
 pub use values::{OrderNo, Quantity, Won};

@@ -471,6 +471,99 @@ impl Order {
     }
 }
 
+/// An order's state as plain data, for a store to keep and give back
+/// ([`Order::snapshot`], [`Order::restore`]): the aggregate's fields stay
+/// private, so no adapter can set a status the machine never reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSnapshot {
+    pub order_no: OrderNo,
+    pub member_id: i64,
+    pub shop_id: i64,
+    pub lines: Vec<OrderLine>,
+    pub total: Won,
+    pub address: String,
+    pub request: Option<String>,
+    pub status: OrderStatus,
+    pub payment_id: Option<String>,
+    pub cancel_reason: Option<CancelReason>,
+    pub refund: Refund,
+    pub placed_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Order {
+    pub fn snapshot(&self) -> OrderSnapshot {
+        OrderSnapshot {
+            order_no: self.order_no.clone(),
+            member_id: self.member_id,
+            shop_id: self.shop_id,
+            lines: self.lines.clone(),
+            total: self.total,
+            address: self.address.clone(),
+            request: self.request.clone(),
+            status: self.status,
+            payment_id: self.payment_id.clone(),
+            cancel_reason: self.cancel_reason,
+            refund: self.refund,
+            placed_at: self.placed_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// An order as a store kept it, if it is one the rules could have
+    /// made: lines adding up to the total, a payment id once paid, a reason
+    /// when cancelled, a refund only for money taken.
+    pub fn restore(snapshot: OrderSnapshot) -> Result<Self, OrderError> {
+        let broken = |what: &str| OrderError::Corrupt {
+            order_no: snapshot.order_no.to_string(),
+            what: what.to_owned(),
+        };
+        let mut sum = Won::ZERO;
+        for line in &snapshot.lines {
+            sum = sum.checked_add(line.amount()?)?;
+        }
+        if snapshot.lines.is_empty() || sum != snapshot.total {
+            return Err(broken("its lines do not add up to its total"));
+        }
+        let paid_once = !matches!(snapshot.status, OrderStatus::Placed)
+            && !(snapshot.status == OrderStatus::Cancelled && snapshot.refund == Refund::NotOwed);
+        if paid_once && snapshot.payment_id.is_none() {
+            return Err(broken("it went past payment without a payment id"));
+        }
+        if (snapshot.status == OrderStatus::Cancelled) != snapshot.cancel_reason.is_some() {
+            return Err(broken(
+                "a cancel reason goes with a cancelled order, and only with one",
+            ));
+        }
+        let owes = matches!(
+            snapshot.status,
+            OrderStatus::Rejected | OrderStatus::Cancelled
+        ) && snapshot.payment_id.is_some()
+            && snapshot.cancel_reason != Some(CancelReason::PaymentDeclined)
+            && snapshot.cancel_reason != Some(CancelReason::PaymentFailed);
+        if (snapshot.refund != Refund::NotOwed) != owes {
+            return Err(broken(
+                "a refund goes with a paid order that was rejected or cancelled",
+            ));
+        }
+        Ok(Self {
+            order_no: snapshot.order_no,
+            member_id: snapshot.member_id,
+            shop_id: snapshot.shop_id,
+            lines: snapshot.lines,
+            total: snapshot.total,
+            address: snapshot.address,
+            request: snapshot.request,
+            status: snapshot.status,
+            payment_id: snapshot.payment_id,
+            cancel_reason: snapshot.cancel_reason,
+            refund: snapshot.refund,
+            placed_at: snapshot.placed_at,
+            updated_at: snapshot.updated_at,
+        })
+    }
+}
+
 fn event_if(moved: bool, event: OrderEvent) -> Vec<OrderEvent> {
     if moved { vec![event] } else { Vec::new() }
 }
