@@ -525,9 +525,11 @@ impl Order {
         if snapshot.lines.is_empty() || sum != snapshot.total {
             return Err(broken("its lines do not add up to its total"));
         }
-        let paid_once = !matches!(snapshot.status, OrderStatus::Placed)
-            && !(snapshot.status == OrderStatus::Cancelled && snapshot.refund == Refund::NotOwed);
-        if paid_once && snapshot.payment_id.is_none() {
+        // Past payment: every state but `Placed` and a cancel of an order
+        // never charged.
+        let unpaid = snapshot.status == OrderStatus::Placed
+            || (snapshot.status == OrderStatus::Cancelled && snapshot.refund == Refund::NotOwed);
+        if !unpaid && snapshot.payment_id.is_none() {
             return Err(broken("it went past payment without a payment id"));
         }
         if (snapshot.status == OrderStatus::Cancelled) != snapshot.cancel_reason.is_some() {
