@@ -118,7 +118,7 @@ ensure_logical_decoding() {
 	psql_admin -c "ALTER SYSTEM SET wal_level = logical" \
 		-c "ALTER SYSTEM SET max_replication_slots = 20" \
 		-c "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'"
-	as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t 60 restart >/dev/null ||
+	as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "-p $KIT_PG_PORT" -m fast -w -t 60 restart >/dev/null ||
 		die "PostgreSQL did not restart, see $PG_LOG"
 	wait_for "PostgreSQL" 30 psql_admin -c 'SELECT 1'
 }
@@ -134,7 +134,9 @@ start() {
 		step "starting PostgreSQL on $KIT_PG_HOST:$KIT_PG_PORT"
 		# -l sends the server's output to its log file: nothing stays attached to
 		# the caller's terminal or pipe.
-		as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null ||
+		# The port on the command line wins over postgresql.conf's, so a
+		# cluster made before a change of KIT_PORT_OFFSET moves with it.
+		as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "-p $KIT_PG_PORT" -w -t 60 start >/dev/null ||
 			die "PostgreSQL did not start, see $PG_LOG"
 	fi
 	mkdir -p "$KIT_LOGS"

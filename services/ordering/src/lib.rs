@@ -12,9 +12,19 @@
 //!   clock of its own, no infrastructure crate
 //!   (`tests/domain_is_pure.rs` keeps it so).
 //!
-//! The application layer (use cases, ports, the persisted place-order
-//! saga) and the adapters (HTTP legacy contract, PostgreSQL with the
-//! outbox, the ACL and payment gateway clients) come next, on this domain;
-//! until they land, `make up` does not start ordering.
+//! Around it, so far:
+//!
+//! - [`application::ports`]: the port of the order store (`Orders`):
+//!   add, get with a version, save a change against the version read.
+//! - [`adapters::outbound::postgres`]: that store in the `ordering`
+//!   database, every change in one transaction with the facts it caused
+//!   in the chassis' outbox; [`adapters::translate`] turns the domain's
+//!   events into the published language.
+//!
+//! The use cases with the persisted place-order saga, the HTTP legacy
+//! contract and the ACL and payment gateway clients come next; until they
+//! land, `make up` does not start ordering.
 
+pub mod adapters;
+pub mod application;
 pub mod domain;

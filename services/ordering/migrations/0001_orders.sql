@@ -1,0 +1,34 @@
+-- ordering's own database (one role, `ordering`): its orders and their
+-- lines. The outbox beside them is the chassis' (installed at start), so an
+-- order and the facts its change caused commit together.
+CREATE TABLE orders (
+    order_no      text         PRIMARY KEY COLLATE "C",
+    member_id     bigint       NOT NULL,
+    shop_id       bigint       NOT NULL,
+    total_won     bigint       NOT NULL CHECK (total_won >= 0),
+    address       text         NOT NULL,
+    request       text,
+    status        text         NOT NULL
+        CHECK (status IN ('placed', 'paid', 'accepted', 'picked_up', 'delivered', 'rejected', 'cancelled')),
+    payment_id    text,
+    cancel_reason text
+        CHECK (cancel_reason IN ('member', 'payment_declined', 'payment_failed', 'no_decision')),
+    refund        text         NOT NULL CHECK (refund IN ('not_owed', 'owed', 'refunded')),
+    placed_at     timestamptz  NOT NULL,
+    updated_at    timestamptz  NOT NULL,
+    -- Bumped by every change: a writer that read an older version loses
+    -- (optimistic locking), so no change overwrites one it did not see.
+    version       bigint       NOT NULL DEFAULT 1 CHECK (version >= 1)
+);
+
+CREATE INDEX orders_by_member ON orders (member_id, placed_at DESC, order_no DESC);
+
+CREATE TABLE order_lines (
+    order_no        text      NOT NULL REFERENCES orders ON DELETE CASCADE,
+    line_no         smallint  NOT NULL CHECK (line_no >= 1),
+    menu_id         bigint    NOT NULL,
+    name            text      NOT NULL,
+    unit_price_won  bigint    NOT NULL CHECK (unit_price_won >= 0),
+    quantity        smallint  NOT NULL CHECK (quantity BETWEEN 1 AND 99),
+    PRIMARY KEY (order_no, line_no)
+);

@@ -1,0 +1,292 @@
+//! The order store in PostgreSQL (the `ordering` database): one row per
+//! order, its lines beside it, and the chassis' outbox in the same
+//! transaction as every change.
+
+use sqlx::{PgConnection, PgPool, Row};
+use time::OffsetDateTime;
+
+use crate::adapters::translate;
+use crate::application::ports::{Orders, StoreError, Versioned};
+use crate::domain::{
+    CancelReason, Order, OrderError, OrderEvent, OrderLine, OrderNo, OrderSnapshot, OrderStatus,
+    Quantity, Refund, Won,
+};
+
+/// The migrations of the `ordering` database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The whole schema: the orders, and the chassis' outbox.
+pub async fn prepare_database(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    chassis::messaging::outbox::install(pool).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct PgOrders {
+    pool: PgPool,
+}
+
+impl PgOrders {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// A database error as the port says it.
+fn store_error(error: sqlx::Error) -> StoreError {
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|code| code.into_owned());
+    if chassis::messaging::consumer::is_unavailable(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else if matches!(code.as_deref(), Some("40P01" | "40001" | "55P03")) {
+        // A deadlock, a serialization failure, a lock wait that timed out.
+        StoreError::Conflict(error.to_string())
+    } else {
+        StoreError::Failed(error.to_string())
+    }
+}
+
+fn outbox_error(error: chassis::messaging::MessagingError) -> StoreError {
+    match error {
+        chassis::messaging::MessagingError::Database(error) => store_error(error),
+        other => StoreError::Failed(other.to_string()),
+    }
+}
+
+impl Orders for PgOrders {
+    async fn add(&self, order: &Order, events: &[OrderEvent]) -> Result<(), StoreError> {
+        let rows = translate::outbox_events(order, events).map_err(outbox_error)?;
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let inserted = sqlx::query(
+            "INSERT INTO orders (order_no, member_id, shop_id, total_won, address, request, status,
+                                 payment_id, cancel_reason, refund, placed_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (order_no) DO NOTHING",
+        )
+        .bind(order.order_no().as_str())
+        .bind(order.member_id())
+        .bind(order.shop_id())
+        .bind(order.total().amount())
+        .bind(order.address())
+        .bind(order.request())
+        .bind(status_text(order.status()))
+        .bind(order.payment_id())
+        .bind(order.cancel_reason().map(reason_text))
+        .bind(refund_text(order.refund()))
+        .bind(order.placed_at())
+        .bind(order.updated_at())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Exists(order.order_no().clone()));
+        }
+        insert_lines(&mut tx, order).await?;
+        chassis::messaging::outbox::write_all(&mut tx, &rows)
+            .await
+            .map_err(outbox_error)?;
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn get(&self, order_no: &OrderNo) -> Result<Option<Versioned<Order>>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        read(&mut conn, order_no).await
+    }
+
+    async fn save(
+        &self,
+        order: &Order,
+        version: i64,
+        events: &[OrderEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = translate::outbox_events(order, events).map_err(outbox_error)?;
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let updated = sqlx::query(
+            "UPDATE orders
+             SET status = $3, payment_id = $4, cancel_reason = $5, refund = $6, updated_at = $7,
+                 version = version + 1
+             WHERE order_no = $1 AND version = $2",
+        )
+        .bind(order.order_no().as_str())
+        .bind(version)
+        .bind(status_text(order.status()))
+        .bind(order.payment_id())
+        .bind(order.cancel_reason().map(reason_text))
+        .bind(refund_text(order.refund()))
+        .bind(order.updated_at())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Stale(order.order_no().clone()));
+        }
+        chassis::messaging::outbox::write_all(&mut tx, &rows)
+            .await
+            .map_err(outbox_error)?;
+        tx.commit().await.map_err(store_error)
+    }
+}
+
+async fn insert_lines(tx: &mut PgConnection, order: &Order) -> Result<(), StoreError> {
+    let count = order.lines().len();
+    let mut line_nos = Vec::with_capacity(count);
+    let mut menu_ids = Vec::with_capacity(count);
+    let mut names = Vec::with_capacity(count);
+    let mut prices = Vec::with_capacity(count);
+    let mut quantities = Vec::with_capacity(count);
+    for (index, line) in order.lines().iter().enumerate() {
+        line_nos.push(i16::try_from(index + 1).unwrap_or(i16::MAX));
+        menu_ids.push(line.menu_id);
+        names.push(line.name.clone());
+        prices.push(line.unit_price.amount());
+        quantities.push(i16::from(line.quantity.get()));
+    }
+    sqlx::query(
+        "INSERT INTO order_lines (order_no, line_no, menu_id, name, unit_price_won, quantity)
+         SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::text[], $5::bigint[], $6::smallint[])",
+    )
+    .bind(order.order_no().as_str())
+    .bind(&line_nos)
+    .bind(&menu_ids)
+    .bind(&names)
+    .bind(&prices)
+    .bind(&quantities)
+    .execute(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+async fn read(
+    conn: &mut PgConnection,
+    order_no: &OrderNo,
+) -> Result<Option<Versioned<Order>>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT member_id, shop_id, total_won, address, request, status, payment_id,
+                cancel_reason, refund, placed_at, updated_at, version
+         FROM orders WHERE order_no = $1",
+    )
+    .bind(order_no.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let lines = sqlx::query(
+        "SELECT menu_id, name, unit_price_won, quantity FROM order_lines
+         WHERE order_no = $1 ORDER BY line_no",
+    )
+    .bind(order_no.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    let corrupt = |what: String| {
+        StoreError::Corrupt(OrderError::Corrupt {
+            order_no: order_no.to_string(),
+            what,
+        })
+    };
+    let value = |error: OrderError| corrupt(error.to_string());
+    let lines = lines
+        .iter()
+        .map(|line| {
+            Ok(OrderLine {
+                menu_id: line.get("menu_id"),
+                name: line.get("name"),
+                unit_price: Won::new(line.get("unit_price_won")).map_err(value)?,
+                quantity: Quantity::new(i64::from(line.get::<i16, _>("quantity")))
+                    .map_err(value)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let text = |column: &str| -> String { row.get(column) };
+    let snapshot = OrderSnapshot {
+        order_no: order_no.clone(),
+        member_id: row.get("member_id"),
+        shop_id: row.get("shop_id"),
+        lines,
+        total: Won::new(row.get("total_won")).map_err(value)?,
+        address: row.get("address"),
+        request: row.get("request"),
+        status: status_of(&text("status"))
+            .ok_or_else(|| corrupt(format!("status {:?}", text("status"))))?,
+        payment_id: row.get("payment_id"),
+        cancel_reason: match row.get::<Option<String>, _>("cancel_reason") {
+            None => None,
+            Some(reason) => Some(
+                reason_of(&reason).ok_or_else(|| corrupt(format!("cancel reason {reason:?}")))?,
+            ),
+        },
+        refund: refund_of(&text("refund"))
+            .ok_or_else(|| corrupt(format!("refund {:?}", text("refund"))))?,
+        placed_at: row.get::<OffsetDateTime, _>("placed_at"),
+        updated_at: row.get::<OffsetDateTime, _>("updated_at"),
+    };
+    let order = Order::restore(snapshot).map_err(StoreError::Corrupt)?;
+    Ok(Some(Versioned {
+        value: order,
+        version: row.get("version"),
+    }))
+}
+
+/// The domain's states as the columns' words, and back: one table each.
+const STATUSES: [(OrderStatus, &str); 7] = [
+    (OrderStatus::Placed, "placed"),
+    (OrderStatus::Paid, "paid"),
+    (OrderStatus::Accepted, "accepted"),
+    (OrderStatus::PickedUp, "picked_up"),
+    (OrderStatus::Delivered, "delivered"),
+    (OrderStatus::Rejected, "rejected"),
+    (OrderStatus::Cancelled, "cancelled"),
+];
+const REASONS: [(CancelReason, &str); 4] = [
+    (CancelReason::Member, "member"),
+    (CancelReason::PaymentDeclined, "payment_declined"),
+    (CancelReason::PaymentFailed, "payment_failed"),
+    (CancelReason::NoDecision, "no_decision"),
+];
+const REFUNDS: [(Refund, &str); 3] = [
+    (Refund::NotOwed, "not_owed"),
+    (Refund::Owed, "owed"),
+    (Refund::Refunded, "refunded"),
+];
+
+fn word<T: PartialEq + Copy>(table: &[(T, &'static str)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map_or("", |(_, word)| word)
+}
+
+fn value_of<T: Copy>(table: &[(T, &'static str)], text: &str) -> Option<T> {
+    table
+        .iter()
+        .find(|(_, word)| *word == text)
+        .map(|(v, _)| *v)
+}
+
+fn status_text(status: OrderStatus) -> &'static str {
+    word(&STATUSES, status)
+}
+fn status_of(text: &str) -> Option<OrderStatus> {
+    value_of(&STATUSES, text)
+}
+fn reason_text(reason: CancelReason) -> &'static str {
+    word(&REASONS, reason)
+}
+fn reason_of(text: &str) -> Option<CancelReason> {
+    value_of(&REASONS, text)
+}
+fn refund_text(refund: Refund) -> &'static str {
+    word(&REFUNDS, refund)
+}
+fn refund_of(text: &str) -> Option<Refund> {
+    value_of(&REFUNDS, text)
+}

@@ -1,0 +1,276 @@
+//! ordering's order store against a real PostgreSQL (a fresh database per
+//! test): an order and the facts its change caused are kept together, a
+//! change made on a stale read is refused with nothing written, and what
+//! comes back is the order that went in.
+
+use ordering::adapters::outbound::postgres::{PgOrders, prepare_database};
+use ordering::application::ports::{Orders, StoreError};
+use ordering::domain::order::Placing;
+use ordering::domain::{
+    CancelReason, MenuItem, MinuteOfDay, NewOrder, OpeningHours, Order, OrderEvent, OrderNo,
+    OrderStatus, Refund, RequestedItem, Shop, Won,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const PLACED_AT: OffsetDateTime = datetime!(2026-11-30 03:00 UTC);
+const PAID_AT: OffsetDateTime = datetime!(2026-11-30 03:00:02 UTC);
+
+fn won(amount: i64) -> Won {
+    Won::new(amount).expect("an amount")
+}
+
+fn placed(order_no: &str) -> (Order, OrderEvent) {
+    let shop = Shop {
+        shop_id: 4,
+        hours: OpeningHours {
+            open: MinuteOfDay::parse_hhmm("1100").expect("a time"),
+            close: MinuteOfDay::parse_hhmm("2300").expect("a time"),
+        },
+        minimum: won(15_000),
+    };
+    let menu = [
+        MenuItem {
+            menu_id: 31,
+            shop_id: 4,
+            name: "후라이드".into(),
+            price: won(18_500),
+            on_sale: true,
+        },
+        MenuItem {
+            menu_id: 33,
+            shop_id: 4,
+            name: "콜라 1.25L".into(),
+            price: won(2_500),
+            on_sale: true,
+        },
+    ];
+    let request = NewOrder {
+        member_id: 3,
+        shop_id: 4,
+        items: vec![
+            RequestedItem {
+                menu_id: 31,
+                quantity: 2,
+            },
+            RequestedItem {
+                menu_id: 33,
+                quantity: 1,
+            },
+        ],
+        address: None,
+        request: Some("문 앞에 놓아 주세요".into()),
+    };
+    let order_no = OrderNo::parse(order_no).expect("an order number");
+    Order::place(
+        &request,
+        Placing {
+            shop: Some(&shop),
+            menu: &menu,
+            minute: MinuteOfDay::parse_hhmm("1200").expect("a time"),
+            order_no: &order_no,
+            member_address: "서울시 마포구 1",
+            now: PLACED_AT,
+        },
+    )
+    .expect("placed")
+}
+
+async fn store(pool: &PgPool) -> PgOrders {
+    prepare_database(pool).await.expect("the schema");
+    PgOrders::new(pool.clone())
+}
+
+/// (event name, aggregate sequence, payload) of every outbox row, in order.
+async fn outbox(pool: &PgPool) -> Vec<(String, i64, Value)> {
+    sqlx::query_as("SELECT event_name, aggregate_seq, payload FROM outbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("the outbox")
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_placed_order_is_kept_with_its_placed_fact(pool: PgPool) {
+    let orders = store(&pool).await;
+    let (order, event) = placed("20261130-000123");
+    orders.add(&order, &[event]).await.expect("added");
+
+    let read = orders
+        .get(order.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!((read.value, read.version), (order, 1));
+    assert_eq!(
+        outbox(&pool).await,
+        [(
+            "ordering.order.placed.v1".to_owned(),
+            1,
+            json!({
+                "order_no": "20261130-000123",
+                "member_id": 3,
+                "shop_id": 4,
+                "lines": [
+                    {"menu_id": 31, "name": "후라이드", "unit_price": 18500, "quantity": 2},
+                    {"menu_id": 33, "name": "콜라 1.25L", "unit_price": 2500, "quantity": 1}
+                ],
+                "total_amount": 39500,
+                "delivery_address": "서울시 마포구 1",
+                "placed_at": "2026-11-30T03:00:00Z"
+            })
+        )]
+    );
+    let unknown = OrderNo::parse("20261130-000999").expect("an order number");
+    assert_eq!(orders.get(&unknown).await, Ok(None));
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_order_number_is_stored_once(pool: PgPool) {
+    let orders = store(&pool).await;
+    let (order, event) = placed("20261130-000123");
+    orders
+        .add(&order, std::slice::from_ref(&event))
+        .await
+        .expect("added");
+    assert_eq!(
+        orders.add(&order, &[event]).await,
+        Err(StoreError::Exists(order.order_no().clone()))
+    );
+    assert_eq!(outbox(&pool).await.len(), 1, "the second add wrote nothing");
+}
+
+#[sqlx::test(migrations = false)]
+async fn each_change_moves_the_version_and_writes_its_facts_in_order(pool: PgPool) {
+    let orders = store(&pool).await;
+    let (mut order, event) = placed("20261130-000123");
+    orders.add(&order, &[event]).await.expect("added");
+
+    let paid = order.paid("pay_1", PAID_AT).expect("paid");
+    orders.save(&order, 1, &paid).await.expect("saved");
+    let cancelled = order.cancel_by_member(PAID_AT).expect("cancelled");
+    orders.save(&order, 2, &cancelled).await.expect("saved");
+    // A change that changed nothing writes nothing and keeps the version.
+    let again = order.cancel_by_member(PAID_AT).expect("the same cancel");
+    orders
+        .save(&order, 3, &again)
+        .await
+        .expect("nothing to save");
+
+    let read = orders
+        .get(order.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(read.version, 3);
+    assert_eq!(
+        (
+            read.value.status(),
+            read.value.cancel_reason(),
+            read.value.refund()
+        ),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::Member),
+            Refund::Owed
+        )
+    );
+    assert_eq!(read.value, order);
+    let rows = outbox(&pool).await;
+    assert_eq!(
+        rows.iter()
+            .map(|(name, seq, _)| (name.as_str(), *seq))
+            .collect::<Vec<_>>(),
+        [
+            ("ordering.order.placed.v1", 1),
+            ("ordering.order.paid.v1", 2),
+            ("ordering.order.cancelled.v1", 3)
+        ]
+    );
+    assert_eq!(
+        rows[1].2,
+        json!({"order_no": "20261130-000123", "amount": 39500, "payment_id": "pay_1", "paid_at": "2026-11-30T03:00:02Z"})
+    );
+    assert_eq!(
+        rows[2].2,
+        json!({"order_no": "20261130-000123", "reason": "member", "refunded": true, "cancelled_at": "2026-11-30T03:00:02Z"})
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_change_made_on_a_stale_read_is_refused_and_writes_nothing(pool: PgPool) {
+    let orders = store(&pool).await;
+    let (order, event) = placed("20261130-000123");
+    orders.add(&order, &[event]).await.expect("added");
+
+    // Two writers read version 1: the gateway's answer and the member's cancel.
+    let mut payer = orders
+        .get(order.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    let mut canceller = orders
+        .get(order.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    let cancelled = canceller
+        .value
+        .cancel_by_member(PAID_AT)
+        .expect("cancelled");
+    orders
+        .save(&canceller.value, canceller.version, &cancelled)
+        .await
+        .expect("the first change wins");
+    let paid = payer.value.paid("pay_1", PAID_AT).expect("paid");
+    assert_eq!(
+        orders.save(&payer.value, payer.version, &paid).await,
+        Err(StoreError::Stale(order.order_no().clone()))
+    );
+    let read = orders
+        .get(order.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        (read.value.status(), read.value.payment_id(), read.version),
+        (OrderStatus::Cancelled, None, 2)
+    );
+    assert_eq!(
+        outbox(&pool)
+            .await
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["ordering.order.placed.v1", "ordering.order.cancelled.v1"],
+        "the losing change's fact was never written"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_row_changed_behind_the_stores_back_is_reported_not_served(pool: PgPool) {
+    let orders = store(&pool).await;
+    let (order, event) = placed("20261130-000123");
+    orders.add(&order, &[event]).await.expect("added");
+    sqlx::query("UPDATE orders SET total_won = 1 WHERE order_no = '20261130-000123'")
+        .execute(&pool)
+        .await
+        .expect("tampered");
+    let error = orders
+        .get(order.order_no())
+        .await
+        .expect_err("a total its lines do not make");
+    assert_eq!(
+        error.to_string(),
+        "the stored order 20261130-000123 is not one the rules could make: its lines do not add up to its total"
+    );
+    let schema_refuses =
+        sqlx::query("UPDATE orders SET status = 'lost' WHERE order_no = '20261130-000123'")
+            .execute(&pool)
+            .await;
+    assert!(
+        schema_refuses.is_err(),
+        "a status the schema does not know is refused"
+    );
+}
