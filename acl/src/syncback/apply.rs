@@ -554,7 +554,10 @@ mod tests {
             legacy_reason(CancelReason::PaymentFailed),
             Some("PAY_ERROR")
         );
+        assert_eq!(legacy_reason(CancelReason::NoDecision), Some("NO_DECISION"));
         assert_eq!(legacy_reason(CancelReason::Unknown), None);
+        // The key ordering authorises with (its payment_keys::authorisation,
+        // pinned to the same text there), so Baedal finds the payment by it.
         assert_eq!(
             idempotency_key("20261130-000042"),
             "ordering:20261130-000042"

@@ -68,3 +68,84 @@ pub trait Orders: Send + Sync {
         events: &[OrderEvent],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// The idempotency keys of an order's calls to the payment gateway: one
+/// per order and purpose, so every retry of a call (after a timeout, after
+/// a crash) is the same call and the gateway charges or refunds once. The
+/// authorisation's is what sync-back writes as the payment's key in
+/// Baedal's `tb_payment.pg_idem_key` (`acl::syncback::apply::idempotency_key`),
+/// so that after a rollback Baedal finds the same payment by it.
+pub mod payment_keys {
+    use crate::domain::OrderNo;
+
+    pub fn authorisation(order_no: &OrderNo) -> String {
+        format!("ordering:{order_no}")
+    }
+
+    pub fn refund(order_no: &OrderNo) -> String {
+        format!("ordering:{order_no}:refund")
+    }
+
+    /// Giving back what an authorisation without an answer may have taken.
+    pub fn void(order_no: &OrderNo) -> String {
+        format!("ordering:{order_no}:void")
+    }
+}
+
+/// What the gateway said to an authorisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorisation {
+    Approved {
+        payment_id: String,
+    },
+    Declined {
+        reason: String,
+    },
+    /// No answer to trust (a timeout, a 5xx, no connection, an open
+    /// breaker): the payment may or may not exist; look it up by its key.
+    Unknown {
+        cause: String,
+    },
+}
+
+/// Whether an authorisation key holds money now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    Approved {
+        payment_id: String,
+    },
+    /// Declined, refunded, or never made.
+    Nothing,
+}
+
+/// What the gateway said to a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refunded {
+    /// Given back, now or before, or never charged (declined).
+    Yes,
+    /// The gateway's own answer that it does not know the payment.
+    UnknownPayment,
+}
+
+/// No answer to trust from the gateway; the same call may be made again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the payment gateway gave no usable answer: {0}")]
+pub struct GatewayUnavailable(pub String);
+
+/// The payment gateway (the payment sandbox locally).
+pub trait Payments: Send + Sync {
+    fn authorise(
+        &self,
+        key: &str,
+        order_no: &OrderNo,
+        amount: crate::domain::Won,
+    ) -> impl Future<Output = Authorisation> + Send;
+
+    fn held(&self, key: &str) -> impl Future<Output = Result<Held, GatewayUnavailable>> + Send;
+
+    fn refund(
+        &self,
+        key: &str,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Refunded, GatewayUnavailable>> + Send;
+}

@@ -1,1 +1,2 @@
+pub mod payment_gateway;
 pub mod postgres;
