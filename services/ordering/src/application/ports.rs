@@ -149,3 +149,39 @@ pub trait Payments: Send + Sync {
         payment_id: &str,
     ) -> impl Future<Output = Result<Refunded, GatewayUnavailable>> + Send;
 }
+
+/// No usable answer from upstream (the ACL, or Baedal behind it); the same
+/// question may be asked again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("upstream gave no usable answer: {0}")]
+pub struct UpstreamUnavailable(pub String);
+
+/// What ordering asks of the contexts it stands beside while they are
+/// still Baedal's, through the ACL's façade in the new language: the
+/// catalog's shops and menus, the members, and the order numbers of the
+/// one sequence both sides share (docs/adr/0014-order-numbers.md).
+pub trait Upstream: Send + Sync {
+    /// The shop, when it takes orders; `None` for no such shop or one no
+    /// longer in use. As it stands now, not from a cache: an order is
+    /// priced and judged open at the moment it is placed.
+    fn shop(
+        &self,
+        shop_id: i64,
+    ) -> impl Future<Output = Result<Option<crate::domain::Shop>, UpstreamUnavailable>> + Send;
+
+    /// The shop's menu items as they stand now; empty for an unknown shop.
+    fn menu(
+        &self,
+        shop_id: i64,
+    ) -> impl Future<Output = Result<Vec<crate::domain::MenuItem>, UpstreamUnavailable>> + Send;
+
+    /// Where a member has deliveries go; `None` for no such member.
+    fn member_address(
+        &self,
+        member_id: i64,
+    ) -> impl Future<Output = Result<Option<String>, UpstreamUnavailable>> + Send;
+
+    /// The next number of the shared sequence; one asked for and not used
+    /// is a gap, as in Baedal.
+    fn next_order_no(&self) -> impl Future<Output = Result<OrderNo, UpstreamUnavailable>> + Send;
+}

@@ -1,2 +1,3 @@
+pub mod acl;
 pub mod payment_gateway;
 pub mod postgres;

@@ -1,0 +1,188 @@
+//! Upstream (the [`Upstream`] port) through the ACL's façade, with the
+//! chassis' deadline, bulkhead, retries and circuit breaker around each
+//! call. Shops and menus are asked with `Cache-Control: no-cache`: an order
+//! is priced at the moment it is placed, as Baedal prices it.
+//!
+//! | call | route |
+//! |---|---|
+//! | [`Upstream::shop`] | `GET /v1/shops/{shop_id}` |
+//! | [`Upstream::menu`] | `GET /v1/shops/{shop_id}/menu` |
+//! | [`Upstream::member_address`] | `GET /v1/members/{member_id}` |
+//! | [`Upstream::next_order_no`] | `POST /v1/order-numbers` |
+
+use chassis::http_client::{ClientMetrics, Dependency, DependencySettings, SetupError};
+use chassis::trace_context::TraceContext;
+use reqwest::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::application::ports::{Upstream, UpstreamUnavailable};
+use crate::domain::{MenuItem, MinuteOfDay, OpeningHours, OrderNo, Shop, Won};
+
+#[derive(Debug, Clone)]
+pub struct AclUpstream {
+    dependency: Dependency,
+}
+
+#[derive(Debug, Deserialize)]
+struct ShopAnswer {
+    shop_id: i64,
+    opening_hours: HoursAnswer,
+    minimum_order_amount: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct HoursAnswer {
+    opens_at: String,
+    closes_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct MenuAnswer {
+    shop_id: i64,
+    items: Vec<MenuItemAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MenuItemAnswer {
+    menu_id: i64,
+    name: String,
+    price: i64,
+    available: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberAnswer {
+    delivery_address: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct NumberAnswer {
+    order_no: String,
+}
+
+impl AclUpstream {
+    /// `base_url`: the ACL, e.g. `http://127.0.0.1:8090`.
+    pub fn new(
+        base_url: &str,
+        settings: DependencySettings,
+        metrics: ClientMetrics,
+    ) -> Result<Self, SetupError> {
+        Ok(Self {
+            dependency: Dependency::new("acl", base_url, settings, metrics)?,
+        })
+    }
+
+    /// `None` on the façade's own 404 (no such thing in use).
+    async fn read<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<Option<T>, UpstreamUnavailable> {
+        let request = self
+            .dependency
+            .request(&TraceContext::new_root(), method, path)
+            .header(reqwest::header::CACHE_CONTROL, "no-cache");
+        let response = self
+            .dependency
+            .call(request)
+            .await
+            .map_err(|error| UpstreamUnavailable(error.to_string()))?;
+        match response.status() {
+            StatusCode::OK => json(response).await.map(Some),
+            StatusCode::NOT_FOUND if is_problem(&response) => Ok(None),
+            status => Err(UpstreamUnavailable(format!("{path} answered {status}"))),
+        }
+    }
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"))
+}
+
+async fn json<T: DeserializeOwned>(response: Response) -> Result<T, UpstreamUnavailable> {
+    response
+        .json()
+        .await
+        .map_err(|error| UpstreamUnavailable(format!("an unreadable answer: {error}")))
+}
+
+fn untranslatable(what: String) -> UpstreamUnavailable {
+    UpstreamUnavailable(format!(
+        "an answer the ordering language cannot hold: {what}"
+    ))
+}
+
+/// `HH:MM` as the façade shows hours.
+fn minute(text: &str) -> Option<MinuteOfDay> {
+    let (hours, minutes) = text.split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    MinuteOfDay::new(hours.parse().ok()?, minutes.parse().ok()?)
+}
+
+impl Upstream for AclUpstream {
+    async fn shop(&self, shop_id: i64) -> Result<Option<Shop>, UpstreamUnavailable> {
+        let Some(answer) = self
+            .read::<ShopAnswer>(Method::GET, &format!("/v1/shops/{shop_id}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let hours = match (
+            minute(&answer.opening_hours.opens_at),
+            minute(&answer.opening_hours.closes_at),
+        ) {
+            (Some(open), Some(close)) => OpeningHours { open, close },
+            _ => return Err(untranslatable(format!("shop {shop_id}'s hours {answer:?}"))),
+        };
+        Ok(Some(Shop {
+            shop_id: answer.shop_id,
+            hours,
+            minimum: Won::new(answer.minimum_order_amount)
+                .map_err(|e| untranslatable(e.to_string()))?,
+        }))
+    }
+
+    async fn menu(&self, shop_id: i64) -> Result<Vec<MenuItem>, UpstreamUnavailable> {
+        let Some(answer) = self
+            .read::<MenuAnswer>(Method::GET, &format!("/v1/shops/{shop_id}/menu"))
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        answer
+            .items
+            .into_iter()
+            .map(|item| {
+                Ok(MenuItem {
+                    menu_id: item.menu_id,
+                    shop_id: answer.shop_id,
+                    name: item.name,
+                    price: Won::new(item.price).map_err(|e| untranslatable(e.to_string()))?,
+                    on_sale: item.available,
+                })
+            })
+            .collect()
+    }
+
+    async fn member_address(&self, member_id: i64) -> Result<Option<String>, UpstreamUnavailable> {
+        Ok(self
+            .read::<MemberAnswer>(Method::GET, &format!("/v1/members/{member_id}"))
+            .await?
+            .map(|member| member.delivery_address))
+    }
+
+    async fn next_order_no(&self) -> Result<OrderNo, UpstreamUnavailable> {
+        let answer = self
+            .read::<NumberAnswer>(Method::POST, "/v1/order-numbers")
+            .await?
+            .ok_or_else(|| UpstreamUnavailable("no order number".into()))?;
+        OrderNo::parse(&answer.order_no).map_err(|e| untranslatable(e.to_string()))
+    }
+}
