@@ -18,7 +18,12 @@ CREATE TABLE orders (
     updated_at    timestamptz  NOT NULL,
     -- Bumped by every change: a writer that read an older version loses
     -- (optimistic locking), so no change overwrites one it did not see.
-    version       bigint       NOT NULL DEFAULT 1 CHECK (version >= 1)
+    version       bigint       NOT NULL DEFAULT 1 CHECK (version >= 1),
+    -- What the status machine can reach (the domain's `Order::restore`
+    -- checks the rest): a reason with a cancel only, no payment before one.
+    CHECK ((status = 'cancelled') = (cancel_reason IS NOT NULL)),
+    CHECK (status <> 'placed' OR (payment_id IS NULL AND refund = 'not_owed')),
+    CHECK (updated_at >= placed_at)
 );
 
 CREATE INDEX orders_by_member ON orders (member_id, placed_at DESC, order_no DESC);

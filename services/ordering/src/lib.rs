@@ -14,15 +14,19 @@
 //!
 //! Around it, so far:
 //!
-//! - [`application::ports`]: the port of the order store (`Orders`):
-//!   add, get with a version, save a change against the version read.
-//! - [`adapters::outbound::postgres`]: that store in the `ordering`
-//!   database, every change in one transaction with the facts it caused
-//!   in the chassis' outbox; [`adapters::translate`] turns the domain's
-//!   events into the published language.
+//! - [`application::ports`]: the ports the place-order saga needs:
+//!   `Orders` (add, get with a version, save a change against the version
+//!   read), `Payments` (authorise, what a key holds, refund; one
+//!   idempotency key per order and purpose) and `Upstream` (shop, menu,
+//!   member, next order number).
+//! - [`adapters::outbound`]: the order store in the `ordering` database,
+//!   every change in one transaction with the facts it caused in the
+//!   chassis' outbox ([`adapters::translate`] turns the domain's events
+//!   into the published language); the payment gateway's and the ACL's
+//!   clients on the chassis' resilient client.
 //!
-//! The use cases with the persisted place-order saga, the HTTP legacy
-//! contract and the ACL and payment gateway clients come next; until they
+//! The use cases with the persisted place-order saga and its deadline
+//! sweeper, the HTTP legacy contract and the binary come next; until they
 //! land, `make up` does not start ordering.
 
 pub mod adapters;

@@ -3,10 +3,8 @@
 //! different rules. `src/domain/` imports no infrastructure crate, not the
 //! published language, and not the layers around it.
 //!
-//! Until ordering's adapters land the crate depends on no infrastructure
-//! crate at all, so a violation would not even compile; the check earns
-//! its keep when they do (in order-history it was seen failing, naming the
-//! file and line of a `use sqlx::PgPool;` added to the domain).
+//! Seen failing here too: with `use sqlx::PgPool;` added to
+//! `src/domain/order.rs` in a scratch build, it named that file and line.
 
 #[path = "../../order-history/tests/domain_is_pure.rs"]
 mod rule;

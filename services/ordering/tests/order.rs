@@ -2,11 +2,14 @@
 //! language states them (ARCHITECTURE §5) and Baedal has always applied
 //! them: the same checks in the same order, the same limits.
 
-use ordering::domain::order::Placing;
+use ordering::domain::order::Pricing;
 use ordering::domain::{
     CancelReason, MenuItem, MinuteOfDay, NewOrder, OpeningHours, Order, OrderError, OrderEvent,
     OrderNo, OrderStatus, Refund, RequestedItem, Shop, Won,
 };
+use std::collections::BTreeSet;
+
+use ordering::domain::OrderSnapshot;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -61,22 +64,18 @@ fn request(items: &[(i64, i64)]) -> NewOrder {
 fn place_at(request: &NewOrder, hhmm: &str) -> Result<Order, OrderError> {
     let shop = shop();
     let menu = menu();
-    let order_no = OrderNo::parse("20261130-000123").expect("valid");
-    Order::place(
+    let priced = Order::price(
         request,
-        Placing {
+        Pricing {
+            member_address: Some("서울시 마포구 1"),
             shop: Some(&shop),
             menu: &menu,
             minute: MinuteOfDay::parse_hhmm(hhmm).expect("valid"),
-            order_no: &order_no,
-            member_address: "서울시 마포구 1",
-            now: NOW,
         },
-    )
-    .map(|(order, event)| {
-        assert_eq!(event, OrderEvent::Placed);
-        order
-    })
+    )?;
+    let (order, event) = priced.place(OrderNo::parse("20261130-000123").expect("valid"), NOW);
+    assert_eq!(event, OrderEvent::Placed);
+    Ok(order)
 }
 
 fn place(request: &NewOrder) -> Result<Order, OrderError> {
@@ -115,7 +114,7 @@ fn an_order_is_placed_at_the_prices_of_the_moment_with_its_total() {
     );
     assert_eq!(order.refund(), Refund::NotOwed);
     let mut elsewhere = request(&[(31, 1)]);
-    elsewhere.address = Some("서울시 종로구 2".into());
+    elsewhere.address = Some("  서울시 종로구 2 ".into());
     assert_eq!(
         place(&elsewhere).expect("placed").address(),
         "서울시 종로구 2"
@@ -185,26 +184,32 @@ fn the_request_alone_is_checked_first() {
 
 #[test]
 fn the_shop_must_take_orders_and_be_open() {
-    let order_no = OrderNo::parse("20261130-000123").expect("valid");
     let menu = menu();
-    let at = |shop| Placing {
+    let at = |shop| Pricing {
+        member_address: Some("서울시 마포구 1"),
         shop,
         menu: &menu,
         minute: MinuteOfDay::parse_hhmm("1200").expect("valid"),
-        order_no: &order_no,
-        member_address: "서울시 마포구 1",
-        now: NOW,
     };
     assert_eq!(
-        Order::place(&request(&[(31, 1)]), at(None)).expect_err("refused"),
+        Order::price(&request(&[(31, 1)]), at(None)).expect_err("refused"),
         OrderError::UnknownShop { shop_id: 4 }
+    );
+    let no_member = Pricing {
+        member_address: None,
+        ..at(None)
+    };
+    assert_eq!(
+        Order::price(&request(&[(31, 1)]), no_member).expect_err("refused"),
+        OrderError::UnknownMember { member_id: 3 },
+        "the member comes before the shop, as in Baedal"
     );
     let other = Shop {
         shop_id: 5,
         ..shop()
     };
     assert_eq!(
-        Order::place(&request(&[(31, 1)]), at(Some(&other))).expect_err("refused"),
+        Order::price(&request(&[(31, 1)]), at(Some(&other))).expect_err("refused"),
         OrderError::UnknownShop { shop_id: 4 },
         "the catalog's answer about another shop is no answer"
     );
@@ -478,43 +483,146 @@ fn an_order_kept_by_a_store_comes_back_as_it_was_in_every_state() {
     }
 }
 
+/// Every (status, reason, paid, refund) the machine reaches from a placed
+/// order, by trying every change on every state reached.
+fn reachable_states() -> BTreeSet<(String, Option<String>, bool, String)> {
+    type Change = fn(&mut Order) -> Result<Vec<OrderEvent>, OrderError>;
+    let changes: [Change; 10] = [
+        |o| o.paid("pay_1", LATER),
+        |o| o.payment_refused(CancelReason::PaymentDeclined, LATER),
+        |o| o.payment_refused(CancelReason::PaymentFailed, LATER),
+        |o| o.accepted(LATER),
+        |o| o.rejected(LATER),
+        |o| o.picked_up(LATER),
+        |o| o.delivered(LATER),
+        |o| o.cancel_by_member(LATER),
+        |o| Ok(o.decision_timed_out(LATER)),
+        |o| o.refunded(LATER),
+    ];
+    let key = |o: &Order| {
+        (
+            format!("{:?}", o.status()),
+            o.cancel_reason().map(|r| format!("{r:?}")),
+            o.payment_id().is_some(),
+            format!("{:?}", o.refund()),
+        )
+    };
+    let start = place(&request(&[(31, 1)])).expect("placed");
+    let mut seen = BTreeSet::from([key(&start)]);
+    let mut frontier = vec![start];
+    while let Some(order) = frontier.pop() {
+        for change in changes {
+            let mut next = order.clone();
+            if change(&mut next).is_ok() && seen.insert(key(&next)) {
+                frontier.push(next);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_store_gives_back_exactly_the_states_the_machine_reaches() {
+    let reachable = reachable_states();
+    assert_eq!(reachable.len(), 14, "{reachable:#?}");
+    let statuses = [
+        OrderStatus::Placed,
+        OrderStatus::Paid,
+        OrderStatus::Accepted,
+        OrderStatus::PickedUp,
+        OrderStatus::Delivered,
+        OrderStatus::Rejected,
+        OrderStatus::Cancelled,
+    ];
+    let reasons = [
+        None,
+        Some(CancelReason::Member),
+        Some(CancelReason::PaymentDeclined),
+        Some(CancelReason::PaymentFailed),
+        Some(CancelReason::NoDecision),
+    ];
+    let base = place(&request(&[(31, 1)])).expect("placed").snapshot();
+    let mut restored = 0;
+    for status in statuses {
+        for reason in reasons {
+            for paid in [false, true] {
+                for refund in [Refund::NotOwed, Refund::Owed, Refund::Refunded] {
+                    let snapshot = OrderSnapshot {
+                        status,
+                        cancel_reason: reason,
+                        payment_id: paid.then(|| "pay_1".to_owned()),
+                        refund,
+                        ..base.clone()
+                    };
+                    let key = (
+                        format!("{status:?}"),
+                        reason.map(|r| format!("{r:?}")),
+                        paid,
+                        format!("{refund:?}"),
+                    );
+                    let result = Order::restore(snapshot);
+                    assert_eq!(
+                        result.is_ok(),
+                        reachable.contains(&key),
+                        "{key:?}: {result:?}"
+                    );
+                    restored += usize::from(result.is_ok());
+                }
+            }
+        }
+    }
+    assert_eq!(restored, reachable.len());
+}
+
 #[test]
 fn a_stored_order_the_rules_could_not_have_made_is_refused() {
     let corrupt = |what: &str| OrderError::Corrupt {
         order_no: "20261130-000123".into(),
         what: what.into(),
     };
-    let mut wrong_total = paid_order().snapshot();
+    let order = place(&request(&[(31, 2), (33, 1)])).expect("placed");
+    let mut wrong_total = order.snapshot();
     wrong_total.total = won(1);
-    let mut no_lines = paid_order().snapshot();
+    let mut no_lines = order.snapshot();
     no_lines.lines.clear();
-    let mut paid_without_id = paid_order().snapshot();
-    paid_without_id.payment_id = None;
-    let mut reason_without_cancel = paid_order().snapshot();
-    reason_without_cancel.cancel_reason = Some(CancelReason::Member);
-    let mut refund_never_charged = place(&request(&[(31, 1)])).expect("placed").snapshot();
-    refund_never_charged.refund = Refund::Owed;
-    let mut rejected_without_refund = paid_order();
-    rejected_without_refund.rejected(NOW).expect("rejected");
-    let mut rejected_without_refund = rejected_without_refund.snapshot();
-    rejected_without_refund.refund = Refund::NotOwed;
+    let mut twice = order.snapshot();
+    twice.lines[1].menu_id = 31;
+    let mut blank = order.snapshot();
+    blank.address = " ".into();
+    let mut early = order.snapshot();
+    early.updated_at = datetime!(2026-11-30 02:59 UTC);
     for (snapshot, what) in [
         (wrong_total, "its lines do not add up to its total"),
         (no_lines, "its lines do not add up to its total"),
-        (paid_without_id, "it went past payment without a payment id"),
-        (
-            reason_without_cancel,
-            "a cancel reason goes with a cancelled order, and only with one",
-        ),
-        (
-            refund_never_charged,
-            "a refund goes with a paid order that was rejected or cancelled",
-        ),
-        (
-            rejected_without_refund,
-            "a refund goes with a paid order that was rejected or cancelled",
-        ),
+        (twice, "a menu item appears on two lines"),
+        (blank, "it has no address"),
+        (early, "it changed before it was placed"),
     ] {
         assert_eq!(Order::restore(snapshot), Err(corrupt(what)));
     }
+}
+
+#[test]
+fn a_fact_that_arrives_late_changes_nothing() {
+    // The feed delivers at least once, and a redelivery may come after
+    // later facts.
+    let mut order = paid_order();
+    order.accepted(NOW).expect("accepted");
+    order.picked_up(NOW).expect("picked up");
+    order.delivered(LATER).expect("delivered");
+    let delivered = order.clone();
+    assert_eq!(order.accepted(LATER), Ok(vec![]));
+    assert_eq!(order.picked_up(LATER), Ok(vec![]));
+    assert_eq!(order.paid("pay_1", LATER), Ok(vec![]));
+    assert_eq!(order, delivered);
+    // Off the way to the door, a step is still a conflict.
+    let mut rejected = paid_order();
+    rejected.rejected(NOW).expect("rejected");
+    assert_eq!(
+        rejected.accepted(LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Rejected,
+            action: "accepted"
+        })
+    );
 }

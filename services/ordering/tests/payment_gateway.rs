@@ -145,7 +145,13 @@ async fn a_gateway_slower_than_the_deadline_leaves_it_unknown_and_the_look_up_fi
     let key = payment_keys::authorisation(&order);
     let outcome = pg.authorise(&key, &order, won(21_000)).await;
     assert!(
-        matches!(&outcome, Authorisation::Unknown { .. }),
+        matches!(
+            &outcome,
+            Authorisation::Unknown {
+                timed_out: true,
+                ..
+            }
+        ),
         "{outcome:?}"
     );
     set_behaviour(&url, json!({})).await;
@@ -177,6 +183,7 @@ async fn a_failing_gateway_is_unknown_and_charges_nothing() {
     assert_eq!(
         pg.authorise(&key, &order, won(18_500)).await,
         Authorisation::Unknown {
+            timed_out: false,
             cause: "the gateway answered 503 Service Unavailable".into()
         }
     );
@@ -236,6 +243,7 @@ async fn answers_that_are_not_the_gateways_are_no_answer() {
         pg.authorise(&payment_keys::authorisation(&order), &order, won(18_500))
             .await,
         Authorisation::Unknown {
+            timed_out: false,
             cause: "the gateway answered 402 Payment Required".into()
         }
     );
@@ -247,9 +255,58 @@ async fn answers_that_are_not_the_gateways_are_no_answer() {
     );
 }
 
+#[tokio::test]
+async fn only_the_gateways_not_refundable_counts_as_nothing_to_give_back() {
+    let server = MockServer::start().await;
+    let problem = |kind: &str| {
+        let body = json!({"type": format!("/problems/{kind}"), "title": kind, "status": 409});
+        ResponseTemplate::new(409).set_body_raw(body.to_string(), "application/problem+json")
+    };
+    Mock::given(method("POST"))
+        .and(path("/v1/payments/pay_declined/refund"))
+        .respond_with(problem("not-refundable"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payments/pay_busy/refund"))
+        .respond_with(problem("refund-in-progress"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/payments"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"payment_id": "pay_1", "status": "pending"})),
+        )
+        .mount(&server)
+        .await;
+    let pg = gateway(&server.uri(), 2_000);
+    let order = order_no(8);
+    assert_eq!(
+        pg.refund(&payment_keys::refund(&order), "pay_declined")
+            .await,
+        Ok(Refunded::Yes)
+    );
+    assert!(
+        pg.refund(&payment_keys::refund(&order), "pay_busy")
+            .await
+            .is_err(),
+        "money may still be held"
+    );
+    assert!(
+        pg.held(&payment_keys::authorisation(&order)).await.is_err(),
+        "a status this client does not know says nothing"
+    );
+}
+
 #[test]
 fn each_purpose_has_its_own_key_and_the_authorisations_is_sync_backs() {
     let order = order_no(123);
+    assert_eq!(
+        payment_keys::authorisation(&order),
+        acl::syncback::apply::idempotency_key(order.as_str()),
+        "the key Baedal finds the payment by after a rollback"
+    );
     assert_eq!(
         payment_keys::authorisation(&order),
         "ordering:20261130-000123"

@@ -5,7 +5,7 @@
 
 use ordering::adapters::outbound::postgres::{PgOrders, prepare_database};
 use ordering::application::ports::{Orders, StoreError};
-use ordering::domain::order::Placing;
+use ordering::domain::order::Pricing;
 use ordering::domain::{
     CancelReason, MenuItem, MinuteOfDay, NewOrder, OpeningHours, Order, OrderEvent, OrderNo,
     OrderStatus, Refund, RequestedItem, Shop, Won,
@@ -63,19 +63,20 @@ fn placed(order_no: &str) -> (Order, OrderEvent) {
         address: None,
         request: Some("문 앞에 놓아 주세요".into()),
     };
-    let order_no = OrderNo::parse(order_no).expect("an order number");
-    Order::place(
+    Order::price(
         &request,
-        Placing {
+        Pricing {
+            member_address: Some("서울시 마포구 1"),
             shop: Some(&shop),
             menu: &menu,
             minute: MinuteOfDay::parse_hhmm("1200").expect("a time"),
-            order_no: &order_no,
-            member_address: "서울시 마포구 1",
-            now: PLACED_AT,
         },
     )
-    .expect("placed")
+    .expect("priced")
+    .place(
+        OrderNo::parse(order_no).expect("an order number"),
+        PLACED_AT,
+    )
 }
 
 async fn store(pool: &PgPool) -> PgOrders {
@@ -134,11 +135,19 @@ async fn an_order_number_is_stored_once(pool: PgPool) {
         .add(&order, std::slice::from_ref(&event))
         .await
         .expect("added");
+    // The same order again, as after a commit whose answer was lost.
+    orders
+        .add(&order, std::slice::from_ref(&event))
+        .await
+        .expect("the same order again is no error");
+    // Another order under the same number is.
+    let (mut other, _) = placed("20261130-000123");
+    other.paid("pay_9", PAID_AT).expect("paid");
     assert_eq!(
-        orders.add(&order, &[event]).await,
+        orders.add(&other, &[event]).await,
         Err(StoreError::Exists(order.order_no().clone()))
     );
-    assert_eq!(outbox(&pool).await.len(), 1, "the second add wrote nothing");
+    assert_eq!(outbox(&pool).await.len(), 1, "only the first add wrote");
 }
 
 #[sqlx::test(migrations = false)]

@@ -81,6 +81,8 @@ async fn shops_menus_and_members_come_as_baedal_holds_them(
 
     // Nothing in use by these ids: an answer, not a failure.
     assert_eq!(upstream.shop(999_999).await, Ok(None));
+    assert_eq!(upstream.shop(0).await, Ok(None));
+    assert_eq!(upstream.member_address(-1).await, Ok(None));
     assert_eq!(upstream.menu(999_999).await, Ok(vec![]));
     assert_eq!(upstream.member_address(999_999).await, Ok(None));
     sqlx::query("UPDATE tb_shop SET use_yn = 'N' WHERE shop_id = 1")

@@ -46,7 +46,11 @@ pub struct Versioned<T> {
 /// change caused in one transaction (the transactional outbox): the facts
 /// are published if and only if the change is kept.
 pub trait Orders: Send + Sync {
-    /// A new order, with the events its placing caused.
+    /// A new order, with the events its placing caused. Adding the same
+    /// order again writes nothing and is no error (a retry after a commit
+    /// whose answer was lost); another order under its number is `Exists`.
+    /// After `Unavailable` from a save, read again before taking `Stale`
+    /// as lost: the commit may have happened.
     fn add(
         &self,
         order: &Order,
@@ -103,7 +107,10 @@ pub enum Authorisation {
     },
     /// No answer to trust (a timeout, a 5xx, no connection, an open
     /// breaker): the payment may or may not exist; look it up by its key.
+    /// `timed_out`: the deadline passed (Baedal answers 504 for that, 502
+    /// for the rest).
     Unknown {
+        timed_out: bool,
         cause: String,
     },
 }

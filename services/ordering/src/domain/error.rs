@@ -20,6 +20,8 @@ pub enum OrderError {
     TextTooLong { field: &'static str, max: usize },
     #[error("address, when given, is not blank")]
     BlankAddress,
+    #[error("there is no member {member_id}")]
+    UnknownMember { member_id: i64 },
     #[error("shop {shop_id} takes no orders")]
     UnknownShop { shop_id: i64 },
     #[error("the shop is open {open}–{close} (Korean time)")]

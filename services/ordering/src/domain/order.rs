@@ -45,6 +45,23 @@ impl OrderStatus {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Delivered | Self::Rejected | Self::Cancelled)
     }
+
+    /// The place on the way to the door, for the states on it.
+    fn rank(self) -> Option<u8> {
+        match self {
+            Self::Placed => Some(0),
+            Self::Paid => Some(1),
+            Self::Accepted => Some(2),
+            Self::PickedUp => Some(3),
+            Self::Delivered => Some(4),
+            Self::Rejected | Self::Cancelled => None,
+        }
+    }
+
+    /// Whether this state comes after `other` on the way to the door.
+    fn is_past(self, other: Self) -> bool {
+        matches!((self.rank(), other.rank()), (Some(a), Some(b)) if a > b)
+    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -171,7 +188,9 @@ pub enum OrderEvent {
     Refunded,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// No `Deserialize`: an order is made by [`Order::place`] or given back by
+/// [`Order::restore`], never read around the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
     order_no: OrderNo,
     member_id: i64,
@@ -190,27 +209,65 @@ pub struct Order {
     updated_at: OffsetDateTime,
 }
 
-/// What the aggregate needs to place an order, besides the request: the
-/// catalog as it stands, the moment (Korean time of day, for the hours),
-/// and the number the shared sequence gave.
+/// What the rules of a new order are judged against, besides the request:
+/// the member's address (`None`: no such member), the catalog as it stands
+/// and the moment (Korean time of day, for the hours).
 #[derive(Debug, Clone, Copy)]
-pub struct Placing<'a> {
+pub struct Pricing<'a> {
+    pub member_address: Option<&'a str>,
     /// `None`: no such shop, or it takes no orders.
     pub shop: Option<&'a Shop>,
     pub menu: &'a [MenuItem],
     pub minute: MinuteOfDay,
-    pub order_no: &'a OrderNo,
-    /// Used when the request names no address.
-    pub member_address: &'a str,
-    pub now: OffsetDateTime,
+}
+
+/// An order every rule has passed, priced, not yet numbered: a number is
+/// taken from the shared sequence only for an order that will be placed,
+/// as Baedal takes one (a refused order costs no number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priced {
+    member_id: i64,
+    shop_id: i64,
+    lines: Vec<OrderLine>,
+    total: Won,
+    address: String,
+    request: Option<String>,
+}
+
+impl Priced {
+    pub fn total(&self) -> Won {
+        self.total
+    }
+
+    /// The order, `Placed` under `order_no` at `now`; payment comes next.
+    pub fn place(self, order_no: OrderNo, now: OffsetDateTime) -> (Order, OrderEvent) {
+        let order = Order {
+            order_no,
+            member_id: self.member_id,
+            shop_id: self.shop_id,
+            lines: self.lines,
+            total: self.total,
+            address: self.address,
+            request: self.request,
+            status: OrderStatus::Placed,
+            payment_id: None,
+            cancel_reason: None,
+            refund: Refund::NotOwed,
+            placed_at: now,
+            updated_at: now,
+        };
+        (order, OrderEvent::Placed)
+    }
 }
 
 impl Order {
-    /// Places an order: every rule of a new order, in Baedal's order (the
-    /// request, the shop, its hours, each item, the minimum). The order is
-    /// `Placed`; payment comes next.
-    pub fn place(request: &NewOrder, at: Placing<'_>) -> Result<(Self, OrderEvent), OrderError> {
+    /// Every rule of a new order, in Baedal's order: the request alone,
+    /// then the member, the shop, its hours, each item, the minimum.
+    pub fn price(request: &NewOrder, at: Pricing<'_>) -> Result<Priced, OrderError> {
         request.check()?;
+        let member_address = at.member_address.ok_or(OrderError::UnknownMember {
+            member_id: request.member_id,
+        })?;
         let shop =
             at.shop
                 .filter(|s| s.shop_id == request.shop_id)
@@ -254,25 +311,21 @@ impl Order {
                 total: total.amount(),
             });
         }
-        let order = Self {
-            order_no: at.order_no.clone(),
+        // Baedal keeps an address as given, without the spaces around it.
+        let address = request
+            .address
+            .as_deref()
+            .unwrap_or(member_address)
+            .trim()
+            .to_owned();
+        Ok(Priced {
             member_id: request.member_id,
             shop_id: shop.shop_id,
             lines,
             total,
-            address: request
-                .address
-                .clone()
-                .unwrap_or_else(|| at.member_address.to_owned()),
+            address,
             request: request.request.clone(),
-            status: OrderStatus::Placed,
-            payment_id: None,
-            cancel_reason: None,
-            refund: Refund::NotOwed,
-            placed_at: at.now,
-            updated_at: at.now,
-        };
-        Ok((order, OrderEvent::Placed))
+        })
     }
 
     /// The gateway authorised the total.
@@ -289,6 +342,7 @@ impl Order {
                     payment_id: payment_id.to_owned(),
                 }])
             }
+            // The same payment reported again, or late.
             _ if self.payment_id.as_deref() == Some(payment_id) => Ok(Vec::new()),
             status => Err(OrderError::Conflict {
                 status,
@@ -404,7 +458,9 @@ impl Order {
         vec![OrderEvent::Cancelled { reason }]
     }
 
-    /// `from → to`; `Ok(false)` when the order is already `to`.
+    /// `from → to`; `Ok(false)` when the order is already `to` or past it
+    /// on the way to the door (a fact delivered again, or late: the feed
+    /// delivers at least once).
     fn step(
         &mut self,
         from: OrderStatus,
@@ -412,7 +468,7 @@ impl Order {
         now: OffsetDateTime,
         action: &'static str,
     ) -> Result<bool, OrderError> {
-        if self.status == to {
+        if self.status == to || self.status.is_past(to) {
             return Ok(false);
         }
         if self.status != from {
@@ -511,42 +567,48 @@ impl Order {
     }
 
     /// An order as a store kept it, if it is one the rules could have
-    /// made: lines adding up to the total, a payment id once paid, a reason
-    /// when cancelled, a refund only for money taken.
+    /// made: one to fifty lines, each item once, adding up to the total; an
+    /// address; no change before the placing; and one of the combinations
+    /// of status, cancel reason, payment and refund the machine reaches.
     pub fn restore(snapshot: OrderSnapshot) -> Result<Self, OrderError> {
         let broken = |what: &str| OrderError::Corrupt {
             order_no: snapshot.order_no.to_string(),
             what: what.to_owned(),
         };
         let mut sum = Won::ZERO;
+        let mut items = BTreeSet::new();
         for line in &snapshot.lines {
             sum = sum.checked_add(line.amount()?)?;
+            if !items.insert(line.menu_id) {
+                return Err(broken("a menu item appears on two lines"));
+            }
         }
-        if snapshot.lines.is_empty() || sum != snapshot.total {
+        if snapshot.lines.is_empty() || snapshot.lines.len() > MAX_LINES || sum != snapshot.total {
             return Err(broken("its lines do not add up to its total"));
         }
-        // Past payment: every state but `Placed` and a cancel of an order
-        // never charged.
-        let unpaid = snapshot.status == OrderStatus::Placed
-            || (snapshot.status == OrderStatus::Cancelled && snapshot.refund == Refund::NotOwed);
-        if !unpaid && snapshot.payment_id.is_none() {
-            return Err(broken("it went past payment without a payment id"));
+        if snapshot.address.trim().is_empty() {
+            return Err(broken("it has no address"));
         }
-        if (snapshot.status == OrderStatus::Cancelled) != snapshot.cancel_reason.is_some() {
-            return Err(broken(
-                "a cancel reason goes with a cancelled order, and only with one",
-            ));
+        if snapshot.updated_at < snapshot.placed_at {
+            return Err(broken("it changed before it was placed"));
         }
-        let owes = matches!(
+        if !reachable(
             snapshot.status,
-            OrderStatus::Rejected | OrderStatus::Cancelled
-        ) && snapshot.payment_id.is_some()
-            && snapshot.cancel_reason != Some(CancelReason::PaymentDeclined)
-            && snapshot.cancel_reason != Some(CancelReason::PaymentFailed);
-        if (snapshot.refund != Refund::NotOwed) != owes {
-            return Err(broken(
-                "a refund goes with a paid order that was rejected or cancelled",
-            ));
+            snapshot.cancel_reason,
+            snapshot.payment_id.is_some(),
+            snapshot.refund,
+        ) {
+            return Err(broken(&format!(
+                "no change leads to {} with reason {:?}, {} payment id and refund {:?}",
+                snapshot.status,
+                snapshot.cancel_reason,
+                if snapshot.payment_id.is_some() {
+                    "a"
+                } else {
+                    "no"
+                },
+                snapshot.refund
+            )));
         }
         Ok(Self {
             order_no: snapshot.order_no,
@@ -563,6 +625,30 @@ impl Order {
             placed_at: snapshot.placed_at,
             updated_at: snapshot.updated_at,
         })
+    }
+}
+
+/// The combinations of status, cancel reason, payment and refund the
+/// machine reaches from `place`.
+fn reachable(
+    status: OrderStatus,
+    reason: Option<CancelReason>,
+    paid: bool,
+    refund: Refund,
+) -> bool {
+    use OrderStatus as S;
+    let owes = matches!(refund, Refund::Owed | Refund::Refunded);
+    match (status, reason) {
+        (S::Placed, None) => !paid && !owes,
+        (S::Paid | S::Accepted | S::PickedUp | S::Delivered, None) => paid && !owes,
+        (S::Rejected, None) => paid && owes,
+        // Before payment nothing is owed; after it, the payment is.
+        (S::Cancelled, Some(CancelReason::Member)) => paid == owes,
+        (S::Cancelled, Some(CancelReason::PaymentDeclined | CancelReason::PaymentFailed)) => {
+            !paid && !owes
+        }
+        (S::Cancelled, Some(CancelReason::NoDecision)) => paid && owes,
+        _ => false,
     }
 }
 

@@ -11,8 +11,21 @@ use super::error::OrderError;
 /// whole number; arithmetic is checked, since an overflow would be a
 /// wrong total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Won(i64);
+
+impl TryFrom<i64> for Won {
+    type Error = OrderError;
+    fn try_from(amount: i64) -> Result<Self, OrderError> {
+        Self::new(amount)
+    }
+}
+
+impl From<Won> for i64 {
+    fn from(won: Won) -> Self {
+        won.0
+    }
+}
 
 impl Won {
     pub const ZERO: Self = Self(0);

@@ -1,7 +1,8 @@
 //! Upstream (the [`Upstream`] port) through the ACL's façade, with the
 //! chassis' deadline, bulkhead, retries and circuit breaker around each
-//! call. Shops and menus are asked with `Cache-Control: no-cache`: an order
-//! is priced at the moment it is placed, as Baedal prices it.
+//! call. Everything is asked with `Cache-Control: no-cache`, and an answer
+//! the façade's cache gave instead (an `Age`) is no answer: an order is
+//! priced at the moment it is placed, as Baedal prices it.
 //!
 //! | call | route |
 //! |---|---|
@@ -89,11 +90,29 @@ impl AclUpstream {
             .await
             .map_err(|error| UpstreamUnavailable(error.to_string()))?;
         match response.status() {
+            // Revalidation asked for: an answer with an age is the façade's
+            // cache standing in for a legacy database it could not reach.
+            StatusCode::OK if age(&response) > 0 => Err(UpstreamUnavailable(format!(
+                "{path}: only a cached answer ({} s old)",
+                age(&response)
+            ))),
             StatusCode::OK => json(response).await.map(Some),
             StatusCode::NOT_FOUND if is_problem(&response) => Ok(None),
+            // An id the façade refuses (zero, negative) names nothing.
+            StatusCode::BAD_REQUEST if is_problem(&response) => Ok(None),
             status => Err(UpstreamUnavailable(format!("{path} answered {status}"))),
         }
     }
+}
+
+/// The `Age` of an answer, in seconds (0 when fresh or absent).
+fn age(response: &Response) -> u64 {
+    response
+        .headers()
+        .get(reqwest::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn is_problem(response: &Response) -> bool {

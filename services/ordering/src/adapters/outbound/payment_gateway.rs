@@ -11,7 +11,7 @@
 
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http_client::{
-    ClientMetrics, Dependency, DependencySettings, SetupError, query_value,
+    CallError, ClientMetrics, Dependency, DependencySettings, SetupError, query_value,
 };
 use chassis::trace_context::TraceContext;
 use reqwest::{Method, Response, StatusCode};
@@ -58,12 +58,23 @@ impl PaymentGateway {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, GatewayUnavailable> {
-        self.dependency
-            .call(request)
-            .await
-            .map_err(|error| GatewayUnavailable(error.to_string()))
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, CallError> {
+        self.dependency.call(request).await
     }
+}
+
+fn unavailable(error: CallError) -> GatewayUnavailable {
+    GatewayUnavailable(error.to_string())
+}
+
+fn timed_out(error: &CallError) -> bool {
+    matches!(error, CallError::Failed { source, .. } if source.is_timeout())
+}
+
+/// The `type` of a problem document.
+async fn problem_type(response: Response) -> String {
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    body["type"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The gateway's own answer (a problem document), not one from a wrong URL
@@ -90,14 +101,22 @@ impl Payments for PaymentGateway {
             .json(&serde_json::json!({"order_id": order_no.as_str(), "amount": amount.amount()}));
         let response = match self.send(request).await {
             Ok(response) => response,
-            Err(GatewayUnavailable(cause)) => return Authorisation::Unknown { cause },
+            Err(error) => {
+                return Authorisation::Unknown {
+                    timed_out: timed_out(&error),
+                    cause: error.to_string(),
+                };
+            }
         };
         match response.status() {
             StatusCode::CREATED => match payment(response).await {
                 Ok(answer) => Authorisation::Approved {
                     payment_id: answer.payment_id,
                 },
-                Err(GatewayUnavailable(cause)) => Authorisation::Unknown { cause },
+                Err(GatewayUnavailable(cause)) => Authorisation::Unknown {
+                    timed_out: false,
+                    cause,
+                },
             },
             StatusCode::PAYMENT_REQUIRED if is_problem(&response) => {
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
@@ -111,6 +130,7 @@ impl Payments for PaymentGateway {
             // Our request was wrong, or the answer is not the gateway's:
             // nothing says whether money moved.
             status => Authorisation::Unknown {
+                timed_out: false,
                 cause: format!("the gateway answered {status}"),
             },
         }
@@ -118,18 +138,22 @@ impl Payments for PaymentGateway {
 
     async fn held(&self, key: &str) -> Result<Held, GatewayUnavailable> {
         let path = format!("/v1/payments?idempotency_key={}", query_value(key));
-        let response = self.send(self.request(Method::GET, &path, None)).await?;
+        let response = self
+            .send(self.request(Method::GET, &path, None))
+            .await
+            .map_err(unavailable)?;
         match response.status() {
             StatusCode::NOT_FOUND if is_problem(&response) => Ok(Held::Nothing),
             StatusCode::OK => {
                 let answer = payment(response).await?;
-                Ok(if answer.status == "approved" {
-                    Held::Approved {
+                match answer.status.as_str() {
+                    "approved" => Ok(Held::Approved {
                         payment_id: answer.payment_id,
-                    }
-                } else {
-                    Held::Nothing
-                })
+                    }),
+                    "declined" | "refunded" => Ok(Held::Nothing),
+                    // A status this client does not know says nothing.
+                    other => Err(GatewayUnavailable(format!("a payment {other:?}"))),
+                }
             }
             status => Err(GatewayUnavailable(format!("the look-up answered {status}"))),
         }
@@ -139,10 +163,21 @@ impl Payments for PaymentGateway {
         let path = format!("/v1/payments/{}/refund", query_value(payment_id));
         let response = self
             .send(self.request(Method::POST, &path, Some(key)))
-            .await?;
+            .await
+            .map_err(unavailable)?;
         match response.status() {
-            // 409: declined, never charged: nothing to give back.
-            StatusCode::OK | StatusCode::CONFLICT => Ok(Refunded::Yes),
+            StatusCode::OK => Ok(Refunded::Yes),
+            // The gateway's "not refundable": declined, never charged.
+            StatusCode::CONFLICT if is_problem(&response) => {
+                let kind = problem_type(response).await;
+                if kind.ends_with("/not-refundable") {
+                    Ok(Refunded::Yes)
+                } else {
+                    Err(GatewayUnavailable(format!(
+                        "the refund answered 409 {kind}"
+                    )))
+                }
+            }
             StatusCode::NOT_FOUND if is_problem(&response) => Ok(Refunded::UnknownPayment),
             status => Err(GatewayUnavailable(format!("the refund answered {status}"))),
         }

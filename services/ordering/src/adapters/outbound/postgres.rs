@@ -82,7 +82,14 @@ impl Orders for PgOrders {
         .await
         .map_err(store_error)?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::Exists(order.order_no().clone()));
+            drop(tx);
+            // The same order again (a retry after a commit whose answer was
+            // lost) is no error; another order under its number is.
+            let stored = self.get(order.order_no()).await?;
+            return match stored {
+                Some(stored) if stored.value == *order => Ok(()),
+                _ => Err(StoreError::Exists(order.order_no().clone())),
+            };
         }
         insert_lines(&mut tx, order).await?;
         chassis::messaging::outbox::write_all(&mut tx, &rows)
