@@ -153,32 +153,41 @@ impl Started {
     }
 
     /// The environment once the process has become `program` (bash, then
-    /// env, exec into it under the same pid).
+    /// env, exec into it under the same pid). The kernel points `exe` at
+    /// the new program a moment before it has laid out the new
+    /// environment, so the read waits for the one variable every launch
+    /// carries (`KIT_CLONE`) too.
     fn environment_of(&self, program: &str) -> Vec<(String, String)> {
         let proc = PathBuf::from(format!("/proc/{}", self.0.id()));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let exe = std::fs::read_link(proc.join("exe")).unwrap_or_default();
             if exe.file_name().is_some_and(|name| name == program) {
-                break;
+                let environment = read_environment(&proc);
+                if environment.iter().any(|(name, _)| name == "KIT_CLONE") {
+                    return environment;
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "the process never became {program} (it is {})",
+                "the process never became {program} with its environment (it is {})",
                 exe.display()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let raw = std::fs::read(proc.join("environ")).expect("its environment");
-        raw.split(|b| *b == 0)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                let entry = String::from_utf8_lossy(entry);
-                let (name, value) = entry.split_once('=').unwrap_or((&entry, ""));
-                (name.to_owned(), value.to_owned())
-            })
-            .collect()
     }
+}
+
+fn read_environment(proc: &Path) -> Vec<(String, String)> {
+    let raw = std::fs::read(proc.join("environ")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (name, value) = entry.split_once('=').unwrap_or((&entry, ""));
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
 }
 
 fn assert_least_privilege(component: &str, environment: &[(String, String)]) {
