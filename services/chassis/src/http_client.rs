@@ -370,6 +370,17 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'~');
 
+/// Whether `response` is a problem document (`application/problem+json`):
+/// the dependency's own answer, as opposed to a plain error page from a
+/// wrong URL or a proxy on the way.
+pub fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(crate::http::problem::CONTENT_TYPE))
+}
+
 /// `value` for a query string (`?after=<value>`): RFC 3986's unreserved
 /// characters as they are, every other byte percent-encoded.
 pub fn query_value(value: &str) -> String {

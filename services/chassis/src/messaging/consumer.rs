@@ -162,6 +162,32 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// What a database error means to a store's caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database cannot be reached: the same work may be done again
+    /// once it is back.
+    Unavailable,
+    /// The work met other work (a deadlock, a serialization failure, a lock
+    /// wait that timed out) and may simply be tried again.
+    Conflict,
+    /// A statement went wrong.
+    Failed,
+}
+
+/// Sorts `error` into a [`Failure`]; each store maps it to its own port's
+/// error.
+pub fn failure(error: &sqlx::Error) -> Failure {
+    let code = error.as_database_error().and_then(|e| e.code());
+    if is_unavailable(error) {
+        Failure::Unavailable
+    } else if matches!(code.as_deref(), Some("40P01" | "40001" | "55P03")) {
+        Failure::Conflict
+    } else {
+        Failure::Failed
+    }
+}
+
 /// Whether `error` says the database cannot be reached (connection lost or
 /// refused, pool exhausted, server shutting down), as opposed to a
 /// statement that failed on a database that works.

@@ -44,17 +44,11 @@ impl Table {
 
 /// A database error as the port says it.
 pub fn store_error(error: sqlx::Error) -> StoreError {
-    let code = error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .map(|code| code.into_owned());
-    if chassis::messaging::consumer::is_unavailable(&error) {
-        StoreError::Unavailable(error.to_string())
-    } else if matches!(code.as_deref(), Some("40P01" | "40001" | "55P03")) {
-        // A deadlock, a serialization failure, a lock wait that timed out.
-        StoreError::Conflict(error.to_string())
-    } else {
-        StoreError::Failed(error.to_string())
+    use chassis::messaging::consumer::{Failure, failure};
+    match failure(&error) {
+        Failure::Unavailable => StoreError::Unavailable(error.to_string()),
+        Failure::Conflict => StoreError::Conflict(error.to_string()),
+        Failure::Failed => StoreError::Failed(error.to_string()),
     }
 }
 

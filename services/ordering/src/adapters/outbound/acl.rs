@@ -11,7 +11,7 @@
 //! | [`Upstream::member_address`] | `GET /v1/members/{member_id}` |
 //! | [`Upstream::next_order_no`] | `POST /v1/order-numbers` |
 
-use chassis::http_client::{ClientMetrics, Dependency, DependencySettings, SetupError};
+use chassis::http_client::{ClientMetrics, Dependency, DependencySettings, SetupError, is_problem};
 use chassis::trace_context::TraceContext;
 use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
@@ -113,14 +113,6 @@ fn age(response: &Response) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn is_problem(response: &Response) -> bool {
-    response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"))
 }
 
 async fn json<T: DeserializeOwned>(response: Response) -> Result<T, UpstreamUnavailable> {

@@ -11,7 +11,7 @@
 
 use chassis::config::{ExposeSecret, SecretString};
 use chassis::http_client::{
-    CallError, ClientMetrics, Dependency, DependencySettings, SetupError, query_value,
+    CallError, ClientMetrics, Dependency, DependencySettings, SetupError, is_problem, query_value,
 };
 use chassis::trace_context::TraceContext;
 use reqwest::{Method, Response, StatusCode};
@@ -75,16 +75,6 @@ fn timed_out(error: &CallError) -> bool {
 async fn problem_type(response: Response) -> String {
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     body["type"].as_str().unwrap_or_default().to_owned()
-}
-
-/// The gateway's own answer (a problem document), not one from a wrong URL
-/// or a proxy on the way.
-fn is_problem(response: &Response) -> bool {
-    response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"))
 }
 
 async fn payment(response: Response) -> Result<PaymentAnswer, GatewayUnavailable> {
