@@ -13,7 +13,9 @@ CREATE TABLE orders (
     payment_id    text,
     cancel_reason text
         CHECK (cancel_reason IN ('member', 'payment_declined', 'payment_failed', 'no_decision')),
-    refund        text         NOT NULL CHECK (refund IN ('not_owed', 'owed', 'refunded')),
+    -- owed: ordering gives it back; by_legacy: Baedal decided and gives it
+    -- back with its own code (docs/adr/0020-who-moves-the-money.md).
+    refund        text         NOT NULL CHECK (refund IN ('not_owed', 'owed', 'by_legacy', 'refunded')),
     placed_at     timestamptz  NOT NULL,
     updated_at    timestamptz  NOT NULL,
     -- Bumped by every change: a writer that read an older version loses

@@ -321,15 +321,31 @@ fn a_fact_delivered_twice_changes_nothing_the_second_time() {
 }
 
 #[test]
-fn a_rejected_order_owes_its_payment_back_once() {
+fn a_rejected_order_is_refunded_by_baedal_and_ordering_adopts_it() {
+    // ADR 0020: the shop rejects on Baedal's board, whose own code refunds.
     let mut order = paid_order();
     assert_eq!(order.rejected(NOW), Ok(vec![OrderEvent::Rejected]));
     assert_eq!(
         (order.status(), order.refund()),
-        (OrderStatus::Rejected, Refund::Owed)
+        (OrderStatus::Rejected, Refund::ByLegacy)
     );
-    assert_eq!(order.refunded(LATER), Ok(vec![OrderEvent::Refunded]));
-    assert_eq!(order.refunded(LATER), Ok(vec![]), "refunding is idempotent");
+    assert_eq!(
+        order.refunded(LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Rejected,
+            action: "refunded (ordering owes nothing)"
+        }),
+        "ordering never refunds what Baedal refunds"
+    );
+    assert_eq!(
+        order.refunded_by_legacy(LATER),
+        Ok(vec![OrderEvent::Refunded])
+    );
+    assert_eq!(
+        order.refunded_by_legacy(LATER),
+        Ok(vec![]),
+        "adopting is idempotent"
+    );
     assert_eq!(order.refund(), Refund::Refunded);
 }
 
@@ -347,7 +363,7 @@ fn nothing_is_refunded_that_was_never_charged() {
         order.refunded(LATER),
         Err(OrderError::Conflict {
             status: OrderStatus::Cancelled,
-            action: "refunded (nothing is owed)"
+            action: "refunded (ordering owes nothing)"
         })
     );
 }
@@ -464,7 +480,7 @@ fn an_order_kept_by_a_store_comes_back_as_it_was_in_every_state() {
     delivered.delivered(LATER).expect("delivered");
     let mut refunded = paid_order();
     refunded.rejected(NOW).expect("rejected");
-    refunded.refunded(LATER).expect("refunded");
+    refunded.refunded_by_legacy(LATER).expect("refunded");
     let mut declined = place(&request(&[(31, 1)])).expect("placed");
     declined
         .payment_refused(CancelReason::PaymentDeclined, NOW)
@@ -487,7 +503,10 @@ fn an_order_kept_by_a_store_comes_back_as_it_was_in_every_state() {
 /// order, by trying every change on every state reached.
 fn reachable_states() -> BTreeSet<(String, Option<String>, bool, String)> {
     type Change = fn(&mut Order) -> Result<Vec<OrderEvent>, OrderError>;
-    let changes: [Change; 10] = [
+    let changes: [Change; 13] = [
+        |o| o.cancelled_on_legacy(LATER),
+        |o| o.refunded_by_legacy(LATER),
+        |o| o.paid("pay_late", LATER),
         |o| o.paid("pay_1", LATER),
         |o| o.payment_refused(CancelReason::PaymentDeclined, LATER),
         |o| o.payment_refused(CancelReason::PaymentFailed, LATER),
@@ -524,7 +543,7 @@ fn reachable_states() -> BTreeSet<(String, Option<String>, bool, String)> {
 #[test]
 fn a_store_gives_back_exactly_the_states_the_machine_reaches() {
     let reachable = reachable_states();
-    assert_eq!(reachable.len(), 14, "{reachable:#?}");
+    assert_eq!(reachable.len(), 17, "{reachable:#?}");
     let statuses = [
         OrderStatus::Placed,
         OrderStatus::Paid,
@@ -546,7 +565,12 @@ fn a_store_gives_back_exactly_the_states_the_machine_reaches() {
     for status in statuses {
         for reason in reasons {
             for paid in [false, true] {
-                for refund in [Refund::NotOwed, Refund::Owed, Refund::Refunded] {
+                for refund in [
+                    Refund::NotOwed,
+                    Refund::Owed,
+                    Refund::ByLegacy,
+                    Refund::Refunded,
+                ] {
                     let snapshot = OrderSnapshot {
                         status,
                         cancel_reason: reason,
@@ -623,6 +647,52 @@ fn a_fact_that_arrives_late_changes_nothing() {
         Err(OrderError::Conflict {
             status: OrderStatus::Rejected,
             action: "accepted"
+        })
+    );
+}
+
+#[test]
+fn a_cancel_on_baedal_after_a_rollback_is_adopted_with_baedals_refund() {
+    let mut order = paid_order();
+    assert_eq!(
+        order.cancelled_on_legacy(NOW),
+        Ok(vec![OrderEvent::Cancelled {
+            reason: CancelReason::Member
+        }])
+    );
+    assert_eq!(order.refund(), Refund::ByLegacy);
+    assert_eq!(order.cancelled_on_legacy(LATER), Ok(vec![]));
+    let mut accepted = paid_order();
+    accepted.accepted(NOW).expect("accepted");
+    assert_eq!(
+        accepted.cancelled_on_legacy(LATER),
+        Err(OrderError::NotCancellable {
+            status: OrderStatus::Accepted
+        })
+    );
+}
+
+#[test]
+fn a_payment_that_turns_up_after_the_order_ended_is_released_by_ordering() {
+    // The member cancelled while the authorisation was on its way.
+    let mut order = place(&request(&[(31, 1)])).expect("placed");
+    order.cancel_by_member(NOW).expect("cancelled");
+    assert_eq!(
+        order.paid("pay_late", LATER),
+        Ok(vec![]),
+        "no fact: it is over"
+    );
+    assert_eq!(
+        (order.status(), order.payment_id(), order.refund()),
+        (OrderStatus::Cancelled, Some("pay_late"), Refund::Owed)
+    );
+    assert_eq!(order.refunded(LATER), Ok(vec![OrderEvent::Refunded]));
+    // A second, different payment is not the same fact.
+    assert_eq!(
+        order.paid("pay_other", LATER),
+        Err(OrderError::Conflict {
+            status: OrderStatus::Cancelled,
+            action: "paid"
         })
     );
 }

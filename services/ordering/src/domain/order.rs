@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! Placed ─paid─▶ Paid ─accepted─▶ Accepted ─picked_up─▶ PickedUp ─delivered─▶ Delivered
-//!   │              │ └─rejected─▶ Rejected (refund owed)
-//!   │              └─member cancel / no decision─▶ Cancelled (refund owed)
-//!   └─member cancel / payment declined / payment failed─▶ Cancelled (nothing charged)
+//!   │              │ └─rejected─▶ Rejected (Baedal refunds)
+//!   │              ├─member cancel / no decision─▶ Cancelled (ordering refunds)
+//!   │              └─member cancel on Baedal─▶ Cancelled (Baedal refunds)
+//!   └─member cancel / payment declined / payment failed─▶ Cancelled (nothing charged;
+//!        a payment that turns up later is released by ordering)
 //! ```
+//!
+//! Who gives the money back is docs/adr/0020-who-moves-the-money.md.
 //!
 //! Each change returns the events it caused; the application stores the
 //! order and its events together (the outbox). A change that has already
@@ -94,7 +98,14 @@ pub enum CancelReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Refund {
     NotOwed,
+    /// Ordering owes it: a cancel it decided, or a payment that turned up
+    /// for an order already cancelled (ADR 0020).
     Owed,
+    /// Baedal decided (a shop's reject on its board, a member's cancel
+    /// there after a rollback) and refunds with its own code; ordering
+    /// adopts the refund from the legacy facts and never calls the gateway
+    /// for it (ADR 0020).
+    ByLegacy,
     Refunded,
 }
 
@@ -344,6 +355,20 @@ impl Order {
             }
             // The same payment reported again, or late.
             _ if self.payment_id.as_deref() == Some(payment_id) => Ok(Vec::new()),
+            // A payment that turned up after the order ended unpaid (a
+            // member's cancel while it was authorising, an answer that never
+            // came): the money is released, owed by ordering. No fact: the
+            // order is over on both sides; `Refunded` follows the release.
+            // (A declined key never turns into an approval.)
+            OrderStatus::Cancelled
+                if self.payment_id.is_none()
+                    && self.cancel_reason != Some(CancelReason::PaymentDeclined) =>
+            {
+                self.payment_id = Some(payment_id.to_owned());
+                self.refund = Refund::Owed;
+                self.updated_at = now;
+                Ok(Vec::new())
+            }
             status => Err(OrderError::Conflict {
                 status,
                 action: "paid",
@@ -383,12 +408,34 @@ impl Order {
     }
 
     /// The shop rejected it: the payment is owed back.
+    /// The shop rejected it on Baedal's board: Baedal refunds it with its
+    /// own code (ADR 0020); ordering waits for that refund's fact.
     pub fn rejected(&mut self, now: OffsetDateTime) -> Result<Vec<OrderEvent>, OrderError> {
         let moved = self.step(OrderStatus::Paid, OrderStatus::Rejected, now, "rejected")?;
         if moved {
-            self.refund = Refund::Owed;
+            self.refund = Refund::ByLegacy;
         }
         Ok(event_if(moved, OrderEvent::Rejected))
+    }
+
+    /// The member cancelled on Baedal (back there after a rollback): Baedal
+    /// refunds it with its own code, as for a reject.
+    pub fn cancelled_on_legacy(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        match self.status {
+            OrderStatus::Paid => {
+                self.refund = Refund::ByLegacy;
+                self.cancel_reason = Some(CancelReason::Member);
+                self.move_to(OrderStatus::Cancelled, now);
+                Ok(vec![OrderEvent::Cancelled {
+                    reason: CancelReason::Member,
+                }])
+            }
+            OrderStatus::Cancelled => Ok(Vec::new()),
+            status => Err(OrderError::NotCancellable { status }),
+        }
     }
 
     pub fn picked_up(&mut self, now: OffsetDateTime) -> Result<Vec<OrderEvent>, OrderError> {
@@ -434,17 +481,39 @@ impl Order {
     }
 
     /// The owed payment went back.
+    /// Ordering gave the owed payment back.
     pub fn refunded(&mut self, now: OffsetDateTime) -> Result<Vec<OrderEvent>, OrderError> {
+        self.settle(Refund::Owed, now, "refunded (ordering owes nothing)")
+    }
+
+    /// Baedal gave the payment back (its payment's `RFND` fact).
+    pub fn refunded_by_legacy(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        self.settle(
+            Refund::ByLegacy,
+            now,
+            "refunded by legacy (it owes nothing)",
+        )
+    }
+
+    fn settle(
+        &mut self,
+        owed: Refund,
+        now: OffsetDateTime,
+        action: &'static str,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
         match self.refund {
-            Refund::Owed => {
+            refund if refund == owed => {
                 self.refund = Refund::Refunded;
                 self.updated_at = now;
                 Ok(vec![OrderEvent::Refunded])
             }
             Refund::Refunded => Ok(Vec::new()),
-            Refund::NotOwed => Err(OrderError::Conflict {
+            _ => Err(OrderError::Conflict {
                 status: self.status,
-                action: "refunded (nothing is owed)",
+                action,
             }),
         }
     }
@@ -637,17 +706,22 @@ fn reachable(
     refund: Refund,
 ) -> bool {
     use OrderStatus as S;
-    let owes = matches!(refund, Refund::Owed | Refund::Refunded);
+    use Refund as R;
     match (status, reason) {
-        (S::Placed, None) => !paid && !owes,
-        (S::Paid | S::Accepted | S::PickedUp | S::Delivered, None) => paid && !owes,
-        (S::Rejected, None) => paid && owes,
-        // Before payment nothing is owed; after it, the payment is.
-        (S::Cancelled, Some(CancelReason::Member)) => paid == owes,
-        (S::Cancelled, Some(CancelReason::PaymentDeclined | CancelReason::PaymentFailed)) => {
-            !paid && !owes
+        (S::Placed, None) => !paid && refund == R::NotOwed,
+        (S::Paid | S::Accepted | S::PickedUp | S::Delivered, None) => paid && refund == R::NotOwed,
+        // Baedal refunds a reject.
+        (S::Rejected, None) => paid && matches!(refund, R::ByLegacy | R::Refunded),
+        // Unpaid: nothing owed, unless a payment turned up late (released
+        // by ordering); paid: owed by whichever side cancelled.
+        (S::Cancelled, Some(CancelReason::Member)) => paid != (refund == R::NotOwed),
+        (S::Cancelled, Some(CancelReason::PaymentFailed)) => {
+            paid == matches!(refund, R::Owed | R::Refunded) && refund != R::ByLegacy
         }
-        (S::Cancelled, Some(CancelReason::NoDecision)) => paid && owes,
+        (S::Cancelled, Some(CancelReason::PaymentDeclined)) => !paid && refund == R::NotOwed,
+        (S::Cancelled, Some(CancelReason::NoDecision)) => {
+            paid && matches!(refund, R::Owed | R::Refunded)
+        }
         _ => false,
     }
 }

@@ -253,9 +253,10 @@ const REASONS: [(CancelReason, &str); 4] = [
     (CancelReason::PaymentFailed, "payment_failed"),
     (CancelReason::NoDecision, "no_decision"),
 ];
-const REFUNDS: [(Refund, &str); 3] = [
+const REFUNDS: [(Refund, &str); 4] = [
     (Refund::NotOwed, "not_owed"),
     (Refund::Owed, "owed"),
+    (Refund::ByLegacy, "by_legacy"),
     (Refund::Refunded, "refunded"),
 ];
 
