@@ -4,7 +4,7 @@
 //! comes back is the order that went in.
 
 use ordering::adapters::outbound::postgres::{PgOrders, prepare_database};
-use ordering::application::ports::{Orders, StoreError};
+use ordering::application::ports::{Orders, Saga, Step, StoreError};
 use ordering::domain::order::Pricing;
 use ordering::domain::{
     CancelReason, MenuItem, MinuteOfDay, NewOrder, OpeningHours, Order, OrderEvent, OrderNo,
@@ -96,7 +96,10 @@ async fn outbox(pool: &PgPool) -> Vec<(String, i64, Value)> {
 async fn a_placed_order_is_kept_with_its_placed_fact(pool: PgPool) {
     let orders = store(&pool).await;
     let (order, event) = placed("20261130-000123");
-    orders.add(&order, &[event]).await.expect("added");
+    orders
+        .add(&order, &[event], &Saga::DONE)
+        .await
+        .expect("added");
 
     let read = orders
         .get(order.order_no())
@@ -132,19 +135,19 @@ async fn an_order_number_is_stored_once(pool: PgPool) {
     let orders = store(&pool).await;
     let (order, event) = placed("20261130-000123");
     orders
-        .add(&order, std::slice::from_ref(&event))
+        .add(&order, std::slice::from_ref(&event), &Saga::DONE)
         .await
         .expect("added");
     // The same order again, as after a commit whose answer was lost.
     orders
-        .add(&order, std::slice::from_ref(&event))
+        .add(&order, std::slice::from_ref(&event), &Saga::DONE)
         .await
         .expect("the same order again is no error");
     // Another order under the same number is.
     let (mut other, _) = placed("20261130-000123");
     other.paid("pay_9", PAID_AT).expect("paid");
     assert_eq!(
-        orders.add(&other, &[event]).await,
+        orders.add(&other, &[event], &Saga::DONE).await,
         Err(StoreError::Exists(order.order_no().clone()))
     );
     assert_eq!(outbox(&pool).await.len(), 1, "only the first add wrote");
@@ -154,19 +157,21 @@ async fn an_order_number_is_stored_once(pool: PgPool) {
 async fn each_change_moves_the_version_and_writes_its_facts_in_order(pool: PgPool) {
     let orders = store(&pool).await;
     let (mut order, event) = placed("20261130-000123");
-    orders.add(&order, &[event]).await.expect("added");
+    orders
+        .add(&order, &[event], &Saga::DONE)
+        .await
+        .expect("added");
 
     let paid = order.paid("pay_1", PAID_AT).expect("paid");
-    orders.save(&order, 1, &paid).await.expect("saved");
-    let cancelled = order.cancel_by_member(PAID_AT).expect("cancelled");
-    orders.save(&order, 2, &cancelled).await.expect("saved");
-    // A change that changed nothing writes nothing and keeps the version.
-    let again = order.cancel_by_member(PAID_AT).expect("the same cancel");
     orders
-        .save(&order, 3, &again)
+        .save(&order, 1, &paid, &Saga::DONE)
         .await
-        .expect("nothing to save");
-
+        .expect("saved");
+    let cancelled = order.cancel_by_member(PAID_AT).expect("cancelled");
+    orders
+        .save(&order, 2, &cancelled, &Saga::DONE)
+        .await
+        .expect("saved");
     let read = orders
         .get(order.order_no())
         .await
@@ -211,7 +216,10 @@ async fn each_change_moves_the_version_and_writes_its_facts_in_order(pool: PgPoo
 async fn a_change_made_on_a_stale_read_is_refused_and_writes_nothing(pool: PgPool) {
     let orders = store(&pool).await;
     let (order, event) = placed("20261130-000123");
-    orders.add(&order, &[event]).await.expect("added");
+    orders
+        .add(&order, &[event], &Saga::DONE)
+        .await
+        .expect("added");
 
     // Two writers read version 1: the gateway's answer and the member's cancel.
     let mut payer = orders
@@ -229,12 +237,14 @@ async fn a_change_made_on_a_stale_read_is_refused_and_writes_nothing(pool: PgPoo
         .cancel_by_member(PAID_AT)
         .expect("cancelled");
     orders
-        .save(&canceller.value, canceller.version, &cancelled)
+        .save(&canceller.value, canceller.version, &cancelled, &Saga::DONE)
         .await
         .expect("the first change wins");
     let paid = payer.value.paid("pay_1", PAID_AT).expect("paid");
     assert_eq!(
-        orders.save(&payer.value, payer.version, &paid).await,
+        orders
+            .save(&payer.value, payer.version, &paid, &Saga::DONE)
+            .await,
         Err(StoreError::Stale(order.order_no().clone()))
     );
     let read = orders
@@ -261,7 +271,10 @@ async fn a_change_made_on_a_stale_read_is_refused_and_writes_nothing(pool: PgPoo
 async fn a_row_changed_behind_the_stores_back_is_reported_not_served(pool: PgPool) {
     let orders = store(&pool).await;
     let (order, event) = placed("20261130-000123");
-    orders.add(&order, &[event]).await.expect("added");
+    orders
+        .add(&order, &[event], &Saga::DONE)
+        .await
+        .expect("added");
     sqlx::query("UPDATE orders SET total_won = 1 WHERE order_no = '20261130-000123'")
         .execute(&pool)
         .await
@@ -282,4 +295,61 @@ async fn a_row_changed_behind_the_stores_back_is_reported_not_served(pool: PgPoo
         schema_refuses.is_err(),
         "a status the schema does not know is refused"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_sagas_step_is_kept_with_its_order_and_the_sweeper_finds_what_is_due(pool: PgPool) {
+    let orders = store(&pool).await;
+    let (mut early, event) = placed("20261130-000001");
+    let authorising = Saga::at(Step::Authorising, PAID_AT);
+    orders
+        .add(&early, std::slice::from_ref(&event), &authorising)
+        .await
+        .expect("added");
+    let (late, event) = placed("20261130-000002");
+    orders
+        .add(
+            &late,
+            &[event],
+            &Saga::at(Step::Authorising, datetime!(2026-11-30 04:00 UTC)),
+        )
+        .await
+        .expect("added");
+    let read = orders
+        .get(early.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(read.saga, authorising);
+
+    let now = datetime!(2026-11-30 03:30 UTC);
+    assert_eq!(
+        orders.due(now, 10).await,
+        Ok(vec![early.order_no().clone()]),
+        "only what is due, oldest first"
+    );
+    let paid = early.paid("pay_1", PAID_AT).expect("paid");
+    let waiting = Saga::at(Step::AwaitingDecision, datetime!(2026-11-30 05:00 UTC));
+    orders
+        .save(&early, 1, &paid, &waiting)
+        .await
+        .expect("saved");
+    assert_eq!(orders.due(now, 10).await, Ok(vec![]));
+    let read = orders
+        .get(early.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!((read.saga, read.version), (waiting, 2));
+    assert_eq!(
+        orders.due(datetime!(2026-11-30 06:00 UTC), 1).await,
+        Ok(vec![late.order_no().clone()]),
+        "at most the limit"
+    );
+    // A finished saga has no due time; the schema refuses one half done.
+    let refused =
+        sqlx::query("UPDATE orders SET saga_step = 'done' WHERE order_no = '20261130-000002'")
+            .execute(&pool)
+            .await;
+    assert!(refused.is_err());
 }

@@ -35,18 +35,63 @@ impl StoreError {
     }
 }
 
-/// An order as read, with the version a change to it must name.
+/// Where the place-order saga stands for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The authorisation is being asked for.
+    Authorising,
+    /// The authorisation had no answer: what the key holds is to be looked up.
+    Resolving,
+    /// Paid; the shop decides on Baedal's board, before a deadline.
+    AwaitingDecision,
+    /// A payment to give back that was never the order's (a late or an
+    /// unanswered authorisation).
+    Releasing,
+    /// A refund ordering owes.
+    Refunding,
+    /// Nothing left for the saga to do.
+    Done,
+}
+
+/// The saga's state for one order: its step, when the sweeper takes it up
+/// if nothing moved it on, and how often a step was tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saga {
+    pub step: Step,
+    pub due: Option<time::OffsetDateTime>,
+    pub attempts: i32,
+}
+
+impl Saga {
+    pub const DONE: Self = Self {
+        step: Step::Done,
+        due: None,
+        attempts: 0,
+    };
+
+    pub fn at(step: Step, due: time::OffsetDateTime) -> Self {
+        Self {
+            step,
+            due: Some(due),
+            attempts: 0,
+        }
+    }
+}
+
+/// An order as read: the version a change to it must name, and its saga.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned<T> {
-    pub value: T,
+pub struct Stored {
+    pub value: Order,
     pub version: i64,
+    pub saga: Saga,
 }
 
 /// Where orders are kept. Each write stores the order and the events its
 /// change caused in one transaction (the transactional outbox): the facts
 /// are published if and only if the change is kept.
 pub trait Orders: Send + Sync {
-    /// A new order, with the events its placing caused. Adding the same
+    /// A new order, with the events its placing caused and the saga's
+    /// first step. Adding the same
     /// order again writes nothing and is no error (a retry after a commit
     /// whose answer was lost); another order under its number is `Exists`.
     /// After `Unavailable` from a save, read again before taking `Stale`
@@ -55,22 +100,33 @@ pub trait Orders: Send + Sync {
         &self,
         order: &Order,
         events: &[OrderEvent],
+        saga: &Saga,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn get(
         &self,
         order_no: &OrderNo,
-    ) -> impl Future<Output = Result<Option<Versioned<Order>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send;
 
-    /// A change to the order read at `version`, with its events; `Stale`
-    /// (and nothing written) when it changed meanwhile. No events, no
-    /// write: a change that changed nothing keeps the version.
+    /// A change to the order read at `version`, with its events and the
+    /// saga's new state; `Stale` (and nothing written) when it changed
+    /// meanwhile. Every save moves the version: a caller whose change
+    /// changed nothing (no events, the same saga) does not save.
     fn save(
         &self,
         order: &Order,
         version: i64,
         events: &[OrderEvent],
+        saga: &Saga,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Orders whose saga is due at `now` (oldest first, at most `limit`):
+    /// what the sweeper takes up.
+    fn due(
+        &self,
+        now: time::OffsetDateTime,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<OrderNo>, StoreError>> + Send;
 }
 
 /// The idempotency keys of an order's calls to the payment gateway: one

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
 use crate::adapters::translate;
-use crate::application::ports::{Orders, StoreError, Versioned};
+use crate::application::ports::{Orders, Saga, Step, StoreError, Stored};
 use crate::domain::{
     CancelReason, Order, OrderError, OrderEvent, OrderLine, OrderNo, OrderSnapshot, OrderStatus,
     Quantity, Refund, Won,
@@ -51,13 +51,19 @@ fn outbox_error(error: chassis::messaging::MessagingError) -> StoreError {
 }
 
 impl Orders for PgOrders {
-    async fn add(&self, order: &Order, events: &[OrderEvent]) -> Result<(), StoreError> {
+    async fn add(
+        &self,
+        order: &Order,
+        events: &[OrderEvent],
+        saga: &Saga,
+    ) -> Result<(), StoreError> {
         let rows = translate::outbox_events(order, events).map_err(outbox_error)?;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let inserted = sqlx::query(
             "INSERT INTO orders (order_no, member_id, shop_id, total_won, address, request, status,
-                                 payment_id, cancel_reason, refund, placed_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                 payment_id, cancel_reason, refund, placed_at, updated_at,
+                                 saga_step, saga_due, saga_attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (order_no) DO NOTHING",
         )
         .bind(order.order_no().as_str())
@@ -72,6 +78,9 @@ impl Orders for PgOrders {
         .bind(refund_text(order.refund()))
         .bind(order.placed_at())
         .bind(order.updated_at())
+        .bind(step_text(saga.step))
+        .bind(saga.due)
+        .bind(saga.attempts)
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -92,7 +101,7 @@ impl Orders for PgOrders {
         tx.commit().await.map_err(store_error)
     }
 
-    async fn get(&self, order_no: &OrderNo) -> Result<Option<Versioned<Order>>, StoreError> {
+    async fn get(&self, order_no: &OrderNo) -> Result<Option<Stored>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(store_error)?;
         read(&mut conn, order_no).await
     }
@@ -102,16 +111,14 @@ impl Orders for PgOrders {
         order: &Order,
         version: i64,
         events: &[OrderEvent],
+        saga: &Saga,
     ) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
         let rows = translate::outbox_events(order, events).map_err(outbox_error)?;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let updated = sqlx::query(
             "UPDATE orders
              SET status = $3, payment_id = $4, cancel_reason = $5, refund = $6, updated_at = $7,
-                 version = version + 1
+                 saga_step = $8, saga_due = $9, saga_attempts = $10, version = version + 1
              WHERE order_no = $1 AND version = $2",
         )
         .bind(order.order_no().as_str())
@@ -121,6 +128,9 @@ impl Orders for PgOrders {
         .bind(order.cancel_reason().map(reason_text))
         .bind(refund_text(order.refund()))
         .bind(order.updated_at())
+        .bind(step_text(saga.step))
+        .bind(saga.due)
+        .bind(saga.attempts)
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -131,6 +141,21 @@ impl Orders for PgOrders {
             .await
             .map_err(outbox_error)?;
         tx.commit().await.map_err(store_error)
+    }
+
+    async fn due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<OrderNo>, StoreError> {
+        let numbers: Vec<String> = sqlx::query_scalar(
+            "SELECT order_no FROM orders WHERE saga_due <= $1 ORDER BY saga_due, order_no LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        numbers
+            .iter()
+            .map(|n| OrderNo::parse(n).map_err(StoreError::Corrupt))
+            .collect()
     }
 }
 
@@ -164,13 +189,11 @@ async fn insert_lines(tx: &mut PgConnection, order: &Order) -> Result<(), StoreE
     Ok(())
 }
 
-async fn read(
-    conn: &mut PgConnection,
-    order_no: &OrderNo,
-) -> Result<Option<Versioned<Order>>, StoreError> {
+async fn read(conn: &mut PgConnection, order_no: &OrderNo) -> Result<Option<Stored>, StoreError> {
     let Some(row) = sqlx::query(
         "SELECT member_id, shop_id, total_won, address, request, status, payment_id,
-                cancel_reason, refund, placed_at, updated_at, version
+                cancel_reason, refund, placed_at, updated_at, version,
+                saga_step, saga_due, saga_attempts
          FROM orders WHERE order_no = $1",
     )
     .bind(order_no.as_str())
@@ -230,10 +253,17 @@ async fn read(
         placed_at: row.get::<OffsetDateTime, _>("placed_at"),
         updated_at: row.get::<OffsetDateTime, _>("updated_at"),
     };
+    let saga = Saga {
+        step: step_of(&text("saga_step"))
+            .ok_or_else(|| corrupt(format!("saga step {:?}", text("saga_step"))))?,
+        due: row.get("saga_due"),
+        attempts: row.get("saga_attempts"),
+    };
     let order = Order::restore(snapshot).map_err(StoreError::Corrupt)?;
-    Ok(Some(Versioned {
+    Ok(Some(Stored {
         value: order,
         version: row.get("version"),
+        saga,
     }))
 }
 
@@ -258,6 +288,15 @@ const REFUNDS: [(Refund, &str); 4] = [
     (Refund::Owed, "owed"),
     (Refund::ByLegacy, "by_legacy"),
     (Refund::Refunded, "refunded"),
+];
+
+const STEPS: [(Step, &str); 6] = [
+    (Step::Authorising, "authorising"),
+    (Step::Resolving, "resolving"),
+    (Step::AwaitingDecision, "awaiting_decision"),
+    (Step::Releasing, "releasing"),
+    (Step::Refunding, "refunding"),
+    (Step::Done, "done"),
 ];
 
 fn word<T: PartialEq + Copy>(table: &[(T, &'static str)], value: T) -> &'static str {
@@ -291,4 +330,10 @@ fn refund_text(refund: Refund) -> &'static str {
 }
 fn refund_of(text: &str) -> Option<Refund> {
     value_of(&REFUNDS, text)
+}
+fn step_text(step: Step) -> &'static str {
+    word(&STEPS, step)
+}
+fn step_of(text: &str) -> Option<Step> {
+    value_of(&STEPS, text)
 }
