@@ -25,8 +25,14 @@
 //!   into the published language); the payment gateway's and the ACL's
 //!   clients on the chassis' resilient client.
 //!
-//! The use cases with the persisted place-order saga and its deadline
-//! sweeper, the HTTP legacy contract and the binary come next; until they
+//! - [`application::place`]: placing an order (the rules against the
+//!   catalog as it stands, a number from the shared sequence, the charge
+//!   before the answer, as Baedal charges) and the payment steps of the
+//!   place-order saga, persisted beside the order, with the sweeper that
+//!   resumes them after a crash (`tests/saga.rs`).
+//!
+//! The shop's decision and the cancels (ADR 0020), the consumer of legacy
+//! facts, the HTTP legacy contract and the binary come next; until they
 //! land, `make up` does not start ordering.
 
 pub mod adapters;

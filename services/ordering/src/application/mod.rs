@@ -1,5 +1,8 @@
-//! The application layer: the use cases and the ports they need. So far
-//! the port of the order store; the place-order saga and its use cases
-//! come next.
+//! The application layer: the use cases and the ports they need.
+//!
+//! - [`ports`]: the order store, the payment gateway, upstream.
+//! - [`place`]: placing an order and the payment steps of the place-order
+//!   saga, with the sweeper that resumes them after a crash.
 
+pub mod place;
 pub mod ports;

@@ -21,6 +21,14 @@ impl MinuteOfDay {
             .then_some(Self(hours * 60 + minutes))
     }
 
+    /// The time of day in Korea (UTC+9, no daylight saving) at `at`: shop
+    /// hours are Korean time.
+    pub fn in_korea(at: time::OffsetDateTime) -> Self {
+        let korean =
+            at.to_offset(time::UtcOffset::from_hms(9, 0, 0).unwrap_or(time::UtcOffset::UTC));
+        Self(u16::from(korean.hour()) * 60 + u16::from(korean.minute()))
+    }
+
     /// Baedal's `'HHMM'`.
     pub fn parse_hhmm(text: &str) -> Option<Self> {
         if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -104,6 +112,19 @@ mod tests {
         assert!(!night.is_open_at(at("1200")));
         assert!(!hours("0900", "0900").is_open_at(at("0900")));
         assert!(hours("0000", "2400").is_open_at(at("2359")));
+    }
+
+    #[test]
+    fn the_time_of_day_is_korean() {
+        // 02:30 UTC is 11:30 in Seoul; 15:10 UTC is 00:10 the next day.
+        assert_eq!(
+            MinuteOfDay::in_korea(time::macros::datetime!(2026-11-30 02:30 UTC)),
+            at("1130")
+        );
+        assert_eq!(
+            MinuteOfDay::in_korea(time::macros::datetime!(2026-11-30 15:10 UTC)),
+            at("0010")
+        );
     }
 
     #[test]

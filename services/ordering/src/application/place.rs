@@ -1,0 +1,339 @@
+//! Placing an order, and the payment steps of the place-order saga.
+//!
+//! The saga is orchestrated: this module decides each step, and the
+//! order's row holds where it stands ([`Saga`]), written in the same
+//! transaction as every change to the order. So a crash at any point
+//! leaves a step the sweeper ([`Placing::sweep`]) takes up once it is due:
+//!
+//! | step | what happens | due |
+//! |---|---|---|
+//! | `Authorising` | the order is stored, the gateway is asked (key `ordering:<order>`) | the gateway's deadline: if the process died mid-call, the sweeper resolves it as unanswered |
+//! | `Resolving` | no answer came: the order is cancelled (`payment_failed`), as Baedal does | once the gateway can have finished: the key is looked up, and what it holds is released |
+//! | `Releasing` | a payment to give back that was never the order's (`ordering:<order>:void`) | at once, again after a failure |
+//! | `Refunding` | a refund ordering owes (`ordering:<order>:refund`) | at once, again after a failure |
+//! | `AwaitingDecision` | paid; the shop decides on Baedal's board | the decision deadline (the timeout path of ADR 0020, with the ACL's answer first, comes with the consumer of legacy facts) |
+//!
+//! Every gateway call carries its order's key for that purpose, so a step
+//! tried again after a crash is the same call: the gateway charges and
+//! gives back once (ADR 0020).
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::application::ports::{
+    Authorisation, GatewayUnavailable, Held, Orders, Payments, Refunded, Saga, Step, StoreError,
+    Stored, Upstream, UpstreamUnavailable, payment_keys,
+};
+use crate::domain::order::Pricing;
+use crate::domain::{
+    CancelReason, MinuteOfDay, NewOrder, Order, OrderError, OrderEvent, OrderNo, Refund,
+};
+
+/// How long the saga waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Past this, an authorisation without an answer is looked up by its
+    /// key; a little more than the gateway client's own deadline.
+    pub gateway: Duration,
+    /// The shop's time to accept or reject a paid order.
+    pub decision: Duration,
+    /// The first pause before a failed step is tried again; it doubles.
+    pub retry: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            gateway: Duration::from_secs(5),
+            decision: Duration::from_secs(10 * 60),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How placing an order ended, for the answer to the member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Charged; the order waits for the shop.
+    Paid(Order),
+    /// The card was declined; the order is cancelled, nothing charged.
+    Declined { order: Order, reason: String },
+    /// The gateway gave no answer; the order is cancelled and whatever the
+    /// authorisation took is released by the saga. `timed_out`: the
+    /// deadline passed (Baedal answers 504, else 502).
+    Unpaid { order: Order, timed_out: bool },
+    /// A rule refused the order; nothing was stored, no number taken.
+    Refused(OrderError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamUnavailable),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one sweep did to one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swept {
+    /// The step is done, or moved on to the next.
+    Moved(Step),
+    /// The gateway gave no answer; tried again at the next due time.
+    Retried(Step),
+    /// Not a step the payment saga takes (the shop's decision).
+    Left(Step),
+    /// Another sweeper, or the order's own request, got there first.
+    Stale,
+}
+
+/// The place-order use case and the payment steps of its saga.
+#[derive(Debug, Clone)]
+pub struct Placing<O, P, U> {
+    orders: O,
+    payments: P,
+    upstream: U,
+    deadlines: Deadlines,
+}
+
+/// `at` to the microsecond, the precision the store keeps: an order read
+/// back equals the order that was stored.
+pub fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
+}
+
+fn after(now: OffsetDateTime, wait: Duration) -> OffsetDateTime {
+    now + time::Duration::try_from(wait).unwrap_or(time::Duration::ZERO)
+}
+
+impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
+    pub fn new(orders: O, payments: P, upstream: U, deadlines: Deadlines) -> Self {
+        Self {
+            orders,
+            payments,
+            upstream,
+            deadlines,
+        }
+    }
+
+    /// Places `request` at `now`: the rules against the catalog as it
+    /// stands, a number from the shared sequence, the order stored with the
+    /// saga's first step, then the charge, as Baedal charges, before the
+    /// member gets the answer.
+    pub async fn place(
+        &self,
+        request: &NewOrder,
+        now: OffsetDateTime,
+    ) -> Result<Placement, PlaceError> {
+        let now = to_micros(now);
+        // The request's own faults cost no look-up.
+        if let Err(error) = request.check() {
+            return Ok(Placement::Refused(error));
+        }
+        let member_address = self.upstream.member_address(request.member_id).await?;
+        let shop = self.upstream.shop(request.shop_id).await?;
+        let menu = match &shop {
+            Some(_) => self.upstream.menu(request.shop_id).await?,
+            None => Vec::new(),
+        };
+        let priced = match Order::price(
+            request,
+            Pricing {
+                member_address: member_address.as_deref(),
+                shop: shop.as_ref(),
+                menu: &menu,
+                minute: MinuteOfDay::in_korea(now),
+            },
+        ) {
+            Ok(priced) => priced,
+            Err(error) => return Ok(Placement::Refused(error)),
+        };
+        let order_no = self.upstream.next_order_no().await?;
+        let (mut order, placed) = priced.place(order_no, now);
+        let authorising = Saga::at(Step::Authorising, after(now, self.deadlines.gateway));
+        self.orders.add(&order, &[placed], &authorising).await?;
+
+        let key = payment_keys::authorisation(order.order_no());
+        let answer = self
+            .payments
+            .authorise(&key, order.order_no(), order.total())
+            .await;
+        let (events, saga, placement) = match answer {
+            Authorisation::Approved { payment_id } => {
+                let events = order.paid(&payment_id, now).map_err(StoreError::Corrupt)?;
+                let saga = Saga::at(Step::AwaitingDecision, after(now, self.deadlines.decision));
+                (events, saga, None)
+            }
+            Authorisation::Declined { reason } => {
+                let events = order
+                    .payment_refused(CancelReason::PaymentDeclined, now)
+                    .map_err(StoreError::Corrupt)?;
+                (events, Saga::DONE, Some(reason))
+            }
+            Authorisation::Unknown { timed_out, cause } => {
+                tracing::warn!(order_no = %order.order_no(), timed_out, cause, "no answer to the authorisation; the order is cancelled and the key will be looked up");
+                let events = order
+                    .payment_refused(CancelReason::PaymentFailed, now)
+                    .map_err(StoreError::Corrupt)?;
+                let saga = Saga::at(Step::Resolving, after(now, self.deadlines.gateway));
+                self.orders.save(&order, 1, &events, &saga).await?;
+                return Ok(Placement::Unpaid { order, timed_out });
+            }
+        };
+        self.orders.save(&order, 1, &events, &saga).await?;
+        Ok(match placement {
+            None => Placement::Paid(order),
+            Some(reason) => Placement::Declined { order, reason },
+        })
+    }
+
+    /// Takes up every order whose saga is due at `now` (at most `limit`).
+    pub async fn sweep(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(OrderNo, Swept)>, StoreError> {
+        let mut swept = Vec::new();
+        for order_no in self.orders.due(now, limit).await? {
+            let outcome = self.resume(&order_no, now).await?;
+            swept.push((order_no, outcome));
+        }
+        Ok(swept)
+    }
+
+    /// Moves one order's saga on from where it stands.
+    pub async fn resume(
+        &self,
+        order_no: &OrderNo,
+        now: OffsetDateTime,
+    ) -> Result<Swept, StoreError> {
+        let now = to_micros(now);
+        let Some(stored) = self.orders.get(order_no).await? else {
+            return Ok(Swept::Left(Step::Done));
+        };
+        let result = match stored.saga.step {
+            // The process died while it asked the gateway: as unanswered.
+            Step::Authorising | Step::Resolving => self.resolve(stored, now).await,
+            Step::Releasing | Step::Refunding => self.give_back(stored, now).await,
+            step @ (Step::AwaitingDecision | Step::Done) => return Ok(Swept::Left(step)),
+        };
+        match result {
+            Err(StoreError::Stale(_)) => Ok(Swept::Stale),
+            other => other,
+        }
+    }
+
+    /// An authorisation without an answer: the order is cancelled (if the
+    /// crash came before that) and what the key holds is released.
+    async fn resolve(&self, stored: Stored, now: OffsetDateTime) -> Result<Swept, StoreError> {
+        let Stored {
+            value: mut order,
+            version,
+            saga,
+        } = stored;
+        let mut events = Vec::new();
+        if order.status() == crate::domain::OrderStatus::Placed {
+            events = order
+                .payment_refused(CancelReason::PaymentFailed, now)
+                .map_err(StoreError::Corrupt)?;
+        }
+        let key = payment_keys::authorisation(order.order_no());
+        match self.payments.held(&key).await {
+            Err(error) => self.retry(order, version, events, saga, now, &error).await,
+            Ok(Held::Nothing) => {
+                self.orders
+                    .save(&order, version, &events, &Saga::DONE)
+                    .await?;
+                Ok(Swept::Moved(Step::Done))
+            }
+            Ok(Held::Approved { payment_id }) => {
+                // The money was taken after all: it is released, owed by
+                // ordering (the order ended unpaid).
+                events.extend(order.paid(&payment_id, now).map_err(StoreError::Corrupt)?);
+                let releasing = Saga::at(Step::Releasing, now);
+                self.orders
+                    .save(&order, version, &events, &releasing)
+                    .await?;
+                let stored = Stored {
+                    value: order,
+                    version: version + 1,
+                    saga: releasing,
+                };
+                self.give_back(stored, now).await
+            }
+        }
+    }
+
+    /// A release or a refund ordering owes, with its own key.
+    async fn give_back(&self, stored: Stored, now: OffsetDateTime) -> Result<Swept, StoreError> {
+        let Stored {
+            value: mut order,
+            version,
+            saga,
+        } = stored;
+        let (Some(payment_id), Refund::Owed) =
+            (order.payment_id().map(str::to_owned), order.refund())
+        else {
+            // Nothing owed any more (given back meanwhile).
+            self.orders.save(&order, version, &[], &Saga::DONE).await?;
+            return Ok(Swept::Moved(Step::Done));
+        };
+        let key = match saga.step {
+            Step::Releasing => payment_keys::void(order.order_no()),
+            _ => payment_keys::refund(order.order_no()),
+        };
+        match self.payments.refund(&key, &payment_id).await {
+            Ok(Refunded::Yes) => {
+                let events = order.refunded(now).map_err(StoreError::Corrupt)?;
+                self.orders
+                    .save(&order, version, &events, &Saga::DONE)
+                    .await?;
+                Ok(Swept::Moved(Step::Done))
+            }
+            Ok(Refunded::UnknownPayment) => {
+                // The gateway does not know a payment it gave us: a person
+                // must settle it; the saga stops asking (as Baedal's hold).
+                tracing::error!(order_no = %order.order_no(), payment_id, "the gateway does not know the payment to give back; the saga stops and leaves it owed for a person to settle");
+                self.orders.save(&order, version, &[], &Saga::DONE).await?;
+                Ok(Swept::Moved(Step::Done))
+            }
+            Err(error) => {
+                self.retry(order, version, Vec::new(), saga, now, &error)
+                    .await
+            }
+        }
+    }
+
+    /// The gateway gave no answer: the same step, later, with a doubling
+    /// pause (capped at an hour).
+    async fn retry(
+        &self,
+        order: Order,
+        version: i64,
+        events: Vec<OrderEvent>,
+        saga: Saga,
+        now: OffsetDateTime,
+        error: &GatewayUnavailable,
+    ) -> Result<Swept, StoreError> {
+        let attempts = saga.attempts.saturating_add(1);
+        let pause = self
+            .deadlines
+            .retry
+            .saturating_mul(1_u32 << attempts.clamp(0, 11))
+            .min(Duration::from_secs(3600));
+        let step = match saga.step {
+            Step::Authorising => Step::Resolving,
+            step => step,
+        };
+        tracing::warn!(order_no = %order.order_no(), ?step, attempts, %error, "a saga step had no answer; it will be tried again");
+        let next = Saga {
+            step,
+            due: Some(after(now, pause)),
+            attempts,
+        };
+        self.orders.save(&order, version, &events, &next).await?;
+        Ok(Swept::Retried(step))
+    }
+}
