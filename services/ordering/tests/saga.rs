@@ -25,8 +25,8 @@ use ordering::domain::{
     CancelReason, MinuteOfDay, NewOrder, Order, OrderError, OrderStatus, Refund, RequestedItem,
 };
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use time::OffsetDateTime;
 
 const API_KEY: &str = "ordering-merchant-key";
