@@ -670,6 +670,14 @@ async fn the_dashboard_shows_routes_and_audit_and_its_forms_change_the_table(
     let response = browser.get(page("/")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()["location"], "/login");
+    // The form names the token by the name the pages and .run/ use.
+    let form = browser.get(page("/login")).send().await.unwrap();
+    assert!(
+        form.text()
+            .await
+            .unwrap()
+            .contains("<code>KIT_STRANGLER_ADMIN_TOKEN</code> in <code>.run/secrets.env</code>")
+    );
     let bad = browser
         .post(page("/login"))
         .form(&[("token", "nope")])
