@@ -131,9 +131,14 @@ impl Drop for AccessGuard<'_> {
 /// What the access log line says of a request besides its answer.
 struct AccessLine {
     request_id: HeaderValue,
-    trace_id: String,
+    /// This hop's span of the trace; its id is only formatted when a line
+    /// is written (no allocation on the proxy's path for a sampled-out
+    /// request).
+    trace: TraceContext,
     method: axum::http::Method,
-    path: String,
+    /// The client's target, then the canonical one (a shared buffer, not a
+    /// copy).
+    uri: Uri,
     route: Option<Arc<str>>,
     side: &'static str,
     forced: bool,
@@ -226,9 +231,9 @@ impl Proxy {
             answer: None,
             line: AccessLine {
                 request_id: request_id.clone(),
-                trace_id: hop.trace_id(),
+                trace: hop,
                 method: parts.method.clone(),
-                path: parts.uri.path().to_owned(),
+                uri: parts.uri.clone(),
                 route: None,
                 side: "-",
                 forced: false,
@@ -242,7 +247,7 @@ impl Proxy {
             access.answered(&response);
             return response;
         }
-        parts.uri.path().clone_into(&mut access.line.path);
+        access.line.uri = parts.uri.clone();
         let forced = self.forced_side(&parts.headers);
         let decision =
             self.table
@@ -282,9 +287,9 @@ impl Proxy {
         tracing::info!(
             target: "strangler::access",
             request_id = line.request_id.to_str().unwrap_or("<binary>"),
-            trace_id = %line.trace_id,
+            trace_id = %line.trace.trace_id(),
             method = %line.method,
-            path = %line.path,
+            path = %line.uri.path(),
             route = line.route.as_deref().unwrap_or(&self.default_route),
             side = line.side,
             forced = line.forced,
