@@ -2,70 +2,17 @@
 //! sandbox (its ledger shows what was charged and refunded), and against
 //! wiremock only for answers the sandbox never gives.
 
-use chassis::config::HttpSettings;
+mod support;
+
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use ordering::adapters::outbound::payment_gateway::PaymentGateway;
 use ordering::application::ports::{Authorisation, Held, Payments, Refunded, payment_keys};
 use ordering::domain::{OrderNo, Won};
-use pg_sandbox::{Application, Behaviour, Settings};
-use serde_json::{Value, json};
+use pg_sandbox::Behaviour;
+use serde_json::json;
+use support::{API_KEY, ledger, sandbox, set_behaviour};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const API_KEY: &str = "ordering-merchant-key";
-const ADMIN: &str = "sandbox-admin";
-
-/// The real sandbox in-process; returns its URL.
-async fn sandbox(behaviour: Behaviour) -> String {
-    let settings = Settings {
-        http: HttpSettings {
-            port: 0,
-            ..HttpSettings::default()
-        },
-        telemetry: chassis::telemetry::TelemetrySettings::default(),
-        api_key: Some(API_KEY.to_owned().into()),
-        admin_token: Some(ADMIN.to_owned().into()),
-        behaviour,
-        ledger_path: None,
-    };
-    let app = Application::build(settings).await.expect("sandbox builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    url
-}
-
-async fn set_behaviour(url: &str, behaviour: Value) {
-    let response = reqwest::Client::new()
-        .put(format!("{url}/admin/behaviour"))
-        .bearer_auth(ADMIN)
-        .json(&behaviour)
-        .send()
-        .await
-        .expect("the sandbox answers");
-    assert!(response.status().is_success());
-}
-
-/// (status, amount) of each payment the sandbox holds for the order.
-async fn ledger(url: &str, order_no: &OrderNo) -> Vec<(String, i64)> {
-    let payments: Vec<Value> = reqwest::Client::new()
-        .get(format!("{url}/admin/payments?order_id={order_no}"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("the sandbox answers")
-        .json()
-        .await
-        .expect("json");
-    payments
-        .iter()
-        .map(|p| {
-            (
-                p["status"].as_str().unwrap_or_default().to_owned(),
-                p["amount"].as_i64().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
 
 fn gateway(url: &str, timeout_ms: u64) -> PaymentGateway {
     PaymentGateway::new(

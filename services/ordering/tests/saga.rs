@@ -7,10 +7,10 @@
 
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
+mod support;
 
 use std::time::Duration;
 
-use chassis::config::HttpSettings;
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use legacy::Rig;
 use ordering::adapters::outbound::acl::AclUpstream;
@@ -27,10 +27,8 @@ use ordering::domain::{
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use support::{API_KEY, ledger, sandbox, set_behaviour};
 use time::OffsetDateTime;
-
-const API_KEY: &str = "ordering-merchant-key";
-const ADMIN: &str = "sandbox-admin";
 
 /// Everything a saga test stands on.
 struct World {
@@ -47,7 +45,7 @@ impl World {
     async fn start(options: &PgConnectOptions) -> Self {
         let rig = Rig::start(options).await;
         let acl = rig.start_acl(rig.acl_settings()).await;
-        let sandbox = sandbox().await;
+        let sandbox = sandbox(pg_sandbox::Behaviour::default()).await;
         // ordering's own database, beside the test's legacy one.
         let database = format!("ordering_t_{}", uuid::Uuid::now_v7().simple());
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -114,40 +112,12 @@ impl World {
     }
 
     async fn behave(&self, behaviour: Value) {
-        let response = reqwest::Client::new()
-            .put(format!("{}/admin/behaviour", self.sandbox))
-            .bearer_auth(ADMIN)
-            .json(&behaviour)
-            .send()
-            .await
-            .expect("the sandbox answers");
-        assert!(response.status().is_success());
+        set_behaviour(&self.sandbox, behaviour).await;
     }
 
     /// (status, amount) of each payment the sandbox holds for the order.
     async fn ledger(&self, order: &Order) -> Vec<(String, i64)> {
-        let payments: Vec<Value> = reqwest::Client::new()
-            .get(format!(
-                "{}/admin/payments?order_id={}",
-                self.sandbox,
-                order.order_no()
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("the sandbox answers")
-            .json()
-            .await
-            .expect("json");
-        payments
-            .iter()
-            .map(|p| {
-                (
-                    p["status"].as_str().unwrap_or_default().to_owned(),
-                    p["amount"].as_i64().unwrap_or_default(),
-                )
-            })
-            .collect()
+        ledger(&self.sandbox, order.order_no()).await
     }
 
     async fn outbox(&self) -> Vec<String> {
@@ -186,26 +156,6 @@ impl World {
             .expect("stored");
         order
     }
-}
-
-async fn sandbox() -> String {
-    let settings = pg_sandbox::Settings {
-        http: HttpSettings {
-            port: 0,
-            ..HttpSettings::default()
-        },
-        telemetry: chassis::telemetry::TelemetrySettings::default(),
-        api_key: Some(API_KEY.to_owned().into()),
-        admin_token: Some(ADMIN.to_owned().into()),
-        behaviour: pg_sandbox::Behaviour::default(),
-        ledger_path: None,
-    };
-    let app = pg_sandbox::Application::build(settings)
-        .await
-        .expect("sandbox builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    url
 }
 
 /// Two of shop 1's first item and one of its second: above its minimum.
