@@ -85,3 +85,27 @@ async fn a_request_is_logged_with_its_id_and_trace(_: PgPoolOptions, options: Pg
         )
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn what_a_handler_logs_carries_the_requests_id(_: PgPoolOptions, options: PgConnectOptions) {
+    logged();
+    // No gateway listens here: placing an order logs its failed tries.
+    let baedal = Baedal::start(&options, "http://127.0.0.1:9").await;
+    let response = baedal
+        .http
+        .post(format!("{}/api/orders", baedal.url))
+        .header("x-request-id", "demo-5")
+        .json(&baedal.order())
+        .send()
+        .await
+        .expect("Baedal answers");
+    assert_eq!(response.status(), 502);
+    let text = String::from_utf8(logged().lock().expect("log").clone()).expect("utf-8");
+    let tries: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "authorisation failed")
+        .filter(|line| line["span"]["request_id"] == "demo-5")
+        .collect();
+    assert_eq!(tries.len(), 2, "both tries, inside the request's span");
+}
