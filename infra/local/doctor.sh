@@ -67,10 +67,11 @@ check_nextest() {
 }
 
 # A first build of the workspace writes about 5 GB under target/; later
-# builds, the databases and the logs much less.
+# builds, the databases and the logs much less. Infrastructure alone (make
+# infra: the clusters, RabbitMQ, their logs) builds nothing and needs little.
 check_disk() {
-	local target=${CARGO_TARGET_DIR:-$KIT_ROOT/target} need free
-	if [ -d "$target" ]; then need=1024; else need=5120; fi
+	local what=$1 target=${CARGO_TARGET_DIR:-$KIT_ROOT/target} need free
+	if [ "$what" = infra ] || [ -d "$target" ]; then need=1024; else need=5120; fi
 	need=${KIT_MIN_FREE_MB:-$need}
 	free=$(df -Pm "$KIT_ROOT" | awk 'NR == 2 { print $4 }')
 	if [ "${free:-0}" -ge "$need" ]; then
@@ -259,7 +260,7 @@ all_checks() {
 	check_tool cargo "install Rust from https://rustup.rs"
 	check_tool curl "apt-get install curl (the stack scripts poll health with it)"
 	[ "$what" != test ] && [ "$what" != all ] || check_nextest
-	check_disk
+	check_disk "$what"
 	check_run_dir
 	check_offset
 	check_ports "$([ "$what" = up ] || [ "$what" = all ] && say up || say infra)"

@@ -191,6 +191,42 @@ fn too_little_disk_says_how_much_is_free_and_needed() {
 }
 
 #[test]
+fn infrastructure_alone_asks_for_less_disk_than_a_first_build() {
+    let scratch = Scratch::new();
+    // A disk with 2000 MB free: enough for the clusters and RabbitMQ, not
+    // for a first build of the workspace.
+    scratch.write(
+        "bin/df",
+        "#!/bin/sh\nprintf 'Filesystem 1048576-blocks Used Available Capacity Mounted on\\n/dev/kit 100000 98000 2000 98%% /\\n'\n",
+    );
+    let df = scratch.0.join("bin/df");
+    std::fs::set_permissions(&df, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("an executable df");
+    let path = format!(
+        "{}:{}",
+        scratch.0.join("bin").display(),
+        std::env::var("PATH").expect("PATH")
+    );
+    let never_built = scratch.0.join("target");
+    let never_built = never_built.to_str().expect("a UTF-8 path");
+    let env = [("PATH", path.as_str()), ("CARGO_TARGET_DIR", never_built)];
+
+    let infra = preflight("infra", &scratch, &env);
+    assert_eq!((infra.code, infra.stderr.as_str()), (Some(0), ""));
+
+    let test = preflight("test", &scratch, &env);
+    let line = test.the_one_line();
+    assert!(
+        line.starts_with("error: only 2000 MB free on the disk holding "),
+        "{line}"
+    );
+    assert!(
+        line.contains("the stack needs 5120 MB: free some space"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_run_folder_from_another_version_of_the_kit_is_refused() {
     let scratch = Scratch::new();
     scratch.write(".run/layout", "0\n");
