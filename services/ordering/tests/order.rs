@@ -23,6 +23,7 @@ fn won(amount: i64) -> Won {
 fn shop() -> Shop {
     Shop {
         shop_id: 4,
+        name: "바삭치킨".to_owned(),
         hours: OpeningHours {
             open: MinuteOfDay::parse_hhmm("1100").expect("valid"),
             close: MinuteOfDay::parse_hhmm("2300").expect("valid"),
@@ -119,6 +120,25 @@ fn an_order_is_placed_at_the_prices_of_the_moment_with_its_total() {
         place(&elsewhere).expect("placed").address(),
         "서울시 종로구 2"
     );
+}
+
+#[test]
+fn the_members_own_address_is_kept_as_it_is_on_file_and_a_given_one_is_trimmed() {
+    // Baedal trims only what comes with the order (`monolith/src/orders.rs`).
+    let shop = shop();
+    let menu = menu();
+    let priced = Order::price(
+        &request(&[(31, 1)]),
+        Pricing {
+            member_address: Some(" 서울시 마포구 1 "),
+            shop: Some(&shop),
+            menu: &menu,
+            minute: MinuteOfDay::parse_hhmm("1200").expect("valid"),
+        },
+    )
+    .expect("priced");
+    let (order, _) = priced.place(OrderNo::parse("20261130-000124").expect("valid"), NOW);
+    assert_eq!(order.address(), " 서울시 마포구 1 ");
 }
 
 #[test]

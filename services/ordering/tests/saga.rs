@@ -189,9 +189,15 @@ async fn an_order_is_charged_once_and_waits_for_the_shop(
 ) {
     let world = World::start(&options).await;
     let now = to_micros(OffsetDateTime::now_utc());
-    let Placement::Paid(order) = world.placing.place(&chicken(), now).await.expect("placed") else {
+    let Placement::Paid { order, shop_name } =
+        world.placing.place(&chicken(), now).await.expect("placed")
+    else {
         panic!("paid");
     };
+    assert_eq!(
+        shop_name, "한옥집 김치찌개",
+        "the shop's name, for the answer"
+    );
     assert_eq!(
         world.ledger(&order).await,
         [("approved".to_owned(), order.total().amount())]

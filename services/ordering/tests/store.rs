@@ -24,6 +24,7 @@ fn won(amount: i64) -> Won {
 
 fn placed(order_no: &str) -> (Order, OrderEvent) {
     let shop = Shop {
+        name: "바삭치킨".to_owned(),
         shop_id: 4,
         hours: OpeningHours {
             open: MinuteOfDay::parse_hhmm("1100").expect("a time"),
@@ -345,6 +346,13 @@ async fn the_sagas_step_is_kept_with_its_order_and_the_sweeper_finds_what_is_due
         orders.due(datetime!(2026-11-30 06:00 UTC), 1).await,
         Ok(vec![late.order_no().clone()]),
         "at most the limit"
+    );
+    assert_eq!(
+        orders.due(datetime!(2026-11-30 06:00 UTC), 10).await,
+        Ok(vec![late.order_no().clone()]),
+        "an order waiting for the shop is not taken up, even past its deadline: \
+         the timeout asks Baedal first (ADR 0020) and is not built yet, and \
+         such orders must not fill the sweeper's batch"
     );
     // A finished saga has no due time; the schema refuses one half done.
     let refused =

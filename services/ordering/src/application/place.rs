@@ -55,8 +55,9 @@ impl Default for Deadlines {
 /// How placing an order ended, for the answer to the member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// Charged; the order waits for the shop.
-    Paid(Order),
+    /// Charged; the order waits for the shop. With the shop's name as it
+    /// stood, which Baedal's answer shows.
+    Paid { order: Order, shop_name: String },
     /// The card was declined; the order is cancelled, nothing charged.
     Declined { order: Order, reason: String },
     /// The gateway gave no answer; the order is cancelled and whatever the
@@ -150,6 +151,7 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
             Ok(priced) => priced,
             Err(error) => return Ok(Placement::Refused(error)),
         };
+        let shop_name = shop.map(|s| s.name).unwrap_or_default();
         let order_no = self.upstream.next_order_no().await?;
         let (mut order, placed) = priced.place(order_no, now);
         let authorising = Saga::at(Step::Authorising, after(now, self.deadlines.gateway));
@@ -184,7 +186,7 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         };
         self.orders.save(&order, 1, &events, &saga).await?;
         Ok(match placement {
-            None => Placement::Paid(order),
+            None => Placement::Paid { order, shop_name },
             Some(reason) => Placement::Declined { order, reason },
         })
     }

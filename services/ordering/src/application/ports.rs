@@ -121,7 +121,8 @@ pub trait Orders: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Orders whose saga is due at `now` (oldest first, at most `limit`):
-    /// what the sweeper takes up.
+    /// what the sweeper takes up. Not those waiting for the shop: their
+    /// timeout comes with the ACL's cancel command (ADR 0020).
     fn due(
         &self,
         now: time::OffsetDateTime,
@@ -247,4 +248,55 @@ pub trait Upstream: Send + Sync {
     /// The next number of the shared sequence; one asked for and not used
     /// is a gap, as in Baedal.
     fn next_order_no(&self) -> impl Future<Output = Result<OrderNo, UpstreamUnavailable>> + Send;
+}
+
+/// The first answer to a request made with an `Idempotency-Key`, as sent:
+/// its status and body, replayed to every retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// What a key says about a request made with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new: this request is the first, and runs.
+    First,
+    /// The first request was answered: this is its answer.
+    Answered(KeptAnswer),
+    /// The first request with this key is still running (or died before
+    /// it was answered, as in Baedal).
+    Running,
+    /// The key was used with another request.
+    Reused,
+}
+
+/// The keys members send with `POST /api/orders` (`Idempotency-Key`), one
+/// namespace per member, as Baedal keeps them.
+pub trait IdempotencyKeys: Send + Sync {
+    /// Claims `key` for a request with this `fingerprint`.
+    fn claim(
+        &self,
+        member_id: i64,
+        key: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Keeps the first request's answer for the retries.
+    fn answer(
+        &self,
+        member_id: i64,
+        key: &str,
+        answer: &KeptAnswer,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Lets go of a claim whose request placed nothing (a rule refused it,
+    /// upstream gave no answer): a retry runs afresh, as in Baedal, where
+    /// the claim rolls back with the refused order.
+    fn release(
+        &self,
+        member_id: i64,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -65,6 +65,7 @@ impl OpeningHours {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shop {
     pub shop_id: i64,
+    pub name: String,
     pub hours: OpeningHours,
     /// The smallest total the shop delivers.
     pub minimum: Won,

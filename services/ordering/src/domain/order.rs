@@ -322,12 +322,12 @@ impl Order {
                 total: total.amount(),
             });
         }
-        // Baedal keeps an address as given, without the spaces around it.
+        // Baedal keeps an address given with the order without the spaces
+        // around it, and the member's own as it is on file.
         let address = request
             .address
             .as_deref()
-            .unwrap_or(member_address)
-            .trim()
+            .map_or(member_address, str::trim)
             .to_owned();
         Ok(Priced {
             member_id: request.member_id,

@@ -28,6 +28,7 @@ pub struct AclUpstream {
 #[derive(Debug, Deserialize)]
 struct ShopAnswer {
     shop_id: i64,
+    name: String,
     opening_hours: HoursAnswer,
     minimum_order_amount: i64,
 }
@@ -154,6 +155,7 @@ impl Upstream for AclUpstream {
         };
         Ok(Some(Shop {
             shop_id: answer.shop_id,
+            name: answer.name,
             hours,
             minimum: Won::new(answer.minimum_order_amount)
                 .map_err(|e| untranslatable(e.to_string()))?,

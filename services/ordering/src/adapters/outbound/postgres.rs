@@ -6,7 +6,9 @@ use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
 use crate::adapters::translate;
-use crate::application::ports::{Orders, Saga, Step, StoreError, Stored};
+use crate::application::ports::{
+    Claim, IdempotencyKeys, KeptAnswer, Orders, Saga, Step, StoreError, Stored,
+};
 use crate::domain::{
     CancelReason, Order, OrderError, OrderEvent, OrderLine, OrderNo, OrderSnapshot, OrderStatus,
     Quantity, Refund, Won,
@@ -30,6 +32,98 @@ pub struct PgOrders {
 impl PgOrders {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+}
+
+/// The answers kept per member and `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct PgIdempotencyKeys {
+    pool: PgPool,
+}
+
+impl PgIdempotencyKeys {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl IdempotencyKeys for PgIdempotencyKeys {
+    async fn claim(
+        &self,
+        member_id: i64,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Claim, StoreError> {
+        // A claim released between the insert and the read is claimed
+        // again; a few rounds settle any such race.
+        for _ in 0..3 {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (member_id, key, fingerprint) VALUES ($1, $2, $3)
+                 ON CONFLICT (member_id, key) DO NOTHING",
+            )
+            .bind(member_id)
+            .bind(key)
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected()
+                == 1;
+            if claimed {
+                return Ok(Claim::First);
+            }
+            let kept: Option<(String, Option<i16>, Option<String>)> = sqlx::query_as(
+                "SELECT fingerprint, status, body FROM idempotency_keys
+                 WHERE member_id = $1 AND key = $2",
+            )
+            .bind(member_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+            return Ok(match kept {
+                None => continue,
+                Some((first, _, _)) if first != fingerprint => Claim::Reused,
+                Some((_, Some(status), Some(body))) => Claim::Answered(KeptAnswer {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                }),
+                Some(_) => Claim::Running,
+            });
+        }
+        Ok(Claim::Running)
+    }
+
+    async fn answer(
+        &self,
+        member_id: i64,
+        key: &str,
+        answer: &KeptAnswer,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $3, body = $4, answered_at = now()
+             WHERE member_id = $1 AND key = $2 AND status IS NULL",
+        )
+        .bind(member_id)
+        .bind(key)
+        .bind(i16::try_from(answer.status).unwrap_or(500))
+        .bind(&answer.body)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, member_id: i64, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE member_id = $1 AND key = $2 AND status IS NULL",
+        )
+        .bind(member_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 }
 
@@ -145,7 +239,12 @@ impl Orders for PgOrders {
 
     async fn due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<OrderNo>, StoreError> {
         let numbers: Vec<String> = sqlx::query_scalar(
-            "SELECT order_no FROM orders WHERE saga_due <= $1 ORDER BY saga_due, order_no LIMIT $2",
+            // Orders waiting for the shop are left out until the decision
+            // timeout lands (it asks Baedal first, ADR 0020): taken up and
+            // left, they would fill every batch once past their deadline.
+            "SELECT order_no FROM orders
+             WHERE saga_due <= $1 AND saga_step <> 'awaiting_decision'
+             ORDER BY saga_due, order_no LIMIT $2",
         )
         .bind(now)
         .bind(limit)

@@ -1,0 +1,3 @@
+//! The driving adapters: HTTP in (the legacy contract).
+
+pub mod legacy;
