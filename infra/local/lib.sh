@@ -222,6 +222,13 @@ write_stack_env() {
 		say "ORDER_HISTORY_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
 		say "ORDER_HISTORY_ADMIN_TOKEN=$KIT_ORDER_HISTORY_ADMIN_TOKEN"
 		say "ORDER_HISTORY_ACL__BASE_URL=http://127.0.0.1:$ACL_HTTP__PORT"
+		say "# ordering (stage 2): the broker its outbox relay publishes to, the ACL it reads shops,"
+		say "# menus, members and order numbers from, and the gateway it charges through, with the"
+		say "# same merchant key as Baedal (one shop front, one merchant)."
+		say "ORDERING_AMQP_URL=amqp://kit:$KIT_RABBIT_PASSWORD@127.0.0.1:$KIT_AMQP_PORT/%2f"
+		say "ORDERING_ACL__BASE_URL=http://127.0.0.1:$ACL_HTTP__PORT"
+		say "ORDERING_PAYMENT__BASE_URL=http://127.0.0.1:$PG_SANDBOX_HTTP__PORT"
+		say "ORDERING_PAYMENT__API_KEY=$KIT_PG_SANDBOX_API_KEY"
 		say "KIT_RABBIT_MANAGEMENT_URL=http://127.0.0.1:$KIT_RABBIT_UI_PORT"
 	} | write_if_changed "$KIT_STACK_ENV"
 }

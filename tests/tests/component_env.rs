@@ -59,6 +59,14 @@ fn expected(component: &str) -> BTreeSet<&'static str> {
             "ORDER_HISTORY_ADMIN_TOKEN",
             "ORDER_HISTORY_ACL__BASE_URL",
         ],
+        "ordering" => &[
+            "ORDERING_HTTP__PORT",
+            "ORDERING_DATABASE__URL",
+            "ORDERING_AMQP_URL",
+            "ORDERING_ACL__BASE_URL",
+            "ORDERING_PAYMENT__BASE_URL",
+            "ORDERING_PAYMENT__API_KEY",
+        ],
         "strangler" => &[
             "STRANGLER_HTTP__PORT",
             "STRANGLER_ADMIN__HTTP__PORT",
@@ -96,6 +104,7 @@ fn own_roles(component: &str) -> &'static [&'static str] {
         "monolith" => &["legacy"],
         "acl" => &["acl"],
         "order-history" => &["order_history"],
+        "ordering" => &["ordering"],
         "strangler" => &["strangler"],
         _ => &[],
     }
