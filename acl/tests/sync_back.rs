@@ -90,6 +90,11 @@ async fn an_ordering_order_synced_back_is_on_the_owner_board_and_accepting_it_th
         )
     );
     let view = get(&rig, &format!("/api/orders/{o}")).await;
+    assert_eq!(
+        view["request"],
+        json!(order.request),
+        "the member's note reaches the shop"
+    );
     let lines: Vec<(&Value, &Value, &Value)> = view["items"]
         .as_array()
         .expect("items")

@@ -372,7 +372,7 @@ async fn write_order(
     sqlx::query(
         "INSERT INTO tb_order (ord_no, mbr_id, shop_id, ord_stat_cd, tot_amt, dlv_addr,
                                req_msg, cncl_rsn_cd, reg_dt, upd_dt)
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, clock_timestamp())",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())",
     )
     .bind(&order.order_no)
     .bind(order.member_id)
@@ -380,6 +380,7 @@ async fn write_order(
     .bind(status)
     .bind(order.total_amount)
     .bind(&order.delivery_address)
+    .bind(order.request.as_deref())
     .bind(reason)
     .bind(order.placed_at)
     .execute(&mut *tx)
@@ -487,6 +488,11 @@ fn check(order: &OrderPlaced) -> Result<(), String> {
     if order.delivery_address.trim().is_empty() || address > MAX_ADDRESS {
         return fail(format!("delivery address of {address} characters"));
     }
+    // `tb_order.req_msg` is `varchar(200)`, as the address.
+    let note = order.request.as_ref().map_or(0, |r| r.chars().count());
+    if note > MAX_ADDRESS {
+        return fail(format!("a note of {note} characters"));
+    }
     Ok(())
 }
 
@@ -511,6 +517,7 @@ mod tests {
             total_amount: 18_000,
             delivery_address: "서울시 강남구".into(),
             placed_at: datetime!(2026-11-30 01:00:00 UTC),
+            request: Some("가".repeat(200)),
         }
     }
 
@@ -524,7 +531,7 @@ mod tests {
 
     #[test]
     fn what_baedal_cannot_hold_is_named() {
-        let cases: [(Spoil, &str); 6] = [
+        let cases: [(Spoil, &str); 7] = [
             (|o| o.order_no = "A-1".into(), "not an order number"),
             (|o| o.lines.clear(), "0 lines"),
             (|o| o.lines[0].quantity = 100, "quantity 100"),
@@ -534,6 +541,10 @@ mod tests {
                 "not the sum of its lines, 18000",
             ),
             (|o| o.delivery_address = " ".into(), "delivery address"),
+            (
+                |o| o.request = Some("가".repeat(201)),
+                "a note of 201 characters",
+            ),
         ];
         for (spoil, expected) in cases {
             let mut spoilt = order();

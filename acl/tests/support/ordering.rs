@@ -130,6 +130,7 @@ pub async fn an_order(rig: &Rig) -> OrderPlaced {
         lines,
         delivery_address: "서울시 송파구 올림픽로 300".into(),
         placed_at: now(),
+        request: Some("문 앞에 놓아 주세요".into()),
     }
 }
 

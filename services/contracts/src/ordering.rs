@@ -19,6 +19,11 @@ pub struct OrderPlaced {
     pub delivery_address: String,
     #[serde(with = "time::serde::rfc3339")]
     pub placed_at: OffsetDateTime,
+    /// The member's note to the shop. Added in the first revision of v1
+    /// (issue #16): absent in facts published before it, and when there is
+    /// no note.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request: Option<String>,
 }
 
 impl IntegrationEvent for OrderPlaced {
@@ -160,19 +165,30 @@ mod tests {
             total_amount: 37_000,
             delivery_address: "서울시 송파구 테헤란로 3길 4".into(),
             placed_at: datetime!(2026-11-22 12:30:00 UTC),
+            request: None,
         };
+        let without_note = json!({
+            "order_no": "20261122-000123",
+            "member_id": 3,
+            "shop_id": 4,
+            "lines": [{"menu_id": 31, "name": "후라이드", "unit_price": 18500, "quantity": 2}],
+            "total_amount": 37000,
+            "delivery_address": "서울시 송파구 테헤란로 3길 4",
+            "placed_at": "2026-11-22T12:30:00Z"
+        });
+        assert_eq!(serde_json::to_value(&event).unwrap(), without_note);
+        // A fact published before the note was added still reads.
         assert_eq!(
-            serde_json::to_value(&event).unwrap(),
-            json!({
-                "order_no": "20261122-000123",
-                "member_id": 3,
-                "shop_id": 4,
-                "lines": [{"menu_id": 31, "name": "후라이드", "unit_price": 18500, "quantity": 2}],
-                "total_amount": 37000,
-                "delivery_address": "서울시 송파구 테헤란로 3길 4",
-                "placed_at": "2026-11-22T12:30:00Z"
-            })
+            serde_json::from_value::<OrderPlaced>(without_note.clone()).unwrap(),
+            event
         );
+        let noted = OrderPlaced {
+            request: Some("문 앞에 놓아 주세요".into()),
+            ..event.clone()
+        };
+        let mut with_note = without_note;
+        with_note["request"] = json!("문 앞에 놓아 주세요");
+        assert_eq!(serde_json::to_value(&noted).unwrap(), with_note);
         assert_eq!(event.aggregate_id(), "20261122-000123");
     }
 

@@ -183,7 +183,7 @@ pub fn ordering_placed(placed: &ordering::OrderPlaced) -> Fact {
             lines: lines(&placed.lines),
             total_amount: placed.total_amount,
             delivery_address: placed.delivery_address.clone(),
-            request: None,
+            request: placed.request.clone(),
             placed_at: placed.placed_at,
         },
         status: OrderStatus::Placed,

@@ -49,6 +49,7 @@ fn outbox_event(order: &Order, event: &OrderEvent) -> Result<OutboxEvent, Messag
             total_amount: order.total().amount(),
             delivery_address: order.address().to_owned(),
             placed_at: order.placed_at(),
+            request: order.request().map(str::to_owned),
         }),
         OrderEvent::Paid { payment_id } => row(&OrderPaid {
             order_no,
