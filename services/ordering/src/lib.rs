@@ -29,8 +29,12 @@
 //!   into the published language); the payment gateway's and the ACL's
 //!   clients on the chassis' resilient client.
 //!
-//! The shop's decision and its deadline, the cancels (ADR 0020) and the
-//! consumer of legacy facts come next.
+//! - [`adapters::inbound::messaging`]: Baedal's facts about ordering's
+//!   orders (the board's decisions, the riders, Baedal's refunds), followed
+//!   through [`application::follow`] (`tests/follow.rs`).
+//!
+//! The shop's deadline and the cancels decided in ordering (ADR 0020) come
+//! next.
 //!
 //! Settings (`ORDERING_` prefix, chassis layers):
 //!
@@ -48,6 +52,8 @@
 //! | `ORDERING_SAGA__RETRY_MS` | 2000 | the first pause before a failed step is tried again (it doubles, up to an hour) |
 //! | `ORDERING_SAGA__SWEEP_INTERVAL_MS` | 1000 | how often the sweeper looks for due steps |
 //! | `ORDERING_SAGA__SWEEP_BATCH` | 100 | due steps taken up per look |
+//! | `ORDERING_QUEUE` | `ordering.legacy-facts` | the queue of Baedal's facts ordering follows |
+//! | `ORDERING_CONSUMERS` | 2 | consumers of that queue in this process |
 
 pub mod adapters;
 pub mod application;
@@ -62,6 +68,7 @@ use chassis::db::{DatabaseSettings, PostgresCheck};
 use chassis::http::Service;
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use chassis::messaging::amqp::BrokerCheck;
+use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
 use chassis::messaging::outbox::{Relay, RelayMetrics, RelaySettings};
 use chassis::telemetry::TelemetrySettings;
 use serde::Deserialize;
@@ -69,6 +76,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use adapters::inbound::legacy;
+use adapters::inbound::messaging::{self, Follower};
 use adapters::outbound::acl::AclUpstream;
 use adapters::outbound::payment_gateway::PaymentGateway;
 use adapters::outbound::postgres::{PgIdempotencyKeys, PgOrders};
@@ -92,6 +100,20 @@ pub struct Settings {
     pub payment: PaymentSettings,
     #[serde(default)]
     pub saga: SagaSettings,
+    /// The queue of Baedal's facts ordering follows.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Consumers of that queue in this process.
+    #[serde(default = "two")]
+    pub consumers: usize,
+}
+
+fn default_queue() -> String {
+    "ordering.legacy-facts".to_owned()
+}
+
+fn two() -> usize {
+    2
 }
 
 /// The ACL, as ordering calls it.
@@ -199,6 +221,7 @@ pub struct Application {
     inner: chassis::Application,
     placing: Arc<Saga>,
     relay: Relay,
+    consumers: Vec<Consumer>,
     sweep_interval: Duration,
     sweep_batch: i64,
 }
@@ -237,9 +260,28 @@ impl Application {
             },
             RelayMetrics::register(service.registry_mut()),
         );
+        anyhow::ensure!(
+            (1..=64).contains(&settings.consumers),
+            "ORDERING_CONSUMERS is 1 to 64 (it is {})",
+            settings.consumers
+        );
+        let consumer_metrics = ConsumerMetrics::register(service.registry_mut());
+        // One name for all: the inbox tells duplicates apart by it.
+        let consumers: Vec<Consumer> = (0..settings.consumers)
+            .map(|_| {
+                Consumer::new(
+                    &settings.queue,
+                    pool.clone(),
+                    settings.amqp_url.expose_secret(),
+                    messaging::queue(&settings.queue, &settings.exchange),
+                    consumer_metrics.clone(),
+                )
+            })
+            .collect();
         let service = service
             .readiness_check(PostgresCheck::new(pool.clone()))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
+            .readiness_check(consumers[0].readiness_check())
             .routes(legacy::router(legacy::AppState {
                 placing: Arc::clone(&placing),
                 keys: PgIdempotencyKeys::new(pool),
@@ -249,6 +291,7 @@ impl Application {
             inner,
             placing,
             relay,
+            consumers,
             sweep_interval: Duration::from_millis(settings.saga.sweep_interval_ms),
             sweep_batch: settings.saga.sweep_batch,
         })
@@ -269,6 +312,11 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let relay = tokio::spawn(self.relay.run(until(stopped.clone())));
+        let consumers: Vec<_> = self
+            .consumers
+            .into_iter()
+            .map(|consumer| tokio::spawn(consumer.run(Follower, until(stopped.clone()))))
+            .collect();
         let sweeper = tokio::spawn(sweep(
             self.placing,
             self.sweep_interval,
@@ -283,6 +331,9 @@ impl Application {
             })
             .await;
         let _ = relay.await;
+        for consumer in consumers {
+            let _ = consumer.await;
+        }
         let _ = sweeper.await;
         served
     }

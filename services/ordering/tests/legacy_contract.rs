@@ -6,26 +6,20 @@
 
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
+mod running;
 
-use chassis::config::HttpSettings;
-use chassis::db::DatabaseSettings;
-use chassis::http_client::DependencySettings;
 use legacy::Rig;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use running::RunningOrdering;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
-use tokio::sync::oneshot;
 
 /// Baedal and ordering on one legacy database, one sandbox.
 struct Sides {
     rig: Rig,
     acl: legacy::app::RunningAcl,
-    ordering: String,
-    pool: PgPool,
-    database: String,
+    ordering: RunningOrdering,
     http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
 }
 
 /// What a side answered, as the contract compares it.
@@ -43,73 +37,17 @@ impl Sides {
     async fn start(options: &PgConnectOptions) -> Self {
         let rig = Rig::start(options).await;
         let acl = rig.start_acl(rig.acl_settings()).await;
-        let database = format!("ordering_c_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"CREATE DATABASE "{database}""#
-        )))
-        .execute(&rig.legacy_admin)
-        .await
-        .expect("ordering's test database");
-        let url = options.clone().database(&database).to_url_lossy();
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone().database(&database))
-            .await
-            .expect("ordering's database");
-        let settings = ordering::Settings {
-            http: HttpSettings::default(),
-            telemetry: chassis::telemetry::TelemetrySettings::default(),
-            database: DatabaseSettings {
-                url: url.to_string().into(),
-                max_connections: 5,
-                acquire_timeout_ms: 5_000,
-            },
-            amqp_url: rig.amqp_url.clone().into(),
-            exchange: rig.exchange.clone(),
-            acl: ordering::AclSettings {
-                base_url: acl.url.clone(),
-                calls: DependencySettings::default(),
-            },
-            payment: ordering::PaymentSettings {
-                base_url: rig.pg_url.clone(),
-                api_key: legacy::API_KEY.to_owned().into(),
-                // Baedal's own deadline in the rig (`pg_timeout`, 2 s).
-                calls: DependencySettings {
-                    timeout_ms: 2_000,
-                    retries: 0,
-                    ..DependencySettings::default()
-                },
-            },
-            saga: ordering::SagaSettings::default(),
-        };
-        let app = ordering::Application::build(settings)
-            .await
-            .expect("ordering builds");
-        let ordering = format!("http://127.0.0.1:{}", app.port());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let ordering = RunningOrdering::start(&rig, options, &acl.url).await;
         Self {
             rig,
             acl,
             ordering,
-            pool,
-            database,
             http: reqwest::Client::new(),
-            _stop: stop,
         }
     }
 
     async fn finish(self) {
-        drop(self._stop);
-        self.pool.close().await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
-            self.database
-        )))
-        .execute(&self.rig.legacy_admin)
-        .await;
+        self.ordering.stop(&self.rig).await;
         self.acl.stop().await;
         self.rig.finish().await;
     }
@@ -138,7 +76,7 @@ impl Sides {
     /// Both sides' answers to `case`, with the order numbers they gave.
     async fn both(&self, case: &Case) -> [(Answer, Option<String>); 2] {
         let baedal = self.send(&self.rig.baedal_url, case).await;
-        let ordering = self.send(&self.ordering, case).await;
+        let ordering = self.send(&self.ordering.url, case).await;
         [baedal, ordering]
     }
 
@@ -485,7 +423,7 @@ async fn concurrent_requests_with_one_key_place_one_order(
     // A slow gateway holds the first request while the others arrive.
     sides.sandbox(json!({"latency_ms": 500})).await;
     let case = Case::json("concurrent", &order()).keyed(b"twice-at-once");
-    for base in [sides.rig.baedal_url.clone(), sides.ordering.clone()] {
+    for base in [sides.rig.baedal_url.clone(), sides.ordering.url.clone()] {
         let answers =
             futures_util::future::join_all((0..4).map(|_| sides.send(&base, &case))).await;
         let mut numbers: Vec<String> = answers

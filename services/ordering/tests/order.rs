@@ -716,3 +716,117 @@ fn a_payment_that_turns_up_after_the_order_ended_is_released_by_ordering() {
         })
     );
 }
+
+#[test]
+fn baedals_facts_move_a_paid_order_and_end_the_wait_for_the_shop() {
+    use ordering::application::follow::{Followed, LegacyFact, follow};
+    use ordering::application::ports::{Saga, Step};
+    let waiting = Saga::at(Step::AwaitingDecision, LATER);
+
+    let mut order = paid_order();
+    assert_eq!(
+        follow(&mut order, waiting, LegacyFact::Accepted, LATER),
+        Followed::Moved {
+            events: vec![OrderEvent::Accepted],
+            saga: Saga::DONE
+        }
+    );
+    assert_eq!(
+        follow(&mut order, Saga::DONE, LegacyFact::Accepted, LATER),
+        Followed::Unchanged,
+        "delivered again"
+    );
+    for (fact, event, status) in [
+        (
+            LegacyFact::PickedUp,
+            OrderEvent::PickedUp,
+            OrderStatus::PickedUp,
+        ),
+        (
+            LegacyFact::Delivered,
+            OrderEvent::Delivered,
+            OrderStatus::Delivered,
+        ),
+    ] {
+        assert_eq!(
+            follow(&mut order, Saga::DONE, fact, LATER),
+            Followed::Moved {
+                events: vec![event],
+                saga: Saga::DONE
+            }
+        );
+        assert_eq!(order.status(), status);
+    }
+    assert_eq!(
+        follow(&mut order, Saga::DONE, LegacyFact::PickedUp, LATER),
+        Followed::Unchanged,
+        "late: the order is past it"
+    );
+    assert!(matches!(
+        follow(&mut order, Saga::DONE, LegacyFact::CancelledByMember, LATER),
+        Followed::Contradicted(OrderError::NotCancellable { .. })
+    ));
+
+    // A pick-up redelivered ahead of the acceptance waits its turn.
+    let mut early = paid_order();
+    assert!(matches!(
+        follow(&mut early, waiting, LegacyFact::PickedUp, LATER),
+        Followed::NotYet(OrderError::Conflict { .. })
+    ));
+    assert_eq!(early.status(), OrderStatus::Paid, "unchanged");
+}
+
+#[test]
+fn a_reject_on_the_board_is_baedals_to_refund_and_ordering_adopts_the_refund() {
+    use ordering::application::follow::{Followed, LegacyFact, follow};
+    use ordering::application::ports::{Saga, Step};
+    let waiting = Saga::at(Step::AwaitingDecision, LATER);
+
+    let mut order = paid_order();
+    // Baedal's refund announced ahead of the reject waits for it.
+    assert!(matches!(
+        follow(&mut order, waiting, LegacyFact::Refunded, LATER),
+        Followed::NotYet(_)
+    ));
+    assert_eq!(
+        follow(&mut order, waiting, LegacyFact::Rejected, LATER),
+        Followed::Moved {
+            events: vec![OrderEvent::Rejected],
+            saga: Saga::DONE
+        }
+    );
+    assert_eq!(order.refund(), Refund::ByLegacy);
+    assert!(matches!(
+        follow(&mut order, Saga::DONE, LegacyFact::Accepted, LATER),
+        Followed::Contradicted(OrderError::Conflict { .. })
+    ));
+    assert_eq!(
+        follow(&mut order, Saga::DONE, LegacyFact::Refunded, LATER),
+        Followed::Moved {
+            events: vec![OrderEvent::Refunded],
+            saga: Saga::DONE
+        }
+    );
+    assert_eq!(order.refund(), Refund::Refunded);
+    assert_eq!(
+        follow(&mut order, Saga::DONE, LegacyFact::Refunded, LATER),
+        Followed::Unchanged
+    );
+
+    let mut cancelled = paid_order();
+    assert_eq!(
+        follow(
+            &mut cancelled,
+            waiting,
+            LegacyFact::CancelledByMember,
+            LATER
+        ),
+        Followed::Moved {
+            events: vec![OrderEvent::Cancelled {
+                reason: CancelReason::Member
+            }],
+            saga: Saga::DONE
+        }
+    );
+    assert_eq!(cancelled.refund(), Refund::ByLegacy);
+}

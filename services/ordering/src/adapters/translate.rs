@@ -1,7 +1,9 @@
-//! The domain's events in the published language (`contracts::ordering`),
-//! ready for the outbox. The only module that sees `contracts`: the domain
-//! speaks its own language, and a change of the contract changes this
-//! file, not the rules.
+//! The published language and ordering's, both ways: the domain's events
+//! as `contracts::ordering` facts, ready for the outbox, and Baedal's facts
+//! (`contracts::legacy`, through the ACL) as what they mean for an order
+//! ordering owns. The only module that reads the contracts' fields: the
+//! domain speaks its own language, and a change of the contract changes
+//! this file, not the rules.
 
 use chassis::messaging::MessagingError;
 use chassis::messaging::outbox::OutboxEvent;
@@ -12,7 +14,31 @@ use contracts::ordering::{
     OrderPlaced, OrderRefunded, OrderRejected,
 };
 
+use contracts::legacy;
+
+use crate::application::follow::LegacyFact;
 use crate::domain::{CancelReason, Order, OrderEvent, Refund};
+
+/// What a change of a legacy order's status means for ordering's order of
+/// that number; `None`: nothing ordering follows (the statuses sync-back
+/// itself writes are never announced by the feed).
+pub fn legacy_status_changed(changed: &legacy::OrderStatusChanged) -> Option<LegacyFact> {
+    match (changed.to, changed.reason) {
+        (legacy::OrderStatus::Accepted, _) => Some(LegacyFact::Accepted),
+        (legacy::OrderStatus::Rejected, _) => Some(LegacyFact::Rejected),
+        (legacy::OrderStatus::PickedUp, _) => Some(LegacyFact::PickedUp),
+        (legacy::OrderStatus::Delivered, _) => Some(LegacyFact::Delivered),
+        (legacy::OrderStatus::Cancelled, Some(legacy::CancelReason::Member)) => {
+            Some(LegacyFact::CancelledByMember)
+        }
+        _ => None,
+    }
+}
+
+/// What a change of a legacy payment means: only Baedal's refund matters.
+pub fn legacy_payment_changed(changed: &legacy::PaymentStatusChanged) -> Option<LegacyFact> {
+    (changed.to == legacy::PaymentStatus::Refunded).then_some(LegacyFact::Refunded)
+}
 
 /// The name ordering signs its messages with.
 pub const PRODUCER: &str = "ordering";

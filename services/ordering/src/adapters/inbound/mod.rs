@@ -1,3 +1,5 @@
-//! The driving adapters: HTTP in (the legacy contract).
+//! The driving adapters: HTTP in (the legacy contract), and Baedal's
+//! facts in (`messaging`).
 
 pub mod legacy;
+pub mod messaging;

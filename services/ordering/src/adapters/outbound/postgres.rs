@@ -17,10 +17,11 @@ use crate::domain::{
 /// The migrations of the `ordering` database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The whole schema: the orders, and the chassis' outbox.
+/// The whole schema: the orders, and the chassis' outbox and inbox.
 pub async fn prepare_database(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await?;
     chassis::messaging::outbox::install(pool).await?;
+    chassis::messaging::consumer::install(pool).await?;
     Ok(())
 }
 
@@ -128,7 +129,7 @@ impl IdempotencyKeys for PgIdempotencyKeys {
 }
 
 /// A database error as the port says it.
-fn store_error(error: sqlx::Error) -> StoreError {
+pub fn store_error(error: sqlx::Error) -> StoreError {
     use chassis::messaging::consumer::{Failure, failure};
     match failure(&error) {
         Failure::Unavailable => StoreError::Unavailable(error.to_string()),
@@ -207,33 +208,8 @@ impl Orders for PgOrders {
         events: &[OrderEvent],
         saga: &Saga,
     ) -> Result<(), StoreError> {
-        let rows = translate::outbox_events(order, events).map_err(outbox_error)?;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let updated = sqlx::query(
-            "UPDATE orders
-             SET status = $3, payment_id = $4, cancel_reason = $5, refund = $6, updated_at = $7,
-                 saga_step = $8, saga_due = $9, saga_attempts = $10, version = version + 1
-             WHERE order_no = $1 AND version = $2",
-        )
-        .bind(order.order_no().as_str())
-        .bind(version)
-        .bind(status_text(order.status()))
-        .bind(order.payment_id())
-        .bind(order.cancel_reason().map(reason_text))
-        .bind(refund_text(order.refund()))
-        .bind(order.updated_at())
-        .bind(step_text(saga.step))
-        .bind(saga.due)
-        .bind(saga.attempts)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::Stale(order.order_no().clone()));
-        }
-        chassis::messaging::outbox::write_all(&mut tx, &rows)
-            .await
-            .map_err(outbox_error)?;
+        write_change(&mut tx, order, version, events, saga).await?;
         tx.commit().await.map_err(store_error)
     }
 
@@ -256,6 +232,45 @@ impl Orders for PgOrders {
             .map(|n| OrderNo::parse(n).map_err(StoreError::Corrupt))
             .collect()
     }
+}
+
+/// A change to the order read at `version`, with its events in the outbox
+/// and the saga's new state, in the caller's transaction; `Stale` (and
+/// nothing written) when it changed meanwhile. What [`PgOrders`]'s `save`
+/// commits alone, and the consumer of legacy facts with its inbox row.
+pub async fn write_change(
+    tx: &mut PgConnection,
+    order: &Order,
+    version: i64,
+    events: &[OrderEvent],
+    saga: &Saga,
+) -> Result<(), StoreError> {
+    let rows = translate::outbox_events(order, events).map_err(outbox_error)?;
+    let updated = sqlx::query(
+        "UPDATE orders
+         SET status = $3, payment_id = $4, cancel_reason = $5, refund = $6, updated_at = $7,
+             saga_step = $8, saga_due = $9, saga_attempts = $10, version = version + 1
+         WHERE order_no = $1 AND version = $2",
+    )
+    .bind(order.order_no().as_str())
+    .bind(version)
+    .bind(status_text(order.status()))
+    .bind(order.payment_id())
+    .bind(order.cancel_reason().map(reason_text))
+    .bind(refund_text(order.refund()))
+    .bind(order.updated_at())
+    .bind(step_text(saga.step))
+    .bind(saga.due)
+    .bind(saga.attempts)
+    .execute(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::Stale(order.order_no().clone()));
+    }
+    chassis::messaging::outbox::write_all(tx, &rows)
+        .await
+        .map_err(outbox_error)
 }
 
 async fn insert_lines(tx: &mut PgConnection, order: &Order) -> Result<(), StoreError> {
@@ -288,7 +303,12 @@ async fn insert_lines(tx: &mut PgConnection, order: &Order) -> Result<(), StoreE
     Ok(())
 }
 
-async fn read(conn: &mut PgConnection, order_no: &OrderNo) -> Result<Option<Stored>, StoreError> {
+/// The order of this number as stored, with its version and saga, on the
+/// caller's connection (or transaction).
+pub async fn read(
+    conn: &mut PgConnection,
+    order_no: &OrderNo,
+) -> Result<Option<Stored>, StoreError> {
     let Some(row) = sqlx::query(
         "SELECT member_id, shop_id, total_won, address, request, status, payment_id,
                 cancel_reason, refund, placed_at, updated_at, version,
