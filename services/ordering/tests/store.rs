@@ -123,6 +123,7 @@ async fn a_placed_order_is_kept_with_its_placed_fact(pool: PgPool) {
                 ],
                 "total_amount": 39500,
                 "delivery_address": "서울시 마포구 1",
+                "request": "문 앞에 놓아 주세요",
                 "placed_at": "2026-11-30T03:00:00Z"
             })
         )]
@@ -349,10 +350,8 @@ async fn the_sagas_step_is_kept_with_its_order_and_the_sweeper_finds_what_is_due
     );
     assert_eq!(
         orders.due(datetime!(2026-11-30 06:00 UTC), 10).await,
-        Ok(vec![late.order_no().clone()]),
-        "an order waiting for the shop is not taken up, even past its deadline: \
-         the timeout asks Baedal first (ADR 0020) and is not built yet, and \
-         such orders must not fill the sweeper's batch"
+        Ok(vec![late.order_no().clone(), early.order_no().clone()]),
+        "past its deadline, an order waiting for the shop is due too"
     );
     // A finished saga has no due time; the schema refuses one half done.
     let refused =
