@@ -10,6 +10,13 @@
 //! | route | body | answers |
 //! |---|---|---|
 //! | `POST /v1/orders/{order_no}/cancel` | `{"member_id": 7}` | `200` the order as the cancel left it; `404 unknown-order`; `409 order-not-cancellable` (with `order_status`); `409 order-owned-by-ordering`; `422` bad input; `502`/`503`/`504` when the monolith fails, is away or is slow |
+//! | `POST /v1/ordering/orders/{order_no}/cancel` | `{"reason": "member" \| "no_decision", "payment_id": "…"}` | `200 {"outcome": "cancelled"}`; `409 order-decided` (with `order_status`, Baedal's code) when the shop or the member decided there first; `404 unknown-order` for an order not placed in ordering; `422` bad input; `503` when the legacy database is away |
+//!
+//! The second is ordering's own cancel of a paid order it owns (ADR 0020):
+//! not through Baedal's API (which would refund), but applied to Baedal's
+//! rows as sync-back applies ordering's facts, under the row lock Baedal's
+//! board decides under, and answered at once, so ordering refunds only a
+//! cancel that won.
 
 pub mod monolith;
 
@@ -37,7 +44,84 @@ pub struct CommandState {
 pub fn router(state: CommandState) -> Router {
     Router::new()
         .route("/v1/orders/{order_no}/cancel", post(cancel))
+        .route("/v1/ordering/orders/{order_no}/cancel", post(cancel_own))
         .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelOwn {
+    reason: OwnReason,
+    payment_id: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OwnReason {
+    Member,
+    NoDecision,
+}
+
+async fn cancel_own(
+    State(state): State<CommandState>,
+    Path(order_no): Path<String>,
+    Json(command): Json<CancelOwn>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    if !order_numbers::is_well_formed(&order_no) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-order-number",
+            "Invalid order number",
+        )
+        .with_detail("An order number is YYYYMMDD-NNNNNN."));
+    }
+    if command.payment_id.is_empty() || command.payment_id.len() > 64 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-payment-id",
+            "Invalid payment id",
+        )
+        .with_detail(
+            "payment_id is the gateway's id of the order's payment: 1 to 64 characters.",
+        ));
+    }
+    let reason = match command.reason {
+        OwnReason::Member => contracts::ordering::CancelReason::Member,
+        OwnReason::NoDecision => contracts::ordering::CancelReason::NoDecision,
+    };
+    let unavailable = |error: &dyn std::fmt::Display| {
+        tracing::warn!(%error, order_no, "ordering's cancel not applied");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "legacy-unavailable",
+            "The legacy database is unavailable",
+        )
+        .with_detail("The cancel was not applied; ask again shortly.")
+    };
+    let mut tx = state.legacy.begin().await.map_err(|e| unavailable(&e))?;
+    let outcome = syncback::apply::cancel_own(&mut tx, &order_no, reason, &command.payment_id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    tx.commit().await.map_err(|e| unavailable(&e))?;
+    match outcome {
+        syncback::apply::OwnCancel::Cancelled => {
+            tracing::info!(order_no, ?reason, "ordering's cancel applied to the legacy order");
+            Ok(Json(serde_json::json!({"outcome": "cancelled"})))
+        }
+        syncback::apply::OwnCancel::Decided(status) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "order-decided",
+            "Decided on the legacy side first",
+        )
+        .with_detail("The shop or the member decided on the monolith first; order_status is its status code there. Nothing was written.")
+        .with_extension("order_status", status)),
+        syncback::apply::OwnCancel::Unknown => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-order",
+            "Unknown order",
+        )
+        .with_detail(format!("Order {order_no} was not placed in the ordering service."))),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,7 +55,11 @@ impl Sides {
     /// Sends the same request to a side: a body as bytes with a content
     /// type, and an `Idempotency-Key` as raw bytes.
     async fn send(&self, base: &str, case: &Case) -> (Answer, Option<String>) {
-        let mut request = self.http.post(format!("{base}/api/orders"));
+        self.send_to(base, "/api/orders", case).await
+    }
+
+    async fn send_to(&self, base: &str, path: &str, case: &Case) -> (Answer, Option<String>) {
+        let mut request = self.http.post(format!("{base}{path}"));
         if let Some(content_type) = case.content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
@@ -133,6 +137,10 @@ async fn answer(response: reqwest::Response) -> (Answer, Option<String>) {
     let mut body: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("a JSON body ({e}): {text}"));
     let order_no = body["order_no"].as_str().map(str::to_owned);
+    // A problem naming the order names each side's own number.
+    if let (Some(no), Some(detail)) = (&order_no, body["detail"].as_str()) {
+        body["detail"] = detail.replace(no.as_str(), "{order_no}").into();
+    }
     if let Some(map) = body.as_object_mut() {
         for (field, placeholder) in [
             ("order_no", "{order_no}"),
@@ -502,4 +510,176 @@ async fn a_declined_card_and_a_silent_gateway_are_answered_alike(
         (502, Some("/problems/payment-unavailable"))
     );
     sides.finish().await;
+}
+
+impl Sides {
+    /// A cancel of `order_no` on one side; the number in a problem's
+    /// detail put as `{order_no}`.
+    async fn cancel(&self, base: &str, order_no: &str, case: &Case) -> Answer {
+        let (mut answer, _) = self
+            .send_to(base, &format!("/api/orders/{order_no}/cancel"), case)
+            .await;
+        if let Some(detail) = answer.body["detail"].as_str() {
+            answer.body["detail"] = detail.replace(order_no, "{order_no}").into();
+        }
+        answer
+    }
+
+    /// Places the same order on both sides; their numbers.
+    async fn placed_on_both(&self) -> [String; 2] {
+        let [(baedal, baedal_no), (ordering, ordering_no)] =
+            self.both(&Case::json("placed", &order())).await;
+        assert_eq!((baedal.status, &baedal), (201, &ordering));
+        [
+            baedal_no.expect("Baedal's number"),
+            ordering_no.expect("ordering's number"),
+        ]
+    }
+
+    /// Sends `case` to cancel each side's own order; both answers.
+    async fn cancel_both(&self, numbers: &[String; 2], case: &Case) -> [Answer; 2] {
+        [
+            self.cancel(&self.rig.baedal_url, &numbers[0], case).await,
+            self.cancel(&self.ordering.url, &numbers[1], case).await,
+        ]
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_cancel_is_answered_as_baedal_answers_it(_: PgPoolOptions, options: PgConnectOptions) {
+    let sides = Sides::start(&options).await;
+    let numbers = sides.placed_on_both().await;
+    let member = |id: i64| json!({ "member_id": id });
+    let mut differences = Vec::new();
+    let cases = [
+        Case {
+            content_type: None,
+            ..Case::json("no content type", &member(1))
+        },
+        Case::raw("malformed JSON", b"{\"member_id\":".to_vec()),
+        Case::json("no member", &json!({})),
+        Case::json("a member as text", &json!({"member_id": "1"})),
+        Case::json("an unknown field", &json!({"member_id": 1, "why": "late"})),
+        Case::json("another member's order", &member(2)),
+        Case::json("the member cancels", &member(1)),
+        Case::json("cancelled again", &member(1)),
+    ];
+    let mut statuses = Vec::new();
+    for case in &cases {
+        let [baedal, ordering] = sides.cancel_both(&numbers, case).await;
+        statuses.push(baedal.status);
+        if baedal != ordering {
+            differences.push(format!(
+                "{}:\n  Baedal:   {baedal:?}\n  ordering: {ordering:?}",
+                case.name
+            ));
+        }
+    }
+    for (name, number) in [
+        ("no such order", "20991231-999999"),
+        ("not a number", "abc"),
+    ] {
+        let case = Case::json(name, &member(1));
+        let baedal = sides.cancel(&sides.rig.baedal_url, number, &case).await;
+        let ordering = sides.cancel(&sides.ordering.url, number, &case).await;
+        statuses.push(baedal.status);
+        if baedal != ordering {
+            differences.push(format!(
+                "{name}:\n  Baedal:   {baedal:?}\n  ordering: {ordering:?}"
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the two sides differ:\n{}",
+        differences.join("\n")
+    );
+    assert_eq!(
+        statuses,
+        [415, 400, 422, 422, 422, 404, 200, 409, 404, 404],
+        "what the cases are answered"
+    );
+    // Each side refunded its own order, once.
+    let total = order_total(&sides, &numbers[1]).await;
+    for order_no in &numbers {
+        assert_eq!(
+            sides.ledger(order_no).await,
+            [("refunded".to_owned(), total)],
+            "{order_no}"
+        );
+    }
+    sides.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_order_the_shop_accepted_is_not_cancelled_on_either_side(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let sides = Sides::start(&options).await;
+    let numbers = sides.placed_on_both().await;
+    // The owner accepts both on Baedal's board; ordering's, once sync-back
+    // put it there, and ordering hears of it from the feed.
+    for order_no in &numbers {
+        legacy::eventually("the order on the board", || async {
+            let board: Value = sides
+                .rig
+                .get("/api/shops/1/orders")
+                .await
+                .json()
+                .await
+                .expect("JSON");
+            board
+                .as_array()
+                .is_some_and(|entries| entries.iter().any(|e| e["order_no"] == **order_no))
+        })
+        .await;
+        let accepted = sides
+            .rig
+            .post(
+                &format!("/api/shops/1/orders/{order_no}/accept"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(accepted.status(), 200);
+    }
+    let orders = ordering::adapters::outbound::postgres::PgOrders::new(sides.ordering.pool.clone());
+    let number = ordering::domain::OrderNo::parse(&numbers[1]).expect("a number");
+    legacy::eventually("ordering hears of the acceptance", || async {
+        use ordering::application::ports::Orders;
+        orders
+            .get(&number)
+            .await
+            .expect("read")
+            .is_some_and(|s| s.value.status() == ordering::domain::OrderStatus::Accepted)
+    })
+    .await;
+    let [baedal, ordering] = sides
+        .cancel_both(&numbers, &Case::json("too late", &json!({"member_id": 1})))
+        .await;
+    assert_eq!(baedal, ordering);
+    assert_eq!(
+        (baedal.status, baedal.body["order_status"].as_str()),
+        (409, Some("ACCEPTED"))
+    );
+    let total = order_total(&sides, &numbers[1]).await;
+    for order_no in &numbers {
+        assert_eq!(
+            sides.ledger(order_no).await,
+            [("approved".to_owned(), total)],
+            "{order_no}: still charged, nothing given back"
+        );
+    }
+    sides.finish().await;
+}
+
+async fn order_total(sides: &Sides, order_no: &str) -> i64 {
+    let view: Value = sides
+        .rig
+        .get(&format!("/api/orders/{order_no}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    view["total_amount"].as_i64().expect("a total")
 }

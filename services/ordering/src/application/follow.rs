@@ -67,7 +67,7 @@ pub fn follow(order: &mut Order, saga: Saga, fact: LegacyFact, now: OffsetDateTi
             // Baedal refunds what it decided.
             let saga = match (saga.step, fact) {
                 (
-                    Step::AwaitingDecision,
+                    Step::AwaitingDecision | Step::Cancelling,
                     LegacyFact::Accepted | LegacyFact::Rejected | LegacyFact::CancelledByMember,
                 ) => Saga::DONE,
                 _ => saga,

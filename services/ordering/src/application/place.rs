@@ -11,7 +11,8 @@
 //! | `Resolving` | no answer came: the order is cancelled (`payment_failed`), as Baedal does | once the gateway can have finished: the key is looked up, and what it holds is released |
 //! | `Releasing` | a payment to give back that was never the order's (`ordering:<order>:void`) | at once, again after a failure |
 //! | `Refunding` | a refund ordering owes (`ordering:<order>:refund`) | at once, again after a failure |
-//! | `AwaitingDecision` | paid; the shop decides on Baedal's board | the decision deadline (the timeout path of ADR 0020, with the ACL's answer first, comes with the consumer of legacy facts) |
+//! | `Cancelling` | a member's cancel of a paid order, asked of Baedal's rows (ADR 0020) | the gateway's deadline: an answer lost to a crash or a timeout is asked again; if the cancel won, `Refunding` |
+//! | `AwaitingDecision` | paid; the shop decides on Baedal's board (its decision comes back as a legacy fact, [`crate::application::follow`]) | the decision deadline: the cancel is asked of Baedal's rows first (ADR 0020); if it wins, the order is cancelled (`no_decision`) and refunded; if the shop decided first, the saga ends and the fact brings the decision |
 //!
 //! Every gateway call carries its order's key for that purpose, so a step
 //! tried again after a crash is the same call: the gateway charges and
@@ -22,12 +23,13 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::application::ports::{
-    Authorisation, GatewayUnavailable, Held, Orders, Payments, Refunded, Saga, Step, StoreError,
-    Stored, Upstream, UpstreamUnavailable, payment_keys,
+    Authorisation, Held, LegacyCancel, Orders, Payments, Refunded, Saga, Step, StoreError, Stored,
+    Upstream, UpstreamUnavailable, payment_keys,
 };
 use crate::domain::order::Pricing;
 use crate::domain::{
-    CancelReason, MinuteOfDay, NewOrder, Order, OrderError, OrderEvent, OrderNo, Refund,
+    CancelReason, MinuteOfDay, NewOrder, Order, OrderError, OrderEvent, OrderNo, OrderStatus,
+    Refund,
 };
 
 /// How long the saga waits.
@@ -74,6 +76,19 @@ pub enum PlaceError {
     Upstream(#[from] UpstreamUnavailable),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a member's cancel ended, for the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Cancelled; a paid order's refund is made (or is owed, and the
+    /// sweeper makes it). With the shop's name, which Baedal's answer shows.
+    Cancelled { order: Order, shop_name: String },
+    /// The order is past cancelling (on either side): its status.
+    NotCancellable(OrderStatus),
+    /// No such order of this member's (another member's is not told
+    /// apart: numbers are guessable).
+    Unknown,
 }
 
 /// What one sweep did to one order.
@@ -219,12 +234,214 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
             // The process died while it asked the gateway: as unanswered.
             Step::Authorising | Step::Resolving => self.resolve(stored, now).await,
             Step::Releasing | Step::Refunding => self.give_back(stored, now).await,
-            step @ (Step::AwaitingDecision | Step::Done) => return Ok(Swept::Left(step)),
+            // The shop's deadline passed.
+            Step::AwaitingDecision => self.ask_cancel(stored, CancelReason::NoDecision, now).await,
+            // A member's cancel whose answer was lost.
+            Step::Cancelling => self.ask_cancel(stored, CancelReason::Member, now).await,
+            Step::Done => return Ok(Swept::Left(Step::Done)),
         };
         match result {
             Err(StoreError::Stale(_)) => Ok(Swept::Stale),
             other => other,
         }
+    }
+
+    /// A member cancels. An order still authorising is cancelled at once
+    /// (a payment that turns up is released by the saga). A paid one is
+    /// cancelled on Baedal's rows first (ADR 0020), the intent kept as the
+    /// saga's `Cancelling` step meanwhile, so an answer lost to a crash or
+    /// a timeout is asked again by the sweeper; the order is cancelled and
+    /// refunded only if the cancel won there.
+    pub async fn cancel_by_member(
+        &self,
+        order_no: &OrderNo,
+        member_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Cancellation, PlaceError> {
+        let now = to_micros(now);
+        let Some(stored) = self.orders.get(order_no).await? else {
+            return Ok(Cancellation::Unknown);
+        };
+        if stored.value.member_id() != member_id {
+            return Ok(Cancellation::Unknown);
+        }
+        let status = stored.value.status();
+        if !matches!(status, OrderStatus::Placed | OrderStatus::Paid) {
+            // Baedal's rule: only what the shop has not accepted, and a
+            // cancelled order is not cancelled again.
+            return Ok(Cancellation::NotCancellable(status));
+        }
+        // Asked before anything changes: the answer shows it.
+        let shop_name = self
+            .upstream
+            .shop(stored.value.shop_id())
+            .await?
+            .map(|shop| shop.name)
+            .unwrap_or_default();
+        let Stored {
+            value: mut order,
+            version,
+            saga,
+        } = stored;
+        if status == OrderStatus::Placed {
+            let events = order.cancel_by_member(now).map_err(StoreError::Corrupt)?;
+            self.orders.save(&order, version, &events, &saga).await?;
+            return Ok(Cancellation::Cancelled { order, shop_name });
+        }
+        let cancelling = Saga::at(Step::Cancelling, after(now, self.deadlines.gateway));
+        self.orders.save(&order, version, &[], &cancelling).await?;
+        let stored = Stored {
+            value: order,
+            version: version + 1,
+            saga: cancelling,
+        };
+        // An order placed a moment ago may not be on Baedal's side yet: the
+        // member waits for it a little (up to the gateway's deadline), as
+        // for the charge. Nothing there can have decided on it meanwhile.
+        let mut pause = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        let answer = loop {
+            let answer = self
+                .upstream
+                .cancel_on_legacy(
+                    stored.value.order_no(),
+                    CancelReason::Member,
+                    stored.value.payment_id().unwrap_or_default(),
+                )
+                .await?;
+            if answer != LegacyCancel::NotYetThere || waited >= self.deadlines.gateway {
+                break answer;
+            }
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        };
+        let order_no = stored.value.order_no().clone();
+        match answer {
+            LegacyCancel::Decided(status) => {
+                self.settle_cancel(stored, CancelReason::Member, answer, now)
+                    .await?;
+                Ok(Cancellation::NotCancellable(status))
+            }
+            LegacyCancel::NotYetThere => Err(PlaceError::Upstream(UpstreamUnavailable(format!(
+                "order {order_no} has not reached Baedal's side after {waited:?}"
+            )))),
+            LegacyCancel::Cancelled => {
+                let swept = self
+                    .settle_cancel(stored, CancelReason::Member, answer, now)
+                    .await;
+                // The refund is owed and kept: a gateway that failed it is
+                // the sweeper's to try again, not the member's to see.
+                if let Err(error) = &swept {
+                    tracing::warn!(%order_no, %error, "the refund of a cancelled order is left to the sweeper");
+                }
+                let order = self
+                    .orders
+                    .get(&order_no)
+                    .await?
+                    .ok_or_else(|| StoreError::Failed(format!("order {order_no} is gone")))?
+                    .value;
+                Ok(Cancellation::Cancelled { order, shop_name })
+            }
+        }
+    }
+
+    /// A cancel decided in ordering (the member's, kept as `Cancelling`,
+    /// or the shop's deadline, `AwaitingDecision` past due) asked of
+    /// Baedal's rows (again).
+    async fn ask_cancel(
+        &self,
+        stored: Stored,
+        reason: CancelReason,
+        now: OffsetDateTime,
+    ) -> Result<Swept, StoreError> {
+        if stored.value.status() != OrderStatus::Paid {
+            // A fact moved it meanwhile (the shop decided): nothing to ask.
+            self.orders
+                .save(&stored.value, stored.version, &[], &Saga::DONE)
+                .await?;
+            return Ok(Swept::Moved(Step::Done));
+        }
+        let answer = self
+            .upstream
+            .cancel_on_legacy(
+                stored.value.order_no(),
+                reason,
+                stored.value.payment_id().unwrap_or_default(),
+            )
+            .await;
+        match answer {
+            Ok(answer @ (LegacyCancel::Cancelled | LegacyCancel::Decided(_))) => {
+                self.settle_cancel(stored, reason, answer, now).await
+            }
+            Ok(LegacyCancel::NotYetThere) => {
+                let error = format!(
+                    "order {} has not reached Baedal's side yet",
+                    stored.value.order_no()
+                );
+                self.retry(
+                    stored.value,
+                    stored.version,
+                    Vec::new(),
+                    stored.saga,
+                    now,
+                    &error,
+                )
+                .await
+            }
+            Err(error) => {
+                self.retry(
+                    stored.value,
+                    stored.version,
+                    Vec::new(),
+                    stored.saga,
+                    now,
+                    &error,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Baedal's answer to a cancel decided in ordering: if the cancel won,
+    /// the order is cancelled and refunded (a durable step the sweeper
+    /// finishes); if the shop decided first, the saga ends and the fact
+    /// brings the decision.
+    async fn settle_cancel(
+        &self,
+        stored: Stored,
+        reason: CancelReason,
+        answer: LegacyCancel,
+        now: OffsetDateTime,
+    ) -> Result<Swept, StoreError> {
+        let Stored {
+            value: mut order,
+            version,
+            ..
+        } = stored;
+        if let LegacyCancel::Decided(status) = answer {
+            tracing::info!(order_no = %order.order_no(), %status, ?reason, "Baedal's side decided before ordering's cancel");
+            self.orders.save(&order, version, &[], &Saga::DONE).await?;
+            return Ok(Swept::Moved(Step::Done));
+        }
+        let events = match reason {
+            CancelReason::NoDecision => order.decision_timed_out(now),
+            _ => order.cancel_by_member(now).map_err(StoreError::Corrupt)?,
+        };
+        tracing::info!(order_no = %order.order_no(), ?reason, "cancelled on both sides; refunding");
+        let refunding = Saga::at(Step::Refunding, now);
+        self.orders
+            .save(&order, version, &events, &refunding)
+            .await?;
+        self.give_back(
+            Stored {
+                value: order,
+                version: version + 1,
+                saga: refunding,
+            },
+            now,
+        )
+        .await
     }
 
     /// An authorisation without an answer: the order is cancelled (if the
@@ -308,8 +525,8 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         }
     }
 
-    /// The gateway gave no answer: the same step, later, with a doubling
-    /// pause (capped at an hour).
+    /// A peer (the gateway, the ACL) gave no answer: the same step, later,
+    /// with a doubling pause (capped at an hour).
     async fn retry(
         &self,
         order: Order,
@@ -317,7 +534,7 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         events: Vec<OrderEvent>,
         saga: Saga,
         now: OffsetDateTime,
-        error: &GatewayUnavailable,
+        error: &(dyn std::fmt::Display + Sync),
     ) -> Result<Swept, StoreError> {
         let attempts = saga.attempts.saturating_add(1);
         let pause = self

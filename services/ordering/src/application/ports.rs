@@ -44,6 +44,8 @@ pub enum Step {
     Resolving,
     /// Paid; the shop decides on Baedal's board, before a deadline.
     AwaitingDecision,
+    /// A member's cancel of a paid order, being asked of Baedal's rows.
+    Cancelling,
     /// A payment to give back that was never the order's (a late or an
     /// unanswered authorisation).
     Releasing,
@@ -121,8 +123,7 @@ pub trait Orders: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Orders whose saga is due at `now` (oldest first, at most `limit`):
-    /// what the sweeper takes up. Not those waiting for the shop: their
-    /// timeout comes with the ACL's cancel command (ADR 0020).
+    /// what the sweeper takes up.
     fn due(
         &self,
         now: time::OffsetDateTime,
@@ -248,6 +249,31 @@ pub trait Upstream: Send + Sync {
     /// The next number of the shared sequence; one asked for and not used
     /// is a gap, as in Baedal.
     fn next_order_no(&self) -> impl Future<Output = Result<OrderNo, UpstreamUnavailable>> + Send;
+
+    /// Ordering's cancel of its own paid order, asked of Baedal's rows
+    /// first (ADR 0020): there the shop decides under a row lock, and
+    /// only one of a cancel and a decision wins.
+    fn cancel_on_legacy(
+        &self,
+        order_no: &OrderNo,
+        reason: crate::domain::CancelReason,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<LegacyCancel, UpstreamUnavailable>> + Send;
+}
+
+/// What Baedal's side said to ordering's cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyCancel {
+    /// Baedal's order is cancelled, its payment marked refunded: the
+    /// refund is ordering's to make.
+    Cancelled,
+    /// The shop (or the member, on Baedal) decided first; Baedal's order
+    /// is in this status now and the facts will bring it.
+    Decided(crate::domain::OrderStatus),
+    /// The order has not reached Baedal's side yet (the outbox relay and
+    /// sync-back are a moment behind): nothing there can have decided on
+    /// it, and nothing was written; ask again shortly.
+    NotYetThere,
 }
 
 /// The first answer to a request made with an `Idempotency-Key`, as sent:

@@ -7,6 +7,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /api/orders` | 201 and the order (charged), or Baedal's problem |
+//! | `POST /api/orders/{order_no}/cancel` | 200 and the order, cancelled and refunded; 404 `unknown-order`; 409 `order-not-cancellable` |
 //!
 //! Checked in Baedal's order: the body (415, 400, 422, 413), the key's
 //! characters (400), the request's own rules (422), the key's length
@@ -15,9 +16,14 @@
 //! the minimum (422), then the charge (402 declined, 504 or 502 without
 //! an answer, each with the cancelled order's number).
 //!
+//! A cancel is checked as Baedal checks it: the body, then the order (an
+//! unknown one and another member's alike), then its status. A paid
+//! order's cancel is asked of Baedal's rows first (ADR 0020): if the shop
+//! decided there first, the answer is Baedal's 409 with that status.
+//!
 //! Where ordering cannot answer as Baedal does, it says so: the ACL away
-//! (Baedal has no such peer) is a 503 `upstream-unavailable`, and the
-//! request placed nothing.
+//! (Baedal has no such peer) is a 503 `upstream-unavailable`, and nothing
+//! was placed or cancelled.
 
 use std::sync::Arc;
 
@@ -33,11 +39,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::application::place::{PlaceError, Placement, Placing};
+use crate::application::place::{Cancellation, PlaceError, Placement, Placing};
 use crate::application::ports::{
     Claim, IdempotencyKeys, KeptAnswer, Orders, Payments, StoreError, Upstream,
 };
-use crate::domain::{NewOrder, Order, OrderError, RequestedItem};
+use crate::domain::{
+    CancelReason, NewOrder, Order, OrderError, OrderNo, OrderStatus, Refund, RequestedItem,
+};
 
 /// Baedal's limit on a request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -70,6 +78,10 @@ where
 {
     Router::new()
         .route("/api/orders", post(place_order::<O, P, U, K>))
+        .route(
+            "/api/orders/{order_no}/cancel",
+            post(cancel_order::<O, P, U, K>),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -122,6 +134,66 @@ impl PlaceOrder {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         format!("{hash:016x}")
+    }
+}
+
+/// Baedal's cancel request, with its type name (serde's messages name it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub member_id: i64,
+}
+
+fn unknown_order(order_no: &str) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "unknown-order", "Unknown order")
+        .with_detail(format!("There is no order {order_no}."))
+}
+
+fn upstream_unavailable(what: &str) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream-unavailable",
+        "Shops and members cannot be read now",
+    )
+    .with_detail(format!(
+        "The order was not {what}; please try again shortly."
+    ))
+}
+
+async fn cancel_order<O, P, U, K>(
+    State(state): State<AppState<O, P, U, K>>,
+    axum::extract::Path(order_no): axum::extract::Path<String>,
+    Body(request): Body<CancelRequest>,
+) -> Response
+where
+    O: Orders,
+    P: Payments,
+    U: Upstream,
+    K: IdempotencyKeys,
+{
+    // A number Baedal would never give names no order.
+    let Ok(number) = OrderNo::parse(&order_no) else {
+        return unknown_order(&order_no).into_response();
+    };
+    match state
+        .placing
+        .cancel_by_member(&number, request.member_id, OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(Cancellation::Cancelled { order, shop_name }) => Answer {
+            status: StatusCode::OK,
+            body: order_view(&order, &shop_name),
+        }
+        .into_response(),
+        Ok(Cancellation::NotCancellable(status)) => {
+            order_problem(&OrderError::NotCancellable { status }).into_response()
+        }
+        Ok(Cancellation::Unknown) => unknown_order(&order_no).into_response(),
+        Err(PlaceError::Upstream(error)) => {
+            tracing::warn!(%error, order_no, "the ACL gave no answer; the order was not cancelled");
+            upstream_unavailable("cancelled").into_response()
+        }
+        Err(PlaceError::Store(error)) => store_problem(&error).into_response(),
     }
 }
 
@@ -344,14 +416,7 @@ async fn place<O: Orders, P: Payments, U: Upstream>(
         // Every question to upstream comes before the order is stored.
         Err(PlaceError::Upstream(error)) => {
             tracing::warn!(%error, "the ACL gave no answer; the order was not placed");
-            return Outcome::Refused(
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream-unavailable",
-                    "Shops and members cannot be read now",
-                )
-                .with_detail("The order was not placed; please try again shortly."),
-            );
+            return Outcome::Refused(upstream_unavailable("placed"));
         }
         Err(PlaceError::Store(error)) => return Outcome::Failed(store_problem(&error)),
     };
@@ -395,8 +460,9 @@ async fn place<O: Orders, P: Payments, U: Upstream>(
     })
 }
 
-/// Baedal's `OrderView` of an order just paid: `20` with its payment
-/// authorised, no delivery yet.
+/// Baedal's `OrderView` of an order before the shop accepted it: placed,
+/// paid or cancelled, with its payment as Baedal's codes show it and no
+/// delivery yet.
 fn order_view(order: &Order, shop_name: &str) -> Value {
     let rfc3339 = |at: OffsetDateTime| {
         at.format(&time::format_description::well_known::Rfc3339)
@@ -420,14 +486,14 @@ fn order_view(order: &Order, shop_name: &str) -> Value {
         "member_id": order.member_id(),
         "shop_id": order.shop_id(),
         "shop_name": shop_name,
-        "status": "PAID",
-        "status_code": "20",
+        "status": legacy_status(order.status()),
+        "status_code": legacy_code(order.status()),
         "total_amount": order.total().amount(),
         "address": order.address(),
         "request": order.request(),
-        "cancel_reason": null,
+        "cancel_reason": order.cancel_reason().map(legacy_reason),
         "items": items,
-        "payment": {"status": "AUTH", "amount": order.total().amount()},
+        "payment": {"status": payment_code(order), "amount": order.total().amount()},
         "delivery": null,
         "ordered_at": rfc3339(order.placed_at()),
         "updated_at": rfc3339(order.updated_at()),
@@ -512,9 +578,42 @@ pub fn order_problem(error: &OrderError) -> Problem {
     }
 }
 
+/// Baedal's status code.
+fn legacy_code(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Placed => "10",
+        OrderStatus::Paid => "20",
+        OrderStatus::Accepted => "30",
+        OrderStatus::PickedUp => "40",
+        OrderStatus::Delivered => "50",
+        OrderStatus::Rejected => "80",
+        OrderStatus::Cancelled => "90",
+    }
+}
+
+/// Baedal's `cncl_rsn_cd`, as sync-back writes it.
+fn legacy_reason(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::Member => "MEMBER",
+        CancelReason::PaymentDeclined => "PAY_DECLINED",
+        CancelReason::PaymentFailed => "PAY_ERROR",
+        CancelReason::NoDecision => "NO_DECISION",
+    }
+}
+
+/// Baedal's payment code for where the order's money stands.
+fn payment_code(order: &Order) -> &'static str {
+    match (order.payment_id(), order.refund()) {
+        (None, _) => "REQ",
+        (Some(_), Refund::NotOwed) => "AUTH",
+        (Some(_), Refund::Owed | Refund::ByLegacy) => "RFND_REQ",
+        (Some(_), Refund::Refunded) => "RFND",
+    }
+}
+
 /// The name Baedal's API shows for a status.
-pub fn legacy_status(status: crate::domain::OrderStatus) -> &'static str {
-    use crate::domain::OrderStatus as S;
+pub fn legacy_status(status: OrderStatus) -> &'static str {
+    use OrderStatus as S;
     match status {
         S::Placed => "ORDERED",
         S::Paid => "PAID",
@@ -526,9 +625,10 @@ pub fn legacy_status(status: crate::domain::OrderStatus) -> &'static str {
     }
 }
 
-/// The store failed: 503 when it is away or busy, 500 otherwise (logged).
+/// The store failed: 503 when it is away or busy, or the order changed
+/// under the request (asking again reads it afresh), 500 otherwise (logged).
 fn store_problem(error: &StoreError) -> Problem {
-    if error.is_transient() {
+    if error.is_transient() || matches!(error, StoreError::Stale(_)) {
         tracing::warn!(%error, "the order store is unavailable");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

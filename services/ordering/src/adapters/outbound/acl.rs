@@ -10,6 +10,7 @@
 //! | [`Upstream::menu`] | `GET /v1/shops/{shop_id}/menu` |
 //! | [`Upstream::member_address`] | `GET /v1/members/{member_id}` |
 //! | [`Upstream::next_order_no`] | `POST /v1/order-numbers` |
+//! | [`Upstream::cancel_on_legacy`] | `POST /v1/ordering/orders/{order_no}/cancel` |
 
 use chassis::http_client::{ClientMetrics, Dependency, DependencySettings, SetupError, is_problem};
 use chassis::trace_context::TraceContext;
@@ -17,8 +18,10 @@ use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::application::ports::{Upstream, UpstreamUnavailable};
-use crate::domain::{MenuItem, MinuteOfDay, OpeningHours, OrderNo, Shop, Won};
+use crate::application::ports::{LegacyCancel, Upstream, UpstreamUnavailable};
+use crate::domain::{
+    CancelReason, MenuItem, MinuteOfDay, OpeningHours, OrderNo, OrderStatus, Shop, Won,
+};
 
 #[derive(Debug, Clone)]
 pub struct AclUpstream {
@@ -198,4 +201,64 @@ impl Upstream for AclUpstream {
             .ok_or_else(|| UpstreamUnavailable("no order number".into()))?;
         OrderNo::parse(&answer.order_no).map_err(|e| untranslatable(e.to_string()))
     }
+
+    async fn cancel_on_legacy(
+        &self,
+        order_no: &OrderNo,
+        reason: CancelReason,
+        payment_id: &str,
+    ) -> Result<LegacyCancel, UpstreamUnavailable> {
+        let path = format!("/v1/ordering/orders/{order_no}/cancel");
+        let reason = match reason {
+            CancelReason::Member => "member",
+            CancelReason::NoDecision => "no_decision",
+            other => {
+                return Err(UpstreamUnavailable(format!(
+                    "{other:?} is not a cancel asked of Baedal"
+                )));
+            }
+        };
+        let request = self
+            .dependency
+            .request(&TraceContext::new_root(), Method::POST, &path)
+            .json(&serde_json::json!({"reason": reason, "payment_id": payment_id}));
+        let response = self
+            .dependency
+            .call(request)
+            .await
+            .map_err(|error| UpstreamUnavailable(error.to_string()))?;
+        match response.status() {
+            StatusCode::OK => Ok(LegacyCancel::Cancelled),
+            StatusCode::CONFLICT if is_problem(&response) => {
+                let problem: DecidedAnswer = json(response).await?;
+                let status = legacy_status(&problem.order_status).ok_or_else(|| {
+                    untranslatable(format!("{path}: status {:?}", problem.order_status))
+                })?;
+                Ok(LegacyCancel::Decided(status))
+            }
+            // Sync-back has not taken the order yet (the relay is behind):
+            // nothing Baedal could decide on; asked again later.
+            StatusCode::NOT_FOUND if is_problem(&response) => Ok(LegacyCancel::NotYetThere),
+            status => Err(UpstreamUnavailable(format!("{path} answered {status}"))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DecidedAnswer {
+    order_status: String,
+}
+
+/// Baedal's status code as ordering's status.
+fn legacy_status(code: &str) -> Option<OrderStatus> {
+    Some(match code {
+        "10" => OrderStatus::Placed,
+        "20" => OrderStatus::Paid,
+        "30" => OrderStatus::Accepted,
+        "40" => OrderStatus::PickedUp,
+        "50" => OrderStatus::Delivered,
+        "80" => OrderStatus::Rejected,
+        "90" => OrderStatus::Cancelled,
+        _ => return None,
+    })
 }

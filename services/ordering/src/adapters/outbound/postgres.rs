@@ -215,12 +215,7 @@ impl Orders for PgOrders {
 
     async fn due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<OrderNo>, StoreError> {
         let numbers: Vec<String> = sqlx::query_scalar(
-            // Orders waiting for the shop are left out until the decision
-            // timeout lands (it asks Baedal first, ADR 0020): taken up and
-            // left, they would fill every batch once past their deadline.
-            "SELECT order_no FROM orders
-             WHERE saga_due <= $1 AND saga_step <> 'awaiting_decision'
-             ORDER BY saga_due, order_no LIMIT $2",
+            "SELECT order_no FROM orders WHERE saga_due <= $1 ORDER BY saga_due, order_no LIMIT $2",
         )
         .bind(now)
         .bind(limit)
@@ -409,10 +404,11 @@ const REFUNDS: [(Refund, &str); 4] = [
     (Refund::Refunded, "refunded"),
 ];
 
-const STEPS: [(Step, &str); 6] = [
+const STEPS: [(Step, &str); 7] = [
     (Step::Authorising, "authorising"),
     (Step::Resolving, "resolving"),
     (Step::AwaitingDecision, "awaiting_decision"),
+    (Step::Cancelling, "cancelling"),
     (Step::Releasing, "releasing"),
     (Step::Refunding, "refunding"),
     (Step::Done, "done"),
