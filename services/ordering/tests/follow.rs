@@ -257,3 +257,42 @@ async fn baedals_own_orders_pass_ordering_by(_: PgPoolOptions, options: PgConnec
     );
     world.finish().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_members_cancel_on_baedal_is_refunded_once_by_baedal_and_ordering_adopts_it(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.place().await;
+    // After a rollback of the route, the member cancels on Baedal, which
+    // refunds with its own code.
+    let response = world
+        .rig
+        .post(
+            &format!("/api/orders/{order_no}/cancel"),
+            &json!({"member_id": 1}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let step = world
+        .reaches(&order_no, OrderStatus::Cancelled, Refund::Refunded)
+        .await;
+    assert_eq!(step, Step::Done, "ordering has nothing to give back");
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        stored.value.cancel_reason(),
+        Some(ordering::domain::CancelReason::Member)
+    );
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("refunded".to_owned(), total)],
+        "one charge, given back once"
+    );
+    world.finish().await;
+}

@@ -83,7 +83,10 @@ pub enum PlaceError {
 pub enum Cancellation {
     /// Cancelled; a paid order's refund is made (or is owed, and the
     /// sweeper makes it). With the shop's name, which Baedal's answer shows.
-    Cancelled { order: Order, shop_name: String },
+    Cancelled {
+        order: Box<Order>,
+        shop_name: String,
+    },
     /// The order is past cancelling (on either side): its status.
     NotCancellable(OrderStatus),
     /// No such order of this member's (another member's is not told
@@ -286,7 +289,10 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         if status == OrderStatus::Placed {
             let events = order.cancel_by_member(now).map_err(StoreError::Corrupt)?;
             self.orders.save(&order, version, &events, &saga).await?;
-            return Ok(Cancellation::Cancelled { order, shop_name });
+            return Ok(Cancellation::Cancelled {
+                order: Box::new(order),
+                shop_name,
+            });
         }
         let cancelling = Saga::at(Step::Cancelling, after(now, self.deadlines.gateway));
         self.orders.save(&order, version, &[], &cancelling).await?;
@@ -341,7 +347,10 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
                     .await?
                     .ok_or_else(|| StoreError::Failed(format!("order {order_no} is gone")))?
                     .value;
-                Ok(Cancellation::Cancelled { order, shop_name })
+                Ok(Cancellation::Cancelled {
+                    order: Box::new(order),
+                    shop_name,
+                })
             }
         }
     }

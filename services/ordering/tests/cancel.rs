@@ -1,0 +1,350 @@
+//! Cancels decided in ordering (ADR 0020), on real parts: ordering as
+//! `make up` runs it, Baedal with its board, the ACL with sync-back and
+//! its cancel command, the payment sandbox. The shop's deadline is driven
+//! by calling the saga's sweeper with a clock past it; a crash between
+//! Baedal taking the cancel and ordering recording it is made by stopping
+//! there, as after `kill -9`.
+
+#[path = "../../../acl/tests/support/mod.rs"]
+mod legacy;
+mod running;
+
+use std::time::Duration;
+
+use chassis::http_client::{ClientMetrics, DependencySettings};
+use legacy::{Rig, eventually};
+use ordering::adapters::outbound::acl::AclUpstream;
+use ordering::adapters::outbound::payment_gateway::PaymentGateway;
+use ordering::adapters::outbound::postgres::PgOrders;
+use ordering::application::place::{Deadlines, Placing, Swept, to_micros};
+use ordering::application::ports::{LegacyCancel, Orders, Saga, Step, Upstream};
+use ordering::domain::{CancelReason, OrderNo, OrderStatus, Refund};
+use running::RunningOrdering;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use time::OffsetDateTime;
+
+struct World {
+    rig: Rig,
+    acl: legacy::app::RunningAcl,
+    ordering: RunningOrdering,
+    orders: PgOrders,
+    upstream: AclUpstream,
+    /// The saga on ordering's store, swept by hand with the clock a test
+    /// gives it (the running service's own sweeper uses the real clock and
+    /// a ten-minute deadline, which no test reaches).
+    placing: Placing<PgOrders, PaymentGateway, AclUpstream>,
+}
+
+impl World {
+    async fn start(options: &PgConnectOptions) -> Self {
+        let rig = Rig::start(options).await;
+        let acl = rig.start_acl(rig.acl_settings()).await;
+        let ordering = RunningOrdering::start(&rig, options, &acl.url).await;
+        let orders = PgOrders::new(ordering.pool.clone());
+        let upstream = AclUpstream::new(
+            &acl.url,
+            DependencySettings::default(),
+            ClientMetrics::default(),
+        )
+        .expect("an ACL client");
+        let payments = PaymentGateway::new(
+            &rig.pg_url,
+            legacy::API_KEY.to_owned().into(),
+            DependencySettings::default(),
+            ClientMetrics::default(),
+        )
+        .expect("a gateway client");
+        let placing = Placing::new(
+            orders.clone(),
+            payments,
+            upstream.clone(),
+            Deadlines::default(),
+        );
+        Self {
+            rig,
+            acl,
+            ordering,
+            orders,
+            upstream,
+            placing,
+        }
+    }
+
+    async fn finish(self) {
+        self.ordering.stop(&self.rig).await;
+        self.acl.stop().await;
+        self.rig.finish().await;
+    }
+
+    /// Member 1's order at shop 1, placed with ordering and on Baedal's
+    /// board; its number and total.
+    async fn placed(&self) -> (OrderNo, i64) {
+        let response = self
+            .rig
+            .http
+            .post(format!("{}/api/orders", self.ordering.url))
+            .json(&json!({"member_id": 1, "shop_id": 1, "items": [{"menu_id": 1, "quantity": 2}, {"menu_id": 2, "quantity": 1}]}))
+            .send()
+            .await
+            .expect("ordering answers");
+        assert_eq!(response.status(), 201);
+        let order: Value = response.json().await.expect("JSON");
+        let order_no = order["order_no"].as_str().expect("a number").to_owned();
+        eventually("the order on Baedal's board", || async {
+            let board = self.baedal("/api/shops/1/orders").await;
+            board
+                .as_array()
+                .is_some_and(|entries| entries.iter().any(|e| e["order_no"] == *order_no))
+        })
+        .await;
+        (
+            OrderNo::parse(&order_no).expect("a number"),
+            order["total_amount"].as_i64().expect("a total"),
+        )
+    }
+
+    async fn baedal(&self, path: &str) -> Value {
+        self.rig.get(path).await.json().await.expect("JSON")
+    }
+
+    /// Baedal's view of the order: (status, cancel reason, payment status).
+    async fn on_baedal(&self, order_no: &OrderNo) -> (Value, Value, Value) {
+        let view = self.baedal(&format!("/api/orders/{order_no}")).await;
+        (
+            view["status"].clone(),
+            view["cancel_reason"].clone(),
+            view["payment"]["status"].clone(),
+        )
+    }
+
+    async fn accept_on_the_board(&self, order_no: &OrderNo) -> u16 {
+        self.rig
+            .post(
+                &format!("/api/shops/1/orders/{order_no}/accept"),
+                &json!({}),
+            )
+            .await
+            .status()
+            .as_u16()
+    }
+
+    async fn ledger(&self, order_no: &OrderNo) -> Vec<(String, i64)> {
+        let payments: Vec<Value> = self
+            .rig
+            .http
+            .get(format!(
+                "{}/admin/payments?order_id={order_no}",
+                self.rig.pg_url
+            ))
+            .bearer_auth("admin")
+            .send()
+            .await
+            .expect("the sandbox answers")
+            .json()
+            .await
+            .expect("JSON");
+        payments
+            .iter()
+            .map(|p| {
+                (
+                    p["status"].as_str().unwrap_or_default().to_owned(),
+                    p["amount"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    async fn published(&self, order_no: &OrderNo) -> Vec<String> {
+        sqlx::query_scalar("SELECT event_name FROM outbox WHERE aggregate_id = $1 ORDER BY id")
+            .bind(order_no.as_str())
+            .fetch_all(&self.ordering.pool)
+            .await
+            .expect("the outbox")
+    }
+}
+
+fn past_the_deadline() -> OffsetDateTime {
+    to_micros(OffsetDateTime::now_utc()) + Deadlines::default().decision + Duration::from_secs(1)
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_shop_that_never_decides_is_cancelled_at_the_deadline_and_refunded_once(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.placed().await;
+
+    let swept = world
+        .placing
+        .sweep(past_the_deadline(), 10)
+        .await
+        .expect("swept");
+    assert_eq!(swept, [(order_no.clone(), Swept::Moved(Step::Done))]);
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        (
+            stored.value.status(),
+            stored.value.cancel_reason(),
+            stored.value.refund(),
+            stored.saga.step
+        ),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::NoDecision),
+            Refund::Refunded,
+            Step::Done
+        )
+    );
+    assert_eq!(
+        world.on_baedal(&order_no).await,
+        (json!("CANCELLED"), json!("NO_DECISION"), json!("RFND")),
+        "cancelled on Baedal too, its payment a refund ordering made"
+    );
+    assert_eq!(world.accept_on_the_board(&order_no).await, 409, "too late");
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("refunded".to_owned(), total)],
+        "one charge, given back once"
+    );
+    assert_eq!(
+        world.published(&order_no).await,
+        [
+            "ordering.order.placed.v1",
+            "ordering.order.paid.v1",
+            "ordering.order.cancelled.v1",
+            "ordering.order.refunded.v1",
+        ]
+    );
+    world.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_shops_acceptance_before_the_deadline_wins_over_its_cancel(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.placed().await;
+    assert_eq!(world.accept_on_the_board(&order_no).await, 200);
+
+    // Baedal's row took the acceptance: the deadline's cancel loses there.
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        world
+            .upstream
+            .cancel_on_legacy(
+                &order_no,
+                CancelReason::NoDecision,
+                stored.value.payment_id().expect("paid")
+            )
+            .await,
+        Ok(LegacyCancel::Decided(OrderStatus::Accepted))
+    );
+    // Whether the fact came first or the sweeper asked, the order ends
+    // accepted and charged.
+    world
+        .placing
+        .sweep(past_the_deadline(), 10)
+        .await
+        .expect("swept");
+    eventually("ordering follows the acceptance", || async {
+        let stored = world.orders.get(&order_no).await.expect("read");
+        stored.is_some_and(|s| s.value.status() == OrderStatus::Accepted && s.saga == Saga::DONE)
+    })
+    .await;
+    assert_eq!(
+        world.on_baedal(&order_no).await,
+        (json!("ACCEPTED"), Value::Null, json!("AUTH"))
+    );
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("approved".to_owned(), total)],
+        "charged, nothing given back"
+    );
+    world.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_members_cancel_whose_answer_was_lost_is_asked_again_and_refunded_once(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.placed().await;
+    // What a member's cancel does before it asks Baedal's side: the intent
+    // kept as the saga's step, due once the answer should have come.
+    let now = to_micros(OffsetDateTime::now_utc());
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    let cancelling = Saga::at(Step::Cancelling, now + Duration::from_secs(5));
+    world
+        .orders
+        .save(&stored.value, stored.version, &[], &cancelling)
+        .await
+        .expect("saved");
+    // Baedal's side takes the cancel; the answer never reaches ordering.
+    assert_eq!(
+        world
+            .upstream
+            .cancel_on_legacy(
+                &order_no,
+                CancelReason::Member,
+                stored.value.payment_id().expect("paid")
+            )
+            .await,
+        Ok(LegacyCancel::Cancelled)
+    );
+    // The shop's board is closed to it already.
+    assert_eq!(world.accept_on_the_board(&order_no).await, 409);
+
+    let swept = world
+        .placing
+        .sweep(now + Duration::from_secs(6), 10)
+        .await
+        .expect("swept");
+    assert_eq!(swept, [(order_no.clone(), Swept::Moved(Step::Done))]);
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        (
+            stored.value.status(),
+            stored.value.cancel_reason(),
+            stored.value.refund()
+        ),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::Member),
+            Refund::Refunded
+        )
+    );
+    assert_eq!(
+        world.on_baedal(&order_no).await,
+        (json!("CANCELLED"), json!("MEMBER"), json!("RFND"))
+    );
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("refunded".to_owned(), total)],
+        "one charge, given back once"
+    );
+    world.finish().await;
+}
