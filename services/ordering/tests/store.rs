@@ -325,33 +325,69 @@ async fn the_sagas_step_is_kept_with_its_order_and_the_sweeper_finds_what_is_due
     assert_eq!(read.saga, authorising);
 
     let now = datetime!(2026-11-30 03:30 UTC);
+    let lease = datetime!(2026-11-30 03:31 UTC);
     assert_eq!(
-        orders.due(now, 10).await,
+        orders.due(now, 10, lease).await,
         Ok(vec![early.order_no().clone()]),
         "only what is due, oldest first"
+    );
+    assert_eq!(
+        orders.due(now, 10, lease).await,
+        Ok(vec![]),
+        "a claimed order is not handed out again while its lease runs"
+    );
+    let read = orders
+        .get(early.order_no())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        (read.saga.step, read.saga.due, read.version),
+        (Step::Authorising, Some(lease), 1),
+        "a claim moves the due time to the lease's end, and is no change of the order"
     );
     let paid = early.paid("pay_1", PAID_AT).expect("paid");
     let waiting = Saga::at(Step::AwaitingDecision, datetime!(2026-11-30 05:00 UTC));
     orders
         .save(&early, 1, &paid, &waiting)
         .await
-        .expect("saved");
-    assert_eq!(orders.due(now, 10).await, Ok(vec![]));
+        .expect("saved: the claim did not move the version");
+    assert_eq!(
+        orders.due(datetime!(2026-11-30 03:32 UTC), 10, lease).await,
+        Ok(vec![])
+    );
     let read = orders
         .get(early.order_no())
         .await
         .expect("read")
         .expect("found");
     assert_eq!((read.saga, read.version), (waiting, 2));
+    let later_lease = datetime!(2026-11-30 06:01 UTC);
     assert_eq!(
-        orders.due(datetime!(2026-11-30 06:00 UTC), 1).await,
+        orders
+            .due(datetime!(2026-11-30 06:00 UTC), 1, later_lease)
+            .await,
         Ok(vec![late.order_no().clone()]),
         "at most the limit"
     );
     assert_eq!(
-        orders.due(datetime!(2026-11-30 06:00 UTC), 10).await,
-        Ok(vec![late.order_no().clone(), early.order_no().clone()]),
-        "past its deadline, an order waiting for the shop is due too"
+        orders
+            .due(datetime!(2026-11-30 06:00 UTC), 10, later_lease)
+            .await,
+        Ok(vec![early.order_no().clone()]),
+        "past its deadline, an order waiting for the shop is due too; the one claimed a moment ago is not"
+    );
+    assert_eq!(
+        orders
+            .due(
+                datetime!(2026-11-30 06:02 UTC),
+                10,
+                datetime!(2026-11-30 06:03 UTC)
+            )
+            .await,
+        Ok(vec![early.order_no().clone(), late.order_no().clone()]),
+        "a lease that ran out (its sweeper died) lets the order be claimed again \
+         (both leases ended at once: in number order)"
     );
     // A finished saga has no due time; the schema refuses one half done.
     let refused =

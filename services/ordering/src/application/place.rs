@@ -216,7 +216,10 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         limit: i64,
     ) -> Result<Vec<(OrderNo, Swept)>, StoreError> {
         let mut swept = Vec::new();
-        for order_no in self.orders.due(now, limit).await? {
+        // Claimed for twice the gateway's deadline: the longest a step's
+        // calls take; a sweeper that dies holding a claim lets it go then.
+        let lease = after(now, self.deadlines.gateway.saturating_mul(2));
+        for order_no in self.orders.due(now, limit, lease).await? {
             let outcome = self.resume(&order_no, now).await?;
             swept.push((order_no, outcome));
         }

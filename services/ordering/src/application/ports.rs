@@ -122,12 +122,17 @@ pub trait Orders: Send + Sync {
         saga: &Saga,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Orders whose saga is due at `now` (oldest first, at most `limit`):
-    /// what the sweeper takes up.
+    /// Claims the orders whose saga is due at `now` (oldest first, at
+    /// most `limit`) for the sweeper: each claimed order's due time moves
+    /// to `lease_until`, so another sweeper (another instance) does not
+    /// take it up meanwhile, and takes it up after that if this one died
+    /// before it moved the step on. Rows another sweeper is claiming are
+    /// skipped, not waited for.
     fn due(
         &self,
         now: time::OffsetDateTime,
         limit: i64,
+        lease_until: time::OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<OrderNo>, StoreError>> + Send;
 }
 

@@ -213,18 +213,36 @@ impl Orders for PgOrders {
         tx.commit().await.map_err(store_error)
     }
 
-    async fn due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<OrderNo>, StoreError> {
-        let numbers: Vec<String> = sqlx::query_scalar(
-            "SELECT order_no FROM orders WHERE saga_due <= $1 ORDER BY saga_due, order_no LIMIT $2",
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+        lease_until: OffsetDateTime,
+    ) -> Result<Vec<OrderNo>, StoreError> {
+        // The version is left alone: a claim is not a change of the order,
+        // and a writer that read it before keeps its right to save.
+        let mut claimed: Vec<(String, OffsetDateTime)> = sqlx::query_as(
+            "WITH due AS (
+                 SELECT order_no, saga_due FROM orders
+                 WHERE saga_due <= $1
+                 ORDER BY saga_due, order_no
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE orders SET saga_due = $3
+             FROM due WHERE orders.order_no = due.order_no
+             RETURNING orders.order_no, due.saga_due",
         )
         .bind(now)
         .bind(limit)
+        .bind(lease_until)
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        numbers
+        claimed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        claimed
             .iter()
-            .map(|n| OrderNo::parse(n).map_err(StoreError::Corrupt))
+            .map(|(n, _)| OrderNo::parse(n).map_err(StoreError::Corrupt))
             .collect()
     }
 }
