@@ -10,7 +10,7 @@
 //! | route | body | answers |
 //! |---|---|---|
 //! | `POST /v1/orders/{order_no}/cancel` | `{"member_id": 7}` | `200` the order as the cancel left it; `404 unknown-order`; `409 order-not-cancellable` (with `order_status`); `409 order-owned-by-ordering`; `422` bad input; `502`/`503`/`504` when the monolith fails, is away or is slow |
-//! | `POST /v1/ordering/orders/{order_no}/cancel` | `{"reason": "member" \| "no_decision", "payment_id": "…"}` | `200 {"outcome": "cancelled"}`; `409 order-decided` (with `order_status`, Baedal's code) when the shop or the member decided there first; `404 unknown-order` for an order not placed in ordering; `422` bad input; `503` when the legacy database is away |
+//! | `POST /v1/ordering/orders/{order_no}/cancel` | `{"reason": "member" \| "no_decision", "payment_id": "…"}` | `200 {"outcome": "cancelled", "reason": …}` with the reason that was applied (the first cancel's, when asked again); `409 order-decided` (with `order_status`, Baedal's code) when the shop or the member decided there first; `404 unknown-order` for an order not placed in ordering; `422` bad input; `503` when the legacy database is away |
 //!
 //! The second is ordering's own cancel of a paid order it owns (ADR 0020):
 //! not through Baedal's API (which would refund), but applied to Baedal's
@@ -104,9 +104,15 @@ async fn cancel_own(
         .map_err(|e| unavailable(&e))?;
     tx.commit().await.map_err(|e| unavailable(&e))?;
     match outcome {
-        syncback::apply::OwnCancel::Cancelled => {
-            tracing::info!(order_no, ?reason, "ordering's cancel applied to the legacy order");
-            Ok(Json(serde_json::json!({"outcome": "cancelled"})))
+        syncback::apply::OwnCancel::Cancelled(applied) => {
+            tracing::info!(order_no, ?applied, "ordering's cancel applied to the legacy order");
+            let applied = match applied {
+                contracts::ordering::CancelReason::NoDecision => "no_decision",
+                _ => "member",
+            };
+            Ok(Json(
+                serde_json::json!({"outcome": "cancelled", "reason": applied}),
+            ))
         }
         syncback::apply::OwnCancel::Decided(status) => Err(Problem::new(
             StatusCode::CONFLICT,

@@ -272,10 +272,12 @@ impl ApplyToLegacy {
 /// How ordering's own cancel of a paid order went (ADR 0020).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnCancel {
-    /// Baedal's order is `90` with the reason and its payment `RFND`: a
-    /// claim ordering's saga makes true, which Baedal's sweeper leaves
-    /// alone. Also the answer to the same cancel asked again.
-    Cancelled,
+    /// Baedal's order is `90` and its payment `RFND`: a claim ordering's
+    /// saga makes true, which Baedal's sweeper leaves alone. With the
+    /// reason that was applied: the first cancel's, when asked again
+    /// (for this reason or another), so ordering settles the cancel that
+    /// won, once.
+    Cancelled(CancelReason),
     /// Baedal decided first (accepted, rejected, cancelled by the member
     /// there, or further): its status code; nothing was written.
     Decided(String),
@@ -283,70 +285,108 @@ pub enum OwnCancel {
     Unknown,
 }
 
+fn own_reason_text(reason: CancelReason) -> Option<&'static str> {
+    match reason {
+        CancelReason::Member => Some("member"),
+        CancelReason::NoDecision => Some("no_decision"),
+        _ => None,
+    }
+}
+
+fn own_reason(text: &str) -> Option<CancelReason> {
+    match text {
+        "member" => Some(CancelReason::Member),
+        "no_decision" => Some(CancelReason::NoDecision),
+        _ => None,
+    }
+}
+
 /// Ordering's cancel of its own paid order (a member's in ordering, or no
 /// decision before the deadline), applied to Baedal's rows under the same
 /// row lock Baedal's board decides under, so a cancel and an acceptance
 /// cannot both win. An order sync-back has not written yet is written
 /// cancelled, with the payment refunded; the paid fact that follows finds
-/// the same payment and writes nothing. Like every sync-back write, it is
-/// not announced back by the feed.
+/// the same payment and writes nothing. The applied reason is kept in
+/// `acl.sync_back_order`, so a cancel asked again is told the first one
+/// won, and a `90` without it is known as Baedal's own. Like every
+/// sync-back write, it is not announced back by the feed.
 pub async fn cancel_own(
     tx: &mut PgConnection,
     order_no: &str,
     reason: CancelReason,
     payment_id: &str,
 ) -> Result<OwnCancel, HandlerError> {
+    let Some(asked) = own_reason_text(reason) else {
+        return Err(HandlerError::Reject(format!(
+            "{reason:?} is not a cancel ordering asks of legacy"
+        )));
+    };
     let code = legacy_reason(reason);
     sqlx::query("SELECT pg_logical_emit_message(true, $1, $2)")
         .bind(OWN_WRITE_PREFIX)
         .bind("ordering.cancel")
         .execute(&mut *tx)
         .await?;
-    let row: Option<(Json<OrderPlaced>, Option<OffsetDateTime>)> = sqlx::query_as(
-        "SELECT placed, written_at FROM acl.sync_back_order WHERE order_no = $1 FOR UPDATE",
+    let row: Option<(Json<OrderPlaced>, Option<OffsetDateTime>, Option<String>)> = sqlx::query_as(
+        "SELECT placed, written_at, cancelled_by_ordering FROM acl.sync_back_order
+             WHERE order_no = $1 FOR UPDATE",
     )
     .bind(order_no)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((Json(placed), written_at)) = row else {
+    let Some((Json(placed), written_at, applied)) = row else {
         return Ok(OwnCancel::Unknown);
     };
+    if let Some(applied) = applied.as_deref().and_then(own_reason) {
+        // Asked again: the first cancel won.
+        return Ok(OwnCancel::Cancelled(applied));
+    }
     if written_at.is_none() {
         write_order(tx, &placed, "90", code).await?;
         write_payment(tx, &placed, "RFND", Some(payment_id)).await?;
         mark_written(tx, order_no).await?;
-        return Ok(OwnCancel::Cancelled);
+        mark_cancelled_by_ordering(tx, order_no, asked).await?;
+        return Ok(OwnCancel::Cancelled(reason));
     }
-    let (status, reason_code): (String, Option<String>) = sqlx::query_as(
-        "SELECT ord_stat_cd, cncl_rsn_cd FROM tb_order WHERE ord_no = $1 FOR UPDATE",
+    let status: String =
+        sqlx::query_scalar("SELECT ord_stat_cd FROM tb_order WHERE ord_no = $1 FOR UPDATE")
+            .bind(order_no)
+            .fetch_one(&mut *tx)
+            .await?;
+    if status != "20" {
+        return Ok(OwnCancel::Decided(status));
+    }
+    sqlx::query(
+        "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = $2, upd_dt = clock_timestamp()
+         WHERE ord_no = $1",
     )
     .bind(order_no)
-    .fetch_one(&mut *tx)
+    .bind(code)
+    .execute(&mut *tx)
     .await?;
-    match status.as_str() {
-        "20" => {
-            sqlx::query(
-                "UPDATE tb_order SET ord_stat_cd = '90', cncl_rsn_cd = $2, upd_dt = clock_timestamp()
-                 WHERE ord_no = $1",
-            )
-            .bind(order_no)
-            .bind(code)
-            .execute(&mut *tx)
-            .await?;
-            // `RFND`, never the `RFND_REQ` Baedal's sweeper would act on.
-            sqlx::query(
-                "UPDATE tb_payment SET pay_stat_cd = 'RFND', upd_dt = clock_timestamp()
-                 WHERE ord_no = $1 AND pay_stat_cd = 'AUTH'",
-            )
-            .bind(order_no)
-            .execute(&mut *tx)
-            .await?;
-            Ok(OwnCancel::Cancelled)
-        }
-        // Asked again after it was applied.
-        "90" if reason_code.as_deref() == code => Ok(OwnCancel::Cancelled),
-        _ => Ok(OwnCancel::Decided(status)),
-    }
+    // `RFND`, never the `RFND_REQ` Baedal's sweeper would act on.
+    sqlx::query(
+        "UPDATE tb_payment SET pay_stat_cd = 'RFND', upd_dt = clock_timestamp()
+         WHERE ord_no = $1 AND pay_stat_cd = 'AUTH'",
+    )
+    .bind(order_no)
+    .execute(&mut *tx)
+    .await?;
+    mark_cancelled_by_ordering(tx, order_no, asked).await?;
+    Ok(OwnCancel::Cancelled(reason))
+}
+
+async fn mark_cancelled_by_ordering(
+    tx: &mut PgConnection,
+    order_no: &str,
+    reason: &str,
+) -> Result<(), HandlerError> {
+    sqlx::query("UPDATE acl.sync_back_order SET cancelled_by_ordering = $2 WHERE order_no = $1")
+        .bind(order_no)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Checks the order, then keeps it until it is paid or cancelled.

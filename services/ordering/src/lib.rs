@@ -21,7 +21,8 @@
 //!   before the answer, as Baedal charges) and the payment steps of the
 //!   place-order saga, persisted beside the order, with the sweeper that
 //!   resumes them after a crash (`tests/saga.rs`).
-//! - [`adapters::inbound::legacy`]: `POST /api/orders` as Baedal answers it
+//! - [`adapters::inbound::legacy`]: `POST /api/orders` and
+//!   `POST /api/orders/{order_no}/cancel` as Baedal answers them
 //!   (`tests/legacy_contract.rs` holds the two side by side).
 //! - [`adapters::outbound`]: the order store in the `ordering` database,
 //!   every change in one transaction with the facts it caused in the
@@ -32,9 +33,9 @@
 //! - [`adapters::inbound::messaging`]: Baedal's facts about ordering's
 //!   orders (the board's decisions, the riders, Baedal's refunds), followed
 //!   through [`application::follow`] (`tests/follow.rs`).
-//!
-//! The shop's deadline and the cancels decided in ordering (ADR 0020) come
-//! next.
+//! - The cancels decided in ordering (a member's, the shop's deadline)
+//!   are asked of Baedal's rows first, through the ACL (ADR 0020;
+//!   `tests/cancel.rs`).
 //!
 //! Settings (`ORDERING_` prefix, chassis layers):
 //!
@@ -47,7 +48,7 @@
 //! | `ORDERING_PAYMENT__BASE_URL` | `http://127.0.0.1:8099` | the payment gateway (the sandbox locally) |
 //! | `ORDERING_PAYMENT__API_KEY` | required | the merchant key the gateway knows ordering by |
 //! | `ORDERING_ACL__TIMEOUT_MS`, `ORDERING_PAYMENT__TIMEOUT_MS`, `..__RETRIES`, `..__BREAKER_FAILURES`, `..__BREAKER_OPEN_MS` | chassis defaults | calls to each peer |
-//! | `ORDERING_SAGA__GATEWAY_DEADLINE_MS` | 5000 | past this, an authorisation without an answer is looked up by its key (more than the gateway call's own deadline) |
+//! | `ORDERING_SAGA__GATEWAY_DEADLINE_MS` | 5000 | past this, an authorisation without an answer is looked up by its key; at least a second more than `ORDERING_PAYMENT__TIMEOUT_MS` (checked at start) |
 //! | `ORDERING_SAGA__DECISION_DEADLINE_S` | 600 | the shop's time to decide a paid order |
 //! | `ORDERING_SAGA__RETRY_MS` | 2000 | the first pause before a failed step is tried again (it doubles, up to an hour) |
 //! | `ORDERING_SAGA__SWEEP_INTERVAL_MS` | 1000 | how often the sweeper looks for due steps |
@@ -229,6 +230,14 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let deadlines = settings.saga.deadlines()?;
+        // The sweeper resolves an authorisation without an answer once
+        // this has passed: the call itself must have given up before.
+        anyhow::ensure!(
+            settings.saga.gateway_deadline_ms >= settings.payment.calls.timeout_ms + 1_000,
+            "ORDERING_SAGA__GATEWAY_DEADLINE_MS ({}) is at least a second more than ORDERING_PAYMENT__TIMEOUT_MS ({}): a sweeper must never resolve a charge still in flight",
+            settings.saga.gateway_deadline_ms,
+            settings.payment.calls.timeout_ms
+        );
         let pool = settings.database.pool()?;
         prepare_database(&pool).await?;
         let mut service = Service::new();

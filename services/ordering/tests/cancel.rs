@@ -308,7 +308,7 @@ async fn a_members_cancel_whose_answer_was_lost_is_asked_again_and_refunded_once
                 stored.value.payment_id().expect("paid")
             )
             .await,
-        Ok(LegacyCancel::Cancelled)
+        Ok(LegacyCancel::Cancelled(CancelReason::Member))
     );
     // The shop's board is closed to it already.
     assert_eq!(world.accept_on_the_board(&order_no).await, 409);
@@ -345,6 +345,174 @@ async fn a_members_cancel_whose_answer_was_lost_is_asked_again_and_refunded_once
         world.ledger(&order_no).await,
         [("refunded".to_owned(), total)],
         "one charge, given back once"
+    );
+    world.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_members_cancel_after_the_deadlines_cancel_won_is_refunded_once_for_the_deadline(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.placed().await;
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    // The deadline's cancel took Baedal's row; the sweeper died before it
+    // recorded the answer.
+    assert_eq!(
+        world
+            .upstream
+            .cancel_on_legacy(
+                &order_no,
+                CancelReason::NoDecision,
+                stored.value.payment_id().expect("paid")
+            )
+            .await,
+        Ok(LegacyCancel::Cancelled(CancelReason::NoDecision))
+    );
+    // The member cancels now: Baedal's side says the deadline's cancel
+    // won, so ordering settles that one, and tells the member the order
+    // is cancelled already (Baedal's answer to a second cancel).
+    let response = world
+        .rig
+        .http
+        .post(format!(
+            "{}/api/orders/{order_no}/cancel",
+            world.ordering.url
+        ))
+        .json(&json!({"member_id": 1}))
+        .send()
+        .await
+        .expect("ordering answers");
+    assert_eq!(response.status(), 409);
+    let problem: Value = response.json().await.expect("JSON");
+    assert_eq!(problem["order_status"], "CANCELLED");
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        (
+            stored.value.status(),
+            stored.value.cancel_reason(),
+            stored.value.refund(),
+            stored.saga
+        ),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::NoDecision),
+            Refund::Refunded,
+            Saga::DONE
+        )
+    );
+    assert_eq!(
+        world.on_baedal(&order_no).await,
+        (json!("CANCELLED"), json!("NO_DECISION"), json!("RFND"))
+    );
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("refunded".to_owned(), total)],
+        "one charge, given back once"
+    );
+    world.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_cancel_while_the_charge_is_in_flight_releases_the_charge_once(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    // A slow gateway: the charge is taken, its answer comes late.
+    let behaviour = world
+        .rig
+        .http
+        .put(format!("{}/admin/behaviour", world.rig.pg_url))
+        .bearer_auth("admin")
+        .json(&json!({"latency_ms": 1_000}))
+        .send()
+        .await
+        .expect("the sandbox answers");
+    assert!(behaviour.status().is_success());
+    let http = world.rig.http.clone();
+    let url = world.ordering.url.clone();
+    let placing = tokio::spawn(async move {
+        http.post(format!("{url}/api/orders"))
+            .json(&json!({"member_id": 1, "shop_id": 1, "items": [{"menu_id": 1, "quantity": 2}, {"menu_id": 2, "quantity": 1}]}))
+            .send()
+            .await
+            .expect("ordering answers")
+    });
+    // The order is stored, waiting for the gateway's answer.
+    let waiting = || async {
+        sqlx::query_scalar::<_, String>("SELECT order_no FROM orders WHERE status = 'placed'")
+            .fetch_optional(&world.ordering.pool)
+            .await
+            .expect("read")
+    };
+    eventually("the order stored, its charge asked for", || async {
+        waiting().await.is_some()
+    })
+    .await;
+    let order_no: String = waiting().await.expect("a number");
+    let cancelled = world
+        .rig
+        .http
+        .post(format!(
+            "{}/api/orders/{order_no}/cancel",
+            world.ordering.url
+        ))
+        .json(&json!({"member_id": 1}))
+        .send()
+        .await
+        .expect("ordering answers");
+    assert_eq!(cancelled.status(), 200);
+    let view: Value = cancelled.json().await.expect("JSON");
+    assert_eq!(
+        (
+            &view["status"],
+            &view["cancel_reason"],
+            &view["payment"]["status"]
+        ),
+        (&json!("CANCELLED"), &json!("MEMBER"), &json!("REQ")),
+        "as Baedal answers a cancel of an order still being paid"
+    );
+    // The charge's answer arrives for a cancelled order.
+    let placed = placing.await.expect("the request ran");
+    assert_eq!(placed.status(), 201);
+    let order_no = OrderNo::parse(&order_no).expect("a number");
+    let stored = world
+        .orders
+        .get(&order_no)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(
+        (
+            stored.value.status(),
+            stored.value.cancel_reason(),
+            stored.value.refund(),
+            stored.saga
+        ),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::Member),
+            Refund::Refunded,
+            Saga::DONE
+        )
+    );
+    let total = stored.value.total().amount();
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("refunded".to_owned(), total)],
+        "the late charge released once"
     );
     world.finish().await;
 }

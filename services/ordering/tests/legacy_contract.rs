@@ -578,6 +578,7 @@ async fn a_cancel_is_answered_as_baedal_answers_it(_: PgPoolOptions, options: Pg
     for (name, number) in [
         ("no such order", "20991231-999999"),
         ("not a number", "abc"),
+        ("a path that does not decode", "%FF"),
     ] {
         let case = Case::json(name, &member(1));
         let baedal = sides.cancel(&sides.rig.baedal_url, number, &case).await;
@@ -596,7 +597,7 @@ async fn a_cancel_is_answered_as_baedal_answers_it(_: PgPoolOptions, options: Pg
     );
     assert_eq!(
         statuses,
-        [415, 400, 422, 422, 422, 404, 200, 409, 404, 404],
+        [415, 400, 422, 422, 422, 404, 200, 409, 404, 404, 400],
         "what the cases are answered"
     );
     // Each side refunded its own order, once.

@@ -105,6 +105,9 @@ pub enum Swept {
     Left(Step),
     /// Another sweeper, or the order's own request, got there first.
     Stale,
+    /// The step failed (the store, a corrupt row): taken up again once its
+    /// claim lapses.
+    Failed(String),
 }
 
 /// The place-order use case and the payment steps of its saga.
@@ -147,6 +150,7 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         now: OffsetDateTime,
     ) -> Result<Placement, PlaceError> {
         let now = to_micros(now);
+        let started = std::time::Instant::now();
         // The request's own faults cost no look-up.
         if let Err(error) = request.check() {
             return Ok(Placement::Refused(error));
@@ -172,7 +176,13 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         let shop_name = shop.map(|s| s.name).unwrap_or_default();
         let order_no = self.upstream.next_order_no().await?;
         let (mut order, placed) = priced.place(order_no, now);
-        let authorising = Saga::at(Step::Authorising, after(now, self.deadlines.gateway));
+        // Due once the gateway's deadline has passed after the call goes
+        // out, not after `now`: the questions to upstream took their time,
+        // and a sweeper must not resolve a call still in flight.
+        let authorising = Saga::at(
+            Step::Authorising,
+            after(now, self.deadlines.gateway + started.elapsed()),
+        );
         self.orders.add(&order, &[placed], &authorising).await?;
 
         let key = payment_keys::authorisation(order.order_no());
@@ -198,15 +208,92 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
                     .payment_refused(CancelReason::PaymentFailed, now)
                     .map_err(StoreError::Corrupt)?;
                 let saga = Saga::at(Step::Resolving, after(now, self.deadlines.gateway));
-                self.orders.save(&order, 1, &events, &saga).await?;
-                return Ok(Placement::Unpaid { order, timed_out });
+                return match self.orders.save(&order, 1, &events, &saga).await {
+                    Ok(()) => Ok(Placement::Unpaid { order, timed_out }),
+                    // Cancelled by the member meanwhile: the saga's step,
+                    // still due, looks the key up and releases it.
+                    Err(StoreError::Stale(_)) => Ok(Placement::Unpaid {
+                        order: self.reread(order).await?,
+                        timed_out,
+                    }),
+                    Err(error) => Err(error.into()),
+                };
             }
         };
-        self.orders.save(&order, 1, &events, &saga).await?;
+        match self.orders.save(&order, 1, &events, &saga).await {
+            Ok(()) => {}
+            Err(StoreError::Stale(_)) => {
+                // The member cancelled while the gateway answered: a
+                // payment taken now is released, owed by ordering.
+                let order = match &events[..] {
+                    [OrderEvent::Paid { payment_id }] => {
+                        self.paid_after_all(order.order_no(), payment_id, now)
+                            .await?
+                    }
+                    _ => self.reread(order).await?,
+                };
+                return Ok(match placement {
+                    None => Placement::Paid { order, shop_name },
+                    Some(reason) => Placement::Declined { order, reason },
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
         Ok(match placement {
             None => Placement::Paid { order, shop_name },
             Some(reason) => Placement::Declined { order, reason },
         })
+    }
+
+    /// The order as stored now.
+    async fn reread(&self, order: Order) -> Result<Order, StoreError> {
+        Ok(self
+            .orders
+            .get(order.order_no())
+            .await?
+            .map_or(order, |stored| stored.value))
+    }
+
+    /// An approval that came for an order changed meanwhile (a member's
+    /// cancel): recorded on the order as it is now; for a cancelled one,
+    /// the payment is released at once (the sweeper finishes it if not).
+    async fn paid_after_all(
+        &self,
+        order_no: &OrderNo,
+        payment_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Order, StoreError> {
+        let Some(Stored {
+            value: mut order,
+            version,
+            saga,
+        }) = self.orders.get(order_no).await?
+        else {
+            return Err(StoreError::Failed(format!("order {order_no} is gone")));
+        };
+        let events = order.paid(payment_id, now).map_err(StoreError::Corrupt)?;
+        if order.refund() == Refund::Owed && saga.step != Step::Releasing {
+            let releasing = Saga::at(Step::Releasing, now);
+            self.orders
+                .save(&order, version, &events, &releasing)
+                .await?;
+            let stored = Stored {
+                value: order.clone(),
+                version: version + 1,
+                saga: releasing,
+            };
+            if let Err(error) = self.give_back(stored, now).await {
+                tracing::warn!(%order_no, %error, "the release of a late payment is left to the sweeper");
+            }
+            return self.reread(order).await;
+        }
+        if !events.is_empty() {
+            // Still waiting for its payment (changed for another reason):
+            // paid now, and it waits for the shop.
+            let waiting = Saga::at(Step::AwaitingDecision, after(now, self.deadlines.decision));
+            self.orders.save(&order, version, &events, &waiting).await?;
+        }
+        Ok(order)
     }
 
     /// Takes up every order whose saga is due at `now` (at most `limit`).
@@ -220,8 +307,15 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         // calls take; a sweeper that dies holding a claim lets it go then.
         let lease = after(now, self.deadlines.gateway.saturating_mul(2));
         for order_no in self.orders.due(now, limit, lease).await? {
-            let outcome = self.resume(&order_no, now).await?;
-            swept.push((order_no, outcome));
+            match self.resume(&order_no, now).await {
+                Ok(outcome) => swept.push((order_no, outcome)),
+                // One order's trouble holds up no other's: its claim lapses
+                // and it is taken up again after the lease.
+                Err(error) => {
+                    tracing::error!(%order_no, %error, "a due saga step failed; tried again after its lease");
+                    swept.push((order_no, Swept::Failed(error.to_string())));
+                }
+            }
         }
         Ok(swept)
     }
@@ -317,8 +411,8 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
                     CancelReason::Member,
                     stored.value.payment_id().unwrap_or_default(),
                 )
-                .await?;
-            if answer != LegacyCancel::NotYetThere || waited >= self.deadlines.gateway {
+                .await;
+            if answer != Ok(LegacyCancel::NotYetThere) || waited >= self.deadlines.gateway {
                 break answer;
             }
             tokio::time::sleep(pause).await;
@@ -326,23 +420,34 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
             pause = (pause * 2).min(Duration::from_millis(500));
         };
         let order_no = stored.value.order_no().clone();
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.drop_intent(&stored, saga).await;
+                return Err(error.into());
+            }
+        };
         match answer {
             LegacyCancel::Decided(status) => {
-                self.settle_cancel(stored, CancelReason::Member, answer, now)
-                    .await?;
+                match self.settle_cancel(stored, answer, now).await {
+                    // A fact moved the order meanwhile: it is settled.
+                    Ok(_) | Err(StoreError::Stale(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
                 Ok(Cancellation::NotCancellable(status))
             }
-            LegacyCancel::NotYetThere => Err(PlaceError::Upstream(UpstreamUnavailable(format!(
-                "order {order_no} has not reached Baedal's side after {waited:?}"
-            )))),
-            LegacyCancel::Cancelled => {
-                let swept = self
-                    .settle_cancel(stored, CancelReason::Member, answer, now)
-                    .await;
+            LegacyCancel::NotYetThere => {
+                self.drop_intent(&stored, saga).await;
+                Err(PlaceError::Upstream(UpstreamUnavailable(format!(
+                    "order {order_no} has not reached Baedal's side after {waited:?}"
+                ))))
+            }
+            LegacyCancel::Cancelled(applied) => {
+                let swept = self.settle_cancel(stored, answer, now).await;
                 // The refund is owed and kept: a gateway that failed it is
                 // the sweeper's to try again, not the member's to see.
                 if let Err(error) = &swept {
-                    tracing::warn!(%order_no, %error, "the refund of a cancelled order is left to the sweeper");
+                    tracing::warn!(%order_no, %error, "the cancelled order is left to the sweeper to finish");
                 }
                 let order = self
                     .orders
@@ -350,11 +455,37 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
                     .await?
                     .ok_or_else(|| StoreError::Failed(format!("order {order_no} is gone")))?
                     .value;
-                Ok(Cancellation::Cancelled {
-                    order: Box::new(order),
-                    shop_name,
-                })
+                match (order.status(), applied) {
+                    (OrderStatus::Cancelled, CancelReason::Member) => Ok(Cancellation::Cancelled {
+                        order: Box::new(order),
+                        shop_name,
+                    }),
+                    // The deadline's cancel won first: cancelled, not by
+                    // this request (Baedal's answer to a second cancel).
+                    (OrderStatus::Cancelled, _) => {
+                        Ok(Cancellation::NotCancellable(OrderStatus::Cancelled))
+                    }
+                    // Not recorded yet (the store failed): the saga's
+                    // step finishes it; the member asks again.
+                    _ => Err(PlaceError::Store(StoreError::Unavailable(format!(
+                        "the cancel of order {order_no} is being recorded"
+                    )))),
+                }
             }
+        }
+    }
+
+    /// A member's cancel that got no answer from Baedal's side: the saga
+    /// goes back to waiting for the shop. Should the cancel have been
+    /// applied there after all, asking again (the member's retry, or the
+    /// deadline's cancel) is answered with it, and it is settled then.
+    async fn drop_intent(&self, stored: &Stored, waiting: Saga) {
+        if let Err(error) = self
+            .orders
+            .save(&stored.value, stored.version, &[], &waiting)
+            .await
+        {
+            tracing::warn!(order_no = %stored.value.order_no(), %error, "a member's unanswered cancel is left to the sweeper");
         }
     }
 
@@ -383,8 +514,8 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
             )
             .await;
         match answer {
-            Ok(answer @ (LegacyCancel::Cancelled | LegacyCancel::Decided(_))) => {
-                self.settle_cancel(stored, reason, answer, now).await
+            Ok(answer @ (LegacyCancel::Cancelled(_) | LegacyCancel::Decided(_))) => {
+                self.settle_cancel(stored, answer, now).await
             }
             Ok(LegacyCancel::NotYetThere) => {
                 let error = format!(
@@ -415,14 +546,14 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         }
     }
 
-    /// Baedal's answer to a cancel decided in ordering: if the cancel won,
-    /// the order is cancelled and refunded (a durable step the sweeper
-    /// finishes); if the shop decided first, the saga ends and the fact
-    /// brings the decision.
+    /// Baedal's answer to a cancel decided in ordering: if a cancel won
+    /// (this one, or one asked before for another reason: the answer says
+    /// which), the order is cancelled for that reason and refunded (a
+    /// durable step the sweeper finishes); if the shop decided first, the
+    /// saga ends and the fact brings the decision.
     async fn settle_cancel(
         &self,
         stored: Stored,
-        reason: CancelReason,
         answer: LegacyCancel,
         now: OffsetDateTime,
     ) -> Result<Swept, StoreError> {
@@ -431,11 +562,15 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
             version,
             ..
         } = stored;
-        if let LegacyCancel::Decided(status) = answer {
-            tracing::info!(order_no = %order.order_no(), %status, ?reason, "Baedal's side decided before ordering's cancel");
-            self.orders.save(&order, version, &[], &Saga::DONE).await?;
-            return Ok(Swept::Moved(Step::Done));
-        }
+        let reason = match answer {
+            LegacyCancel::Cancelled(reason) => reason,
+            LegacyCancel::Decided(status) => {
+                tracing::info!(order_no = %order.order_no(), %status, "Baedal's side decided before ordering's cancel");
+                self.orders.save(&order, version, &[], &Saga::DONE).await?;
+                return Ok(Swept::Moved(Step::Done));
+            }
+            LegacyCancel::NotYetThere => return Ok(Swept::Left(Step::Cancelling)),
+        };
         let events = match reason {
             CancelReason::NoDecision => order.decision_timed_out(now),
             _ => order.cancel_by_member(now).map_err(StoreError::Corrupt)?,

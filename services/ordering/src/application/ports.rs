@@ -270,8 +270,9 @@ pub trait Upstream: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegacyCancel {
     /// Baedal's order is cancelled, its payment marked refunded: the
-    /// refund is ordering's to make.
-    Cancelled,
+    /// refund is ordering's to make. With the reason that was applied:
+    /// the first cancel's, when one was asked before for another reason.
+    Cancelled(crate::domain::CancelReason),
     /// The shop (or the member, on Baedal) decided first; Baedal's order
     /// is in this status now and the facts will bring it.
     Decided(crate::domain::OrderStatus),

@@ -22,8 +22,9 @@
 //! decided there first, the answer is Baedal's 409 with that status.
 //!
 //! Where ordering cannot answer as Baedal does, it says so: the ACL away
-//! (Baedal has no such peer) is a 503 `upstream-unavailable`, and nothing
-//! was placed or cancelled.
+//! (Baedal has no such peer) is a 503: `upstream-unavailable` for a
+//! placement (nothing was placed), `cancel-unconfirmed` for a cancel
+//! (asking again tells whether it was made).
 
 use std::sync::Arc;
 
@@ -149,20 +150,18 @@ fn unknown_order(order_no: &str) -> Problem {
         .with_detail(format!("There is no order {order_no}."))
 }
 
-fn upstream_unavailable(what: &str) -> Problem {
+fn upstream_unavailable() -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "upstream-unavailable",
         "Shops and members cannot be read now",
     )
-    .with_detail(format!(
-        "The order was not {what}; please try again shortly."
-    ))
+    .with_detail("The order was not placed; please try again shortly.")
 }
 
 async fn cancel_order<O, P, U, K>(
     State(state): State<AppState<O, P, U, K>>,
-    axum::extract::Path(order_no): axum::extract::Path<String>,
+    PathParam(order_no): PathParam,
     Body(request): Body<CancelRequest>,
 ) -> Response
 where
@@ -190,10 +189,40 @@ where
         }
         Ok(Cancellation::Unknown) => unknown_order(&order_no).into_response(),
         Err(PlaceError::Upstream(error)) => {
-            tracing::warn!(%error, order_no, "the ACL gave no answer; the order was not cancelled");
-            upstream_unavailable("cancelled").into_response()
+            tracing::warn!(%error, order_no, "the cancel could not be confirmed with Baedal's side");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cancel-unconfirmed",
+                "The cancel could not be confirmed",
+            )
+            .with_detail(
+                "The shop's side did not answer in time. Ask again shortly: an order already cancelled answers 409 with order_status CANCELLED.",
+            )
+            .into_response()
         }
         Err(PlaceError::Store(error)) => store_problem(&error).into_response(),
+    }
+}
+
+/// The order number in the path, with Baedal's problem for a path that
+/// does not decode (`%FF`).
+#[derive(Debug)]
+pub struct PathParam(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection| {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-path", "Invalid path")
+                    .with_detail(rejection.body_text())
+            })
     }
 }
 
@@ -416,7 +445,7 @@ async fn place<O: Orders, P: Payments, U: Upstream>(
         // Every question to upstream comes before the order is stored.
         Err(PlaceError::Upstream(error)) => {
             tracing::warn!(%error, "the ACL gave no answer; the order was not placed");
-            return Outcome::Refused(upstream_unavailable("placed"));
+            return Outcome::Refused(upstream_unavailable());
         }
         Err(PlaceError::Store(error)) => return Outcome::Failed(store_problem(&error)),
     };

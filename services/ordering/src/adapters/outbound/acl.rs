@@ -228,7 +228,14 @@ impl Upstream for AclUpstream {
             .await
             .map_err(|error| UpstreamUnavailable(error.to_string()))?;
         match response.status() {
-            StatusCode::OK => Ok(LegacyCancel::Cancelled),
+            StatusCode::OK => {
+                let answer: CancelledAnswer = json(response).await?;
+                match answer.reason.as_str() {
+                    "member" => Ok(LegacyCancel::Cancelled(CancelReason::Member)),
+                    "no_decision" => Ok(LegacyCancel::Cancelled(CancelReason::NoDecision)),
+                    other => Err(untranslatable(format!("{path}: reason {other:?}"))),
+                }
+            }
             StatusCode::CONFLICT if is_problem(&response) => {
                 let problem: DecidedAnswer = json(response).await?;
                 let status = legacy_status(&problem.order_status).ok_or_else(|| {
@@ -242,6 +249,11 @@ impl Upstream for AclUpstream {
             status => Err(UpstreamUnavailable(format!("{path} answered {status}"))),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct CancelledAnswer {
+    reason: String,
 }
 
 #[derive(Debug, Deserialize)]
