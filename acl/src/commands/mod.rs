@@ -9,7 +9,7 @@
 //!
 //! | route | body | answers |
 //! |---|---|---|
-//! | `POST /v1/orders/{order_no}/cancel` | `{"member_id": 7}` | `200` the order as the cancel left it; `404 unknown-order`; `409 order-not-cancellable` (with `order_status`); `409 order-owned-by-ordering`; `422` bad input; `502`/`503`/`504` when the monolith fails, is away or is slow |
+//! | `POST /v1/orders/{order_no}/cancel` | `{"member_id": 7}` | `200` the order as the cancel left it (its state, and `order`: the whole order as legacy holds it, the export's shape); `404 unknown-order`; `409 order-not-cancellable` (with `order_status`); `409 order-owned-by-ordering`; `422` bad input; `502`/`503`/`504` when the monolith fails, is away or is slow |
 //! | `POST /v1/ordering/orders/{order_no}/cancel` | `{"reason": "member" \| "no_decision", "payment_id": "…"}` | `200 {"outcome": "cancelled", "reason": …}` with the reason that was applied (the first cancel's, when asked again); `409 order-decided` (with `order_status`, Baedal's code) when the shop or the member decided there first; `404 unknown-order` for an order not placed in ordering; `422` bad input; `503` when the legacy database is away |
 //!
 //! The second is ordering's own cancel of a paid order it owns (ADR 0020):
@@ -141,7 +141,7 @@ async fn cancel(
     Extension(trace): Extension<TraceContext>,
     Path(order_no): Path<String>,
     Json(command): Json<CancelOrder>,
-) -> Result<Json<OrderState>, Problem> {
+) -> Result<Json<Cancelled>, Problem> {
     // Checked before anything else: the number goes into the monolith's path.
     if !order_numbers::is_well_formed(&order_no) {
         return Err(Problem::new(
@@ -185,9 +185,33 @@ async fn cancel(
         .cancel_order(&trace, &order_no, command.member_id)
         .await
     {
-        Ok(order) => Ok(Json(order)),
+        Ok(state_after) => {
+            // The whole order as the cancel left it, for a caller that
+            // must show it (ordering answers Baedal's contract with it).
+            let order = crate::facade::legacy::order(&state.legacy, &order_no)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, order_no, "the cancelled order could not be read back");
+                    None
+                });
+            Ok(Json(Cancelled {
+                state: state_after,
+                order,
+            }))
+        }
         Err(error) => Err(problem(&order_no, command.member_id, error)),
     }
+}
+
+/// The answer to a cancel carried out: the order's state in the new
+/// language, and (added later, so optional) the whole order as legacy now
+/// holds it.
+#[derive(Debug, serde::Serialize)]
+struct Cancelled {
+    #[serde(flatten)]
+    state: OrderState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<contracts::legacy::OrderSnapshot>,
 }
 
 /// The HTTP answer for a command that did not happen.

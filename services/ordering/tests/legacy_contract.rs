@@ -684,3 +684,58 @@ async fn order_total(sides: &Sides, order_no: &str) -> i64 {
         .expect("JSON");
     view["total_amount"].as_i64().expect("a total")
 }
+
+#[sqlx::test(migrations = false)]
+async fn an_order_placed_on_baedal_is_cancelled_through_ordering_as_baedal_cancels_it(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let sides = Sides::start(&options).await;
+    // Two orders placed on Baedal, before the member was served by
+    // ordering: one cancelled on Baedal, the other through ordering, which
+    // carries it to Baedal's own code (ADR 0015: an order keeps its owner).
+    let on_baedal = sides.rig.place_order().await;
+    let through_ordering = sides.rig.place_order().await;
+    let numbers = [on_baedal, through_ordering];
+    let mut differences = Vec::new();
+    let mut statuses = Vec::new();
+    for case in [
+        Case::json("another member's order", &json!({"member_id": 2})),
+        Case::json("the member cancels", &json!({"member_id": 1})),
+        Case::json("cancelled again", &json!({"member_id": 1})),
+    ] {
+        let [baedal, ordering] = [
+            sides
+                .cancel(&sides.rig.baedal_url, &numbers[0], &case)
+                .await,
+            sides.cancel(&sides.ordering.url, &numbers[1], &case).await,
+        ];
+        statuses.push(baedal.status);
+        if baedal != ordering {
+            differences.push(format!(
+                "{}:\n  Baedal:   {baedal:?}\n  ordering: {ordering:?}",
+                case.name
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the two sides differ:\n{}",
+        differences.join("\n")
+    );
+    assert_eq!(statuses, [404, 200, 409]);
+    let total = order_total(&sides, &numbers[1]).await;
+    for order_no in &numbers {
+        assert_eq!(
+            sides.ledger(order_no).await,
+            [("refunded".to_owned(), total)],
+            "{order_no}: refunded once, by Baedal"
+        );
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&sides.ordering.pool)
+        .await
+        .expect("a count");
+    assert_eq!(kept, 0, "ordering keeps no order it does not own");
+    sides.finish().await;
+}

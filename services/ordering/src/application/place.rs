@@ -23,8 +23,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::application::ports::{
-    Authorisation, Held, LegacyCancel, Orders, Payments, Refunded, Saga, Step, StoreError, Stored,
-    Upstream, UpstreamUnavailable, payment_keys,
+    Authorisation, Held, LegacyCancel, LegacyOrderCancel, Orders, Payments, Refunded, Saga, Step,
+    StoreError, Stored, Upstream, UpstreamUnavailable, payment_keys,
 };
 use crate::domain::order::Pricing;
 use crate::domain::{
@@ -81,6 +81,9 @@ pub enum PlaceError {
 /// How a member's cancel ended, for the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancellation {
+    /// An order Baedal owns, cancelled (and refunded) there, as Baedal
+    /// shows it now.
+    CancelledOnLegacy(Box<crate::application::ports::LegacyOrder>),
     /// Cancelled; a paid order's refund is made (or is owed, and the
     /// sweeper makes it). With the shop's name, which Baedal's answer shows.
     Cancelled {
@@ -360,7 +363,22 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
     ) -> Result<Cancellation, PlaceError> {
         let now = to_micros(now);
         let Some(stored) = self.orders.get(order_no).await? else {
-            return Ok(Cancellation::Unknown);
+            // Not ordering's: Baedal's own order (placed there before the
+            // member was served here, or during a rollback), cancelled by
+            // Baedal's code, under its row lock, with its refund.
+            return Ok(
+                match self
+                    .upstream
+                    .cancel_legacy_order(order_no, member_id)
+                    .await?
+                {
+                    LegacyOrderCancel::Cancelled(order) => Cancellation::CancelledOnLegacy(order),
+                    LegacyOrderCancel::Unknown => Cancellation::Unknown,
+                    LegacyOrderCancel::NotCancellable(status) => {
+                        Cancellation::NotCancellable(status)
+                    }
+                },
+            );
         };
         if stored.value.member_id() != member_id {
             return Ok(Cancellation::Unknown);

@@ -255,6 +255,14 @@ pub trait Upstream: Send + Sync {
     /// is a gap, as in Baedal.
     fn next_order_no(&self) -> impl Future<Output = Result<OrderNo, UpstreamUnavailable>> + Send;
 
+    /// A member's cancel of an order Baedal owns, carried out by Baedal's
+    /// own code through the ACL's command (which refunds, as Baedal does).
+    fn cancel_legacy_order(
+        &self,
+        order_no: &OrderNo,
+        member_id: i64,
+    ) -> impl Future<Output = Result<LegacyOrderCancel, UpstreamUnavailable>> + Send;
+
     /// Ordering's cancel of its own paid order, asked of Baedal's rows
     /// first (ADR 0020): there the shop decides under a row lock, and
     /// only one of a cancel and a decision wins.
@@ -264,6 +272,47 @@ pub trait Upstream: Send + Sync {
         reason: crate::domain::CancelReason,
         payment_id: &str,
     ) -> impl Future<Output = Result<LegacyCancel, UpstreamUnavailable>> + Send;
+}
+
+/// An order Baedal owns, as its API shows it: what ordering answers with
+/// when it carries a member's cancel of such an order to Baedal (ADR 0015:
+/// an order keeps its owner, whichever side serves the member now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyOrder {
+    pub order_no: String,
+    pub member_id: i64,
+    pub shop_id: i64,
+    pub shop_name: String,
+    pub status: crate::domain::OrderStatus,
+    /// Baedal's cancel reason code (`MEMBER`, `SHOP`, …).
+    pub cancel_reason: Option<String>,
+    pub lines: Vec<LegacyLine>,
+    pub total: i64,
+    pub address: String,
+    pub request: Option<String>,
+    /// Baedal's payment code (`RFND`, …) and amount.
+    pub payment: Option<(String, i64)>,
+    pub placed_at: time::OffsetDateTime,
+    pub updated_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyLine {
+    pub menu_id: i64,
+    pub name: String,
+    pub unit_price: i64,
+    pub quantity: i64,
+}
+
+/// What Baedal said to a member's cancel of an order it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyOrderCancel {
+    /// Cancelled (and refunded) by Baedal's own code.
+    Cancelled(Box<LegacyOrder>),
+    /// No such order of this member's.
+    Unknown,
+    /// Past cancelling: its status.
+    NotCancellable(crate::domain::OrderStatus),
 }
 
 /// What Baedal's side said to ordering's cancel.

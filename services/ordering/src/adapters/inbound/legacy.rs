@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 
 use crate::application::place::{Cancellation, PlaceError, Placement, Placing};
 use crate::application::ports::{
-    Claim, IdempotencyKeys, KeptAnswer, Orders, Payments, StoreError, Upstream,
+    Claim, IdempotencyKeys, KeptAnswer, LegacyOrder, Orders, Payments, StoreError, Upstream,
 };
 use crate::domain::{
     CancelReason, NewOrder, Order, OrderError, OrderNo, OrderStatus, Refund, RequestedItem,
@@ -182,6 +182,11 @@ where
         Ok(Cancellation::Cancelled { order, shop_name }) => Answer {
             status: StatusCode::OK,
             body: order_view(&order, &shop_name),
+        }
+        .into_response(),
+        Ok(Cancellation::CancelledOnLegacy(order)) => Answer {
+            status: StatusCode::OK,
+            body: legacy_view(&order),
         }
         .into_response(),
         Ok(Cancellation::NotCancellable(status)) => {
@@ -526,6 +531,45 @@ fn order_view(order: &Order, shop_name: &str) -> Value {
         "delivery": null,
         "ordered_at": rfc3339(order.placed_at()),
         "updated_at": rfc3339(order.updated_at()),
+    })
+}
+
+/// Baedal's `OrderView` of an order Baedal owns, from what it holds now
+/// (a cancelled order has no delivery).
+fn legacy_view(order: &LegacyOrder) -> Value {
+    let rfc3339 = |at: OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let items: Vec<Value> = order
+        .lines
+        .iter()
+        .map(|line| {
+            json!({
+                "menu_id": line.menu_id,
+                "name": line.name,
+                "unit_price": line.unit_price,
+                "quantity": line.quantity,
+                "amount": line.unit_price * line.quantity,
+            })
+        })
+        .collect();
+    json!({
+        "order_no": order.order_no,
+        "member_id": order.member_id,
+        "shop_id": order.shop_id,
+        "shop_name": order.shop_name,
+        "status": legacy_status(order.status),
+        "status_code": legacy_code(order.status),
+        "total_amount": order.total,
+        "address": order.address,
+        "request": order.request,
+        "cancel_reason": order.cancel_reason,
+        "items": items,
+        "payment": order.payment.as_ref().map(|(status, amount)| json!({"status": status, "amount": amount})),
+        "delivery": null,
+        "ordered_at": rfc3339(order.placed_at),
+        "updated_at": rfc3339(order.updated_at),
     })
 }
 

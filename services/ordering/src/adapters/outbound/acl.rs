@@ -11,6 +11,7 @@
 //! | [`Upstream::member_address`] | `GET /v1/members/{member_id}` |
 //! | [`Upstream::next_order_no`] | `POST /v1/order-numbers` |
 //! | [`Upstream::cancel_on_legacy`] | `POST /v1/ordering/orders/{order_no}/cancel` |
+//! | [`Upstream::cancel_legacy_order`] | `POST /v1/orders/{order_no}/cancel` (Baedal's own order, through Baedal's API) |
 
 use chassis::http_client::{ClientMetrics, Dependency, DependencySettings, SetupError, is_problem};
 use chassis::trace_context::TraceContext;
@@ -18,7 +19,9 @@ use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::application::ports::{LegacyCancel, Upstream, UpstreamUnavailable};
+use crate::application::ports::{
+    LegacyCancel, LegacyLine, LegacyOrder, LegacyOrderCancel, Upstream, UpstreamUnavailable,
+};
 use crate::domain::{
     CancelReason, MenuItem, MinuteOfDay, OpeningHours, OrderNo, OrderStatus, Shop, Won,
 };
@@ -202,6 +205,48 @@ impl Upstream for AclUpstream {
         OrderNo::parse(&answer.order_no).map_err(|e| untranslatable(e.to_string()))
     }
 
+    async fn cancel_legacy_order(
+        &self,
+        order_no: &OrderNo,
+        member_id: i64,
+    ) -> Result<LegacyOrderCancel, UpstreamUnavailable> {
+        let path = format!("/v1/orders/{order_no}/cancel");
+        let request = self
+            .dependency
+            .request(&TraceContext::new_root(), Method::POST, &path)
+            .json(&serde_json::json!({ "member_id": member_id }));
+        let response = self
+            .dependency
+            .call(request)
+            .await
+            .map_err(|error| UpstreamUnavailable(error.to_string()))?;
+        match response.status() {
+            StatusCode::OK => {
+                let answer: LegacyCancelled = json(response).await?;
+                let order = answer.order.ok_or_else(|| {
+                    UpstreamUnavailable(format!("{path}: cancelled, but the order was not shown"))
+                })?;
+                Ok(LegacyOrderCancel::Cancelled(Box::new(legacy_order(order)?)))
+            }
+            StatusCode::NOT_FOUND if is_problem(&response) => Ok(LegacyOrderCancel::Unknown),
+            StatusCode::CONFLICT if is_problem(&response) => {
+                let problem: NotCancellableAnswer = json(response).await?;
+                if problem.type_uri != "/problems/order-not-cancellable" {
+                    return Err(UpstreamUnavailable(format!(
+                        "{path} refused: {}",
+                        problem.type_uri
+                    )));
+                }
+                let status = problem
+                    .order_status
+                    .and_then(|s| order_status(&s))
+                    .ok_or_else(|| untranslatable(format!("{path}: no order status")))?;
+                Ok(LegacyOrderCancel::NotCancellable(status))
+            }
+            status => Err(UpstreamUnavailable(format!("{path} answered {status}"))),
+        }
+    }
+
     async fn cancel_on_legacy(
         &self,
         order_no: &OrderNo,
@@ -249,6 +294,95 @@ impl Upstream for AclUpstream {
             status => Err(UpstreamUnavailable(format!("{path} answered {status}"))),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyCancelled {
+    order: Option<contracts::legacy::OrderSnapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NotCancellableAnswer {
+    #[serde(rename = "type")]
+    type_uri: String,
+    order_status: Option<contracts::legacy::OrderStatus>,
+}
+
+/// The published language's status of a legacy order, in ordering's.
+fn order_status(status: &contracts::legacy::OrderStatus) -> Option<OrderStatus> {
+    use contracts::legacy::OrderStatus as L;
+    Some(match status {
+        L::Placed => OrderStatus::Placed,
+        L::Paid => OrderStatus::Paid,
+        L::Accepted => OrderStatus::Accepted,
+        L::PickedUp => OrderStatus::PickedUp,
+        L::Delivered => OrderStatus::Delivered,
+        L::Rejected => OrderStatus::Rejected,
+        L::Cancelled => OrderStatus::Cancelled,
+        L::Unknown => return None,
+    })
+}
+
+/// A legacy order as the ACL exports it, as Baedal's API shows it (its
+/// codes for the reason and the payment).
+fn legacy_order(
+    order: contracts::legacy::OrderSnapshot,
+) -> Result<LegacyOrder, UpstreamUnavailable> {
+    use contracts::legacy::{CancelReason as R, PaymentStatus as P};
+    let status = order_status(&order.status)
+        .ok_or_else(|| untranslatable(format!("order {}: status", order.order_no)))?;
+    let cancel_reason = order.cancel_reason.and_then(|reason| match reason {
+        R::Member => Some("MEMBER"),
+        R::ShopRejected => Some("SHOP"),
+        R::PaymentDeclined => Some("PAY_DECLINED"),
+        R::PaymentFailed => Some("PAY_ERROR"),
+        R::Unknown => None,
+    });
+    let payment = order
+        .payment
+        .map(|payment| {
+            let code = match payment.status {
+                P::Requested => "REQ",
+                P::Authorised => "AUTH",
+                P::Declined => "DECL",
+                P::VoidPending => "VOID_REQ",
+                P::Voided => "VOID",
+                P::RefundPending => "RFND_REQ",
+                P::Refunded => "RFND",
+                P::Unknown => {
+                    return Err(untranslatable(format!(
+                        "order {}: payment status",
+                        order.order_no
+                    )));
+                }
+            };
+            Ok((code.to_owned(), payment.amount))
+        })
+        .transpose()?;
+    Ok(LegacyOrder {
+        member_id: order.member_id,
+        shop_id: order.shop_id,
+        shop_name: order.shop_name,
+        status,
+        cancel_reason: cancel_reason.map(str::to_owned),
+        lines: order
+            .lines
+            .into_iter()
+            .map(|line| LegacyLine {
+                menu_id: line.menu_id,
+                name: line.name,
+                unit_price: line.unit_price,
+                quantity: i64::from(line.quantity),
+            })
+            .collect(),
+        total: order.total_amount,
+        address: order.delivery_address,
+        request: order.request,
+        payment,
+        placed_at: order.placed_at,
+        updated_at: order.updated_at.unwrap_or(order.changed_at),
+        order_no: order.order_no,
+    })
 }
 
 #[derive(Debug, Deserialize)]
