@@ -499,6 +499,27 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_plan_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/routes");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("infra/routes") {
+            let path = entry.expect("an entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a name")
+                .to_owned();
+            let text = std::fs::read_to_string(&path).expect("a plan");
+            if let Err(error) = Plan::parse(&text) {
+                panic!("{name}: {error}");
+            }
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(names, ["stage0.toml", "stage1.toml", "stage2.toml"]);
+    }
+
+    #[test]
     fn a_full_plan_parses() {
         let plan = with_routes(
             r#"
