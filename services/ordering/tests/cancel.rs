@@ -80,28 +80,16 @@ impl World {
     /// Member 1's order at shop 1, placed with ordering and on Baedal's
     /// board; its number and total.
     async fn placed(&self) -> (OrderNo, i64) {
-        let response = self
-            .rig
-            .http
-            .post(format!("{}/api/orders", self.ordering.url))
-            .json(&json!({"member_id": 1, "shop_id": 1, "items": [{"menu_id": 1, "quantity": 2}, {"menu_id": 2, "quantity": 1}]}))
-            .send()
+        let (order_no, total) = self.ordering.place_on_the_board(&self.rig).await;
+        (OrderNo::parse(&order_no).expect("a number"), total)
+    }
+
+    async fn stored(&self, order_no: &OrderNo) -> ordering::application::ports::Stored {
+        self.orders
+            .get(order_no)
             .await
-            .expect("ordering answers");
-        assert_eq!(response.status(), 201);
-        let order: Value = response.json().await.expect("JSON");
-        let order_no = order["order_no"].as_str().expect("a number").to_owned();
-        eventually("the order on Baedal's board", || async {
-            let board = self.baedal("/api/shops/1/orders").await;
-            board
-                .as_array()
-                .is_some_and(|entries| entries.iter().any(|e| e["order_no"] == *order_no))
-        })
-        .await;
-        (
-            OrderNo::parse(&order_no).expect("a number"),
-            order["total_amount"].as_i64().expect("a total"),
-        )
+            .expect("read")
+            .expect("found")
     }
 
     async fn baedal(&self, path: &str) -> Value {
@@ -130,37 +118,11 @@ impl World {
     }
 
     async fn ledger(&self, order_no: &OrderNo) -> Vec<(String, i64)> {
-        let payments: Vec<Value> = self
-            .rig
-            .http
-            .get(format!(
-                "{}/admin/payments?order_id={order_no}",
-                self.rig.pg_url
-            ))
-            .bearer_auth("admin")
-            .send()
-            .await
-            .expect("the sandbox answers")
-            .json()
-            .await
-            .expect("JSON");
-        payments
-            .iter()
-            .map(|p| {
-                (
-                    p["status"].as_str().unwrap_or_default().to_owned(),
-                    p["amount"].as_i64().unwrap_or_default(),
-                )
-            })
-            .collect()
+        running::ledger(&self.rig, order_no.as_str()).await
     }
 
     async fn published(&self, order_no: &OrderNo) -> Vec<String> {
-        sqlx::query_scalar("SELECT event_name FROM outbox WHERE aggregate_id = $1 ORDER BY id")
-            .bind(order_no.as_str())
-            .fetch_all(&self.ordering.pool)
-            .await
-            .expect("the outbox")
+        running::published(&self.ordering.pool, order_no.as_str()).await
     }
 }
 
@@ -182,12 +144,7 @@ async fn a_shop_that_never_decides_is_cancelled_at_the_deadline_and_refunded_onc
         .await
         .expect("swept");
     assert_eq!(swept, [(order_no.clone(), Swept::Moved(Step::Done))]);
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     assert_eq!(
         (
             stored.value.status(),
@@ -235,12 +192,7 @@ async fn the_shops_acceptance_before_the_deadline_wins_over_its_cancel(
     assert_eq!(world.accept_on_the_board(&order_no).await, 200);
 
     // Baedal's row took the acceptance: the deadline's cancel loses there.
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     assert_eq!(
         world
             .upstream
@@ -286,12 +238,7 @@ async fn a_members_cancel_whose_answer_was_lost_is_asked_again_and_refunded_once
     // What a member's cancel does before it asks Baedal's side: the intent
     // kept as the saga's step, due once the answer should have come.
     let now = to_micros(OffsetDateTime::now_utc());
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     let cancelling = Saga::at(Step::Cancelling, now + Duration::from_secs(5));
     world
         .orders
@@ -319,12 +266,7 @@ async fn a_members_cancel_whose_answer_was_lost_is_asked_again_and_refunded_once
         .await
         .expect("swept");
     assert_eq!(swept, [(order_no.clone(), Swept::Moved(Step::Done))]);
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     assert_eq!(
         (
             stored.value.status(),
@@ -356,12 +298,7 @@ async fn a_members_cancel_after_the_deadlines_cancel_won_is_refunded_once_for_th
 ) {
     let world = World::start(&options).await;
     let (order_no, total) = world.placed().await;
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     // The deadline's cancel took Baedal's row; the sweeper died before it
     // recorded the answer.
     assert_eq!(
@@ -392,12 +329,7 @@ async fn a_members_cancel_after_the_deadlines_cancel_won_is_refunded_once_for_th
     assert_eq!(response.status(), 409);
     let problem: Value = response.json().await.expect("JSON");
     assert_eq!(problem["order_status"], "CANCELLED");
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     assert_eq!(
         (
             stored.value.status(),
@@ -488,12 +420,7 @@ async fn a_cancel_while_the_charge_is_in_flight_releases_the_charge_once(
     let placed = placing.await.expect("the request ran");
     assert_eq!(placed.status(), 201);
     let order_no = OrderNo::parse(&order_no).expect("a number");
-    let stored = world
-        .orders
-        .get(&order_no)
-        .await
-        .expect("read")
-        .expect("found");
+    let stored = world.stored(&order_no).await;
     assert_eq!(
         (
             stored.value.status(),

@@ -46,28 +46,8 @@ impl World {
     /// Places member 1's order at shop 1 with ordering; waits until the
     /// owner sees it on Baedal's board.
     async fn place(&self) -> (OrderNo, i64) {
-        let response = self
-            .rig
-            .http
-            .post(format!("{}/api/orders", self.ordering.url))
-            .json(&json!({"member_id": 1, "shop_id": 1, "items": [{"menu_id": 1, "quantity": 2}, {"menu_id": 2, "quantity": 1}]}))
-            .send()
-            .await
-            .expect("ordering answers");
-        assert_eq!(response.status(), 201);
-        let order: Value = response.json().await.expect("JSON");
-        let order_no = order["order_no"].as_str().expect("a number").to_owned();
-        eventually("the order on Baedal's board", || async {
-            let board: Value = self.baedal("/api/shops/1/orders").await;
-            board
-                .as_array()
-                .is_some_and(|entries| entries.iter().any(|e| e["order_no"] == *order_no))
-        })
-        .await;
-        (
-            OrderNo::parse(&order_no).expect("a number"),
-            order["total_amount"].as_i64().expect("a total"),
-        )
+        let (order_no, total) = self.ordering.place_on_the_board(&self.rig).await;
+        (OrderNo::parse(&order_no).expect("a number"), total)
     }
 
     async fn baedal(&self, path: &str) -> Value {
@@ -98,38 +78,12 @@ impl World {
     }
 
     async fn ledger(&self, order_no: &OrderNo) -> Vec<(String, i64)> {
-        let payments: Vec<Value> = self
-            .rig
-            .http
-            .get(format!(
-                "{}/admin/payments?order_id={order_no}",
-                self.rig.pg_url
-            ))
-            .bearer_auth("admin")
-            .send()
-            .await
-            .expect("the sandbox answers")
-            .json()
-            .await
-            .expect("JSON");
-        payments
-            .iter()
-            .map(|p| {
-                (
-                    p["status"].as_str().unwrap_or_default().to_owned(),
-                    p["amount"].as_i64().unwrap_or_default(),
-                )
-            })
-            .collect()
+        running::ledger(&self.rig, order_no.as_str()).await
     }
 
     /// The facts ordering published about the order, in order.
     async fn published(&self, order_no: &OrderNo) -> Vec<String> {
-        sqlx::query_scalar("SELECT event_name FROM outbox WHERE aggregate_id = $1 ORDER BY id")
-            .bind(order_no.as_str())
-            .fetch_all(&self.ordering.pool)
-            .await
-            .expect("the outbox")
+        running::published(&self.ordering.pool, order_no.as_str()).await
     }
 }
 

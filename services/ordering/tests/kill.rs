@@ -8,6 +8,7 @@
 
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
+mod running;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -155,42 +156,11 @@ impl World {
     }
 
     async fn sandbox(&self, behaviour: Value) {
-        let response = self
-            .rig
-            .http
-            .put(format!("{}/admin/behaviour", self.rig.pg_url))
-            .bearer_auth("admin")
-            .json(&behaviour)
-            .send()
-            .await
-            .expect("the sandbox answers");
-        assert!(response.status().is_success());
+        running::behave(&self.rig, behaviour).await;
     }
 
     async fn ledger(&self, order_no: &str) -> Vec<(String, i64)> {
-        let payments: Vec<Value> = self
-            .rig
-            .http
-            .get(format!(
-                "{}/admin/payments?order_id={order_no}",
-                self.rig.pg_url
-            ))
-            .bearer_auth("admin")
-            .send()
-            .await
-            .expect("the sandbox answers")
-            .json()
-            .await
-            .expect("JSON");
-        payments
-            .iter()
-            .map(|p| {
-                (
-                    p["status"].as_str().unwrap_or_default().to_owned(),
-                    p["amount"].as_i64().unwrap_or_default(),
-                )
-            })
-            .collect()
+        running::ledger(&self.rig, order_no).await
     }
 
     /// Baedal's view of the order: (status, cancel reason, payment status).

@@ -85,41 +85,12 @@ impl Sides {
     }
 
     async fn sandbox(&self, behaviour: Value) {
-        let response = self
-            .http
-            .put(format!("{}/admin/behaviour", self.rig.pg_url))
-            .bearer_auth("admin")
-            .json(&behaviour)
-            .send()
-            .await
-            .expect("the sandbox answers");
-        assert!(response.status().is_success());
+        running::behave(&self.rig, behaviour).await;
     }
 
     /// The payments the sandbox holds for an order: (status, amount).
     async fn ledger(&self, order_no: &str) -> Vec<(String, i64)> {
-        let payments: Vec<Value> = self
-            .http
-            .get(format!(
-                "{}/admin/payments?order_id={order_no}",
-                self.rig.pg_url
-            ))
-            .bearer_auth("admin")
-            .send()
-            .await
-            .expect("the sandbox answers")
-            .json()
-            .await
-            .expect("JSON");
-        payments
-            .iter()
-            .map(|p| {
-                (
-                    p["status"].as_str().unwrap_or_default().to_owned(),
-                    p["amount"].as_i64().unwrap_or_default(),
-                )
-            })
-            .collect()
+        running::ledger(&self.rig, order_no).await
     }
 }
 
@@ -622,19 +593,7 @@ async fn an_order_the_shop_accepted_is_not_cancelled_on_either_side(
     // The owner accepts both on Baedal's board; ordering's, once sync-back
     // put it there, and ordering hears of it from the feed.
     for order_no in &numbers {
-        legacy::eventually("the order on the board", || async {
-            let board: Value = sides
-                .rig
-                .get("/api/shops/1/orders")
-                .await
-                .json()
-                .await
-                .expect("JSON");
-            board
-                .as_array()
-                .is_some_and(|entries| entries.iter().any(|e| e["order_no"] == **order_no))
-        })
-        .await;
+        running::on_the_board(&sides.rig, 1, order_no).await;
         let accepted = sides
             .rig
             .post(

@@ -10,6 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::oneshot;
 
+use serde_json::Value;
+
 use crate::legacy::{self, Rig, delete_queues};
 
 pub struct RunningOrdering {
@@ -140,5 +142,88 @@ impl RunningOrdering {
         )))
         .execute(&rig.legacy_admin)
         .await;
+    }
+}
+
+/// What the rig's payment sandbox holds for the order: (status, amount)
+/// of each payment, as its operator sees them.
+pub async fn ledger(rig: &Rig, order_no: &str) -> Vec<(String, i64)> {
+    let payments: Vec<Value> = rig
+        .http
+        .get(format!("{}/admin/payments?order_id={order_no}", rig.pg_url))
+        .bearer_auth("admin")
+        .send()
+        .await
+        .expect("the sandbox answers")
+        .json()
+        .await
+        .expect("JSON");
+    payments
+        .iter()
+        .map(|p| {
+            (
+                p["status"].as_str().unwrap_or_default().to_owned(),
+                p["amount"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The rig's sandbox misbehaves as asked (`{}`: not at all).
+pub async fn behave(rig: &Rig, behaviour: Value) {
+    let response = rig
+        .http
+        .put(format!("{}/admin/behaviour", rig.pg_url))
+        .bearer_auth("admin")
+        .json(&behaviour)
+        .send()
+        .await
+        .expect("the sandbox answers");
+    assert!(response.status().is_success());
+}
+
+/// Waits until the owner of shop `shop_id` sees the order on Baedal's
+/// board (sync-back wrote it).
+pub async fn on_the_board(rig: &Rig, shop_id: i64, order_no: &str) {
+    crate::legacy::eventually("the order on Baedal's board", || async {
+        let board: Value = rig
+            .get(&format!("/api/shops/{shop_id}/orders"))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        board
+            .as_array()
+            .is_some_and(|entries| entries.iter().any(|e| e["order_no"] == *order_no))
+    })
+    .await;
+}
+
+/// The facts ordering's outbox holds about the order, in order.
+pub async fn published(pool: &PgPool, order_no: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_name FROM outbox WHERE aggregate_id = $1 ORDER BY id")
+        .bind(order_no)
+        .fetch_all(pool)
+        .await
+        .expect("the outbox")
+}
+
+impl RunningOrdering {
+    /// Member 1's order at shop 1 (two of its first item, one of its
+    /// second), placed with ordering, once the owner sees it on Baedal's
+    /// board; its number and total.
+    pub async fn place_on_the_board(&self, rig: &Rig) -> (String, i64) {
+        let response = rig
+            .http
+            .post(format!("{}/api/orders", self.url))
+            .json(&serde_json::json!({"member_id": 1, "shop_id": 1, "items": [{"menu_id": 1, "quantity": 2}, {"menu_id": 2, "quantity": 1}]}))
+            .send()
+            .await
+            .expect("ordering answers");
+        assert_eq!(response.status(), 201);
+        let order: Value = response.json().await.expect("JSON");
+        let order_no = order["order_no"].as_str().expect("a number").to_owned();
+        on_the_board(rig, 1, &order_no).await;
+        (order_no, order["total_amount"].as_i64().expect("a total"))
     }
 }

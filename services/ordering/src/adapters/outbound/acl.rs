@@ -81,6 +81,23 @@ impl AclUpstream {
         })
     }
 
+    /// A command to the ACL: sent once (a command is never repeated behind
+    /// the caller's back; the saga asks again when it must).
+    async fn command(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Response, UpstreamUnavailable> {
+        let request = self
+            .dependency
+            .request(&TraceContext::new_root(), Method::POST, path)
+            .json(body);
+        self.dependency
+            .call(request)
+            .await
+            .map_err(|error| UpstreamUnavailable(error.to_string()))
+    }
+
     /// `None` on the façade's own 404 (no such thing in use).
     async fn read<T: DeserializeOwned>(
         &self,
@@ -211,15 +228,9 @@ impl Upstream for AclUpstream {
         member_id: i64,
     ) -> Result<LegacyOrderCancel, UpstreamUnavailable> {
         let path = format!("/v1/orders/{order_no}/cancel");
-        let request = self
-            .dependency
-            .request(&TraceContext::new_root(), Method::POST, &path)
-            .json(&serde_json::json!({ "member_id": member_id }));
         let response = self
-            .dependency
-            .call(request)
-            .await
-            .map_err(|error| UpstreamUnavailable(error.to_string()))?;
+            .command(&path, &serde_json::json!({ "member_id": member_id }))
+            .await?;
         match response.status() {
             StatusCode::OK => {
                 let answer: LegacyCancelled = json(response).await?;
@@ -263,15 +274,12 @@ impl Upstream for AclUpstream {
                 )));
             }
         };
-        let request = self
-            .dependency
-            .request(&TraceContext::new_root(), Method::POST, &path)
-            .json(&serde_json::json!({"reason": reason, "payment_id": payment_id}));
         let response = self
-            .dependency
-            .call(request)
-            .await
-            .map_err(|error| UpstreamUnavailable(error.to_string()))?;
+            .command(
+                &path,
+                &serde_json::json!({"reason": reason, "payment_id": payment_id}),
+            )
+            .await?;
         match response.status() {
             StatusCode::OK => {
                 let answer: CancelledAnswer = json(response).await?;
