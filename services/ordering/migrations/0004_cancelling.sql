@@ -1,10 +1,7 @@
 -- A member's cancel of a paid order is asked of Baedal's rows first
 -- (docs/adr/0020-who-moves-the-money.md); the saga keeps the intent while
 -- it asks, so an answer lost to a crash or a timeout is asked again.
--- The new check is added NOT VALID and validated after, so the table is
--- not held under an exclusive lock while its rows are checked.
 ALTER TABLE orders DROP CONSTRAINT orders_saga_step_check;
 ALTER TABLE orders ADD CONSTRAINT orders_saga_step_check
     CHECK (saga_step IN ('authorising', 'resolving', 'awaiting_decision', 'cancelling',
-                         'releasing', 'refunding', 'done')) NOT VALID;
-ALTER TABLE orders VALIDATE CONSTRAINT orders_saga_step_check;
+                         'releasing', 'refunding', 'done'));

@@ -30,6 +30,9 @@
 //!   into the published language); the payment gateway's and the ACL's
 //!   clients on the chassis' resilient client.
 //!
+//! - [`adapters::inbound::native`]: the service's own API,
+//!   `GET /v1/orders/{order_no}` (the order with its saga's step) and
+//!   `GET /v1/openapi.json` (`api/openapi.json`).
 //! - [`adapters::inbound::messaging`]: Baedal's facts about ordering's
 //!   orders (the board's decisions, the riders, Baedal's refunds), followed
 //!   through [`application::follow`] (`tests/follow.rs`).
@@ -76,8 +79,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use adapters::inbound::legacy;
 use adapters::inbound::messaging::{self, Follower};
+use adapters::inbound::{legacy, native};
 use adapters::outbound::acl::AclUpstream;
 use adapters::outbound::payment_gateway::PaymentGateway;
 use adapters::outbound::postgres::{PgIdempotencyKeys, PgOrders};
@@ -293,8 +296,9 @@ impl Application {
             .readiness_check(consumers[0].readiness_check())
             .routes(legacy::router(legacy::AppState {
                 placing: Arc::clone(&placing),
-                keys: PgIdempotencyKeys::new(pool),
-            }));
+                keys: PgIdempotencyKeys::new(pool.clone()),
+            }))
+            .routes(native::router(PgOrders::new(pool)));
         let inner = chassis::Application::build(&settings.http, service).await?;
         Ok(Self {
             inner,

@@ -40,7 +40,19 @@ impl World {
     async fn start(options: &PgConnectOptions) -> Self {
         let rig = Rig::start(options).await;
         let acl = rig.start_acl(rig.acl_settings()).await;
-        let ordering = RunningOrdering::start(&rig, options, &acl.url).await;
+        // The saga is swept by hand here, and the gateway given time: a
+        // slow sandbox holds a charge in flight while the test acts.
+        let ordering = RunningOrdering::start_with(
+            &rig,
+            options,
+            &acl.url,
+            running::Tuning {
+                payment_timeout_ms: 8_000,
+                sweep_interval_ms: 3_600_000,
+                ..running::Tuning::default()
+            },
+        )
+        .await;
         let orders = PgOrders::new(ordering.pool.clone());
         let upstream = AclUpstream::new(
             &acl.url,
@@ -368,7 +380,7 @@ async fn a_cancel_while_the_charge_is_in_flight_releases_the_charge_once(
         .http
         .put(format!("{}/admin/behaviour", world.rig.pg_url))
         .bearer_auth("admin")
-        .json(&json!({"latency_ms": 1_000}))
+        .json(&json!({"latency_ms": 4_000}))
         .send()
         .await
         .expect("the sandbox answers");
@@ -440,6 +452,206 @@ async fn a_cancel_while_the_charge_is_in_flight_releases_the_charge_once(
         world.ledger(&order_no).await,
         [("refunded".to_owned(), total)],
         "the late charge released once"
+    );
+    world.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_service_shows_an_order_with_where_its_saga_stands(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.placed().await;
+    let get = |path: String| {
+        let http = world.rig.http.clone();
+        let url = format!("{}{path}", world.ordering.url);
+        async move { http.get(url).send().await.expect("ordering answers") }
+    };
+
+    let response = get(format!("/v1/orders/{order_no}")).await;
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.expect("JSON");
+    assert_eq!(
+        (
+            &view["status"],
+            &view["refund"],
+            &view["saga"]["step"],
+            &view["total_amount"],
+            &view["cancel_reason"]
+        ),
+        (
+            &json!("paid"),
+            &json!("not_owed"),
+            &json!("awaiting_decision"),
+            &json!(total),
+            &Value::Null
+        )
+    );
+    assert!(view["payment_id"].is_string() && view["saga"]["due"].is_string());
+
+    // Every field the document requires is there.
+    let document: Value = get("/v1/openapi.json".into())
+        .await
+        .json()
+        .await
+        .expect("the document is JSON");
+    let mut paths: Vec<&str> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/v1/openapi.json", "/v1/orders/{order_no}"]);
+    for field in document["components"]["schemas"]["Order"]["required"]
+        .as_array()
+        .expect("required fields")
+    {
+        let field = field.as_str().expect("a name");
+        assert!(view.get(field).is_some(), "{field} is missing: {view}");
+    }
+
+    for (path, status, kind) in [
+        ("/v1/orders/abc", 400, "/problems/invalid-order-number"),
+        ("/v1/orders/20991231-999999", 404, "/problems/not-found"),
+    ] {
+        let response = get(path.into()).await;
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        let problem: Value = response.json().await.expect("JSON");
+        assert_eq!(problem["type"], kind, "{path}");
+    }
+    world.finish().await;
+}
+
+/// The ACL as a member's cancel meets it when the answer is lost on the
+/// way back: every command is carried out, and no answer arrives.
+#[derive(Clone)]
+struct LosesAnswers(AclUpstream);
+
+impl Upstream for LosesAnswers {
+    async fn shop(
+        &self,
+        shop_id: i64,
+    ) -> Result<Option<ordering::domain::Shop>, ordering::application::ports::UpstreamUnavailable>
+    {
+        self.0.shop(shop_id).await
+    }
+
+    async fn menu(
+        &self,
+        shop_id: i64,
+    ) -> Result<Vec<ordering::domain::MenuItem>, ordering::application::ports::UpstreamUnavailable>
+    {
+        self.0.menu(shop_id).await
+    }
+
+    async fn member_address(
+        &self,
+        member_id: i64,
+    ) -> Result<Option<String>, ordering::application::ports::UpstreamUnavailable> {
+        self.0.member_address(member_id).await
+    }
+
+    async fn next_order_no(
+        &self,
+    ) -> Result<OrderNo, ordering::application::ports::UpstreamUnavailable> {
+        self.0.next_order_no().await
+    }
+
+    async fn cancel_legacy_order(
+        &self,
+        order_no: &OrderNo,
+        member_id: i64,
+    ) -> Result<
+        ordering::application::ports::LegacyOrderCancel,
+        ordering::application::ports::UpstreamUnavailable,
+    > {
+        self.0.cancel_legacy_order(order_no, member_id).await
+    }
+
+    async fn cancel_on_legacy(
+        &self,
+        order_no: &OrderNo,
+        reason: CancelReason,
+        payment_id: &str,
+    ) -> Result<LegacyCancel, ordering::application::ports::UpstreamUnavailable> {
+        let _ = self.0.cancel_on_legacy(order_no, reason, payment_id).await;
+        Err(ordering::application::ports::UpstreamUnavailable(
+            "the answer was lost".into(),
+        ))
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_members_cancel_taken_on_baedal_whose_answer_was_lost_is_completed_by_the_sweeper(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let world = World::start(&options).await;
+    let (order_no, total) = world.placed().await;
+    let payments = PaymentGateway::new(
+        &world.rig.pg_url,
+        legacy::API_KEY.to_owned().into(),
+        DependencySettings::default(),
+        ClientMetrics::default(),
+    )
+    .expect("a gateway client");
+    let losing = Placing::new(
+        world.orders.clone(),
+        payments,
+        LosesAnswers(world.upstream.clone()),
+        Deadlines::default(),
+    );
+    let now = to_micros(OffsetDateTime::now_utc());
+    let answer = losing.cancel_by_member(&order_no, 1, now).await;
+    assert!(
+        matches!(
+            answer,
+            Err(ordering::application::place::PlaceError::Upstream(_))
+        ),
+        "the member is told the cancel is unconfirmed: {answer:?}"
+    );
+    // Baedal's row took it; ordering kept the intent.
+    assert_eq!(world.accept_on_the_board(&order_no).await, 409);
+    let stored = world.stored(&order_no).await;
+    assert_eq!(
+        (stored.value.status(), stored.saga.step),
+        (OrderStatus::Paid, Step::Cancelling)
+    );
+
+    // Once due, the sweeper asks again, is told the cancel won, refunds.
+    let due = stored.saga.due.expect("a due time");
+    let swept = world
+        .placing
+        .sweep(due + Duration::from_secs(1), 10)
+        .await
+        .expect("swept");
+    assert_eq!(swept, [(order_no.clone(), Swept::Moved(Step::Done))]);
+    let stored = world.stored(&order_no).await;
+    assert_eq!(
+        (
+            stored.value.status(),
+            stored.value.cancel_reason(),
+            stored.value.refund()
+        ),
+        (
+            OrderStatus::Cancelled,
+            Some(CancelReason::Member),
+            Refund::Refunded
+        )
+    );
+    assert_eq!(
+        world.ledger(&order_no).await,
+        [("refunded".to_owned(), total)],
+        "one charge, given back once"
     );
     world.finish().await;
 }

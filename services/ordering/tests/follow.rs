@@ -176,7 +176,16 @@ async fn baedals_own_orders_pass_ordering_by(_: PgPoolOptions, options: PgConnec
     let rig = Rig::start(&options).await;
     let acl = rig.start_acl(rig.acl_settings()).await;
     // One consumer: it takes the facts in the order the feed published them.
-    let ordering = RunningOrdering::start_with(&rig, &options, &acl.url, 1).await;
+    let ordering = RunningOrdering::start_with(
+        &rig,
+        &options,
+        &acl.url,
+        running::Tuning {
+            consumers: 1,
+            ..running::Tuning::default()
+        },
+    )
+    .await;
     let orders = PgOrders::new(ordering.pool.clone());
     let world = World {
         rig,

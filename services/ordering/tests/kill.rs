@@ -117,9 +117,9 @@ impl World {
             .env("ORDERING_ACL__BASE_URL", &self.acl.url)
             .env("ORDERING_PAYMENT__BASE_URL", &self.rig.pg_url)
             .env("ORDERING_PAYMENT__API_KEY", legacy::API_KEY)
-            .env("ORDERING_PAYMENT__TIMEOUT_MS", "2000")
+            .env("ORDERING_PAYMENT__TIMEOUT_MS", "8000")
             .env("ORDERING_PAYMENT__RETRIES", "0")
-            .env("ORDERING_SAGA__GATEWAY_DEADLINE_MS", "3000")
+            .env("ORDERING_SAGA__GATEWAY_DEADLINE_MS", "9000")
             .env("ORDERING_SAGA__SWEEP_INTERVAL_MS", "200")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file"))
@@ -191,8 +191,8 @@ async fn killed_after_the_charge_before_its_answer_was_stored_the_charge_is_rele
     options: PgConnectOptions,
 ) {
     let world = World::start(&options).await;
-    // The sandbox records the charge, then takes a second to answer.
-    world.sandbox(json!({"latency_ms": 1_000})).await;
+    // The sandbox records the charge, then takes four seconds to answer.
+    world.sandbox(json!({"latency_ms": 4_000})).await;
     let first = world.spawn(&world.rig.amqp_url).await;
     let request = world.order_request(&first.url).send();
     let in_flight = tokio::spawn(request);

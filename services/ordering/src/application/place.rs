@@ -11,7 +11,7 @@
 //! | `Resolving` | no answer came: the order is cancelled (`payment_failed`), as Baedal does | once the gateway can have finished: the key is looked up, and what it holds is released |
 //! | `Releasing` | a payment to give back that was never the order's (`ordering:<order>:void`) | at once, again after a failure |
 //! | `Refunding` | a refund ordering owes (`ordering:<order>:refund`) | at once, again after a failure |
-//! | `Cancelling` | a member's cancel of a paid order, asked of Baedal's rows (ADR 0020) | the gateway's deadline: an answer lost to a crash or a timeout is asked again; if the cancel won, `Refunding` |
+//! | `Cancelling` | a member's cancel of a paid order, asked of Baedal's rows (ADR 0020) | three times the gateway's deadline, once the member's request has surely given up: an answer lost to a crash or a timeout is asked again; if the cancel won, `Refunding`; if the order had not reached Baedal's side, back to `AwaitingDecision` |
 //! | `AwaitingDecision` | paid; the shop decides on Baedal's board (its decision comes back as a legacy fact, [`crate::application::follow`]) | the decision deadline: the cancel is asked of Baedal's rows first (ADR 0020); if it wins, the order is cancelled (`no_decision`) and refunded; if the shop decided first, the saga ends and the fact brings the decision |
 //!
 //! Every gateway call carries its order's key for that purpose, so a step
@@ -305,12 +305,19 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         now: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<(OrderNo, Swept)>, StoreError> {
+        let started = std::time::Instant::now();
         let mut swept = Vec::new();
-        // Claimed for twice the gateway's deadline: the longest a step's
-        // calls take; a sweeper that dies holding a claim lets it go then.
-        let lease = after(now, self.deadlines.gateway.saturating_mul(2));
-        for order_no in self.orders.due(now, limit, lease).await? {
-            match self.resume(&order_no, now).await {
+        while i64::try_from(swept.len()).unwrap_or(i64::MAX) < limit {
+            // Each order is claimed as it is taken up, for twice the
+            // gateway's deadline from then (the longest its calls take), so
+            // a slow step never lets a later order's claim lapse; a sweeper
+            // that dies holding a claim lets it go when the lease ends.
+            let at = now + started.elapsed();
+            let lease = after(at, self.deadlines.gateway.saturating_mul(2));
+            let Some(order_no) = self.orders.due(at, 1, lease).await?.pop() else {
+                break;
+            };
+            match self.resume(&order_no, at).await {
                 Ok(outcome) => swept.push((order_no, outcome)),
                 // One order's trouble holds up no other's: its claim lapses
                 // and it is taken up again after the lease.
@@ -356,6 +363,26 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
     /// a timeout is asked again by the sweeper; the order is cancelled and
     /// refunded only if the cancel won there.
     pub async fn cancel_by_member(
+        &self,
+        order_no: &OrderNo,
+        member_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Cancellation, PlaceError> {
+        // Two cancels at once (a double click) meet on the order's version:
+        // the one that lost reads the order again and is answered as the
+        // other left it.
+        for _ in 0..3 {
+            match self.try_cancel(order_no, member_id, now).await {
+                Err(PlaceError::Store(StoreError::Stale(_))) => {}
+                other => return other,
+            }
+        }
+        Err(PlaceError::Store(StoreError::Conflict(format!(
+            "order {order_no} kept changing under the cancel"
+        ))))
+    }
+
+    async fn try_cancel(
         &self,
         order_no: &OrderNo,
         member_id: i64,
@@ -409,7 +436,13 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
                 shop_name,
             });
         }
-        let cancelling = Saga::at(Step::Cancelling, after(now, self.deadlines.gateway));
+        // Due once this request has surely given up: its wait for the order
+        // to reach Baedal's side (up to the gateway's deadline) and its
+        // question to the ACL.
+        let cancelling = Saga::at(
+            Step::Cancelling,
+            after(now, self.deadlines.gateway.saturating_mul(3)),
+        );
         self.orders.save(&order, version, &[], &cancelling).await?;
         let stored = Stored {
             value: order,
@@ -438,13 +471,10 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
             pause = (pause * 2).min(Duration::from_millis(500));
         };
         let order_no = stored.value.order_no().clone();
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(error) => {
-                self.drop_intent(&stored, saga).await;
-                return Err(error.into());
-            }
-        };
+        // No answer (a timeout, the ACL away): the cancel may have been
+        // taken there. The intent stays, and the sweeper asks again once it
+        // is due; the member's retry asks at once.
+        let answer = answer?;
         match answer {
             LegacyCancel::Decided(status) => {
                 match self.settle_cancel(stored, answer, now).await {
@@ -493,10 +523,9 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
         }
     }
 
-    /// A member's cancel that got no answer from Baedal's side: the saga
-    /// goes back to waiting for the shop. Should the cancel have been
-    /// applied there after all, asking again (the member's retry, or the
-    /// deadline's cancel) is answered with it, and it is settled then.
+    /// A member's cancel of an order not on Baedal's side yet (a definite
+    /// answer: nothing was taken there): the saga goes back to waiting
+    /// for the shop, and the member may ask again.
     async fn drop_intent(&self, stored: &Stored, waiting: Saga) {
         if let Err(error) = self
             .orders

@@ -14,6 +14,30 @@ use serde_json::Value;
 
 use crate::legacy::{self, Rig, delete_queues};
 
+/// How a test runs ordering.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Consumers of Baedal's facts (one takes them in the order the feed
+    /// published them).
+    pub consumers: usize,
+    /// The payment call's deadline; by default Baedal's own in the rig
+    /// (`pg_timeout`, 2 s), so that the two time out alike.
+    pub payment_timeout_ms: u64,
+    /// How often the service's own sweeper looks; a test that drives the
+    /// saga's sweeper by hand sets it beyond the test's length.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            consumers: 2,
+            payment_timeout_ms: 2_000,
+            sweep_interval_ms: 1_000,
+        }
+    }
+}
+
 pub struct RunningOrdering {
     pub url: String,
     /// ordering's database, as the test reads it.
@@ -28,16 +52,15 @@ pub struct RunningOrdering {
 impl RunningOrdering {
     /// Builds and runs ordering against `rig` and the ACL at `acl_url`.
     pub async fn start(rig: &Rig, options: &PgConnectOptions, acl_url: &str) -> Self {
-        Self::start_with(rig, options, acl_url, 2).await
+        Self::start_with(rig, options, acl_url, Tuning::default()).await
     }
 
-    /// The same with `consumers` of Baedal's facts (one takes them in
-    /// the order the feed published them).
+    /// The same, tuned.
     pub async fn start_with(
         rig: &Rig,
         options: &PgConnectOptions,
         acl_url: &str,
-        consumers: usize,
+        tuning: Tuning,
     ) -> Self {
         let unique = uuid::Uuid::now_v7().simple();
         let database = format!("ordering_t_{unique}");
@@ -71,16 +94,19 @@ impl RunningOrdering {
             payment: ordering::PaymentSettings {
                 base_url: rig.pg_url.clone(),
                 api_key: legacy::API_KEY.to_owned().into(),
-                // Baedal's own deadline in the rig (`pg_timeout`, 2 s).
                 calls: DependencySettings {
-                    timeout_ms: 2_000,
+                    timeout_ms: tuning.payment_timeout_ms,
                     retries: 0,
                     ..DependencySettings::default()
                 },
             },
-            saga: ordering::SagaSettings::default(),
+            saga: ordering::SagaSettings {
+                gateway_deadline_ms: (tuning.payment_timeout_ms + 3_000).max(5_000),
+                sweep_interval_ms: tuning.sweep_interval_ms,
+                ..ordering::SagaSettings::default()
+            },
             queue: queue.clone(),
-            consumers,
+            consumers: tuning.consumers,
         };
         let app = ordering::Application::build(settings)
             .await

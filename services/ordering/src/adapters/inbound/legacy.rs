@@ -201,7 +201,7 @@ where
                 "The cancel could not be confirmed",
             )
             .with_detail(
-                "The shop's side did not answer in time. Ask again shortly: an order already cancelled answers 409 with order_status CANCELLED.",
+                "The shop's side did not answer in time; if the cancel was taken there, it is completed shortly. Ask again to learn the outcome.",
             )
             .into_response()
         }

@@ -29,7 +29,15 @@ use crate::domain::{
 #[derive(Debug, Clone)]
 pub struct AclUpstream {
     dependency: Dependency,
+    /// Commands carried to Baedal wait longer than reads: the ACL gives
+    /// Baedal 5 s (`ACL_MONOLITH__TIMEOUT_MS`), and Baedal refunds within
+    /// that before it answers.
+    commands: Dependency,
 }
+
+/// The least a command to the ACL is given, above the ACL's own deadline
+/// for Baedal.
+pub const COMMAND_TIMEOUT_MS: u64 = 6_000;
 
 #[derive(Debug, Deserialize)]
 struct ShopAnswer {
@@ -76,8 +84,15 @@ impl AclUpstream {
         settings: DependencySettings,
         metrics: ClientMetrics,
     ) -> Result<Self, SetupError> {
+        let commands = DependencySettings {
+            timeout_ms: settings.timeout_ms.max(COMMAND_TIMEOUT_MS),
+            // Sent once: a command is never repeated behind the caller's back.
+            retries: 0,
+            ..settings.clone()
+        };
         Ok(Self {
-            dependency: Dependency::new("acl", base_url, settings, metrics)?,
+            dependency: Dependency::new("acl", base_url, settings, metrics.clone())?,
+            commands: Dependency::new("acl-commands", base_url, commands, metrics)?,
         })
     }
 
@@ -89,10 +104,10 @@ impl AclUpstream {
         body: &serde_json::Value,
     ) -> Result<Response, UpstreamUnavailable> {
         let request = self
-            .dependency
+            .commands
             .request(&TraceContext::new_root(), Method::POST, path)
             .json(body);
-        self.dependency
+        self.commands
             .call(request)
             .await
             .map_err(|error| UpstreamUnavailable(error.to_string()))

@@ -6,12 +6,14 @@ use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
 use crate::adapters::translate;
+use crate::adapters::words::{
+    reason_of, reason_text, refund_of, refund_text, status_of, status_text, step_of, step_text,
+};
 use crate::application::ports::{
-    Claim, IdempotencyKeys, KeptAnswer, Orders, Saga, Step, StoreError, Stored,
+    Claim, IdempotencyKeys, KeptAnswer, Orders, Saga, StoreError, Stored,
 };
 use crate::domain::{
-    CancelReason, Order, OrderError, OrderEvent, OrderLine, OrderNo, OrderSnapshot, OrderStatus,
-    Quantity, Refund, Won,
+    Order, OrderError, OrderEvent, OrderLine, OrderNo, OrderSnapshot, Quantity, Won,
 };
 
 /// The migrations of the `ordering` database.
@@ -397,76 +399,4 @@ pub async fn read(
         version: row.get("version"),
         saga,
     }))
-}
-
-/// The domain's states as the columns' words, and back: one table each.
-const STATUSES: [(OrderStatus, &str); 7] = [
-    (OrderStatus::Placed, "placed"),
-    (OrderStatus::Paid, "paid"),
-    (OrderStatus::Accepted, "accepted"),
-    (OrderStatus::PickedUp, "picked_up"),
-    (OrderStatus::Delivered, "delivered"),
-    (OrderStatus::Rejected, "rejected"),
-    (OrderStatus::Cancelled, "cancelled"),
-];
-const REASONS: [(CancelReason, &str); 4] = [
-    (CancelReason::Member, "member"),
-    (CancelReason::PaymentDeclined, "payment_declined"),
-    (CancelReason::PaymentFailed, "payment_failed"),
-    (CancelReason::NoDecision, "no_decision"),
-];
-const REFUNDS: [(Refund, &str); 4] = [
-    (Refund::NotOwed, "not_owed"),
-    (Refund::Owed, "owed"),
-    (Refund::ByLegacy, "by_legacy"),
-    (Refund::Refunded, "refunded"),
-];
-
-const STEPS: [(Step, &str); 7] = [
-    (Step::Authorising, "authorising"),
-    (Step::Resolving, "resolving"),
-    (Step::AwaitingDecision, "awaiting_decision"),
-    (Step::Cancelling, "cancelling"),
-    (Step::Releasing, "releasing"),
-    (Step::Refunding, "refunding"),
-    (Step::Done, "done"),
-];
-
-fn word<T: PartialEq + Copy>(table: &[(T, &'static str)], value: T) -> &'static str {
-    table
-        .iter()
-        .find(|(v, _)| *v == value)
-        .map_or("", |(_, word)| word)
-}
-
-fn value_of<T: Copy>(table: &[(T, &'static str)], text: &str) -> Option<T> {
-    table
-        .iter()
-        .find(|(_, word)| *word == text)
-        .map(|(v, _)| *v)
-}
-
-fn status_text(status: OrderStatus) -> &'static str {
-    word(&STATUSES, status)
-}
-fn status_of(text: &str) -> Option<OrderStatus> {
-    value_of(&STATUSES, text)
-}
-fn reason_text(reason: CancelReason) -> &'static str {
-    word(&REASONS, reason)
-}
-fn reason_of(text: &str) -> Option<CancelReason> {
-    value_of(&REASONS, text)
-}
-fn refund_text(refund: Refund) -> &'static str {
-    word(&REFUNDS, refund)
-}
-fn refund_of(text: &str) -> Option<Refund> {
-    value_of(&REFUNDS, text)
-}
-fn step_text(step: Step) -> &'static str {
-    word(&STEPS, step)
-}
-fn step_of(text: &str) -> Option<Step> {
-    value_of(&STEPS, text)
 }
