@@ -44,7 +44,7 @@ KIT_PORT_OFFSET=$((10#$KIT_PORT_OFFSET))
 # before the offset. Erlang's distribution ports (epmd, rabbitmq-dist) are
 # kept apart from a system RabbitMQ's (4369/25672). The components' lines
 # come from infra/components.txt; the front door is the strangler's second
-# port, and ordering is a backend the routes name.
+# port.
 kit_ports() {
 	printf '%s\n' 'postgres KIT_PG_PORT 54320' 'rabbitmq KIT_AMQP_PORT 56720' \
 		'rabbitmq-ui KIT_RABBIT_UI_PORT 15673' 'epmd KIT_EPMD_PORT 43690' \
@@ -54,7 +54,6 @@ kit_ports() {
 		printf '%s %s %s\n' "$name" "$var" "$default"
 		if [ "$name" = strangler ]; then printf '%s\n' 'front-door STRANGLER_HTTP__PORT 8000'; fi
 	done < <(grep -Ev '^[[:space:]]*(#|$)' "$KIT_ROOT/infra/components.txt")
-	grep -q '^ordering ' "$KIT_ROOT/infra/components.txt" || printf '%s\n' 'ordering ORDERING_HTTP__PORT 8081'
 }
 
 # Sets each port variable the caller did not set: its default plus the offset.

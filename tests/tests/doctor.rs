@@ -354,9 +354,9 @@ fn an_offset_moves_every_port_of_the_stack() {
         ("monolith", "9080"),
         ("acl", "8190"),
         ("order-history", "8182"),
+        ("ordering", "8181"),
         ("strangler", "8101"),
         ("front-door", "8100"),
-        ("ordering", "8181"),
     ]
     .map(|(part, port)| (part.to_owned(), port.to_owned()));
     assert_eq!(ports, expected);
