@@ -63,6 +63,7 @@ bench: ## run the benchmarks against their anchors; results in target/bench/resu
 	@bash tests/perf/strangler-bench.sh
 	@bash tests/perf/relay-bench.sh
 	@bash tests/perf/acl-bench.sh
+	@bash tests/perf/ordering-bench.sh
 
 clean: ## stop everything and delete .run/ (data, logs, generated credentials)
 	@bash $(STACK) clean

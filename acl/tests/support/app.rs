@@ -9,7 +9,7 @@ use chassis::config::HttpSettings;
 use chassis::db::DatabaseSettings;
 use tokio::sync::oneshot;
 
-use super::{Rig, delete_queues, eventually};
+use super::{Rig, delete_queues, eventually_within};
 
 pub const ADMIN_TOKEN: &str = "acl-admin";
 
@@ -78,7 +78,11 @@ impl Rig {
             stop,
             task,
         };
-        eventually("the ACL ready", || async {
+        // Ready once its replication slot exists, and creating a slot waits
+        // for every transaction in the cluster that has written or locked
+        // rows to end, other tests' too (a relay holding its claim while
+        // the broker restarts): a longer hang guard than the others.
+        eventually_within("the ACL ready", Duration::from_secs(120), || async {
             acl.http
                 .get(format!("{}/health/ready", acl.url))
                 .send()

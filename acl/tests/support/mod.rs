@@ -296,12 +296,21 @@ pub async fn delete_queues(amqp_url: &str, queue: &str) {
 
 /// Polls `probe` until it holds; fails the test if it does not within a
 /// generous bound (a hang guard, not a timing assertion).
-pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+pub async fn eventually<F, Fut>(what: &str, probe: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    eventually_within(what, Duration::from_secs(30), probe).await;
+}
+
+/// [`eventually`] with a bound of the caller's.
+pub async fn eventually_within<F, Fut>(what: &str, bound: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
     while !probe().await {
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -26,6 +26,8 @@ pub struct Tuning {
     /// How often the service's own sweeper looks; a test that drives the
     /// saga's sweeper by hand sets it beyond the test's length.
     pub sweep_interval_ms: u64,
+    /// ordering's connections to its database (`make up` gives 10).
+    pub max_connections: u32,
 }
 
 impl Default for Tuning {
@@ -34,6 +36,7 @@ impl Default for Tuning {
             consumers: 2,
             payment_timeout_ms: 2_000,
             sweep_interval_ms: 1_000,
+            max_connections: 5,
         }
     }
 }
@@ -82,7 +85,7 @@ impl RunningOrdering {
             telemetry: chassis::telemetry::TelemetrySettings::default(),
             database: DatabaseSettings {
                 url: url.to_string().into(),
-                max_connections: 5,
+                max_connections: tuning.max_connections,
                 acquire_timeout_ms: 5_000,
             },
             amqp_url: rig.amqp_url.clone().into(),
@@ -130,12 +133,20 @@ impl RunningOrdering {
     /// Messages waiting in the queue of Baedal's facts to be tried again,
     /// and dead-lettered.
     pub async fn retried_and_dead(&self) -> (u32, u32) {
+        let [_, retried, dead] = self.depths().await;
+        (retried, dead)
+    }
+
+    /// Messages in the queue of Baedal's facts: waiting to be taken, to be
+    /// tried again, and dead-lettered.
+    pub async fn depths(&self) -> [u32; 3] {
         let connection = chassis::messaging::amqp::connect(&self.amqp_url, "ordering-test-depths")
             .await
             .expect("RabbitMQ");
         let channel = connection.create_channel().await.expect("a channel");
-        let mut depths = [0; 2];
+        let mut depths = [0; 3];
         for (depth, name) in depths.iter_mut().zip([
+            self.queue.clone(),
             format!("{}.retry", self.queue),
             format!("{}.dlq", self.queue),
         ]) {
@@ -153,7 +164,7 @@ impl RunningOrdering {
                 .message_count();
         }
         chassis::messaging::amqp::close(&connection, "counted").await;
-        (depths[0], depths[1])
+        depths
     }
 
     /// Stops it and drops its database and queues.
