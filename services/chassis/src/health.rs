@@ -1,7 +1,8 @@
 //! Health: `/health/live` says the process runs; `/health/ready` says it can
 //! do its work, by running every registered [`ReadinessCheck`] (PostgreSQL,
-//! later RabbitMQ) at once, each under a time limit. An orchestrator or the
-//! strangler stops sending traffic to a component that is not ready.
+//! RabbitMQ, the change feed) at once, each under a time limit. An
+//! orchestrator stops sending traffic to a component that is not ready; the
+//! strangler does not poll it, and judges backends by their answers.
 
 use std::future::Future;
 use std::pin::Pin;
