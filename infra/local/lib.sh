@@ -104,16 +104,24 @@ reserve_ports() {
 # Is something accepting TCP connections on 127.0.0.1:$1?
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Wait up to $2 seconds for `$3...` to succeed.
-wait_for() {
-	local what=$1 seconds=$2
-	shift 2
-	local i
-	for ((i = 0; i < seconds * 4; i++)); do
+# Waits up to $2 seconds (of the clock, however long each try takes) for
+# `$3...` to succeed; returns 1 if it did not.
+try_for() {
+	local seconds=$1
+	shift
+	local until=$((SECONDS + seconds))
+	while ((SECONDS < until)); do
 		if "$@" >/dev/null 2>&1; then return 0; fi
 		sleep 0.25
 	done
-	die "$what did not become ready within ${seconds}s (see make logs)"
+	"$@" >/dev/null 2>&1
+}
+
+# try_for, or stop naming what did not become ready.
+wait_for() {
+	local what=$1 seconds=$2
+	shift 2
+	try_for "$seconds" "$@" || die "$what did not become ready within ${seconds}s (see make logs)"
 }
 
 # The database names, one per component, from infra/databases.txt.

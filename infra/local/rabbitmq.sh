@@ -112,7 +112,7 @@ start() {
 		[ -n "$epmd" ] && setsid "$epmd" -daemon </dev/null >/dev/null 2>&1
 		setsid "$RABBIT_BIN/rabbitmq-server" </dev/null >"$RABBIT_LOG" 2>&1 &
 		echo $! >"$RABBIT_DIR/server.pid"
-		wait_for "RabbitMQ" 90 ctl await_startup --timeout 5
+		await_node 180
 	fi
 	mkdir -p "$KIT_LOGS"
 	ln -sf "$RABBIT_LOG" "$KIT_LOGS/rabbitmq.log"
@@ -151,7 +151,21 @@ restart_app() {
 		[ "$tries" = 3 ] && die "RabbitMQ's application did not start again (see make logs)"
 		sleep 1
 	done
-	wait_for "RabbitMQ" 60 ctl await_startup --timeout 5
+	await_node 60
+}
+
+# Waits up to $1 seconds for the node to boot; if it does not, shows the
+# end of its logs (the folder may be gone by the time anyone looks: a CI
+# run's clone is removed) and stops.
+await_node() {
+	try_for "$1" ctl await_startup --timeout 5 && return 0
+	local log
+	for log in "$RABBIT_LOG" "$RABBIT_DIR/log/$NODE.log"; do
+		[ -s "$log" ] || continue
+		printf '==> the last lines of %s\n' "$log" >&2
+		tail -n 40 "$log" | sed 's/^/    /' >&2
+	done
+	die "RabbitMQ did not become ready within $1 s (its logs are above and in $RABBIT_DIR/log)"
 }
 
 status() {

@@ -1,12 +1,16 @@
 //! W3C Trace Context (`traceparent`), version 00.
 //!
 //! A request that arrives with a valid `traceparent` continues that trace; one
-//! without starts a new one. The ids are what other tools (and the AMQP
-//! headers of later issues) need to join the hops of one business action; we
-//! carry them ourselves rather than run an OpenTelemetry SDK, because nothing
-//! here exports spans. See docs/patterns/observability.md.
+//! without starts a new one. The ids are what other tools need to join the
+//! hops of one business action; we carry them ourselves rather than run an
+//! OpenTelemetry SDK, because nothing here exports spans. While a request is
+//! served, its context is the task's current one
+//! ([`TraceContext::current_or_root`]), so an adapter deep under a use case
+//! sends it on without the ports knowing of tracing. See
+//! docs/patterns/observability.md.
 
 use std::fmt;
+use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
@@ -22,7 +26,25 @@ pub struct TraceContext {
     flags: u8,
 }
 
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
 impl TraceContext {
+    /// The context of the request this task serves (the chassis' HTTP layer
+    /// sets it around every handler), or a new trace for work no request
+    /// started: a sweeper, a consumer, a task spawned off the request.
+    pub fn current_or_root() -> Self {
+        CURRENT
+            .try_with(|current| *current)
+            .unwrap_or_else(|_| Self::new_root())
+    }
+
+    /// Runs `work` with `self` as the current context.
+    pub async fn scope<F: Future>(self, work: F) -> F::Output {
+        CURRENT.scope(self, work).await
+    }
+
     /// Starts a new trace (sampled).
     pub fn new_root() -> Self {
         Self {

@@ -366,3 +366,42 @@ async fn an_incoming_traceparent_continues_the_callers_trace() {
     assert_eq!(fresh.len(), 32);
     assert_ne!(fresh, "4bf92f3577b34da6a3ce929d0e0e4736");
 }
+
+/// While a handler runs, the request's trace is the task's current one, so
+/// an adapter under it sends the caller's trace on (a child span of it);
+/// work no request started gets a trace of its own.
+#[tokio::test]
+async fn a_handler_calls_on_in_the_callers_trace() {
+    use axum::routing::get;
+    use chassis::trace_context::TraceContext;
+    let routes = axum::Router::new().route(
+        "/onwards",
+        get(|| async { TraceContext::current_or_root().to_header() }),
+    );
+    let app = spawn(Service::new().routes(routes)).await;
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let onwards = app
+        .client
+        .get(app.url("/onwards"))
+        .header("traceparent", caller)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let onwards = TraceContext::parse(&onwards).expect("a traceparent");
+    assert_eq!(onwards.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(
+        onwards.span_id(),
+        "00f067aa0ba902b7",
+        "the request's own span"
+    );
+
+    let outside = TraceContext::current_or_root();
+    assert_ne!(outside.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(
+        TraceContext::current_or_root().trace_id(),
+        outside.trace_id()
+    );
+}

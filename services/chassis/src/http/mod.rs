@@ -158,7 +158,8 @@ impl MakeRequestId for MakeRequestUuidV7 {
 
 /// Opens the request span (request id, trace id), writes the access log line
 /// and records the HTTP metrics. The request's [`TraceContext`] is left in
-/// its extensions for handlers that call other components.
+/// its extensions and is the task's current one while the handler runs, for
+/// handlers and adapters that call other components.
 async fn observe(State(metrics): State<HttpMetrics>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -190,7 +191,9 @@ async fn observe(State(metrics): State<HttpMetrics>, mut request: Request, next:
         span_id = %context.span_id(),
         parent_span_id = parent.map(|p| p.span_id()),
     );
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = context
+        .scope(next.run(request).instrument(span.clone()))
+        .await;
 
     let status = response.status().as_u16();
     let latency = started.elapsed();

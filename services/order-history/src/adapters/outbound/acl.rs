@@ -48,9 +48,9 @@ impl AclOwner {
     }
 
     async fn get(&self, path: &str, revalidate: bool) -> Result<reqwest::Response, OwnerError> {
-        let mut request = self
-            .dependency
-            .request(&TraceContext::new_root(), Method::GET, path);
+        let mut request =
+            self.dependency
+                .request(&TraceContext::current_or_root(), Method::GET, path);
         if revalidate {
             request = request.header(reqwest::header::CACHE_CONTROL, "no-cache");
         }

@@ -105,7 +105,7 @@ impl AclUpstream {
     ) -> Result<Response, UpstreamUnavailable> {
         let request = self
             .commands
-            .request(&TraceContext::new_root(), Method::POST, path)
+            .request(&TraceContext::current_or_root(), Method::POST, path)
             .json(body);
         self.commands
             .call(request)
@@ -121,7 +121,7 @@ impl AclUpstream {
     ) -> Result<Option<T>, UpstreamUnavailable> {
         let request = self
             .dependency
-            .request(&TraceContext::new_root(), method, path)
+            .request(&TraceContext::current_or_root(), method, path)
             .header(reqwest::header::CACHE_CONTROL, "no-cache");
         let response = self
             .dependency

@@ -50,7 +50,7 @@ impl PaymentGateway {
     fn request(&self, method: Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
         let request = self
             .dependency
-            .request(&TraceContext::new_root(), method, path)
+            .request(&TraceContext::current_or_root(), method, path)
             .bearer_auth(self.api_key.expose_secret());
         match key {
             Some(key) => request.header("Idempotency-Key", key),
