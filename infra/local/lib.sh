@@ -104,8 +104,10 @@ reserve_ports() {
 # Is something accepting TCP connections on 127.0.0.1:$1?
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Waits up to $2 seconds (of the clock, however long each try takes) for
-# `$3...` to succeed; returns 1 if it did not.
+# Tries `$2...` until it succeeds or $1 seconds of the clock have passed
+# (whole seconds, so the window is between $1 - 1 and $1; a try started
+# before the end runs to its end, then one last try); returns the last
+# try's status.
 try_for() {
 	local seconds=$1
 	shift

@@ -112,7 +112,13 @@ start() {
 		[ -n "$epmd" ] && setsid "$epmd" -daemon </dev/null >/dev/null 2>&1
 		setsid "$RABBIT_BIN/rabbitmq-server" </dev/null >"$RABBIT_LOG" 2>&1 &
 		echo $! >"$RABBIT_DIR/server.pid"
-		await_node 180
+		# rabbitmqctl await_startup's own default bound.
+		await_node 300 || {
+			# Nothing started here keeps running (or holding ports) once the
+			# folder is gone.
+			stop_pid "$RABBIT_DIR/server.pid" 20
+			die "RabbitMQ did not become ready within 300 s (its logs are above and in $RABBIT_DIR/log)"
+		}
 	fi
 	mkdir -p "$KIT_LOGS"
 	ln -sf "$RABBIT_LOG" "$KIT_LOGS/rabbitmq.log"
@@ -151,21 +157,26 @@ restart_app() {
 		[ "$tries" = 3 ] && die "RabbitMQ's application did not start again (see make logs)"
 		sleep 1
 	done
-	await_node 60
+	await_node 60 || die "RabbitMQ did not become ready within 60 s of its restart (its logs are above and in $RABBIT_DIR/log)"
 }
 
-# Waits up to $1 seconds for the node to boot; if it does not, shows the
-# end of its logs (the folder may be gone by the time anyone looks: a CI
-# run's clone is removed) and stops.
+# Waits up to $1 seconds for the node to boot; if it does not, shows why
+# (rabbitmqctl's own answer and the end of the node's logs: the folder may
+# be gone by the time anyone looks, as a CI run's clone is removed) and
+# returns 1.
 await_node() {
 	try_for "$1" ctl await_startup --timeout 5 && return 0
-	local log
-	for log in "$RABBIT_LOG" "$RABBIT_DIR/log/$NODE.log"; do
-		[ -s "$log" ] || continue
-		printf '==> the last lines of %s\n' "$log" >&2
-		tail -n 40 "$log" | sed 's/^/    /' >&2
-	done
-	die "RabbitMQ did not become ready within $1 s (its logs are above and in $RABBIT_DIR/log)"
+	{
+		printf '==> rabbitmqctl await_startup says\n'
+		ctl await_startup --timeout 5 2>&1 | tail -n 20 | sed 's/^/    /'
+		local log
+		for log in "$RABBIT_LOG" "$RABBIT_DIR/log/$NODE.log"; do
+			[ -s "$log" ] || continue
+			printf '==> the last lines of %s\n' "$log"
+			tail -n 40 "$log" | sed 's/^/    /'
+		done
+	} >&2 || true
+	return 1
 }
 
 status() {

@@ -133,13 +133,19 @@ wait_until_ready() {
 		[ "$name" = "$2" ] && return 0
 		[ -f "$KIT_PIDS/$name.pid" ] || continue
 		port=${!port_var}
-		wait_for "$name (see .run/logs/$name.log)" 60 component_ready "$name" "$port"
+		if try_for 60 component_ready "$name" "$port"; then
+			pid_alive "$KIT_PIDS/$name.pid" && continue
+			die "$name exited; its log is .run/logs/$name.log"
+		fi
+		die "$name did not become ready within 60 s (see .run/logs/$name.log)"
 	done <<<"$1"
 }
 
+# Ready, or gone: true either way, as there is nothing more to wait for
+# (the caller tells the two apart).
 component_ready() {
-	pid_alive "$KIT_PIDS/$1.pid" || die "$1 exited; its log is .run/logs/$1.log"
-	curl -fsS -o /dev/null "http://127.0.0.1:$2/health/ready"
+	pid_alive "$KIT_PIDS/$1.pid" || return 0
+	curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$2/health/ready"
 }
 
 stop_components() {

@@ -78,9 +78,9 @@ impl HttpOrderStore {
             query.push_str("&after=");
             query.push_str(&query_value(after));
         }
-        let request = self
-            .dependency
-            .request(&TraceContext::new_root(), Method::GET, &query);
+        let request =
+            self.dependency
+                .request(&TraceContext::current_or_root(), Method::GET, &query);
         let response = self
             .dependency
             .call(request)

@@ -291,9 +291,9 @@ impl Dependency {
 
     /// A request to `path` on this dependency, to build on, carrying the
     /// caller's trace: `traceparent` names a new span of `trace` as the
-    /// parent of what the dependency does. A handler finds its request's
-    /// context in the request extensions; work outside any request starts
-    /// one with [`TraceContext::new_root`].
+    /// parent of what the dependency does. Callers pass
+    /// [`TraceContext::current_or_root`]: the trace of the request or
+    /// message being handled, or a new one for work neither started.
     pub fn request(
         &self,
         trace: &TraceContext,

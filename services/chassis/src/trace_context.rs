@@ -40,7 +40,9 @@ impl TraceContext {
             .unwrap_or_else(|_| Self::new_root())
     }
 
-    /// Runs `work` with `self` as the current context.
+    /// Runs `work` with `self` as the current context. It ends with `work`:
+    /// for an HTTP handler, when the response's head is ready, so a body
+    /// streamed afterwards, or a task spawned off, sees none.
     pub async fn scope<F: Future>(self, work: F) -> F::Output {
         CURRENT.scope(self, work).await
     }

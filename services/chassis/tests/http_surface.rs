@@ -395,7 +395,7 @@ async fn a_handler_calls_on_in_the_callers_trace() {
     assert_ne!(
         onwards.span_id(),
         "00f067aa0ba902b7",
-        "the request's own span"
+        "the request has a span of its own, a child of the caller's"
     );
 
     let outside = TraceContext::current_or_root();

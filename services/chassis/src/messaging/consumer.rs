@@ -791,7 +791,16 @@ impl Consumer {
             .filter(|_| self.in_aggregate_order)
     }
 
+    /// Applies `message` with its trace as the task's current one, so that
+    /// a handler's calls to other components carry the producer's trace.
     async fn apply<H: Handler>(&self, handler: &H, message: &Message) -> Outcome {
+        message
+            .trace
+            .scope(self.apply_in_trace(handler, message))
+            .await
+    }
+
+    async fn apply_in_trace<H: Handler>(&self, handler: &H, message: &Message) -> Outcome {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
             Err(error) => return database_failure(error),
