@@ -70,7 +70,10 @@ rabbit_env() {
 
 ctl() { "$RABBIT_BIN/rabbitmqctl" -q -n "$NODE" "$@"; }
 
-is_running() { [ -d "$RABBIT_DIR" ] && ctl status >/dev/null 2>&1; }
+# A node registers with its epmd, so with no epmd listening there is no node
+# to ask, and asking would start an epmd (the Erlang VM of rabbitmqctl
+# does), left behind by `make status` on a stopped stack.
+is_running() { [ -d "$RABBIT_DIR" ] && port_open "$KIT_EPMD_PORT" && ctl status >/dev/null 2>&1; }
 
 write_config() {
 	mkdir -p "$RABBIT_DIR/log" "$RABBIT_DIR/mnesia"
