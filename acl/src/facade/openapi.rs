@@ -13,8 +13,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, Redirect, Response};
 use axum::routing::get;
 use serde_json::Value;
 
@@ -33,12 +32,7 @@ pub fn router() -> Router {
 }
 
 async fn document() -> Response {
-    let mut response = (StatusCode::OK, DOCUMENT).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    chassis::http::json_document(DOCUMENT)
 }
 
 async fn docs() -> Html<&'static str> {

@@ -405,3 +405,20 @@ async fn a_handler_calls_on_in_the_callers_trace() {
         outside.trace_id()
     );
 }
+
+/// A document kept as text is served as it was written, as JSON: what the
+/// services' `/v1/openapi.json` routes answer.
+#[tokio::test]
+async fn a_json_document_is_served_as_written() {
+    use axum::routing::get;
+    const DOCUMENT: &str = "{\"openapi\": \"3.1.0\",\n \"paths\": {}}";
+    let routes = axum::Router::new().route(
+        "/document",
+        get(|| async { chassis::http::json_document(DOCUMENT) }),
+    );
+    let app = spawn(Service::new().routes(routes)).await;
+    let response = app.client.get(app.url("/document")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+    assert_eq!(response.text().await.unwrap(), DOCUMENT);
+}

@@ -48,6 +48,19 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// RFC 9110 §9.2.1: a method that asks for nothing to change, so that a
 /// request may be sent again, or elsewhere, without harm.
+/// A JSON document kept as text (an OpenAPI document taken in with
+/// `include_str!`), served as it is, without parsing it again.
+pub fn json_document(document: &'static str) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        document,
+    )
+        .into_response()
+}
+
 pub fn is_safe(method: &Method) -> bool {
     matches!(
         *method,

@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chassis::Problem;
@@ -30,12 +30,7 @@ pub fn router<O: Orders + Clone + 'static>(orders: O) -> Router {
 }
 
 async fn document() -> Response {
-    let mut response = DOCUMENT.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    chassis::http::json_document(DOCUMENT)
 }
 
 /// The path's order number, as the kit writes them.

@@ -12,7 +12,7 @@
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chassis::Problem;
@@ -249,12 +249,7 @@ async fn lag(State(state): State<AppState>) -> Response {
 }
 
 async fn document() -> Response {
-    let mut response = (StatusCode::OK, DOCUMENT).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    chassis::http::json_document(DOCUMENT)
 }
 
 fn escape(text: &str) -> String {
