@@ -18,6 +18,8 @@ main() {
 	PG_BIN=$(find_pg_bin)
 	[ -n "$PG_BIN" ] && [ -x "$PG_BIN/pgbench" ] || die "the benchmark needs pgbench, beside initdb in PostgreSQL's bin folder (apt-get install postgresql-15; PG_BIN names the folder)"
 	export PG_BIN
+	BENCH_CLK_TCK=$(getconf CLK_TCK)
+	export BENCH_CLK_TCK
 	step "order placement: through the strangler, migrated vs legacy; the store vs pgbench (release build)"
 	local line
 	line=$(cd "$KIT_ROOT" && cargo bench --quiet -p ordering --bench placement | tail -n1) || die "the placement benchmark failed"

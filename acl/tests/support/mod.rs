@@ -27,6 +27,8 @@ use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::oneshot;
 
 pub const API_KEY: &str = "test-merchant-key";
+/// The token of the payment sandbox's operator (its `/admin` routes).
+pub const SANDBOX_ADMIN: &str = "admin";
 
 /// Slots of tests that died before dropping theirs are dropped by a later
 /// test once they are this old, so a failed run does not pin WAL for long.
@@ -328,7 +330,7 @@ async fn start_baedal(options: &PgConnectOptions) -> (String, String, PgPool, on
         },
         telemetry: chassis::telemetry::TelemetrySettings::default(),
         api_key: Some(API_KEY.to_owned().into()),
-        admin_token: Some("admin".to_owned().into()),
+        admin_token: Some(SANDBOX_ADMIN.to_owned().into()),
         behaviour: pg_sandbox::Behaviour::default(),
         ledger_path: None,
     };

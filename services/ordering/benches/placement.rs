@@ -51,6 +51,8 @@
 mod legacy;
 #[path = "../tests/running/mod.rs"]
 mod running;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -412,7 +414,7 @@ struct Counted {
 impl Counted {
     async fn check(&mut self, system: &System, side: &str, placed: u64) -> anyhow::Result<bool> {
         let now: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-            .fetch_one(&system.ordering.pool)
+            .fetch_one(system.ordering.pool())
             .await?;
         let added = now - self.in_ordering;
         self.in_ordering = now;
@@ -434,7 +436,6 @@ impl Counted {
 /// its guard off.
 struct BenchStrangler {
     url: String,
-    plan: std::path::PathBuf,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -497,18 +498,12 @@ enabled = false
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        Ok(Self {
-            url,
-            plan,
-            stop,
-            task,
-        })
+        Ok(Self { url, stop, task })
     }
 
     async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
-        let _ = std::fs::remove_file(&self.plan);
     }
 }
 
@@ -685,9 +680,13 @@ fn busy_ticks() -> anyhow::Result<u64> {
         .sum())
 }
 
+/// `/proc/stat`'s clock ticks per second (`getconf CLK_TCK`, which the
+/// bench's script passes as `BENCH_CLK_TCK`; Linux's USER_HZ is 100).
 fn ticks_per_second() -> f64 {
-    // USER_HZ: 100 on every Linux the kit runs on (getconf CLK_TCK).
-    100.0
+    std::env::var("BENCH_CLK_TCK")
+        .ok()
+        .and_then(|ticks| ticks.parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// Waits until every order placed is on Baedal's tables, ordering's and
@@ -709,7 +708,7 @@ async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<u64>> {
             .await?;
         let pending = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
         let ordering_pending: i64 = sqlx::query_scalar(pending)
-            .fetch_one(&system.ordering.pool)
+            .fetch_one(system.ordering.pool())
             .await?;
         let acl_pending: i64 = sqlx::query_scalar(pending)
             .fetch_one(&system.rig.own)

@@ -8,6 +8,7 @@
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
 mod running;
+mod support;
 
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ impl World {
             },
         )
         .await;
-        let orders = PgOrders::new(ordering.pool.clone());
+        let orders = PgOrders::new(ordering.pool().clone());
         let upstream = AclUpstream::new(
             &acl.url,
             DependencySettings::default(),
@@ -134,7 +135,7 @@ impl World {
     }
 
     async fn published(&self, order_no: &OrderNo) -> Vec<String> {
-        running::published(&self.ordering.pool, order_no.as_str()).await
+        running::published(self.ordering.pool(), order_no.as_str()).await
     }
 }
 
@@ -397,7 +398,7 @@ async fn a_cancel_while_the_charge_is_in_flight_releases_the_charge_once(
     // The order is stored, waiting for the gateway's answer.
     let waiting = || async {
         sqlx::query_scalar::<_, String>("SELECT order_no FROM orders WHERE status = 'placed'")
-            .fetch_optional(&world.ordering.pool)
+            .fetch_optional(world.ordering.pool())
             .await
             .expect("read")
     };

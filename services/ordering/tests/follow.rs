@@ -7,6 +7,7 @@
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
 mod running;
+mod support;
 
 use legacy::{Rig, eventually};
 use ordering::adapters::outbound::postgres::PgOrders;
@@ -28,7 +29,7 @@ impl World {
         let rig = Rig::start(options).await;
         let acl = rig.start_acl(rig.acl_settings()).await;
         let ordering = RunningOrdering::start(&rig, options, &acl.url).await;
-        let orders = PgOrders::new(ordering.pool.clone());
+        let orders = PgOrders::new(ordering.pool().clone());
         Self {
             rig,
             acl,
@@ -83,7 +84,7 @@ impl World {
 
     /// The facts ordering published about the order, in order.
     async fn published(&self, order_no: &OrderNo) -> Vec<String> {
-        running::published(&self.ordering.pool, order_no.as_str()).await
+        running::published(self.ordering.pool(), order_no.as_str()).await
     }
 }
 
@@ -186,7 +187,7 @@ async fn baedals_own_orders_pass_ordering_by(_: PgPoolOptions, options: PgConnec
         },
     )
     .await;
-    let orders = PgOrders::new(ordering.pool.clone());
+    let orders = PgOrders::new(ordering.pool().clone());
     let world = World {
         rig,
         acl,
@@ -209,7 +210,7 @@ async fn baedals_own_orders_pass_ordering_by(_: PgPoolOptions, options: PgConnec
         .reaches(&order_no, OrderStatus::Accepted, Refund::NotOwed)
         .await;
     let known: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&world.ordering.pool)
+        .fetch_one(world.ordering.pool())
         .await
         .expect("a count");
     assert_eq!(known, 1, "only ordering's own order");

@@ -9,6 +9,7 @@
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
 mod running;
+mod support;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -19,16 +20,13 @@ use ordering::application::ports::{Orders, Saga};
 use ordering::domain::{CancelReason, OrderNo, OrderStatus, Refund};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
 
 /// What every run of the process is given: the test's database, broker
 /// exchange and queue, ACL and sandbox.
 struct World {
     rig: Rig,
     acl: legacy::app::RunningAcl,
-    database: String,
-    database_url: String,
-    pool: PgPool,
+    database: running::OrderingDatabase,
     queue: String,
     logs: std::path::PathBuf,
 }
@@ -67,30 +65,13 @@ impl World {
         let rig = Rig::start(options).await;
         let acl = rig.start_acl(rig.acl_settings()).await;
         let unique = uuid::Uuid::now_v7().simple();
-        let database = format!("ordering_k_{unique}");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"CREATE DATABASE "{database}""#
-        )))
-        .execute(&rig.legacy_admin)
-        .await
-        .expect("ordering's test database");
-        let database_url = options
-            .clone()
-            .database(&database)
-            .to_url_lossy()
-            .to_string();
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone().database(&database))
-            .await
-            .expect("ordering's database");
+        let database =
+            running::OrderingDatabase::create(&rig, options, format!("ordering_k_{unique}")).await;
         let logs = std::env::temp_dir().join(format!("ordering-kill-{unique}.log"));
         Self {
             rig,
             acl,
             database,
-            database_url,
-            pool,
             queue: format!("ordering.k{unique}"),
             logs,
         }
@@ -110,7 +91,7 @@ impl World {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .env("ORDERING_HTTP__PORT", port.to_string())
-            .env("ORDERING_DATABASE__URL", &self.database_url)
+            .env("ORDERING_DATABASE__URL", &self.database.url)
             .env("ORDERING_AMQP_URL", amqp_url)
             .env("ORDERING_EXCHANGE", &self.rig.exchange)
             .env("ORDERING_QUEUE", &self.queue)
@@ -142,14 +123,8 @@ impl World {
     }
 
     async fn finish(self) {
-        self.pool.close().await;
         delete_queues(&self.rig.amqp_url, &self.queue).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
-            self.database
-        )))
-        .execute(&self.rig.legacy_admin)
-        .await;
+        self.database.drop(&self.rig).await;
         let _ = std::fs::remove_file(&self.logs);
         self.acl.stop().await;
         self.rig.finish().await;
@@ -200,7 +175,7 @@ async fn killed_after_the_charge_before_its_answer_was_stored_the_charge_is_rele
     let charged = || async {
         let stored: Option<String> =
             sqlx::query_scalar("SELECT order_no FROM orders WHERE status = 'placed'")
-                .fetch_optional(&world.pool)
+                .fetch_optional(&world.database.pool)
                 .await
                 .expect("read");
         match stored {
@@ -221,7 +196,7 @@ async fn killed_after_the_charge_before_its_answer_was_stored_the_charge_is_rele
 
     world.sandbox(json!({})).await;
     let _second = world.spawn(&world.rig.amqp_url).await;
-    let orders = PgOrders::new(world.pool.clone());
+    let orders = PgOrders::new(world.database.pool.clone());
     let number = OrderNo::parse(&order_no).expect("a number");
     eventually("the restarted sweeper ends the order", || async {
         orders
@@ -278,7 +253,7 @@ async fn killed_after_the_order_was_stored_before_its_facts_left_they_leave_afte
     let total = order["total_amount"].as_i64().expect("a total");
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE aggregate_id = $1")
         .bind(&order_no)
-        .fetch_one(&world.pool)
+        .fetch_one(&world.database.pool)
         .await
         .expect("the outbox");
     assert_eq!(waiting, 2, "placed and paid, not yet published");
@@ -290,7 +265,7 @@ async fn killed_after_the_order_was_stored_before_its_facts_left_they_leave_afte
         world.on_baedal(&order_no).await == Some((json!("PAID"), Value::Null, json!("AUTH")))
     })
     .await;
-    let orders = PgOrders::new(world.pool.clone());
+    let orders = PgOrders::new(world.database.pool.clone());
     let stored = orders
         .get(&OrderNo::parse(&order_no).expect("a number"))
         .await

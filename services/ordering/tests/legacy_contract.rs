@@ -7,6 +7,7 @@
 #[path = "../../../acl/tests/support/mod.rs"]
 mod legacy;
 mod running;
+mod support;
 
 use legacy::Rig;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, LOCATION};
@@ -603,7 +604,8 @@ async fn an_order_the_shop_accepted_is_not_cancelled_on_either_side(
             .await;
         assert_eq!(accepted.status(), 200);
     }
-    let orders = ordering::adapters::outbound::postgres::PgOrders::new(sides.ordering.pool.clone());
+    let orders =
+        ordering::adapters::outbound::postgres::PgOrders::new(sides.ordering.pool().clone());
     let number = ordering::domain::OrderNo::parse(&numbers[1]).expect("a number");
     legacy::eventually("ordering hears of the acceptance", || async {
         use ordering::application::ports::Orders;
@@ -692,7 +694,7 @@ async fn an_order_placed_on_baedal_is_cancelled_through_ordering_as_baedal_cance
         );
     }
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&sides.ordering.pool)
+        .fetch_one(sides.ordering.pool())
         .await
         .expect("a count");
     assert_eq!(kept, 0, "ordering keeps no order it does not own");

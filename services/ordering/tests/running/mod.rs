@@ -41,11 +41,44 @@ impl Default for Tuning {
     }
 }
 
+/// A fresh database of ordering's beside the rig's legacy one.
+pub struct OrderingDatabase {
+    pub name: String,
+    /// Its URL, for ordering's settings.
+    pub url: String,
+    /// The database as the test reads it.
+    pub pool: PgPool,
+}
+
+impl OrderingDatabase {
+    pub async fn create(rig: &Rig, options: &PgConnectOptions, name: String) -> Self {
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&rig.legacy_admin)
+            .await
+            .expect("ordering's test database");
+        let url = options.clone().database(&name).to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone().database(&name))
+            .await
+            .expect("ordering's database");
+        Self { name, url, pool }
+    }
+
+    pub async fn drop(self, rig: &Rig) {
+        self.pool.close().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+            self.name
+        )))
+        .execute(&rig.legacy_admin)
+        .await;
+    }
+}
+
 pub struct RunningOrdering {
     pub url: String,
-    /// ordering's database, as the test reads it.
-    pub pool: PgPool,
-    database: String,
+    database: OrderingDatabase,
     queue: String,
     amqp_url: String,
     stop: oneshot::Sender<()>,
@@ -53,6 +86,11 @@ pub struct RunningOrdering {
 }
 
 impl RunningOrdering {
+    /// ordering's database, as the test reads it.
+    pub fn pool(&self) -> &PgPool {
+        &self.database.pool
+    }
+
     /// Builds and runs ordering against `rig` and the ACL at `acl_url`.
     pub async fn start(rig: &Rig, options: &PgConnectOptions, acl_url: &str) -> Self {
         Self::start_with(rig, options, acl_url, Tuning::default()).await
@@ -66,25 +104,13 @@ impl RunningOrdering {
         tuning: Tuning,
     ) -> Self {
         let unique = uuid::Uuid::now_v7().simple();
-        let database = format!("ordering_t_{unique}");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"CREATE DATABASE "{database}""#
-        )))
-        .execute(&rig.legacy_admin)
-        .await
-        .expect("ordering's test database");
-        let url = options.clone().database(&database).to_url_lossy();
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone().database(&database))
-            .await
-            .expect("ordering's database");
+        let database = OrderingDatabase::create(rig, options, format!("ordering_t_{unique}")).await;
         let queue = format!("ordering.t{unique}");
         let settings = ordering::Settings {
             http: HttpSettings::default(),
             telemetry: chassis::telemetry::TelemetrySettings::default(),
             database: DatabaseSettings {
-                url: url.to_string().into(),
+                url: database.url.clone().into(),
                 max_connections: tuning.max_connections,
                 acquire_timeout_ms: 5_000,
             },
@@ -121,7 +147,6 @@ impl RunningOrdering {
         }));
         Self {
             url,
-            pool,
             database,
             queue,
             amqp_url: rig.amqp_url.clone(),
@@ -171,52 +196,20 @@ impl RunningOrdering {
     pub async fn stop(self, rig: &Rig) {
         let _ = self.stop.send(());
         let _ = self.task.await;
-        self.pool.close().await;
         delete_queues(&self.amqp_url, &self.queue).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
-            self.database
-        )))
-        .execute(&rig.legacy_admin)
-        .await;
+        self.database.drop(rig).await;
     }
 }
 
 /// What the rig's payment sandbox holds for the order: (status, amount)
 /// of each payment, as its operator sees them.
 pub async fn ledger(rig: &Rig, order_no: &str) -> Vec<(String, i64)> {
-    let payments: Vec<Value> = rig
-        .http
-        .get(format!("{}/admin/payments?order_id={order_no}", rig.pg_url))
-        .bearer_auth("admin")
-        .send()
-        .await
-        .expect("the sandbox answers")
-        .json()
-        .await
-        .expect("JSON");
-    payments
-        .iter()
-        .map(|p| {
-            (
-                p["status"].as_str().unwrap_or_default().to_owned(),
-                p["amount"].as_i64().unwrap_or_default(),
-            )
-        })
-        .collect()
+    crate::support::ledger_as(&rig.pg_url, legacy::SANDBOX_ADMIN, order_no).await
 }
 
 /// The rig's sandbox misbehaves as asked (`{}`: not at all).
 pub async fn behave(rig: &Rig, behaviour: Value) {
-    let response = rig
-        .http
-        .put(format!("{}/admin/behaviour", rig.pg_url))
-        .bearer_auth("admin")
-        .json(&behaviour)
-        .send()
-        .await
-        .expect("the sandbox answers");
-    assert!(response.status().is_success());
+    crate::support::set_behaviour_as(&rig.pg_url, legacy::SANDBOX_ADMIN, behaviour).await;
 }
 
 /// Waits until the owner of shop `shop_id` sees the order on Baedal's

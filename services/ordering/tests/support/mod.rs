@@ -30,9 +30,15 @@ pub async fn sandbox(behaviour: Behaviour) -> String {
 }
 
 pub async fn set_behaviour(url: &str, behaviour: Value) {
+    set_behaviour_as(url, ADMIN, behaviour).await;
+}
+
+/// The sandbox at `url` misbehaves as asked (`{}`: not at all), asked with
+/// its operator's `token`.
+pub async fn set_behaviour_as(url: &str, token: &str, behaviour: Value) {
     let response = reqwest::Client::new()
         .put(format!("{url}/admin/behaviour"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(token)
         .json(&behaviour)
         .send()
         .await
@@ -42,9 +48,14 @@ pub async fn set_behaviour(url: &str, behaviour: Value) {
 
 /// (status, amount) of each payment the sandbox holds for the order.
 pub async fn ledger(url: &str, order_no: &OrderNo) -> Vec<(String, i64)> {
+    ledger_as(url, ADMIN, order_no.as_str()).await
+}
+
+/// The same, of the sandbox at `url` whose operator's token is `token`.
+pub async fn ledger_as(url: &str, token: &str, order_no: &str) -> Vec<(String, i64)> {
     let payments: Vec<Value> = reqwest::Client::new()
         .get(format!("{url}/admin/payments?order_id={order_no}"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(token)
         .send()
         .await
         .expect("the sandbox answers")
