@@ -81,10 +81,12 @@ impl Handler for RecordEffect {
                 }
                 _ => {}
             }
+            // The trace the handler works in (what its calls to other
+            // components carry): its message's.
             self.traces
                 .lock()
                 .expect("traces lock")
-                .push(message.trace.trace_id());
+                .push(chassis::trace_context::TraceContext::current_or_root().trace_id());
             sqlx::query(
                 "INSERT INTO effects (message_id, aggregate, seq, attempt) VALUES ($1, $2, $3, $4)",
             )
@@ -489,7 +491,7 @@ async fn an_event_published_but_never_marked_is_delivered_again_and_applied_once
     })
     .await;
     assert_eq!(harness.effects().await, (1, 1));
-    // The consumer's span continued the producer's trace.
+    // The consumer continued the producer's trace, and its handler worked in it.
     let traces = handler.traces.lock().expect("traces").clone();
     assert_eq!(traces, vec!["4bf92f3577b34da6a3ce929d0e0e4736".to_owned()]);
 }
