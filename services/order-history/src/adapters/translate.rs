@@ -211,6 +211,13 @@ pub fn ordering_paid(paid: &ordering::OrderPaid) -> [Fact; 2] {
     ]
 }
 
+/// Ordering gave the money of a rejected or cancelled order back.
+pub fn ordering_refunded(refunded: &ordering::OrderRefunded) -> Fact {
+    Fact::PaymentRefunded {
+        at: refunded.refunded_at,
+    }
+}
+
 pub fn ordering_cancelled(cancelled: &ordering::OrderCancelled) -> Fact {
     Fact::StatusChanged {
         to: OrderStatus::Cancelled,

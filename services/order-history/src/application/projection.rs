@@ -108,7 +108,9 @@ pub async fn apply_fact<S: ViewStore>(
             snapshot.delivery.as_ref(),
         ),
         Fact::DeliveryChanged(delivery) => (None, Some(delivery)),
-        Fact::StatusChanged { .. } | Fact::PaymentChanged { .. } => (None, None),
+        Fact::StatusChanged { .. } | Fact::PaymentChanged { .. } | Fact::PaymentRefunded { .. } => {
+            (None, None)
+        }
     };
     if let Some(member_id) = member {
         store.remember_member(member_id).await?;

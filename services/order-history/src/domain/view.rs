@@ -271,6 +271,11 @@ pub enum Fact {
         payment: Payment,
         at: OffsetDateTime,
     },
+    /// The payment went back to the member, its amount not told (ordering
+    /// says so in `ordering.order.refunded.v1`).
+    PaymentRefunded {
+        at: OffsetDateTime,
+    },
     DeliveryChanged(Delivery),
     Snapshot(Snapshot),
 }
@@ -352,6 +357,16 @@ impl OrderView {
                 self.merge_payment(payment, false);
                 self.stamp(None, *at);
             }
+            Fact::PaymentRefunded { at } => {
+                // Heard before the payment itself: refunded, of an amount
+                // the payment's own fact fills in (see `merge_payment`).
+                let refunded = Payment {
+                    status: PaymentStatus::Refunded,
+                    amount: self.payment.as_ref().map_or(0, |p| p.amount),
+                };
+                self.merge_payment(&refunded, false);
+                self.stamp(None, *at);
+            }
             Fact::DeliveryChanged(delivery) => {
                 self.merge_delivery(delivery);
                 self.stamp(None, delivery.changed_at);
@@ -413,6 +428,8 @@ impl OrderView {
 
     /// `or_equal`: a snapshot replaces a payment of the same rank (its
     /// amount is the owner's).
+    /// A refund heard without its amount holds 0 won (no payment is of
+    /// 0 won) until a fact that tells the amount arrives.
     fn merge_payment(&mut self, payment: &Payment, or_equal: bool) {
         let newer = match &self.payment {
             None => true,
@@ -422,7 +439,18 @@ impl OrderView {
             }
         };
         if newer {
-            self.payment = Some(payment.clone());
+            let amount = match (&self.payment, payment.amount) {
+                (Some(current), 0) => current.amount,
+                _ => payment.amount,
+            };
+            self.payment = Some(Payment {
+                amount,
+                ..payment.clone()
+            });
+        } else if let Some(current) = &mut self.payment
+            && current.amount == 0
+        {
+            current.amount = payment.amount;
         }
     }
 
@@ -617,6 +645,34 @@ mod tests {
             5040,
             "7! orders"
         );
+    }
+
+    #[test]
+    fn a_refund_told_without_its_amount_keeps_the_amount_in_either_order() {
+        let at = |minute: i64| datetime!(2026-11-30 12:00:00 UTC) + time::Duration::minutes(minute);
+        let paid = Fact::PaymentChanged {
+            payment: Payment {
+                status: PaymentStatus::Authorised,
+                amount: 22_000,
+            },
+            at: at(1),
+        };
+        let refunded = Fact::PaymentRefunded { at: at(2) };
+        let mut first_paid = OrderView::new("20261130-000001");
+        let mut first_refunded = OrderView::new("20261130-000001");
+        for fact in [&placed(), &paid, &refunded] {
+            first_paid.apply(fact);
+        }
+        for fact in [&refunded, &paid, &placed()] {
+            first_refunded.apply(fact);
+        }
+        let expected = Some(Payment {
+            status: PaymentStatus::Refunded,
+            amount: 22_000,
+        });
+        assert_eq!(first_paid.payment, expected);
+        assert_eq!(first_refunded.payment, expected);
+        assert_eq!(first_paid, first_refunded);
     }
 
     #[test]

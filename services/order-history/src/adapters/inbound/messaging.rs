@@ -22,7 +22,7 @@ use crate::application::projection::{self, Input, Source};
 
 /// The facts the projection consumes: each is named, so one the projection
 /// does not know is never bound (and never dead-lettered).
-pub const FACTS: [&str; 12] = [
+pub const FACTS: [&str; 13] = [
     legacy::OrderPlaced::NAME,
     legacy::OrderStatusChanged::NAME,
     legacy::OrderResynced::NAME,
@@ -35,6 +35,7 @@ pub const FACTS: [&str; 12] = [
     ordering::OrderPlaced::NAME,
     ordering::OrderPaid::NAME,
     ordering::OrderCancelled::NAME,
+    ordering::OrderRefunded::NAME,
 ];
 
 /// The projection's queue, `<name>` bound to [`FACTS`] on `exchange`.
@@ -141,6 +142,16 @@ pub fn inputs_of(message: &Message) -> Result<(Source, Vec<Input>), HandlerError
                 vec![order(
                     &cancelled.order_no,
                     translate::ordering_cancelled(&cancelled),
+                )],
+            ))
+        }
+        ordering::OrderRefunded::NAME => {
+            let refunded: ordering::OrderRefunded = message.decode()?;
+            Ok((
+                Source::Ordering,
+                vec![order(
+                    &refunded.order_no,
+                    translate::ordering_refunded(&refunded),
                 )],
             ))
         }
