@@ -7,8 +7,10 @@ STACK := infra/local/stack.sh
 
 # Tests read the stack's URLs and generated credentials from here.
 WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
+# The operators' tools also need the operators' tokens.
+WITH_SECRETS := set -a && . .run/secrets.env && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1
+.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1 demo scenario
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -41,6 +43,12 @@ rebuild-history: infra ## rebuild order-history from the ACL's export: make rebu
 
 stage1: ## stage 1 on the running stack: the read routes in shadow over generated orders (ORDERS=n, default 500), then canary and migrated
 	@$(WITH_STACK_ENV) ORDERS=$(or $(ORDERS),500) cargo run --quiet -p system-tests --bin stage1
+
+demo: ## traffic on the running stack (make up): members, owners and riders through the front door, a live progress line, then the audit (ORDERS, SECONDS, RATE, WORKERS)
+	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin demo
+
+scenario: ## the whole migration on the running stack under traffic, stage 0 to 2 and a rollback, then the audit; JSON in target/scenario/ (ORDERS_PER_STEP, RATE)
+	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin scenario
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order and the payment sandbox's ledger)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed

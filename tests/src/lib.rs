@@ -3,7 +3,11 @@
 //!
 //! The tests themselves live in `tests/tests/`, one file per behaviour; they
 //! run against the stack that `make test` starts (it exports the variables
-//! read here from `.run/stack.env`).
+//! read here from `.run/stack.env`). [`scenario`] is the migration under
+//! traffic that `make demo`, `make scenario` and `tests/tests/scenario.rs`
+//! run.
+
+pub mod scenario;
 
 use sqlx::postgres::PgConnectOptions;
 

@@ -1,0 +1,488 @@
+//! The scripted migration, under the generator's traffic from start to end:
+//!
+//! 0. every movable route `legacy` (stage 0's plan; a route a previous run
+//!    left further along is rolled back first);
+//! 1. the read routes in `shadow` until a batch of reads through the front
+//!    door compares with 0 mismatches, then `canary 50 %`, then
+//!    `migrated`;
+//! 2. the write routes `canary 10 %` (stage 2's plan), `50 %`, a rollback
+//!    with orders in flight, `50 %` again, then `migrated`;
+//! 3. the traffic stops; the audit looks for every order and counts the
+//!    money, and the ACL's reconciliation runs.
+//!
+//! Each step says what it checks and waits for a number of orders to be
+//! placed before the next. The summary is a table and a JSON object.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::json;
+
+use super::audit::{self, Findings};
+use super::traffic::{self, Generator, Placed, percentile};
+use super::{READ_ROUTES, Stack, WRITE_ROUTES};
+
+/// The plans the script applies (`infra/routes/stage*.toml`).
+#[derive(Debug, Clone)]
+pub struct Plans {
+    pub stage0: String,
+    pub stage1: String,
+    pub stage2: String,
+}
+
+impl Plans {
+    /// The plan files of the repository at `root`.
+    pub fn read(root: &std::path::Path) -> anyhow::Result<Self> {
+        let read = |stage: &str| {
+            let path = root.join(format!("infra/routes/{stage}.toml"));
+            std::fs::read_to_string(&path).with_context(|| path.display().to_string())
+        };
+        Ok(Self {
+            stage0: read("stage0")?,
+            stage1: read("stage1")?,
+            stage2: read("stage2")?,
+        })
+    }
+}
+
+/// How big the run is.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub traffic: traffic::Settings,
+    /// Orders placed at each step before the next.
+    pub per_step: u64,
+    /// Orders read through the front door in one shadow batch.
+    pub shadow_reads: usize,
+    /// Members whose history nobody changes during the run: their history
+    /// pages are read in shadow too.
+    pub quiet_members: Vec<i64>,
+    pub plans: Plans,
+    /// A progress line this often (`None`: none).
+    pub progress_every: Option<Duration>,
+}
+
+/// Shadow batches tried before the script gives up on stage 1.
+const SHADOW_BATCHES: usize = 5;
+
+/// One step of the script, as the summary lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub step: String,
+    pub at_seconds: f64,
+    pub placed_so_far: u64,
+}
+
+/// The run's summary (`target/scenario/summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub seconds: f64,
+    pub orders_answered_2xx: u64,
+    /// `orders.place` answered 2xx by each side (the strangler's counters).
+    pub placed_by_side: BTreeMap<String, u64>,
+    pub cancelled: u64,
+    pub delivered: u64,
+    pub errors: u64,
+    pub retries: u64,
+    pub last_error: Option<String>,
+    pub shadow_reads: u64,
+    pub shadow_mismatches: u64,
+    pub planned_rollbacks: u64,
+    pub automatic_rollbacks: u64,
+    pub lag_samples: usize,
+    pub lag_p50_ms: Option<u64>,
+    pub lag_p99_ms: Option<u64>,
+    pub findings: Findings,
+    pub steps: Vec<Step>,
+}
+
+impl Summary {
+    /// Nothing lost, doubled or different.
+    pub fn clean(&self) -> bool {
+        self.findings.clean()
+    }
+
+    /// The summary as a table for the terminal.
+    pub fn table(&self) -> String {
+        let f = &self.findings;
+        let side = |name: &str| self.placed_by_side.get(name).copied().unwrap_or(0);
+        let ms = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| format!("{v} ms"));
+        let rows: Vec<(&str, String)> = vec![
+            ("orders answered 2xx", self.orders_answered_2xx.to_string()),
+            ("  placed by Baedal (legacy)", side("legacy").to_string()),
+            ("  placed by ordering (new)", side("new").to_string()),
+            (
+                "  cancelled / delivered",
+                format!("{} / {}", self.cancelled, self.delivered),
+            ),
+            ("requests failed for good", self.errors.to_string()),
+            ("requests retried", self.retries.to_string()),
+            (
+                "shadow reads / mismatches",
+                format!("{} / {}", self.shadow_reads, self.shadow_mismatches),
+            ),
+            (
+                "rollbacks planned / automatic",
+                format!("{} / {}", self.planned_rollbacks, self.automatic_rollbacks),
+            ),
+            (
+                "read-model lag p50 / p99",
+                format!(
+                    "{} / {} ({} samples)",
+                    ms(self.lag_p50_ms),
+                    ms(self.lag_p99_ms),
+                    self.lag_samples
+                ),
+            ),
+            ("lost", f.lost.len().to_string()),
+            ("doubled", f.doubled.len().to_string()),
+            ("charged twice", f.double_charges.len().to_string()),
+            (
+                "money not where it belongs",
+                f.money_wrong.len().to_string(),
+            ),
+            ("state not as left", f.wrong_state.len().to_string()),
+            (
+                "read model differs",
+                f.read_model_differences.len().to_string(),
+            ),
+            (
+                "reconciliation differences",
+                format!(
+                    "{} (of {} legacy orders, {} settling)",
+                    f.reconciliation.differences,
+                    f.reconciliation.legacy_orders,
+                    f.reconciliation.settling
+                ),
+            ),
+        ];
+        let mut table = String::new();
+        for (name, value) in rows {
+            table.push_str(&format!("  {name:<32}{value}\n"));
+        }
+        table.push_str(&format!(
+            "  {:<32}{}\n",
+            "verdict",
+            if self.clean() {
+                "clean"
+            } else {
+                "NOT CLEAN (see the JSON)"
+            }
+        ));
+        table
+    }
+}
+
+/// Runs the script against `stack`, printing each step; the summary.
+pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    println!("0. stage 0: every movable route legacy");
+    stack
+        .reset_routes(&script.plans.stage0, "scenario: stage 0")
+        .await?;
+    let finished = traffic::riders_finish_rounds(stack).await?;
+    println!("   every rider free ({finished} deliveries left by earlier runs finished)");
+    let before = audit::member_counts(stack, script.traffic.members.clone()).await?;
+    let counted_from = stack.counters("orders.place").await?;
+    let mut generator = Generator::start(stack.clone(), script.traffic.clone());
+    let progress = script.progress_every.map(|every| {
+        spawn_progress(
+            stack.clone(),
+            every,
+            generator.shared_tally(),
+            counted_from.clone(),
+        )
+    });
+    let outcome = walk(stack, script, &mut generator, &mut steps, started).await;
+    println!("   stopping the traffic (each member finishes the order in hand)");
+    let tally = generator.stop().await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let (shadow_reads, shadow_mismatches) = outcome?;
+    let counted_to = stack.counters("orders.place").await?;
+    let progress = tally.progress();
+    let orders: Vec<Placed> = tally.orders();
+    println!(
+        "3. the audit: {} orders looked for in Baedal, order-history and the payment ledger; then reconciliation",
+        orders.len()
+    );
+    let findings = audit::audit(stack, &orders, &before, &tally.unanswered()).await?;
+    let delta = |name: &str| {
+        counted_to.get(name).copied().unwrap_or(0) - counted_from.get(name).copied().unwrap_or(0)
+    };
+    let lags = tally.lags_ms();
+    Ok(Summary {
+        seconds: round1(started.elapsed().as_secs_f64()),
+        orders_answered_2xx: progress.placed,
+        placed_by_side: ["legacy", "new"]
+            .into_iter()
+            .map(|side| (side.to_owned(), delta(side)))
+            .collect(),
+        cancelled: progress.cancelled,
+        delivered: progress.delivered,
+        errors: progress.errors,
+        retries: progress.retries,
+        last_error: progress.last_error,
+        shadow_reads,
+        shadow_mismatches,
+        planned_rollbacks: 1,
+        automatic_rollbacks: delta("rollbacks"),
+        lag_samples: lags.len(),
+        lag_p50_ms: percentile(lags.clone(), 0.5),
+        lag_p99_ms: percentile(lags, 0.99),
+        findings,
+        steps,
+    })
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+/// Stages 1 and 2 while the generator runs: (shadow reads, mismatches).
+async fn walk(
+    stack: &Stack,
+    script: &Script,
+    generator: &mut Generator,
+    steps: &mut Vec<Step>,
+    started: Instant,
+) -> anyhow::Result<(u64, u64)> {
+    let mut mark = |step: &str, generator: &Generator| {
+        steps.push(Step {
+            step: step.to_owned(),
+            at_seconds: round1(started.elapsed().as_secs_f64()),
+            placed_so_far: generator.tally().progress().placed,
+        });
+    };
+    let per_step = script.per_step;
+    let mut target = per_step;
+    generator.until_placed(target).await;
+    mark("stage 0: legacy", generator);
+
+    println!("1. stage 1: the read routes in shadow (0 mismatches over a batch of reads, or stop)");
+    stack
+        .apply_plan(&script.plans.stage1, "scenario: stage 1")
+        .await?;
+    let (reads, mismatches) = shadow_until_clean(stack, script, generator).await?;
+    mark("stage 1: shadow clean", generator);
+    for (to, percent) in [("canary", Some(50)), ("migrated", None)] {
+        for route in READ_ROUTES {
+            stack
+                .transition(route, to, percent, "scenario: stage 1")
+                .await?;
+        }
+        let label = state_label(to, percent);
+        println!("   the read routes {label}");
+        target += per_step;
+        generator.until_placed(target).await;
+        mark(&format!("stage 1: {label}"), generator);
+    }
+
+    println!("2. stage 2: placing and cancelling move to ordering, and back, and on");
+    stack
+        .apply_plan(&script.plans.stage2, "scenario: stage 2")
+        .await?;
+    println!("   the write routes canary 10 %");
+    target += per_step;
+    generator.until_placed(target).await;
+    mark("stage 2: canary 10 %", generator);
+    for (action, percent) in [
+        ("canary", Some(50)),
+        ("rollback", None),
+        ("canary", Some(50)),
+        ("migrated", None),
+    ] {
+        for route in WRITE_ROUTES {
+            if action == "rollback" {
+                stack
+                    .rollback(route, "scenario: a rollback with orders in flight")
+                    .await?;
+            } else {
+                stack
+                    .transition(route, action, percent, "scenario: stage 2")
+                    .await?;
+            }
+        }
+        let label = if action == "rollback" {
+            "rolled back to legacy".to_owned()
+        } else {
+            state_label(action, percent)
+        };
+        println!("   the write routes {label}");
+        target += per_step;
+        generator.until_placed(target).await;
+        mark(&format!("stage 2: {label}"), generator);
+    }
+    Ok((reads, mismatches))
+}
+
+fn state_label(to: &str, percent: Option<u8>) -> String {
+    match percent {
+        Some(percent) => format!("{to} {percent} %"),
+        None => to.to_owned(),
+    }
+}
+
+/// Reads settled orders (their life over, order-history showing them as
+/// Baedal does) and quiet members' histories through the front door,
+/// batch after batch, until one batch compares with 0 mismatches.
+async fn shadow_until_clean(
+    stack: &Stack,
+    script: &Script,
+    generator: &mut Generator,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut all_reads, mut all_mismatches) = (0, 0);
+    for batch in 1..=SHADOW_BATCHES {
+        let settled = settled_orders(stack, generator, script.shadow_reads).await?;
+        let (matched_before, mismatched_before) = stack.shadow_counts(&READ_ROUTES).await?;
+        let mut reads = 0_u64;
+        for order in &settled {
+            stack
+                .get(
+                    &stack.front,
+                    &format!("/api/orders/{}", order.order_no),
+                    order.member,
+                )
+                .await?;
+            reads += 1;
+        }
+        for member in &script.quiet_members {
+            stack
+                .get(
+                    &stack.front,
+                    &format!("/api/members/{member}/orders?page=1&size=5"),
+                    *member,
+                )
+                .await?;
+            reads += 1;
+        }
+        // The comparisons run beside the answers: wait until each is counted.
+        let until = Instant::now() + Duration::from_secs(30);
+        let (matched, mismatched) = loop {
+            let (matched, mismatched) = stack.shadow_counts(&READ_ROUTES).await?;
+            let (matched, mismatched) = (matched - matched_before, mismatched - mismatched_before);
+            if matched + mismatched >= reads {
+                break (matched, mismatched);
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "only {} of {reads} shadow reads were compared within 30 s (skipped ones are on the dashboard)",
+                    matched + mismatched
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        all_reads += reads;
+        all_mismatches += mismatched;
+        println!("   batch {batch}: {reads} reads, {matched} matched, {mismatched} mismatched");
+        if mismatched == 0 {
+            return Ok((all_reads, all_mismatches));
+        }
+    }
+    let kept = stack
+        .admin(reqwest::Method::GET, "/api/mismatches?limit=3", None)
+        .await
+        .unwrap_or_else(|error| json!(format!("{error:#}")));
+    bail!(
+        "{SHADOW_BATCHES} shadow batches in a row had mismatches: the read routes stay in shadow. The last ones kept: {kept}"
+    )
+}
+
+/// Up to `count` orders whose life is over and which order-history
+/// already answers as Baedal does (waiting for the generator to place
+/// more if too few are).
+async fn settled_orders(
+    stack: &Stack,
+    generator: &mut Generator,
+    count: usize,
+) -> anyhow::Result<Vec<Placed>> {
+    let mut settled = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while settled.len() < count {
+        let orders = generator.tally().orders();
+        for order in orders.iter().skip(seen) {
+            let path = format!("/api/orders/{}", order.order_no);
+            let baedal = stack.get(&stack.monolith, &path, order.member).await?;
+            let history = stack.get(&stack.history, &path, order.member).await?;
+            if baedal == history && baedal.0.is_success() {
+                settled.push(order.clone());
+                if settled.len() == count {
+                    break;
+                }
+            }
+        }
+        seen = orders.len();
+        if settled.len() < count {
+            if Instant::now() >= until {
+                bail!(
+                    "only {} settled orders to read in shadow after a minute",
+                    settled.len()
+                );
+            }
+            let placed = generator.tally().progress().placed;
+            generator.until_placed(placed + 1).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(settled)
+}
+
+/// A progress line every `every`: orders, errors, lag, route states.
+fn spawn_progress(
+    stack: Stack,
+    every: Duration,
+    tally: std::sync::Arc<traffic::Tally>,
+    from: BTreeMap<String, u64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            println!("{}", progress_line(&stack, &tally, &from).await);
+        }
+    })
+}
+
+/// One progress line: what the generator did, orders placed by each side
+/// since the strangler's counters read `from`, and where each route is.
+pub async fn progress_line(
+    stack: &Stack,
+    tally: &traffic::Tally,
+    from: &BTreeMap<String, u64>,
+) -> String {
+    let p = tally.progress();
+    let now = stack.counters("orders.place").await.unwrap_or_default();
+    let side = |name: &str| {
+        now.get(name)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(from.get(name).copied().unwrap_or(0))
+    };
+    let mut states = Vec::new();
+    for route in READ_ROUTES.iter().chain(&WRITE_ROUTES) {
+        let state = stack
+            .route_state(route)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "?".to_owned());
+        states.push(format!("{route} {state}"));
+    }
+    format!(
+        "   · placed {} (Baedal {}, ordering {}), cancelled {}, delivered {}, errors {}, lag p99 {} · {}",
+        p.placed,
+        side("legacy"),
+        side("new"),
+        p.cancelled,
+        p.delivered,
+        p.errors,
+        p.lag_p99_ms
+            .map_or("n/a".to_owned(), |ms| format!("{ms} ms")),
+        states.join(", ")
+    )
+}

@@ -1,0 +1,618 @@
+//! The traffic generator: members browse a shop and place an order through
+//! the front door, each placement with an `Idempotency-Key` of its own
+//! (retried with the same key after a 5xx or a lost answer, as a careful
+//! client does); then the order lives one of ten lives, chosen by its
+//! number in the run: it stays paid, the shop owner rejects it, the member
+//! cancels it, or the owner accepts it and a rider picks it up and
+//! delivers it, each through the
+//! front door as Baedal's own screens would. A sample of the orders is
+//! watched until the read model (order-history) shows them: the lag.
+//!
+//! Bounded in count and in time; paced to a rate across all workers; it
+//! records every order answered 2xx, which the audit then looks for.
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::Stack;
+
+/// How much traffic, and for whom.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Orders to place at most.
+    pub orders: u64,
+    /// Time to run at most.
+    pub duration: Duration,
+    /// Placements per second started, across all workers.
+    pub rate_per_s: f64,
+    /// Members acting at once.
+    pub workers: usize,
+    /// The members who place orders (Baedal's seed has 1 to 120).
+    pub members: RangeInclusive<i64>,
+    /// Unique to the run: the prefix of its Idempotency-Keys.
+    pub run: String,
+    /// One order in this many is watched until the read model shows it.
+    pub lag_sample: u64,
+}
+
+/// A shop open around the clock and one of its dishes.
+const SHOPS: [(i64, i64); 3] = [(1, 1), (2, 11), (4, 31)];
+/// Attempts of one request before it counts as an error.
+const ATTEMPTS: u32 = 5;
+/// How long a step waits for its order to reach Baedal's board (an order
+/// ordering placed gets there by sync-back).
+const BOARD_WAIT: Duration = Duration::from_secs(20);
+/// How long the lag probe waits for the read model.
+const LAG_WAIT: Duration = Duration::from_secs(60);
+
+/// What the generator did to one order, for the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Placed and paid; nothing more.
+    Paid,
+    Accepted,
+    PickedUp,
+    Delivered,
+    Rejected,
+    Cancelled,
+}
+
+impl Life {
+    /// Baedal's status for an order that lived this life.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Paid => "PAID",
+            Self::Accepted => "ACCEPTED",
+            Self::PickedUp => "PICKED_UP",
+            Self::Delivered => "DELIVERED",
+            Self::Rejected => "REJECTED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Whether the member's money stays with the shop.
+    pub fn keeps_payment(self) -> bool {
+        !matches!(self, Self::Rejected | Self::Cancelled)
+    }
+}
+
+/// An order the front door answered 2xx.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order_no: String,
+    pub member: i64,
+    pub key: String,
+    /// How far its life got (a step that failed leaves it where it was).
+    pub life: Life,
+}
+
+/// The generator's counts, updated as it goes.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub placed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub browsed: AtomicU64,
+    /// Requests retried (a 5xx, a 429 or no answer), each retry once.
+    pub retries: AtomicU64,
+    /// Requests that failed for good, and steps that could not be taken.
+    pub errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    orders: Mutex<Vec<Placed>>,
+    /// The member of each placement that got no answer or a 5xx at the
+    /// last attempt: it may have placed an order all the same.
+    unanswered: Mutex<Vec<i64>>,
+    lags_ms: Mutex<Vec<u64>>,
+}
+
+/// The tally at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub placed: u64,
+    pub cancelled: u64,
+    pub delivered: u64,
+    pub errors: u64,
+    pub retries: u64,
+    pub lag_p99_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl Tally {
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().expect("not poisoned") = Some(what);
+    }
+
+    pub fn progress(&self) -> Progress {
+        let lags = self.lags_ms.lock().expect("not poisoned").clone();
+        Progress {
+            placed: self.placed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            lag_p99_ms: percentile(lags, 0.99),
+            last_error: self.last_error.lock().expect("not poisoned").clone(),
+        }
+    }
+
+    /// The orders placed so far.
+    pub fn orders(&self) -> Vec<Placed> {
+        self.orders.lock().expect("not poisoned").clone()
+    }
+
+    /// The members of placements that may have placed unanswered.
+    pub fn unanswered(&self) -> Vec<i64> {
+        self.unanswered.lock().expect("not poisoned").clone()
+    }
+
+    /// Read-model lags measured so far, in milliseconds.
+    pub fn lags_ms(&self) -> Vec<u64> {
+        self.lags_ms.lock().expect("not poisoned").clone()
+    }
+}
+
+/// The `p` quantile (nearest rank) of `values`; `None` when empty.
+pub fn percentile(mut values: Vec<u64>, p: f64) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+/// Baedal's riders (its seed has twelve).
+pub const RIDERS: std::ops::RangeInclusive<i64> = 1..=12;
+
+/// Each rider finishes the deliveries they hold (picks up and delivers),
+/// so that a run starts with every rider free: an earlier run stopped half
+/// way, or `make stage1`, may have left some holding orders. How many
+/// deliveries were finished.
+pub async fn riders_finish_rounds(stack: &Stack) -> anyhow::Result<u64> {
+    let mut finished = 0;
+    for rider in RIDERS {
+        let (status, board) = stack
+            .get(&stack.front, &format!("/api/riders/{rider}/deliveries"), 0)
+            .await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "rider {rider}'s board: {status} {board}"
+        );
+        for delivery in board["deliveries"].as_array().cloned().unwrap_or_default() {
+            let order_no = delivery["order_no"].as_str().unwrap_or_default();
+            let steps: &[&str] = if delivery["status"] == "ASSIGNED" {
+                &["pickup", "deliver"]
+            } else {
+                &["deliver"]
+            };
+            for step in steps {
+                let path = format!(
+                    "{}/api/riders/{rider}/deliveries/{order_no}/{step}",
+                    stack.front
+                );
+                let response = stack.http.post(path).json(&json!({})).send().await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "rider {rider}, {step} {order_no}: {}",
+                    response.status()
+                );
+            }
+            finished += 1;
+        }
+    }
+    Ok(finished)
+}
+
+/// A running generator.
+#[derive(Debug)]
+pub struct Generator {
+    tally: Arc<Tally>,
+    stopping: Arc<AtomicBool>,
+    workers: JoinSet<()>,
+    probes: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Generator {
+    pub fn start(stack: Stack, settings: Settings) -> Self {
+        let tally = Arc::new(Tally::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(Mutex::new(JoinSet::new()));
+        let next = Arc::new(AtomicU64::new(0));
+        let period = Duration::from_secs_f64(1.0 / settings.rate_per_s.max(0.01));
+        let mut pace = tokio::time::interval(period);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let pace = Arc::new(tokio::sync::Mutex::new(pace));
+        let until = Instant::now() + settings.duration;
+        let mut workers = JoinSet::new();
+        for _ in 0..settings.workers.max(1) {
+            let worker = Worker {
+                stack: stack.clone(),
+                settings: settings.clone(),
+                tally: Arc::clone(&tally),
+                probes: Arc::clone(&probes),
+            };
+            let (stopping, next, pace) =
+                (Arc::clone(&stopping), Arc::clone(&next), Arc::clone(&pace));
+            workers.spawn(async move {
+                loop {
+                    pace.lock().await.tick().await;
+                    if stopping.load(Ordering::Relaxed) || Instant::now() >= until {
+                        return;
+                    }
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= worker.settings.orders {
+                        return;
+                    }
+                    worker.order(n).await;
+                }
+            });
+        }
+        Self {
+            tally,
+            stopping,
+            workers,
+            probes,
+        }
+    }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// The tally, to read from another task.
+    pub fn shared_tally(&self) -> Arc<Tally> {
+        Arc::clone(&self.tally)
+    }
+
+    /// Waits until `count` orders were placed in all, or the generator
+    /// ran out of orders or time.
+    pub async fn until_placed(&mut self, count: u64) {
+        while self.tally.placed.load(Ordering::Relaxed) < count {
+            tokio::select! {
+                joined = self.workers.join_next() => {
+                    if joined.is_none() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// Stops starting orders, lets each worker finish the order in hand
+    /// and the lag probes finish, and hands back the tally.
+    pub async fn stop(mut self) -> Arc<Tally> {
+        self.stopping.store(true, Ordering::Relaxed);
+        while self.workers.join_next().await.is_some() {}
+        let mut probes = std::mem::take(&mut *self.probes.lock().expect("not poisoned"));
+        while probes.join_next().await.is_some() {}
+        self.tally
+    }
+
+    /// Runs until the count or the time is used up.
+    pub async fn finish(mut self) -> Arc<Tally> {
+        while self.workers.join_next().await.is_some() {}
+        self.stop().await
+    }
+}
+
+struct Worker {
+    stack: Stack,
+    settings: Settings,
+    tally: Arc<Tally>,
+    probes: Arc<Mutex<JoinSet<()>>>,
+}
+
+/// An answer: status and JSON body.
+type Answer = (StatusCode, Value);
+
+impl Worker {
+    /// Order `n` of the run: browse, place, live its life.
+    async fn order(&self, n: u64) {
+        let span = self.settings.members.end() - self.settings.members.start() + 1;
+        // Members in turn, a stride apart, so that neighbours in time
+        // are not neighbours in number.
+        let member = self.settings.members.start() + ((n * 7) % span.max(1) as u64) as i64;
+        let (shop, menu) = SHOPS[(n % 3) as usize];
+        match self
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/shops/{shop}"),
+                member,
+                None,
+                None,
+            )
+            .await
+        {
+            Ok((status, _)) if status.is_success() => {
+                self.tally.browsed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((status, body)) => self
+                .tally
+                .error(format!("GET /api/shops/{shop}: {status} {body}")),
+            Err(error) => self
+                .tally
+                .error(format!("GET /api/shops/{shop}: {error:#}")),
+        }
+        let key = format!("{}-{n}", self.settings.run);
+        let body = json!({"member_id": member, "shop_id": shop, "items": [{"menu_id": menu, "quantity": 3 + n % 2}]});
+        let placed = self
+            .send(
+                reqwest::Method::POST,
+                "/api/orders",
+                member,
+                Some(&body),
+                Some(&key),
+            )
+            .await;
+        let order_no = match placed {
+            Ok((status, body)) if status.is_success() => body["order_no"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| (format!("{status} without an order number"), true)),
+            // A refusal (4xx) placed nothing; a 5xx or no answer may have.
+            Ok((status, body)) => Err((format!("{status} {body}"), status.is_server_error())),
+            Err(error) => Err((format!("{error:#}"), true)),
+        };
+        let order_no = match order_no {
+            Ok(order_no) => order_no,
+            Err((what, maybe_placed)) => {
+                self.tally.error(format!("POST /api/orders: {what}"));
+                if maybe_placed {
+                    self.tally
+                        .unanswered
+                        .lock()
+                        .expect("not poisoned")
+                        .push(member);
+                }
+                return;
+            }
+        };
+        self.tally.placed.fetch_add(1, Ordering::Relaxed);
+        let placed_at = Instant::now();
+        if n.is_multiple_of(self.settings.lag_sample.max(1)) {
+            self.probe_lag(order_no.clone(), member, placed_at);
+        }
+        let life = self.live(n, &order_no, member, shop).await;
+        self.tally
+            .orders
+            .lock()
+            .expect("not poisoned")
+            .push(Placed {
+                order_no,
+                member,
+                key,
+                life,
+            });
+    }
+
+    /// Takes the order through life `n % 10`; how far it got. Every
+    /// accepted order is delivered (a rider left holding an order would
+    /// be lost to the run; a dozen such and no rider is left).
+    async fn live(&self, n: u64, order_no: &str, member: i64, shop: i64) -> Life {
+        match n % 10 {
+            0 | 1 => Life::Paid,
+            8 => {
+                if self
+                    .shop_decides(shop, order_no, member, "reject")
+                    .await
+                    .is_some()
+                {
+                    self.tally.rejected.fetch_add(1, Ordering::Relaxed);
+                    Life::Rejected
+                } else {
+                    Life::Paid
+                }
+            }
+            9 => self.cancel(order_no, member).await,
+            _ => {
+                let Some(accepted) = self.shop_decides(shop, order_no, member, "accept").await
+                else {
+                    return Life::Paid;
+                };
+                self.tally.accepted.fetch_add(1, Ordering::Relaxed);
+                // No free rider: the order waits, accepted; that is a state too.
+                let Some(rider) = accepted["delivery"]["rider_id"].as_i64() else {
+                    return Life::Accepted;
+                };
+                let path = format!("/api/riders/{rider}/deliveries/{order_no}/pickup");
+                if !self.step(&path, member).await {
+                    return Life::Accepted;
+                }
+                let path = format!("/api/riders/{rider}/deliveries/{order_no}/deliver");
+                if !self.step(&path, member).await {
+                    return Life::PickedUp;
+                }
+                self.tally.delivered.fetch_add(1, Ordering::Relaxed);
+                Life::Delivered
+            }
+        }
+    }
+
+    /// The shop owner accepts or rejects the order on Baedal's board; the
+    /// answer, or `None` when it could not be done. An order ordering
+    /// placed reaches the board by sync-back: until then it is not found.
+    async fn shop_decides(
+        &self,
+        shop: i64,
+        order_no: &str,
+        member: i64,
+        decision: &str,
+    ) -> Option<Value> {
+        let path = format!("/api/shops/{shop}/orders/{order_no}/{decision}");
+        let until = Instant::now() + BOARD_WAIT;
+        loop {
+            match self
+                .send(reqwest::Method::POST, &path, member, Some(&json!({})), None)
+                .await
+            {
+                Ok((status, body)) if status.is_success() => return Some(body),
+                Ok((StatusCode::NOT_FOUND, _)) if Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok((status, body)) => {
+                    self.tally.error(format!("POST {path}: {status} {body}"));
+                    return None;
+                }
+                Err(error) => {
+                    self.tally.error(format!("POST {path}: {error:#}"));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A rider's step; whether it was taken.
+    async fn step(&self, path: &str, member: i64) -> bool {
+        match self
+            .send(reqwest::Method::POST, path, member, Some(&json!({})), None)
+            .await
+        {
+            Ok((status, _)) if status.is_success() => true,
+            Ok((status, body)) => {
+                self.tally.error(format!("POST {path}: {status} {body}"));
+                false
+            }
+            Err(error) => {
+                self.tally.error(format!("POST {path}: {error:#}"));
+                false
+            }
+        }
+    }
+
+    /// The member cancels through the front door. A retried cancel may
+    /// find its first attempt done (409): the order's state says.
+    async fn cancel(&self, order_no: &str, member: i64) -> Life {
+        let path = format!("/api/orders/{order_no}/cancel");
+        let body = json!({ "member_id": member });
+        let answer = self
+            .send(reqwest::Method::POST, &path, member, Some(&body), None)
+            .await;
+        let cancelled = match &answer {
+            Ok((status, _)) if status.is_success() => true,
+            Ok((StatusCode::CONFLICT, _)) => {
+                let shown = self
+                    .stack
+                    .get(
+                        &self.stack.monolith,
+                        &format!("/api/orders/{order_no}"),
+                        member,
+                    )
+                    .await;
+                matches!(shown, Ok((_, ref order)) if order["status"] == "CANCELLED")
+            }
+            _ => false,
+        };
+        if cancelled {
+            self.tally.cancelled.fetch_add(1, Ordering::Relaxed);
+            Life::Cancelled
+        } else {
+            let what = match answer {
+                Ok((status, body)) => format!("{status} {body}"),
+                Err(error) => format!("{error:#}"),
+            };
+            self.tally.error(format!("POST {path}: {what}"));
+            Life::Paid
+        }
+    }
+
+    /// One request through the front door, tried again (with the same
+    /// Idempotency-Key, if any) after a 5xx, a 429 or no answer.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        member: i64,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> anyhow::Result<Answer> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .stack
+                .http
+                .request(method.clone(), format!("{}{path}", self.stack.front))
+                .header("x-member-id", member.to_string());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.json().await.unwrap_or(Value::Null);
+                    Ok((status, body))
+                }
+                Err(error) => Err(anyhow::Error::new(error)).context("no answer"),
+            };
+            let again = match &outcome {
+                Ok((status, _)) => {
+                    status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+                }
+                Err(_) => true,
+            };
+            if !again || attempt >= ATTEMPTS {
+                return outcome;
+            }
+            self.tally.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+    }
+
+    /// Watches order-history until it shows the order: the read model's
+    /// lag behind the 2xx answer.
+    fn probe_lag(&self, order_no: String, member: i64, placed_at: Instant) {
+        let (stack, tally) = (self.stack.clone(), Arc::clone(&self.tally));
+        self.probes.lock().expect("not poisoned").spawn(async move {
+            let path = format!("/api/orders/{order_no}");
+            while placed_at.elapsed() < LAG_WAIT {
+                if let Ok((status, _)) = stack.get(&stack.history, &path, member).await
+                    && status.is_success()
+                {
+                    let lag = placed_at.elapsed().as_millis() as u64;
+                    tally.lags_ms.lock().expect("not poisoned").push(lag);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tally.error(format!("order-history never showed {order_no}"));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Life, percentile};
+
+    #[test]
+    fn the_percentile_is_the_nearest_rank() {
+        assert_eq!(percentile(vec![], 0.99), None);
+        assert_eq!(percentile(vec![5], 0.99), Some(5));
+        let hundred: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(percentile(hundred.clone(), 0.99), Some(99));
+        assert_eq!(percentile(hundred.clone(), 0.5), Some(50));
+        assert_eq!(percentile(hundred, 1.0), Some(100));
+    }
+
+    #[test]
+    fn only_a_rejected_or_cancelled_order_gives_the_money_back() {
+        assert!(Life::Delivered.keeps_payment());
+        assert!(Life::Paid.keeps_payment());
+        assert!(!Life::Rejected.keeps_payment());
+        assert!(!Life::Cancelled.keeps_payment());
+        assert_eq!(Life::PickedUp.status(), "PICKED_UP");
+    }
+}
