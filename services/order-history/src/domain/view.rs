@@ -335,6 +335,12 @@ impl OrderView {
                 if self.placement.is_none() {
                     self.placement = Some(placement.clone());
                 }
+                // A refund heard first, its amount not told: the order's total.
+                if let Some(held) = &mut self.payment
+                    && held.amount == 0
+                {
+                    held.amount = placement.total_amount;
+                }
                 self.reach(OrderStatus::Placed, None, placement.placed_at);
                 self.reach(*status, None, placement.placed_at);
                 if let Some(payment) = payment {
@@ -358,11 +364,19 @@ impl OrderView {
                 self.stamp(None, *at);
             }
             Fact::PaymentRefunded { at } => {
-                // Heard before the payment itself: refunded, of an amount
-                // the payment's own fact fills in (see `merge_payment`).
+                // A payment is of the order's total. Heard before both the
+                // payment and the order: 0 won until one of them tells
+                // (see `merge_payment` and `Fact::Placed` above).
+                let amount = self
+                    .payment
+                    .as_ref()
+                    .map(|p| p.amount)
+                    .filter(|amount| *amount != 0)
+                    .or(self.placement.as_ref().map(|p| p.total_amount))
+                    .unwrap_or(0);
                 let refunded = Payment {
                     status: PaymentStatus::Refunded,
-                    amount: self.payment.as_ref().map_or(0, |p| p.amount),
+                    amount,
                 };
                 self.merge_payment(&refunded, false);
                 self.stamp(None, *at);
@@ -647,32 +661,61 @@ mod tests {
         );
     }
 
+    /// Ordering's facts of an order: its placed fact carries no payment.
+    fn placed_by_ordering() -> Fact {
+        Fact::Placed {
+            placement: placement(),
+            status: OrderStatus::Placed,
+            payment: None,
+            updated_at: Some(datetime!(2026-11-30 12:00:00 UTC)),
+        }
+    }
+
     #[test]
-    fn a_refund_told_without_its_amount_keeps_the_amount_in_either_order() {
+    fn a_refund_told_without_its_amount_shows_the_amount_paid_in_every_order_of_arrival() {
         let at = |minute: i64| datetime!(2026-11-30 12:00:00 UTC) + time::Duration::minutes(minute);
-        let paid = Fact::PaymentChanged {
-            payment: Payment {
-                status: PaymentStatus::Authorised,
-                amount: 22_000,
+        let facts = vec![
+            placed_by_ordering(),
+            Fact::PaymentChanged {
+                payment: Payment {
+                    status: PaymentStatus::Authorised,
+                    amount: 22_000,
+                },
+                at: at(1),
             },
-            at: at(1),
-        };
-        let refunded = Fact::PaymentRefunded { at: at(2) };
-        let mut first_paid = OrderView::new("20261130-000001");
-        let mut first_refunded = OrderView::new("20261130-000001");
-        for fact in [&placed(), &paid, &refunded] {
-            first_paid.apply(fact);
-        }
-        for fact in [&refunded, &paid, &placed()] {
-            first_refunded.apply(fact);
-        }
-        let expected = Some(Payment {
-            status: PaymentStatus::Refunded,
-            amount: 22_000,
-        });
-        assert_eq!(first_paid.payment, expected);
-        assert_eq!(first_refunded.payment, expected);
-        assert_eq!(first_paid, first_refunded);
+            status(OrderStatus::Cancelled, 2),
+            Fact::PaymentRefunded { at: at(2) },
+        ];
+        assert_eq!(same_view_in_every_order(&facts), 24, "4! orders");
+        let view = view_of(&facts.iter().collect::<Vec<_>>());
+        assert_eq!(
+            view.payment,
+            Some(Payment {
+                status: PaymentStatus::Refunded,
+                amount: 22_000,
+            })
+        );
+    }
+
+    #[test]
+    fn a_refund_with_no_payment_fact_before_it_is_of_the_orders_total() {
+        // Ordering cancelled when the gateway did not answer, then the late
+        // charge came and was refunded: no paid fact was ever published.
+        let at = |minute: i64| datetime!(2026-11-30 12:00:00 UTC) + time::Duration::minutes(minute);
+        let facts = vec![
+            placed_by_ordering(),
+            status(OrderStatus::Cancelled, 1),
+            Fact::PaymentRefunded { at: at(2) },
+        ];
+        assert_eq!(same_view_in_every_order(&facts), 6, "3! orders");
+        let view = view_of(&facts.iter().collect::<Vec<_>>());
+        assert_eq!(
+            view.payment,
+            Some(Payment {
+                status: PaymentStatus::Refunded,
+                amount: 22_000,
+            })
+        );
     }
 
     #[test]
