@@ -42,7 +42,7 @@ rebuild-history: infra ## rebuild order-history from the ACL's export: make rebu
 	@$(WITH_STACK_ENV) cargo run --quiet -p order-history --bin rebuild-history -- $(ARGS)
 
 stage1: ## stage 1 on the running stack: the read routes in shadow over generated orders (ORDERS=n, default 500), then canary and migrated
-	@$(WITH_STACK_ENV) ORDERS=$(or $(ORDERS),500) cargo run --quiet -p system-tests --bin stage1
+	@$(WITH_SECRETS) ORDERS=$(or $(ORDERS),500) cargo run --quiet -p system-tests --bin stage1
 
 demo: ## traffic on the running stack (make up): members, owners and riders through the front door, a live progress line, then the audit (ORDERS, SECONDS, RATE, WORKERS)
 	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin demo

@@ -52,7 +52,7 @@ async fn run() -> anyhow::Result<bool> {
     );
     let finished = traffic::riders_finish_rounds(&stack).await?;
     println!("every rider free ({finished} deliveries left by earlier runs finished)");
-    let before = audit::member_counts(&stack, settings.members.clone()).await?;
+    let before = audit::baseline(&stack, settings.members.clone()).await?;
     let from = stack.counters("orders.place").await?;
     let generator = Generator::start(stack.clone(), settings);
     let tally = generator.shared_tally();

@@ -22,115 +22,29 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
+use system_tests::scenario::{READ_ROUTES, Stack};
 
-const ROUTES: [&str; 2] = ["orders.show", "members.orders"];
-
-struct Stack {
-    http: Client,
-    front: String,
-    admin: String,
-    monolith: String,
-    history: String,
-    token: String,
-}
+const ROUTES: [&str; 2] = READ_ROUTES;
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-impl Stack {
-    fn from_env() -> anyhow::Result<Self> {
-        let port = |name: &str, default: &str| format!("http://127.0.0.1:{}", var(name, default));
-        Ok(Self {
-            http: Client::builder().timeout(Duration::from_secs(10)).build()?,
-            front: port("STRANGLER_HTTP__PORT", "8000"),
-            admin: port("STRANGLER_ADMIN__HTTP__PORT", "8001"),
-            monolith: port("BAEDAL_HTTP_PORT", "8080"),
-            history: port("ORDER_HISTORY_HTTP__PORT", "8082"),
-            token: std::env::var("STRANGLER_ADMIN__TOKENS__OPERATOR")
-                .context("STRANGLER_ADMIN__TOKENS__OPERATOR is not set: run `make stage1` (it sources .run/stack.env)")?,
-        })
-    }
-
-    async fn admin(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.admin))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
-    }
-
-    async fn post(&self, path: &str, member: i64, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.front))
-            .header("x-member-id", member.to_string())
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        ensure!(status.is_success(), "POST {path}: {status} {body}");
-        Ok(body)
-    }
-
-    /// Status and JSON body of a GET.
-    async fn get(
-        &self,
-        base: &str,
-        path: &str,
-        member: i64,
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        let response = self
-            .http
-            .get(format!("{base}{path}"))
-            .header("x-member-id", member.to_string())
-            .send()
-            .await?;
-        let status = response.status();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn shadow_counts(&self) -> anyhow::Result<(u64, u64)> {
-        let mut matched = 0;
-        let mut mismatched = 0;
-        for route in ROUTES {
-            let shown = self
-                .admin(Method::GET, &format!("/api/routes/{route}"), None)
-                .await?;
-            matched += shown["shadow"]["matched"].as_u64().unwrap_or(0);
-            mismatched += shown["shadow"]["mismatched"].as_u64().unwrap_or(0);
-        }
-        Ok((matched, mismatched))
-    }
-
-    async fn transition(&self, route: &str, to: &str, percent: Option<u8>) -> anyhow::Result<()> {
-        let mut body = json!({"to": to, "reason": format!("stage 1 walkthrough: {to}")});
-        if let Some(percent) = percent {
-            body["percent"] = json!(percent);
-        }
-        self.admin(
-            Method::POST,
-            &format!("/api/routes/{route}/transition"),
-            Some(body),
-        )
-        .await
-        .map(|_| ())
-    }
+/// A POST through the front door as `member`; its JSON answer.
+async fn post(stack: &Stack, path: &str, member: i64, body: &Value) -> anyhow::Result<Value> {
+    let response = stack
+        .http
+        .post(format!("{}{path}", stack.front))
+        .header("x-member-id", member.to_string())
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    ensure!(status.is_success(), "POST {path}: {status} {body}");
+    Ok(body)
 }
 
 /// One order's life: what the generator does after placing it.
@@ -150,13 +64,13 @@ async fn generate(stack: &Stack, i: usize) -> anyhow::Result<(String, i64)> {
     let member = 1 + (i % 40) as i64;
     // Three shops open around the clock, one dish each.
     let (shop, menu) = [(1, 1), (2, 11), (4, 31)][i % 3];
-    let placed = stack
-        .post(
-            "/api/orders",
-            member,
-            &json!({"member_id": member, "shop_id": shop, "items": [{"menu_id": menu, "quantity": 3}]}),
-        )
-        .await?;
+    let placed = post(
+        stack,
+        "/api/orders",
+        member,
+        &json!({"member_id": member, "shop_id": shop, "items": [{"menu_id": menu, "quantity": 3}]}),
+    )
+    .await?;
     let order_no = placed["order_no"]
         .as_str()
         .context("an order number")?
@@ -177,7 +91,7 @@ async fn generate(stack: &Stack, i: usize) -> anyhow::Result<(String, i64)> {
         } else {
             json!({})
         };
-        let answer = stack.post(&path, member, &body).await?;
+        let answer = post(stack, &path, member, &body).await?;
         if *step == "accept" {
             rider = answer["delivery"]["rider_id"].as_i64();
         }
@@ -208,22 +122,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let plan = std::fs::read_to_string("infra/routes/stage1.toml")
         .context("infra/routes/stage1.toml (run from the repository's root)")?;
-    let response = stack
-        .http
-        .post(format!(
-            "{}/api/plan?reason=stage%201%20walkthrough",
-            stack.admin
-        ))
-        .bearer_auth(&stack.token)
-        .header("content-type", "application/toml")
-        .body(plan)
-        .send()
-        .await?;
-    ensure!(
-        response.status().is_success(),
-        "the plan: {}",
-        response.text().await?
-    );
+    stack.apply_plan(&plan, "stage 1 walkthrough").await?;
     for route in ROUTES {
         let shown = stack
             .admin(Method::GET, &format!("/api/routes/{route}"), None)
@@ -263,7 +162,7 @@ async fn run() -> anyhow::Result<()> {
     );
 
     println!("4. reading everything through the front door, in shadow");
-    let (matched_before, mismatched_before) = stack.shadow_counts().await?;
+    let (matched_before, mismatched_before) = stack.shadow_counts(&ROUTES).await?;
     let mut reads = 0_u64;
     for (order_no, member) in &orders {
         stack
@@ -286,7 +185,7 @@ async fn run() -> anyhow::Result<()> {
     // The comparisons run beside the answers: wait until each is counted.
     let mut waited = 0;
     let (matched, mismatched) = loop {
-        let (matched, mismatched) = stack.shadow_counts().await?;
+        let (matched, mismatched) = stack.shadow_counts(&ROUTES).await?;
         let compared = (matched - matched_before) + (mismatched - mismatched_before);
         if compared >= reads {
             break (matched - matched_before, mismatched - mismatched_before);
@@ -319,7 +218,9 @@ async fn run() -> anyhow::Result<()> {
         ("migrated", None),
     ] {
         for route in ROUTES {
-            stack.transition(route, to, percent).await?;
+            stack
+                .transition(route, to, percent, &format!("stage 1 walkthrough: {to}"))
+                .await?;
         }
         println!(
             "   both routes {to}{}",

@@ -13,12 +13,16 @@
 //! - **money wrong**: an order that keeps its payment without exactly one
 //!   approved payment, or a rejected or cancelled one with money not given
 //!   back;
+//! - **charged without an order**: a payment the run made (a new order
+//!   number in the ledger) still approved for an order Baedal does not
+//!   have (a placement whose answer was lost must have left either an
+//!   order or no charge);
 //! - **read model differences**: order-history does not answer the order
 //!   as Baedal does;
 //! - **reconciliation**: the ACL's `POST /admin/reconcile` over every
 //!   legacy order, once nothing is left settling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,7 @@ pub struct Findings {
     pub wrong_state: Vec<String>,
     pub double_charges: Vec<String>,
     pub money_wrong: Vec<String>,
+    pub charged_without_order: Vec<String>,
     pub read_model_differences: Vec<String>,
     pub reconciliation: Reconciled,
 }
@@ -63,29 +68,45 @@ pub struct Reconciled {
 }
 
 impl Findings {
-    /// Nothing lost, doubled, charged twice or different.
+    /// Orders were placed, and nothing was lost, doubled, charged twice
+    /// or different, with every legacy order compared.
     pub fn clean(&self) -> bool {
-        self.lost.is_empty()
+        self.orders > 0
+            && self.lost.is_empty()
             && self.doubled.is_empty()
             && self.wrong_state.is_empty()
             && self.double_charges.is_empty()
             && self.money_wrong.is_empty()
+            && self.charged_without_order.is_empty()
             && self.read_model_differences.is_empty()
             && self.reconciliation.differences == 0
+            && self.reconciliation.settling == 0
     }
 }
 
-/// Each member's order count in Baedal, before the run (the audit counts
-/// what the run added).
-pub async fn member_counts(
+/// What the audit compares the run with: taken before the traffic starts.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    /// Each member's order count in Baedal.
+    members: BTreeMap<i64, i64>,
+    /// The order numbers the payment ledger already holds.
+    charged: HashSet<String>,
+}
+
+/// Each member's order count in Baedal and the ledger's order numbers,
+/// before the run (the audit counts what the run added).
+pub async fn baseline(
     stack: &Stack,
     members: impl IntoIterator<Item = i64>,
-) -> anyhow::Result<BTreeMap<i64, i64>> {
+) -> anyhow::Result<Baseline> {
     let mut counts = BTreeMap::new();
     for member in members {
         counts.insert(member, member_total(stack, member).await?);
     }
-    Ok(counts)
+    Ok(Baseline {
+        members: counts,
+        charged: ledger(stack).await?.into_keys().collect(),
+    })
 }
 
 async fn member_total(stack: &Stack, member: i64) -> anyhow::Result<i64> {
@@ -102,13 +123,13 @@ async fn member_total(stack: &Stack, member: i64) -> anyhow::Result<i64> {
         .with_context(|| format!("member {member}'s orders: no total in {page}"))
 }
 
-/// Checks every order of the run; `before` is [`member_counts`] taken
-/// before it, `unanswered` the members of placements that may have placed
+/// Checks every order of the run against the [`Baseline`] taken before
+/// it; `unanswered` are the members of placements that may have placed
 /// without an answer.
 pub async fn audit(
     stack: &Stack,
     orders: &[Placed],
-    before: &BTreeMap<i64, i64>,
+    before: &Baseline,
     unanswered: &[i64],
 ) -> anyhow::Result<Findings> {
     let mut findings = Findings {
@@ -141,6 +162,7 @@ pub async fn audit(
         }
     }
     money(stack, orders, &mut findings).await?;
+    findings.charged_without_order = charged_without_order(stack, orders, before).await?;
     let mut placed: HashMap<i64, i64> = HashMap::new();
     for order in orders {
         *placed.entry(order.member).or_default() += 1;
@@ -149,7 +171,7 @@ pub async fn audit(
     for member in unanswered {
         *maybe.entry(*member).or_default() += 1;
     }
-    for (member, was) in before {
+    for (member, was) in &before.members {
         let now = member_total(stack, *member).await?;
         let run = placed.get(member).copied().unwrap_or(0);
         let extra = now - was - run - maybe.get(member).copied().unwrap_or(0);
@@ -176,40 +198,41 @@ enum Verdict {
 }
 
 /// Baedal knows the order, in the state its life left it; order-history
-/// answers it as Baedal does.
+/// answers it as Baedal does. Both are read again until they agree or
+/// `until` (Baedal may still be moving: a refund completing, a rider
+/// given the order).
 async fn check_order(stack: &Stack, order: &Placed, until: Instant) -> anyhow::Result<Verdict> {
     let path = format!("/api/orders/{}", order.order_no);
-    let baedal = loop {
-        let (status, body) = stack.get(&stack.monolith, &path, order.member).await?;
-        let arrived = status.is_success() && body["status"] == order.life.status();
-        if arrived || Instant::now() >= until {
-            break (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    if baedal.0 == StatusCode::NOT_FOUND {
-        return Ok(Verdict::Lost);
-    }
-    if !baedal.0.is_success() || baedal.1["status"] != order.life.status() {
-        return Ok(Verdict::WrongState(format!(
-            "Baedal answers {} with status {}, the run left it {}",
-            baedal.0,
-            baedal.1["status"],
-            order.life.status()
-        )));
-    }
     loop {
-        let history = stack.get(&stack.history, &path, order.member).await?;
-        if same_answer(&history, &baedal) {
+        let baedal = stack.get(&stack.monolith, &path, order.member).await?;
+        let arrived = baedal.0.is_success() && baedal.1["status"] == order.life.status();
+        let history = if arrived {
+            Some(stack.get(&stack.history, &path, order.member).await?)
+        } else {
+            None
+        };
+        if let Some(history) = &history
+            && same_answer(history, &baedal)
+        {
             return Ok(Verdict::Fine);
         }
-        if Instant::now() >= until {
-            return Ok(Verdict::ReadModel(format!(
+        if Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        return Ok(match history {
+            _ if baedal.0 == StatusCode::NOT_FOUND => Verdict::Lost,
+            None => Verdict::WrongState(format!(
+                "Baedal answers {} with status {}, the run left it {}",
+                baedal.0,
+                baedal.1["status"],
+                order.life.status()
+            )),
+            Some(history) => Verdict::ReadModel(format!(
                 "order-history answers {} {}, Baedal {} {}",
                 history.0, history.1["status"], baedal.0, baedal.1["status"]
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            )),
+        });
     }
 }
 
@@ -271,6 +294,34 @@ async fn money(stack: &Stack, orders: &[Placed], findings: &mut Findings) -> any
     }
 }
 
+/// Order numbers new to the ledger since the [`Baseline`], not among the
+/// run's `2xx` orders, still holding an approved payment, for which Baedal
+/// has no order.
+async fn charged_without_order(
+    stack: &Stack,
+    orders: &[Placed],
+    before: &Baseline,
+) -> anyhow::Result<Vec<String>> {
+    let known: HashSet<&str> = orders.iter().map(|o| o.order_no.as_str()).collect();
+    let mut found = Vec::new();
+    for (order_no, statuses) in ledger(stack).await? {
+        if before.charged.contains(&order_no)
+            || known.contains(order_no.as_str())
+            || !statuses.iter().any(|s| s == "approved")
+        {
+            continue;
+        }
+        let (status, _) = stack
+            .get(&stack.monolith, &format!("/api/orders/{order_no}"), 0)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            found.push(format!("{order_no}: {statuses:?}"));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// The payment statuses of each order in the sandbox's ledger.
 async fn ledger(stack: &Stack) -> anyhow::Result<HashMap<String, Vec<String>>> {
     let payments: Vec<Value> = stack
@@ -295,7 +346,7 @@ async fn ledger(stack: &Stack) -> anyhow::Result<HashMap<String, Vec<String>>> {
 /// Runs the ACL's reconciliation until no order is left settling (the ACL
 /// does not compare an order changed within its settle time), bounded.
 pub async fn reconcile(stack: &Stack) -> anyhow::Result<Reconciled> {
-    let mut waited = Duration::ZERO;
+    let started = Instant::now();
     loop {
         let response = stack
             .http
@@ -331,10 +382,9 @@ pub async fn reconcile(stack: &Stack) -> anyhow::Result<Reconciled> {
                 .collect(),
         };
         let settle = report["settle_seconds"].as_u64().unwrap_or(60);
-        if reconciled.settling == 0 || waited > Duration::from_secs(settle + 30) {
+        if reconciled.settling == 0 || started.elapsed() > Duration::from_secs(settle + 30) {
             return Ok(reconciled);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        waited += Duration::from_secs(2);
     }
 }

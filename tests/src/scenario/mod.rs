@@ -244,6 +244,21 @@ impl Stack {
         Ok(counters_of(&text, route))
     }
 
+    /// Automatic rollbacks of the movable routes since the strangler
+    /// started.
+    pub async fn automatic_rollbacks(&self) -> anyhow::Result<u64> {
+        let mut rollbacks = 0;
+        for route in READ_ROUTES.iter().chain(&WRITE_ROUTES) {
+            rollbacks += self
+                .counters(route)
+                .await?
+                .get("rollbacks")
+                .copied()
+                .unwrap_or(0);
+        }
+        Ok(rollbacks)
+    }
+
     /// Status and JSON body of a GET at `base` (`null` for a body that is
     /// not JSON).
     pub async fn get(

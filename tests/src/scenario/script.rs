@@ -65,6 +65,23 @@ pub struct Script {
 
 /// Shadow batches tried before the script gives up on stage 1.
 const SHADOW_BATCHES: usize = 5;
+/// How long one step may wait for its orders.
+const STEP_PATIENCE: Duration = Duration::from_secs(180);
+
+/// Waits for the generator to have placed `count` orders in all; an error
+/// naming the last failure when it does not within [`STEP_PATIENCE`].
+async fn placed(generator: &mut Generator, count: u64) -> anyhow::Result<()> {
+    if generator.until_placed(count, STEP_PATIENCE).await {
+        return Ok(());
+    }
+    let progress = generator.tally().progress();
+    bail!(
+        "the traffic placed {} of the {count} orders this step waits for ({} errors; the last: {})",
+        progress.placed,
+        progress.errors,
+        progress.last_error.as_deref().unwrap_or("none")
+    )
+}
 
 /// One step of the script, as the summary lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +103,8 @@ pub struct Summary {
     pub errors: u64,
     pub retries: u64,
     pub last_error: Option<String>,
+    /// Sampled orders order-history did not show within a minute.
+    pub lag_unseen: u64,
     pub shadow_reads: u64,
     pub shadow_mismatches: u64,
     pub planned_rollbacks: u64,
@@ -98,9 +117,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Nothing lost, doubled or different.
+    /// Nothing lost, doubled or different, and no request failed for good.
     pub fn clean(&self) -> bool {
-        self.findings.clean()
+        self.findings.clean() && self.errors == 0
     }
 
     /// The summary as a table for the terminal.
@@ -129,10 +148,11 @@ impl Summary {
             (
                 "read-model lag p50 / p99",
                 format!(
-                    "{} / {} ({} samples)",
+                    "{} / {} ({} samples, {} not shown within a minute)",
                     ms(self.lag_p50_ms),
                     ms(self.lag_p99_ms),
-                    self.lag_samples
+                    self.lag_samples,
+                    self.lag_unseen
                 ),
             ),
             ("lost", f.lost.len().to_string()),
@@ -184,8 +204,9 @@ pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
         .await?;
     let finished = traffic::riders_finish_rounds(stack).await?;
     println!("   every rider free ({finished} deliveries left by earlier runs finished)");
-    let before = audit::member_counts(stack, script.traffic.members.clone()).await?;
+    let before = audit::baseline(stack, script.traffic.members.clone()).await?;
     let counted_from = stack.counters("orders.place").await?;
+    let rollbacks_from = stack.automatic_rollbacks().await?;
     let mut generator = Generator::start(stack.clone(), script.traffic.clone());
     let progress = script.progress_every.map(|every| {
         spawn_progress(
@@ -203,6 +224,10 @@ pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
     }
     let (shadow_reads, shadow_mismatches) = outcome?;
     let counted_to = stack.counters("orders.place").await?;
+    let rollbacks = stack
+        .automatic_rollbacks()
+        .await?
+        .saturating_sub(rollbacks_from);
     let progress = tally.progress();
     let orders: Vec<Placed> = tally.orders();
     println!(
@@ -211,7 +236,12 @@ pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
     );
     let findings = audit::audit(stack, &orders, &before, &tally.unanswered()).await?;
     let delta = |name: &str| {
-        counted_to.get(name).copied().unwrap_or(0) - counted_from.get(name).copied().unwrap_or(0)
+        // A restarted strangler counts from 0 again.
+        counted_to
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(counted_from.get(name).copied().unwrap_or(0))
     };
     let lags = tally.lags_ms();
     Ok(Summary {
@@ -226,10 +256,11 @@ pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
         errors: progress.errors,
         retries: progress.retries,
         last_error: progress.last_error,
+        lag_unseen: progress.lag_unseen,
         shadow_reads,
         shadow_mismatches,
         planned_rollbacks: 1,
-        automatic_rollbacks: delta("rollbacks"),
+        automatic_rollbacks: rollbacks,
         lag_samples: lags.len(),
         lag_p50_ms: percentile(lags.clone(), 0.5),
         lag_p99_ms: percentile(lags, 0.99),
@@ -259,7 +290,7 @@ async fn walk(
     };
     let per_step = script.per_step;
     let mut target = per_step;
-    generator.until_placed(target).await;
+    placed(generator, target).await?;
     mark("stage 0: legacy", generator);
 
     println!("1. stage 1: the read routes in shadow (0 mismatches over a batch of reads, or stop)");
@@ -277,7 +308,7 @@ async fn walk(
         let label = state_label(to, percent);
         println!("   the read routes {label}");
         target += per_step;
-        generator.until_placed(target).await;
+        placed(generator, target).await?;
         mark(&format!("stage 1: {label}"), generator);
     }
 
@@ -287,7 +318,7 @@ async fn walk(
         .await?;
     println!("   the write routes canary 10 %");
     target += per_step;
-    generator.until_placed(target).await;
+    placed(generator, target).await?;
     mark("stage 2: canary 10 %", generator);
     for (action, percent) in [
         ("canary", Some(50)),
@@ -313,7 +344,7 @@ async fn walk(
         };
         println!("   the write routes {label}");
         target += per_step;
-        generator.until_placed(target).await;
+        placed(generator, target).await?;
         mark(&format!("stage 2: {label}"), generator);
     }
     Ok((reads, mismatches))
@@ -363,7 +394,10 @@ async fn shadow_until_clean(
         let until = Instant::now() + Duration::from_secs(30);
         let (matched, mismatched) = loop {
             let (matched, mismatched) = stack.shadow_counts(&READ_ROUTES).await?;
-            let (matched, mismatched) = (matched - matched_before, mismatched - mismatched_before);
+            let (matched, mismatched) = (
+                matched.saturating_sub(matched_before),
+                mismatched.saturating_sub(mismatched_before),
+            );
             if matched + mismatched >= reads {
                 break (matched, mismatched);
             }
@@ -392,43 +426,48 @@ async fn shadow_until_clean(
 }
 
 /// Up to `count` orders whose life is over and which order-history
-/// already answers as Baedal does (waiting for the generator to place
-/// more if too few are).
+/// already answers as Baedal does, byte for byte as the strangler compares
+/// them (waiting for the read model, and for the generator to place more
+/// if too few are settled).
 async fn settled_orders(
     stack: &Stack,
     generator: &mut Generator,
     count: usize,
 ) -> anyhow::Result<Vec<Placed>> {
     let mut settled = Vec::new();
-    let until = Instant::now() + Duration::from_secs(60);
+    let mut pending: Vec<Placed> = Vec::new();
     let mut seen = 0;
-    while settled.len() < count {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
         let orders = generator.tally().orders();
-        for order in orders.iter().skip(seen) {
+        pending.extend(orders.iter().skip(seen).cloned());
+        seen = orders.len();
+        let mut still = Vec::new();
+        for order in pending {
+            if settled.len() == count {
+                break;
+            }
             let path = format!("/api/orders/{}", order.order_no);
             let baedal = stack.get(&stack.monolith, &path, order.member).await?;
             let history = stack.get(&stack.history, &path, order.member).await?;
             if baedal == history && baedal.0.is_success() {
-                settled.push(order.clone());
-                if settled.len() == count {
-                    break;
-                }
+                settled.push(order);
+            } else {
+                still.push(order);
             }
         }
-        seen = orders.len();
-        if settled.len() < count {
-            if Instant::now() >= until {
-                bail!(
-                    "only {} settled orders to read in shadow after a minute",
-                    settled.len()
-                );
-            }
-            let placed = generator.tally().progress().placed;
-            generator.until_placed(placed + 1).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        pending = still;
+        if settled.len() == count {
+            return Ok(settled);
         }
+        if Instant::now() >= until {
+            bail!(
+                "only {} settled orders to read in shadow after a minute",
+                settled.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(settled)
 }
 
 /// A progress line every `every`: orders, errors, lag, route states.

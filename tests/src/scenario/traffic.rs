@@ -106,6 +106,8 @@ pub struct Tally {
     pub retries: AtomicU64,
     /// Requests that failed for good, and steps that could not be taken.
     pub errors: AtomicU64,
+    /// Sampled orders the read model did not show within [`LAG_WAIT`].
+    pub lag_unseen: AtomicU64,
     last_error: Mutex<Option<String>>,
     orders: Mutex<Vec<Placed>>,
     /// The member of each placement that got no answer or a 5xx at the
@@ -123,6 +125,7 @@ pub struct Progress {
     pub errors: u64,
     pub retries: u64,
     pub lag_p99_ms: Option<u64>,
+    pub lag_unseen: u64,
     pub last_error: Option<String>,
 }
 
@@ -141,6 +144,7 @@ impl Tally {
             errors: self.errors.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             lag_p99_ms: percentile(lags, 0.99),
+            lag_unseen: self.lag_unseen.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("not poisoned").clone(),
         }
     }
@@ -174,43 +178,57 @@ pub fn percentile(mut values: Vec<u64>, p: f64) -> Option<u64> {
 /// Baedal's riders (its seed has twelve).
 pub const RIDERS: std::ops::RangeInclusive<i64> = 1..=12;
 
+/// Deliveries [`riders_finish_rounds`] finishes at most (a hang guard).
+const MAX_BACKLOG: u64 = 10_000;
+
 /// Each rider finishes the deliveries they hold (picks up and delivers),
-/// so that a run starts with every rider free: an earlier run stopped half
-/// way, or `make stage1`, may have left some holding orders. How many
+/// and the ones Baedal hands them next (a freed rider is given the oldest
+/// accepted order still waiting), until no rider holds any: an earlier run
+/// stopped half way, or `make stage1`, may have left a backlog. How many
 /// deliveries were finished.
 pub async fn riders_finish_rounds(stack: &Stack) -> anyhow::Result<u64> {
     let mut finished = 0;
-    for rider in RIDERS {
-        let (status, board) = stack
-            .get(&stack.front, &format!("/api/riders/{rider}/deliveries"), 0)
-            .await?;
-        anyhow::ensure!(
-            status.is_success(),
-            "rider {rider}'s board: {status} {board}"
-        );
-        for delivery in board["deliveries"].as_array().cloned().unwrap_or_default() {
-            let order_no = delivery["order_no"].as_str().unwrap_or_default();
-            let steps: &[&str] = if delivery["status"] == "ASSIGNED" {
-                &["pickup", "deliver"]
-            } else {
-                &["deliver"]
-            };
-            for step in steps {
-                let path = format!(
-                    "{}/api/riders/{rider}/deliveries/{order_no}/{step}",
-                    stack.front
-                );
-                let response = stack.http.post(path).json(&json!({})).send().await?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "rider {rider}, {step} {order_no}: {}",
-                    response.status()
-                );
+    loop {
+        let mut held = 0;
+        for rider in RIDERS {
+            let (status, board) = stack
+                .get(&stack.front, &format!("/api/riders/{rider}/deliveries"), 0)
+                .await?;
+            anyhow::ensure!(
+                status.is_success(),
+                "rider {rider}'s board: {status} {board}"
+            );
+            for delivery in board["deliveries"].as_array().cloned().unwrap_or_default() {
+                held += 1;
+                let order_no = delivery["order_no"].as_str().unwrap_or_default();
+                let steps: &[&str] = if delivery["status"] == "ASSIGNED" {
+                    &["pickup", "deliver"]
+                } else {
+                    &["deliver"]
+                };
+                for step in steps {
+                    let path = format!(
+                        "{}/api/riders/{rider}/deliveries/{order_no}/{step}",
+                        stack.front
+                    );
+                    let response = stack.http.post(path).json(&json!({})).send().await?;
+                    anyhow::ensure!(
+                        response.status().is_success(),
+                        "rider {rider}, {step} {order_no}: {}",
+                        response.status()
+                    );
+                }
+                finished += 1;
             }
-            finished += 1;
         }
+        if held == 0 {
+            return Ok(finished);
+        }
+        anyhow::ensure!(
+            finished < MAX_BACKLOG,
+            "the riders delivered {finished} orders and still hold more"
+        );
     }
-    Ok(finished)
 }
 
 /// A running generator.
@@ -228,13 +246,14 @@ impl Generator {
         let stopping = Arc::new(AtomicBool::new(false));
         let probes = Arc::new(Mutex::new(JoinSet::new()));
         let next = Arc::new(AtomicU64::new(0));
-        let period = Duration::from_secs_f64(1.0 / settings.rate_per_s.max(0.01));
+        // At most a thousand a second: a faster pace is no pace.
+        let period = Duration::from_secs_f64(1.0 / settings.rate_per_s.clamp(0.01, 1_000.0));
         let mut pace = tokio::time::interval(period);
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let pace = Arc::new(tokio::sync::Mutex::new(pace));
-        let until = Instant::now() + settings.duration;
+        let until = Instant::now() + settings.duration.min(Duration::from_secs(86_400));
         let mut workers = JoinSet::new();
-        for _ in 0..settings.workers.max(1) {
+        for _ in 0..settings.workers.clamp(1, 256) {
             let worker = Worker {
                 stack: stack.clone(),
                 settings: settings.clone(),
@@ -274,19 +293,25 @@ impl Generator {
         Arc::clone(&self.tally)
     }
 
-    /// Waits until `count` orders were placed in all, or the generator
-    /// ran out of orders or time.
-    pub async fn until_placed(&mut self, count: u64) {
+    /// Waits until `count` orders were placed in all, the generator ran
+    /// out of orders or time, or `patience` passed; whether `count` was
+    /// reached.
+    pub async fn until_placed(&mut self, count: u64, patience: Duration) -> bool {
+        let until = Instant::now() + patience;
         while self.tally.placed.load(Ordering::Relaxed) < count {
+            if Instant::now() >= until {
+                return false;
+            }
             tokio::select! {
                 joined = self.workers.join_next() => {
                     if joined.is_none() {
-                        return;
+                        return false;
                     }
                 }
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
+        true
     }
 
     /// Stops starting orders, lets each worker finish the order in hand
@@ -333,6 +358,7 @@ impl Worker {
                 None,
             )
             .await
+            .0
         {
             Ok((status, _)) if status.is_success() => {
                 self.tally.browsed.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +372,7 @@ impl Worker {
         }
         let key = format!("{}-{n}", self.settings.run);
         let body = json!({"member_id": member, "shop_id": shop, "items": [{"menu_id": menu, "quantity": 3 + n % 2}]});
-        let placed = self
+        let (placed, uncertain) = self
             .send(
                 reqwest::Method::POST,
                 "/api/orders",
@@ -355,13 +381,15 @@ impl Worker {
                 Some(&key),
             )
             .await;
+        // A refusal (4xx) to the first attempt placed nothing; after an
+        // attempt with no answer or a 5xx, the order may exist whatever
+        // the last answer says.
         let order_no = match placed {
             Ok((status, body)) if status.is_success() => body["order_no"]
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| (format!("{status} without an order number"), true)),
-            // A refusal (4xx) placed nothing; a 5xx or no answer may have.
-            Ok((status, body)) => Err((format!("{status} {body}"), status.is_server_error())),
+            Ok((status, body)) => Err((format!("{status} {body}"), uncertain)),
             Err(error) => Err((format!("{error:#}"), true)),
         };
         let order_no = match order_no {
@@ -421,8 +449,12 @@ impl Worker {
                     return Life::Paid;
                 };
                 self.tally.accepted.fetch_add(1, Ordering::Relaxed);
-                // No free rider: the order waits, accepted; that is a state too.
-                let Some(rider) = accepted["delivery"]["rider_id"].as_i64() else {
+                let rider = match accepted["delivery"]["rider_id"].as_i64() {
+                    Some(rider) => Some(rider),
+                    None => self.rider_for(order_no, member).await,
+                };
+                // Still no rider: the order waits, accepted; that is a state too.
+                let Some(rider) = rider else {
                     return Life::Accepted;
                 };
                 let path = format!("/api/riders/{rider}/deliveries/{order_no}/pickup");
@@ -455,6 +487,7 @@ impl Worker {
             match self
                 .send(reqwest::Method::POST, &path, member, Some(&json!({})), None)
                 .await
+                .0
             {
                 Ok((status, body)) if status.is_success() => return Some(body),
                 Ok((StatusCode::NOT_FOUND, _)) if Instant::now() < until => {
@@ -472,11 +505,30 @@ impl Worker {
         }
     }
 
+    /// No rider was free when the shop accepted: Baedal gives the order to
+    /// the next rider who finishes a delivery. The rider, once one is
+    /// given, or `None` after [`BOARD_WAIT`].
+    async fn rider_for(&self, order_no: &str, member: i64) -> Option<i64> {
+        let path = format!("/api/orders/{order_no}");
+        let until = Instant::now() + BOARD_WAIT;
+        while Instant::now() < until {
+            if let Ok((status, order)) = self.stack.get(&self.stack.monolith, &path, member).await
+                && status.is_success()
+                && let Some(rider) = order["delivery"]["rider_id"].as_i64()
+            {
+                return Some(rider);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// A rider's step; whether it was taken.
     async fn step(&self, path: &str, member: i64) -> bool {
         match self
             .send(reqwest::Method::POST, path, member, Some(&json!({})), None)
             .await
+            .0
         {
             Ok((status, _)) if status.is_success() => true,
             Ok((status, body)) => {
@@ -495,22 +547,14 @@ impl Worker {
     async fn cancel(&self, order_no: &str, member: i64) -> Life {
         let path = format!("/api/orders/{order_no}/cancel");
         let body = json!({ "member_id": member });
-        let answer = self
+        let (answer, _) = self
             .send(reqwest::Method::POST, &path, member, Some(&body), None)
             .await;
         let cancelled = match &answer {
             Ok((status, _)) if status.is_success() => true,
-            Ok((StatusCode::CONFLICT, _)) => {
-                let shown = self
-                    .stack
-                    .get(
-                        &self.stack.monolith,
-                        &format!("/api/orders/{order_no}"),
-                        member,
-                    )
-                    .await;
-                matches!(shown, Ok((_, ref order)) if order["status"] == "CANCELLED")
-            }
+            // Cancelled by the first attempt, or not cancellable: Baedal's
+            // books say which, once sync-back has written what ordering did.
+            Ok((StatusCode::CONFLICT, _)) => self.becomes_cancelled(order_no, member).await,
             _ => false,
         };
         if cancelled {
@@ -526,8 +570,29 @@ impl Worker {
         }
     }
 
+    /// Whether Baedal shows the order cancelled within [`BOARD_WAIT`].
+    async fn becomes_cancelled(&self, order_no: &str, member: i64) -> bool {
+        let path = format!("/api/orders/{order_no}");
+        let until = Instant::now() + BOARD_WAIT;
+        loop {
+            if let Ok((_, order)) = self.stack.get(&self.stack.monolith, &path, member).await
+                && order["status"] == "CANCELLED"
+            {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// One request through the front door, tried again (with the same
-    /// Idempotency-Key, if any) after a 5xx, a 429 or no answer.
+    /// Idempotency-Key, if any) after a 5xx, a 429 or no answer, and, with
+    /// a key, after a `409 request-in-progress` (an earlier attempt with
+    /// that key is still being served). The last answer, and whether any
+    /// attempt went unanswered or got a 5xx (its request may have been
+    /// carried out all the same).
     async fn send(
         &self,
         method: reqwest::Method,
@@ -535,8 +600,9 @@ impl Worker {
         member: i64,
         body: Option<&Value>,
         key: Option<&str>,
-    ) -> anyhow::Result<Answer> {
+    ) -> (anyhow::Result<Answer>, bool) {
         let mut attempt = 0;
+        let mut uncertain = false;
         loop {
             attempt += 1;
             let mut request = self
@@ -559,16 +625,27 @@ impl Worker {
                 Err(error) => Err(anyhow::Error::new(error)).context("no answer"),
             };
             let again = match &outcome {
-                Ok((status, _)) => {
-                    status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+                Ok((status, body)) => {
+                    let in_progress = *status == StatusCode::CONFLICT
+                        && key.is_some()
+                        && body["type"]
+                            .as_str()
+                            .is_some_and(|t| t.ends_with("request-in-progress"));
+                    uncertain |= status.is_server_error();
+                    status.is_server_error()
+                        || *status == StatusCode::TOO_MANY_REQUESTS
+                        || in_progress
                 }
-                Err(_) => true,
+                Err(_) => {
+                    uncertain = true;
+                    true
+                }
             };
             if !again || attempt >= ATTEMPTS {
-                return outcome;
+                return (outcome, uncertain);
             }
             self.tally.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
     }
 
