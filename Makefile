@@ -10,7 +10,7 @@ WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 # The operators' tools also need the operators' tokens.
 WITH_SECRETS := set -a && . .run/secrets.env && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1 demo scenario
+.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1 demo scenario chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ demo: ## traffic on the running stack (make up): members, owners and riders thro
 
 scenario: ## the whole migration on the running stack under traffic, stage 0 to 2 and a rollback, then the audit; JSON in target/scenario/ (ORDERS_PER_STEP, RATE)
 	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin scenario
+
+chaos: ## faults under traffic on the running stack: kill -9 of each component, RabbitMQ and PostgreSQL restarts, a slow and a failing payment gateway; JSON in target/chaos/ (FAULTS, SEED)
+	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin chaos
 
 seed: infra ## reset the monolith's legacy database to the demo data (deletes every order and the payment sandbox's ledger)
 	@$(WITH_STACK_ENV) cargo run --quiet -p monolith -- seed

@@ -16,6 +16,7 @@
 //! system of `tests/tests/scenario.rs`.
 
 pub mod audit;
+pub mod chaos;
 pub mod script;
 pub mod traffic;
 

@@ -91,6 +91,11 @@ pub struct Placed {
     pub key: String,
     /// How far its life got (a step that failed leaves it where it was).
     pub life: Life,
+    /// A step of its life failed after an attempt that got no answer or a
+    /// 5xx: it may have been taken all the same, so where the order stands
+    /// is not known to the member (the audit then holds the stores to
+    /// agreeing with each other, not to `life`).
+    pub uncertain: bool,
 }
 
 /// The generator's counts, updated as it goes.
@@ -411,7 +416,8 @@ impl Worker {
         if n.is_multiple_of(self.settings.lag_sample.max(1)) {
             self.probe_lag(order_no.clone(), member, placed_at);
         }
-        let life = self.live(n, &order_no, member, shop).await;
+        let mut uncertain = false;
+        let life = self.live(n, &order_no, member, shop, &mut uncertain).await;
         self.tally
             .orders
             .lock()
@@ -421,18 +427,26 @@ impl Worker {
                 member,
                 key,
                 life,
+                uncertain,
             });
     }
 
     /// Takes the order through life `n % 10`; how far it got. Every
     /// accepted order is delivered (a rider left holding an order would
     /// be lost to the run; a dozen such and no rider is left).
-    async fn live(&self, n: u64, order_no: &str, member: i64, shop: i64) -> Life {
+    async fn live(
+        &self,
+        n: u64,
+        order_no: &str,
+        member: i64,
+        shop: i64,
+        uncertain: &mut bool,
+    ) -> Life {
         match n % 10 {
             0 | 1 => Life::Paid,
             8 => {
                 if self
-                    .shop_decides(shop, order_no, member, "reject")
+                    .shop_decides(shop, order_no, member, "reject", uncertain)
                     .await
                     .is_some()
                 {
@@ -442,9 +456,11 @@ impl Worker {
                     Life::Paid
                 }
             }
-            9 => self.cancel(order_no, member).await,
+            9 => self.cancel(order_no, member, uncertain).await,
             _ => {
-                let Some(accepted) = self.shop_decides(shop, order_no, member, "accept").await
+                let Some(accepted) = self
+                    .shop_decides(shop, order_no, member, "accept", uncertain)
+                    .await
                 else {
                     return Life::Paid;
                 };
@@ -458,11 +474,11 @@ impl Worker {
                     return Life::Accepted;
                 };
                 let path = format!("/api/riders/{rider}/deliveries/{order_no}/pickup");
-                if !self.step(&path, member).await {
+                if !self.step(&path, member, uncertain).await {
                     return Life::Accepted;
                 }
                 let path = format!("/api/riders/{rider}/deliveries/{order_no}/deliver");
-                if !self.step(&path, member).await {
+                if !self.step(&path, member, uncertain).await {
                     return Life::PickedUp;
                 }
                 self.tally.delivered.fetch_add(1, Ordering::Relaxed);
@@ -480,15 +496,17 @@ impl Worker {
         order_no: &str,
         member: i64,
         decision: &str,
+        uncertain: &mut bool,
     ) -> Option<Value> {
         let path = format!("/api/shops/{shop}/orders/{order_no}/{decision}");
         let until = Instant::now() + BOARD_WAIT;
         loop {
-            match self
+            let (answer, unanswered) = self
                 .send(reqwest::Method::POST, &path, member, Some(&json!({})), None)
-                .await
-                .0
-            {
+                .await;
+            let failed = !matches!(&answer, Ok((status, _)) if status.is_success());
+            *uncertain |= failed && unanswered;
+            match answer {
                 Ok((status, body)) if status.is_success() => return Some(body),
                 Ok((StatusCode::NOT_FOUND, _)) if Instant::now() < until => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -524,12 +542,13 @@ impl Worker {
     }
 
     /// A rider's step; whether it was taken.
-    async fn step(&self, path: &str, member: i64) -> bool {
-        match self
+    async fn step(&self, path: &str, member: i64, uncertain: &mut bool) -> bool {
+        let (answer, unanswered) = self
             .send(reqwest::Method::POST, path, member, Some(&json!({})), None)
-            .await
-            .0
-        {
+            .await;
+        let failed = !matches!(&answer, Ok((status, _)) if status.is_success());
+        *uncertain |= failed && unanswered;
+        match answer {
             Ok((status, _)) if status.is_success() => true,
             Ok((status, body)) => {
                 self.tally.error(format!("POST {path}: {status} {body}"));
@@ -544,10 +563,10 @@ impl Worker {
 
     /// The member cancels through the front door. A retried cancel may
     /// find its first attempt done (409): the order's state says.
-    async fn cancel(&self, order_no: &str, member: i64) -> Life {
+    async fn cancel(&self, order_no: &str, member: i64, uncertain: &mut bool) -> Life {
         let path = format!("/api/orders/{order_no}/cancel");
         let body = json!({ "member_id": member });
-        let (answer, _) = self
+        let (answer, unanswered) = self
             .send(reqwest::Method::POST, &path, member, Some(&body), None)
             .await;
         let cancelled = match &answer {
@@ -561,6 +580,7 @@ impl Worker {
             self.tally.cancelled.fetch_add(1, Ordering::Relaxed);
             Life::Cancelled
         } else {
+            *uncertain |= unanswered;
             let what = match answer {
                 Ok((status, body)) => format!("{status} {body}"),
                 Err(error) => format!("{error:#}"),

@@ -1,0 +1,405 @@
+//! Faults under traffic, on the stack `make up` runs: each fault is
+//! injected with a real signal or a real restart while the generator
+//! places orders through the front door (both write routes at canary
+//! 50 %, so both sides take orders), then the system is recovered the way
+//! an operator would (`make up` starts what is not running; RabbitMQ and
+//! PostgreSQL are started again), the traffic goes on, and the run's
+//! orders are audited with reconciliation.
+//!
+//! | fault | injected by | recovered by |
+//! |---|---|---|
+//! | `kill -9` of a component (twice, at random points) | SIGKILL to the pid in `.run/pids/` | `infra/local/stack.sh up` |
+//! | RabbitMQ stop/start | `infra/local/rabbitmq.sh stop` | `… start` |
+//! | PostgreSQL restart | `infra/local/postgres.sh stop` | `… start` |
+//! | the payment sandbox slow | latency beyond the 2 s payment timeout | latency back to 0 |
+//! | the payment sandbox failing | every call answered 503 | failures back to 0 |
+//!
+//! Time to recover: from the fault to every component answering
+//! `/health/ready` again (a process or infrastructure fault), or from the
+//! fault lifted to the next order answered `2xx` (a sandbox fault).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde::Serialize;
+use serde_json::json;
+
+use super::audit::{self, Findings};
+use super::traffic::{self, Generator};
+use super::{Stack, WRITE_ROUTES};
+
+/// One fault to inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL to a component, `times` times.
+    Kill {
+        component: String,
+        times: u32,
+    },
+    RabbitMqRestart,
+    PostgresRestart,
+    /// The payment sandbox answers after this long (past the timeouts).
+    SandboxSlow {
+        latency_ms: u64,
+    },
+    /// The payment sandbox answers every call 503.
+    SandboxFailing,
+}
+
+impl Fault {
+    pub fn name(&self) -> String {
+        match self {
+            Self::Kill { component, times } => format!("kill -9 {component} ×{times}"),
+            Self::RabbitMqRestart => "RabbitMQ stop/start".to_owned(),
+            Self::PostgresRestart => "PostgreSQL restart".to_owned(),
+            Self::SandboxSlow { latency_ms } => format!("payment sandbox slow ({latency_ms} ms)"),
+            Self::SandboxFailing => "payment sandbox failing (503)".to_owned(),
+        }
+    }
+}
+
+/// How the faults are run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The repository whose `.run/` holds the stack.
+    pub root: PathBuf,
+    pub traffic: traffic::Settings,
+    /// Orders placed before a fault, and after recovery.
+    pub before: u64,
+    pub after: u64,
+    /// How long a sandbox fault lasts.
+    pub sandbox_window: Duration,
+}
+
+/// What one fault did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub fault: String,
+    pub orders_answered_2xx: u64,
+    pub placed_by_side: std::collections::BTreeMap<String, u64>,
+    pub requests_failed: u64,
+    pub recover_seconds: Vec<f64>,
+    pub findings: Findings,
+}
+
+impl Outcome {
+    /// Nothing lost, doubled, charged twice or different.
+    pub fn clean(&self) -> bool {
+        self.findings.clean()
+    }
+}
+
+/// A small deterministic generator for the random points (xorshift).
+#[derive(Debug, Clone)]
+pub struct Random(u64);
+
+impl Random {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
+
+/// Runs `fault` under fresh traffic; what it did.
+pub async fn run(
+    stack: &Stack,
+    settings: &Settings,
+    fault: &Fault,
+    random: &mut Random,
+) -> anyhow::Result<Outcome> {
+    let mut traffic = settings.traffic.clone();
+    traffic.run = format!("{}-{}", traffic.run, random.below(1 << 40));
+    let before = audit::baseline(stack, traffic.members.clone()).await?;
+    let counted_from = stack.counters("orders.place").await?;
+    let mut generator = Generator::start(stack.clone(), traffic);
+    let patience = Duration::from_secs(180);
+    let mut recover_seconds = Vec::new();
+    let outcome = async {
+        let times = match fault {
+            Fault::Kill { times, .. } => *times,
+            _ => 1,
+        };
+        for _ in 0..times {
+            let placed = generator.tally().progress().placed;
+            generator
+                .until_placed(placed + settings.before, patience)
+                .await;
+            // A random point: up to two seconds further into the traffic.
+            tokio::time::sleep(Duration::from_millis(random.below(2_000))).await;
+            let took = inject_and_recover(stack, settings, fault, &mut generator).await?;
+            recover_seconds.push((took.as_secs_f64() * 10.0).round() / 10.0);
+        }
+        let placed = generator.tally().progress().placed;
+        if !generator
+            .until_placed(placed + settings.after, patience)
+            .await
+        {
+            bail!(
+                "after recovery the traffic placed no {} more orders in {} s (last error: {})",
+                settings.after,
+                patience.as_secs(),
+                generator.tally().progress().last_error.unwrap_or_default()
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let tally = generator.stop().await;
+    // Whatever happened, the sandbox behaves again for the next fault.
+    sandbox_behaves(stack, json!({})).await?;
+    outcome?;
+    let counted_to = stack.counters("orders.place").await?;
+    let progress = tally.progress();
+    let findings = audit::audit(stack, &tally.orders(), &before, &tally.unanswered()).await?;
+    Ok(Outcome {
+        fault: fault.name(),
+        orders_answered_2xx: progress.placed,
+        placed_by_side: ["legacy", "new"]
+            .into_iter()
+            .map(|side| {
+                let delta = counted_to
+                    .get(side)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(counted_from.get(side).copied().unwrap_or(0));
+                (side.to_owned(), delta)
+            })
+            .collect(),
+        requests_failed: progress.errors,
+        recover_seconds,
+        findings,
+    })
+}
+
+/// Injects the fault, recovers, and measures the time to recover.
+async fn inject_and_recover(
+    stack: &Stack,
+    settings: &Settings,
+    fault: &Fault,
+    generator: &mut Generator,
+) -> anyhow::Result<Duration> {
+    let root = &settings.root;
+    match fault {
+        Fault::Kill { component, .. } => {
+            let pid = pid_of(root, component)?;
+            println!("   kill -9 {component} (pid {pid})");
+            let started = Instant::now();
+            run_command(Command::new("kill").args(["-9", &pid.to_string()]))?;
+            run_command(
+                Command::new("bash")
+                    .arg(root.join("infra/local/stack.sh"))
+                    .arg("up")
+                    .current_dir(root),
+            )?;
+            all_ready(stack, root).await?;
+            Ok(started.elapsed())
+        }
+        Fault::RabbitMqRestart | Fault::PostgresRestart => {
+            let script = if *fault == Fault::RabbitMqRestart {
+                "infra/local/rabbitmq.sh"
+            } else {
+                "infra/local/postgres.sh"
+            };
+            println!("   {script} stop");
+            let started = Instant::now();
+            run_command(
+                Command::new("bash")
+                    .arg(root.join(script))
+                    .arg("stop")
+                    .current_dir(root),
+            )?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            println!("   {script} start");
+            run_command(
+                Command::new("bash")
+                    .arg(root.join(script))
+                    .arg("start")
+                    .current_dir(root),
+            )?;
+            all_ready(stack, root).await?;
+            Ok(started.elapsed())
+        }
+        Fault::SandboxSlow { latency_ms } => {
+            sandbox_behaves(stack, json!({ "latency_ms": latency_ms })).await?;
+            lifted_after_window(stack, settings, generator).await
+        }
+        Fault::SandboxFailing => {
+            sandbox_behaves(stack, json!({ "failure_percent": 100 })).await?;
+            lifted_after_window(stack, settings, generator).await
+        }
+    }
+}
+
+/// Keeps a sandbox fault for its window, lifts it, and measures until the
+/// next order answered `2xx`.
+async fn lifted_after_window(
+    stack: &Stack,
+    settings: &Settings,
+    generator: &mut Generator,
+) -> anyhow::Result<Duration> {
+    tokio::time::sleep(settings.sandbox_window).await;
+    sandbox_behaves(stack, json!({})).await?;
+    let lifted = Instant::now();
+    let placed = generator.tally().progress().placed;
+    ensure!(
+        generator
+            .until_placed(placed + 1, Duration::from_secs(120))
+            .await,
+        "no order answered 2xx within two minutes of the sandbox behaving again"
+    );
+    Ok(lifted.elapsed())
+}
+
+async fn sandbox_behaves(stack: &Stack, behaviour: serde_json::Value) -> anyhow::Result<()> {
+    let response = stack
+        .http
+        .put(format!("{}/admin/behaviour", stack.sandbox))
+        .bearer_auth(&stack.sandbox_token)
+        .json(&behaviour)
+        .send()
+        .await
+        .context("the payment sandbox")?;
+    ensure!(
+        response.status().is_success(),
+        "the sandbox's behaviour: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+fn pid_of(root: &Path, component: &str) -> anyhow::Result<u32> {
+    let path = root.join(format!(".run/pids/{component}.pid"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{} (is the stack up? make up)", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: not a pid", path.display()))
+}
+
+/// Runs a command to its end; its output goes to the run's own log.
+fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("{command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Waits until every component in `infra/components.txt` answers
+/// `/health/ready` (two minutes at most).
+async fn all_ready(stack: &Stack, root: &Path) -> anyhow::Result<()> {
+    let list = std::fs::read_to_string(root.join("infra/components.txt"))?;
+    let ports: Vec<String> = list
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (var, default) = (fields.get(2)?, fields.get(3)?);
+            Some(std::env::var(var).unwrap_or_else(|_| (*default).to_owned()))
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(120);
+    for port in ports {
+        let url = format!("http://127.0.0.1:{port}/health/ready");
+        loop {
+            let ready = stack
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            ensure!(Instant::now() < until, "{url} not ready within two minutes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Both write routes to canary 50 % (both sides take orders); the read
+/// routes migrated. Rolls back what an earlier run left elsewhere first.
+pub async fn both_sides(stack: &Stack, plans: &super::script::Plans) -> anyhow::Result<()> {
+    stack
+        .reset_routes(&plans.stage0, "chaos: start over")
+        .await?;
+    for route in super::READ_ROUTES {
+        for (to, percent) in [("canary", Some(50)), ("migrated", None)] {
+            stack.transition(route, to, percent, "chaos").await?;
+        }
+    }
+    for route in WRITE_ROUTES {
+        stack.transition(route, "canary", Some(50), "chaos").await?;
+    }
+    Ok(())
+}
+
+/// The outcomes as a table for the terminal.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut table = format!(
+        "  {:<36}{:>7}{:>9}{:>9}{:>6}{:>8}{:>8}{:>8}{:>9}{:>8}  {}\n",
+        "fault",
+        "2xx",
+        "Baedal",
+        "ordering",
+        "lost",
+        "doubled",
+        "charged",
+        "money",
+        "readmodel",
+        "recon",
+        "recover s"
+    );
+    for o in outcomes {
+        let f = &o.findings;
+        let side = |name: &str| o.placed_by_side.get(name).copied().unwrap_or(0);
+        table.push_str(&format!(
+            "  {:<36}{:>7}{:>9}{:>9}{:>6}{:>8}{:>8}{:>8}{:>9}{:>8}  {}\n",
+            o.fault,
+            o.orders_answered_2xx,
+            side("legacy"),
+            side("new"),
+            f.lost.len(),
+            f.doubled.len(),
+            f.double_charges.len(),
+            f.money_wrong.len() + f.charged_without_order.len(),
+            f.read_model_differences.len(),
+            f.reconciliation.differences,
+            o.recover_seconds
+                .iter()
+                .map(|s| format!("{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Random;
+
+    #[test]
+    fn the_random_points_repeat_with_their_seed() {
+        // xorshift64 (13, 7, 17) from 42: pinned, so a seed printed by one
+        // build gives the same points in the next.
+        let mut random = Random::new(42);
+        let points: Vec<u64> = (0..5).map(|_| random.below(2_000)).collect();
+        assert_eq!(points, vec![1674, 1471, 954, 1736, 162]);
+        assert_eq!(Random::new(0).below(10), Random::new(1).below(10));
+    }
+}
