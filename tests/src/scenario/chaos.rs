@@ -80,6 +80,8 @@ pub struct Outcome {
     pub orders_answered_2xx: u64,
     pub placed_by_side: std::collections::BTreeMap<String, u64>,
     pub requests_failed: u64,
+    /// Routes the strangler's guard rolled back during the fault.
+    pub automatic_rollbacks: u64,
     pub recover_seconds: Vec<f64>,
     pub findings: Findings,
 }
@@ -120,6 +122,7 @@ pub async fn run(
     traffic.run = format!("{}-{}", traffic.run, random.below(1 << 40));
     let before = audit::baseline(stack, traffic.members.clone()).await?;
     let counted_from = stack.counters("orders.place").await?;
+    let rollbacks_from = stack.automatic_rollbacks().await?;
     let mut generator = Generator::start(stack.clone(), traffic);
     let patience = Duration::from_secs(180);
     let mut recover_seconds = Vec::new();
@@ -158,6 +161,10 @@ pub async fn run(
     sandbox_behaves(stack, json!({})).await?;
     outcome?;
     let counted_to = stack.counters("orders.place").await?;
+    let automatic_rollbacks = stack
+        .automatic_rollbacks()
+        .await?
+        .saturating_sub(rollbacks_from);
     let progress = tally.progress();
     let findings = audit::audit(stack, &tally.orders(), &before, &tally.unanswered()).await?;
     Ok(Outcome {
@@ -175,6 +182,7 @@ pub async fn run(
             })
             .collect(),
         requests_failed: progress.errors,
+        automatic_rollbacks,
         recover_seconds,
         findings,
     })
@@ -351,28 +359,30 @@ pub async fn both_sides(stack: &Stack, plans: &super::script::Plans) -> anyhow::
 /// The outcomes as a table for the terminal.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut table = format!(
-        "  {:<36}{:>7}{:>9}{:>9}{:>6}{:>8}{:>8}{:>8}{:>9}{:>8}  {}\n",
+        "  {:<36}{:>6}{:>8}{:>9}{:>7}{:>6}{:>8}{:>8}{:>7}{:>10}{:>7}  {}\n",
         "fault",
         "2xx",
         "Baedal",
         "ordering",
+        "failed",
         "lost",
         "doubled",
         "charged",
         "money",
         "readmodel",
         "recon",
-        "recover s"
+        "recover s (rollbacks)"
     );
     for o in outcomes {
         let f = &o.findings;
         let side = |name: &str| o.placed_by_side.get(name).copied().unwrap_or(0);
         table.push_str(&format!(
-            "  {:<36}{:>7}{:>9}{:>9}{:>6}{:>8}{:>8}{:>8}{:>9}{:>8}  {}\n",
+            "  {:<36}{:>6}{:>8}{:>9}{:>7}{:>6}{:>8}{:>8}{:>7}{:>10}{:>7}  {} ({})\n",
             o.fault,
             o.orders_answered_2xx,
             side("legacy"),
             side("new"),
+            o.requests_failed,
             f.lost.len(),
             f.doubled.len(),
             f.double_charges.len(),
@@ -383,7 +393,8 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 .iter()
                 .map(|s| format!("{s}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            o.automatic_rollbacks
         ));
     }
     table
