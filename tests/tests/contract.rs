@@ -98,24 +98,75 @@ fn fill(text: &str, fixtures: &BTreeMap<String, String>) -> String {
     })
 }
 
-/// Order numbers back to `{fixture}` (or `{order_no}` for one the suite
-/// did not name), and every `*_at` field to `{time}`.
-fn normalise(value: &mut Value, fixtures: &BTreeMap<String, String>) {
-    match value {
-        Value::String(text) => {
-            let mut replaced = text.clone();
-            for (name, no) in fixtures {
-                replaced = replaced.replace(no.as_str(), &format!("{{{name}}}"));
-            }
-            *text = order_numbers_out(&replaced);
+/// The order numbers a run has seen, each with the name it is compared
+/// by: a fixture's name, or `new#k` for the k-th number the run met that
+/// no case asked for (a replay that hands back another order than the
+/// first answer gets another name, so it differs).
+#[derive(Debug, Default)]
+struct Numbers {
+    names: BTreeMap<String, String>,
+    met: usize,
+}
+
+impl Numbers {
+    fn of_fixtures(fixtures: &BTreeMap<String, String>) -> Self {
+        Self {
+            names: fixtures
+                .iter()
+                .map(|(name, no)| (no.clone(), name.clone()))
+                .collect(),
+            met: 0,
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| normalise(v, fixtures)),
+    }
+
+    /// Every order number in `text` by its name; a number in `asked` (the
+    /// case's own request) stays as it is.
+    fn name_in(&mut self, text: &str, asked: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let is_number = i + 15 <= bytes.len()
+                && bytes[i..i + 8].iter().all(u8::is_ascii_digit)
+                && bytes[i + 8] == b'-'
+                && bytes[i + 9..i + 15].iter().all(u8::is_ascii_digit);
+            if is_number {
+                let number = &text[i..i + 15];
+                match self.names.get(number) {
+                    Some(name) => out.push_str(&format!("{{{name}}}")),
+                    None if asked.contains(number) => out.push_str(number),
+                    None => {
+                        self.met += 1;
+                        let name = format!("new#{}", self.met);
+                        out.push_str(&format!("{{{name}}}"));
+                        self.names.insert(number.to_owned(), name);
+                    }
+                }
+                i += 15;
+            } else {
+                let c = text[i..].chars().next().expect("a char");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+        out
+    }
+}
+
+/// Order numbers by their names ([`Numbers`]), and every `*_at` time as
+/// `{time}` with its offset kept (`{time}Z`), so that a time written
+/// another way still differs.
+fn normalise(value: &mut Value, numbers: &mut Numbers, asked: &str) {
+    match value {
+        Value::String(text) => *text = numbers.name_in(text, asked),
+        Value::Array(items) => items.iter_mut().for_each(|v| normalise(v, numbers, asked)),
         Value::Object(fields) => {
             for (key, field) in fields.iter_mut() {
-                if key.ends_with("_at") && field.is_string() {
-                    *field = Value::String("{time}".to_owned());
-                } else {
-                    normalise(field, fixtures);
+                match field.as_str() {
+                    Some(time) if key.ends_with("_at") => {
+                        *field = Value::String(time_shape(time));
+                    }
+                    _ => normalise(field, numbers, asked),
                 }
             }
         }
@@ -123,26 +174,13 @@ fn normalise(value: &mut Value, fixtures: &BTreeMap<String, String>) {
     }
 }
 
-/// Every `YYYYMMDD-NNNNNN` in `text` as `{order_no}`.
-fn order_numbers_out(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let is_number = i + 15 <= bytes.len()
-            && bytes[i..i + 8].iter().all(u8::is_ascii_digit)
-            && bytes[i + 8] == b'-'
-            && bytes[i + 9..i + 15].iter().all(u8::is_ascii_digit);
-        if is_number {
-            out.push_str("{order_no}");
-            i += 15;
-        } else {
-            let c = text[i..].chars().next().expect("a char");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
+/// `{time}` and the time's offset: `Z`, `+09:00`, or what is not RFC 3339.
+fn time_shape(time: &str) -> String {
+    let offset = match time.rfind(['Z', '+']) {
+        Some(at) if time.len() > 19 && at >= 19 => &time[at..],
+        _ => return format!("not a time: {time}"),
+    };
+    format!("{{time}}{offset}")
 }
 
 async fn send(
@@ -299,6 +337,7 @@ async fn run(options: PgConnectOptions, side: Side, suite: &Suite) -> Vec<(Strin
         }
     }
     let mut answers = Vec::new();
+    let mut numbers = Numbers::of_fixtures(&fixtures);
     for case in &suite.case {
         let body = case.body.as_deref().map(|body| {
             (
@@ -317,31 +356,27 @@ async fn run(options: PgConnectOptions, side: Side, suite: &Suite) -> Vec<(Strin
             case.key.as_deref(),
         )
         .await;
-        normalise(&mut answer.body, &fixtures);
-        answer.location = answer
-            .location
-            .map(|l| order_numbers_out(&fill_back(&l, &fixtures)));
+        let asked = format!(
+            "{} {}",
+            fill(&case.path, &fixtures),
+            filled.as_ref().map(|(_, b)| b.as_str()).unwrap_or_default()
+        );
+        normalise(&mut answer.body, &mut numbers, &asked);
+        answer.location = answer.location.map(|l| numbers.name_in(&l, &asked));
         answers.push((case.name.clone(), answer));
     }
     if side == Side::Migrated {
         // The new side answered: the run did not quietly fall back.
         for route in READ_ROUTES.iter().chain(&WRITE_ROUTES) {
-            let counted = stack.counters(route).await.expect("the counters");
+            let served = stack.served(route).await.expect("the counters");
             assert!(
-                counted.get("new").copied().unwrap_or(0) > 0 && !counted.contains_key("legacy"),
-                "{route} was not served by its new backend alone: {counted:?}"
+                served.get("new").copied().unwrap_or(0) > 0 && !served.contains_key("legacy"),
+                "{route} was not answered by its new backend alone: {served:?}"
             );
         }
     }
     system.stop().await;
     answers
-}
-
-/// Each fixture's order number in `text` back to `{name}`.
-fn fill_back(text: &str, fixtures: &BTreeMap<String, String>) -> String {
-    fixtures.iter().fold(text.to_owned(), |text, (name, no)| {
-        text.replace(no.as_str(), &format!("{{{name}}}"))
-    })
 }
 
 #[test]
@@ -389,24 +424,34 @@ fn the_public_api_answers_alike_with_every_movable_route_migrated() {
 #[test]
 fn order_numbers_and_times_are_the_only_things_put_aside() {
     let fixtures = BTreeMap::from([("paid".to_owned(), "20261201-000001".to_owned())]);
-    let mut body = serde_json::json!({
-        "order_no": "20261201-000001",
-        "detail": "Order 20261201-000007 cannot be cancelled.",
-        "ordered_at": "2026-12-01T03:00:00Z",
+    let mut numbers = Numbers::of_fixtures(&fixtures);
+    let mut first = serde_json::json!({
+        "order_no": "20261201-000009",
+        "detail": "Order 20261201-000001 cannot be cancelled; 20991231-999999 is unknown.",
+        "ordered_at": "2026-12-01T03:00:00.123Z",
+        "updated_at": "2026-12-01 03:00",
         "status": "PAID",
         "items": [{"name": "김치찌개", "amount": 22000}],
         "placed_at": 5,
     });
-    normalise(&mut body, &fixtures);
+    normalise(&mut first, &mut numbers, "/api/orders/20991231-999999");
     assert_eq!(
-        body,
+        first,
         serde_json::json!({
-            "order_no": "{paid}",
-            "detail": "Order {order_no} cannot be cancelled.",
-            "ordered_at": "{time}",
+            "order_no": "{new#1}",
+            "detail": "Order {paid} cannot be cancelled; 20991231-999999 is unknown.",
+            "ordered_at": "{time}Z",
+            "updated_at": "not a time: 2026-12-01 03:00",
             "status": "PAID",
             "items": [{"name": "김치찌개", "amount": 22000}],
             "placed_at": 5,
         })
     );
+    // The same number again is the same name; another is another.
+    let mut replay = serde_json::json!({"order_no": "20261201-000009"});
+    let mut other = serde_json::json!({"order_no": "20261201-000010"});
+    normalise(&mut replay, &mut numbers, "");
+    normalise(&mut other, &mut numbers, "");
+    assert_eq!(replay["order_no"], "{new#1}");
+    assert_eq!(other["order_no"], "{new#2}");
 }

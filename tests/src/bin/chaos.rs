@@ -20,16 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use system_tests::scenario::chaos::{self, Fault, Random};
 use system_tests::scenario::script::Plans;
-use system_tests::scenario::{Stack, traffic};
-
-fn number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .with_context(|| format!("{name} must be a whole number, not {text:?}")),
-        Err(_) => Ok(default),
-    }
-}
+use system_tests::scenario::{Stack, env_number, exit_status, traffic};
 
 /// Every fault by the name `FAULTS` takes.
 fn faults() -> Vec<(&'static str, Fault)> {
@@ -79,16 +70,18 @@ async fn run() -> anyhow::Result<bool> {
             .map(|d| d.as_secs())
             .unwrap_or(1),
     };
-    let around = number("ORDERS_AROUND", 30)?.clamp(1, 10_000);
+    let around = env_number("ORDERS_AROUND", 30)?.clamp(1, 10_000);
     let settings = chaos::Settings {
         root: root.clone(),
         traffic: traffic::Settings {
             orders: 100_000,
             duration: Duration::from_secs(3_600),
-            rate_per_s: number("RATE", 10)?.clamp(1, 1_000) as f64,
+            rate_per_s: env_number("RATE", 10)?.clamp(1, 1_000) as f64,
             workers: 8,
             members: 1..=100,
-            run: format!("chaos-{seed}"),
+            // Unique to this invocation even with a repeated SEED: Baedal
+            // keeps Idempotency-Keys for ever.
+            run: format!("chaos-{}", uuid_like()),
             lag_sample: 5,
         },
         before: around,
@@ -105,8 +98,18 @@ async fn run() -> anyhow::Result<bool> {
     let mut random = Random::new(seed);
     let mut outcomes = Vec::new();
     for fault in &faults {
-        // Each fault meets both sides, whatever the guard did in the last.
-        chaos::both_sides(&stack, &plans).await?;
+        // Whatever an earlier fault left down is started again, and each
+        // fault meets both sides, whatever the guard did in the last.
+        if let Err(error) = async {
+            chaos::recover(&stack, &root).await?;
+            chaos::both_sides(&stack, &plans).await
+        }
+        .await
+        {
+            println!("   the stack could not be brought back: {error:#}");
+            outcomes.push(chaos::Outcome::failed(fault, &error));
+            break;
+        }
         println!(
             "{} (the write routes canary 50 %, the read routes migrated)",
             fault.name()
@@ -133,14 +136,22 @@ async fn run() -> anyhow::Result<bool> {
     Ok(outcomes.iter().all(chaos::Outcome::clean))
 }
 
+/// Nanoseconds since the epoch, in base 36: a run's own key prefix.
+fn uuid_like() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut text = String::new();
+    while n > 0 {
+        let digit = (n % 36) as u32;
+        text.insert(0, char::from_digit(digit, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    text
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("chaos: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status("chaos", run().await)
 }

@@ -13,27 +13,17 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use system_tests::scenario::script::progress_line;
 use system_tests::scenario::traffic::{self, Generator};
-use system_tests::scenario::{Stack, audit};
-
-fn number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .with_context(|| format!("{name} must be a whole number, not {text:?}")),
-        Err(_) => Ok(default),
-    }
-}
+use system_tests::scenario::{Stack, audit, env_number, exit_status};
 
 async fn run() -> anyhow::Result<bool> {
     let stack = Stack::from_env()?;
     let settings = traffic::Settings {
-        orders: number("ORDERS", 300)?,
-        duration: Duration::from_secs(number("SECONDS", 120)?),
-        rate_per_s: number("RATE", 5)?.max(1) as f64,
-        workers: number("WORKERS", 4)?.max(1) as usize,
+        orders: env_number("ORDERS", 300)?,
+        duration: Duration::from_secs(env_number("SECONDS", 120)?),
+        rate_per_s: env_number("RATE", 5)?.max(1) as f64,
+        workers: env_number("WORKERS", 4)?.max(1) as usize,
         members: 1..=100,
         run: format!(
             "demo-{}",
@@ -92,12 +82,5 @@ async fn run() -> anyhow::Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("demo: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status("demo", run().await)
 }

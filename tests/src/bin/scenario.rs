@@ -18,21 +18,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use system_tests::scenario::script::{self, Plans, Script};
-use system_tests::scenario::{Stack, traffic};
-
-fn number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .with_context(|| format!("{name} must be a whole number, not {text:?}")),
-        Err(_) => Ok(default),
-    }
-}
+use system_tests::scenario::{Stack, env_number, exit_status, traffic};
 
 async fn run() -> anyhow::Result<bool> {
     let stack = Stack::from_env()?;
-    let per_step = number("ORDERS_PER_STEP", 100)?.max(1);
-    let rate = number("RATE", 20)?.max(1);
+    let per_step = env_number("ORDERS_PER_STEP", 100)?.max(1);
+    let rate = env_number("RATE", 20)?.max(1);
     let run_id = time_key();
     let script = Script {
         traffic: traffic::Settings {
@@ -40,7 +31,7 @@ async fn run() -> anyhow::Result<bool> {
             orders: per_step * 12,
             duration: Duration::from_secs(3_600),
             rate_per_s: rate as f64,
-            workers: number("WORKERS", 8)?.max(1) as usize,
+            workers: env_number("WORKERS", 8)?.max(1) as usize,
             members: 1..=100,
             run: format!("scenario-{run_id}"),
             lag_sample: 5,
@@ -71,12 +62,5 @@ fn time_key() -> u64 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("scenario: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status("scenario", run().await)
 }

@@ -8,16 +8,15 @@
 //!   for them (answered 2xx, or unanswered and so maybe placed);
 //! - **wrong state**: Baedal's status is not where the generator took the
 //!   order (a step answered 2xx that did not hold);
-//! - **double charges**: the payment sandbox's ledger holds more than one
-//!   payment that took money (approved or refunded) for one order;
-//! - **money wrong**: an order that keeps its payment without exactly one
-//!   approved payment, or a rejected or cancelled one with money not given
-//!   back;
-//! - **charged without an order**: a payment the run made for an order it
-//!   was not told about (a new order number in the ledger) still approved
-//!   while Baedal has no such order or one that gives the money back (a
-//!   placement whose answer was lost must leave a paid order or no
-//!   charge);
+//! - **double charges** and **money wrong**, over every order the run
+//!   touched: its `2xx` orders, every order number new to the payment
+//!   sandbox's ledger, and every order Baedal has for the run's members
+//!   that nobody was told about (a placement whose answer was lost).
+//!   Each is judged by [`money_verdict`] against the status Baedal gives
+//!   it: more than one payment that took money is a double charge; an
+//!   order that keeps its money needs exactly one approved payment, any
+//!   other (placed and never paid, rejected, cancelled, or unknown to
+//!   Baedal) none;
 //! - **read model differences**: order-history does not answer the order
 //!   as Baedal does;
 //! - **reconciliation**: the ACL's `POST /admin/reconcile` over every
@@ -52,7 +51,6 @@ pub struct Findings {
     pub wrong_state: Vec<String>,
     pub double_charges: Vec<String>,
     pub money_wrong: Vec<String>,
-    pub charged_without_order: Vec<String>,
     pub read_model_differences: Vec<String>,
     pub reconciliation: Reconciled,
 }
@@ -78,7 +76,6 @@ impl Findings {
             && self.wrong_state.is_empty()
             && self.double_charges.is_empty()
             && self.money_wrong.is_empty()
-            && self.charged_without_order.is_empty()
             && self.read_model_differences.is_empty()
             && self.reconciliation.differences == 0
             && self.reconciliation.settling == 0
@@ -162,8 +159,8 @@ pub async fn audit(
                 .push(format!("{order_no}: {what}")),
         }
     }
-    money(stack, orders, &mut findings).await?;
-    findings.charged_without_order = charged_without_order(stack, orders, before).await?;
+    let untold = untold_orders(stack, orders, before).await?;
+    money(stack, orders, &untold, before, &mut findings).await?;
     let mut placed: HashMap<i64, i64> = HashMap::new();
     for order in orders {
         *placed.entry(order.member).or_default() += 1;
@@ -257,92 +254,125 @@ pub fn same_answer(a: &(StatusCode, Value), b: &(StatusCode, Value)) -> bool {
     a.0 == b.0 && without(&a.1) == without(&b.1)
 }
 
-/// The sandbox's ledger against each order's life, until it agrees or
-/// [`ARRIVAL`] has passed (a refund may still be on its way).
-async fn money(stack: &Stack, orders: &[Placed], findings: &mut Findings) -> anyhow::Result<()> {
-    let until = Instant::now() + ARRIVAL;
+/// How long the money may take to settle: Baedal's sweeper voids a
+/// payment stuck half way after two minutes, every ten seconds.
+const MONEY_SETTLES: Duration = Duration::from_secs(150);
+
+/// What is wrong with one order's money, if anything, given the status
+/// Baedal holds it in (`None`: Baedal has no such order) and the statuses
+/// of its payments in the sandbox's ledger. `Err` is a double charge.
+pub fn money_verdict(status: Option<&str>, payments: &[String]) -> Result<(), String> {
+    let taken = payments
+        .iter()
+        .filter(|s| *s == "approved" || *s == "refunded")
+        .count();
+    if taken > 1 {
+        return Err(format!("charged twice: {payments:?}"));
+    }
+    let approved = payments.iter().filter(|s| *s == "approved").count();
+    let keeps = matches!(
+        status,
+        Some("PAID" | "ACCEPTED" | "PICKED_UP" | "DELIVERED")
+    );
+    match (keeps, approved) {
+        (true, 1) | (false, 0) => Ok(()),
+        (true, _) => Err(format!(
+            "{} without its one approved payment: {payments:?}",
+            status.unwrap_or("unknown")
+        )),
+        (false, _) => Err(format!(
+            "{} with money not given back: {payments:?}",
+            status.unwrap_or("not in Baedal")
+        )),
+    }
+}
+
+/// Every order the run touched against the sandbox's ledger, by the
+/// status Baedal gives it, until all agree or [`MONEY_SETTLES`] has
+/// passed (a void or a refund may be on its way).
+async fn money(
+    stack: &Stack,
+    orders: &[Placed],
+    untold: &[(String, i64)],
+    before: &Baseline,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + MONEY_SETTLES;
     loop {
         let ledger = ledger(stack).await?;
-        let (mut double, mut wrong) = (Vec::new(), Vec::new());
+        let mut judged: BTreeMap<String, (i64, &str)> = BTreeMap::new();
         for order in orders {
-            let statuses = ledger.get(&order.order_no).cloned().unwrap_or_default();
-            let taken = statuses
-                .iter()
-                .filter(|s| *s == "approved" || *s == "refunded")
-                .count();
-            let approved = statuses.iter().filter(|s| *s == "approved").count();
-            if taken > 1 {
-                double.push(format!("{}: {statuses:?}", order.order_no));
+            judged.insert(order.order_no.clone(), (order.member, "answered 2xx"));
+        }
+        for (order_no, member) in untold {
+            judged.insert(order_no.clone(), (*member, "never told"));
+        }
+        for order_no in ledger.keys() {
+            if !before.charged.contains(order_no) && !judged.contains_key(order_no) {
+                judged.insert(order_no.clone(), (0, "never told"));
             }
-            let right = if order.uncertain {
-                approved <= 1
-            } else if order.life.keeps_payment() {
-                approved == 1
-            } else {
-                approved == 0
-            };
-            if !right {
-                wrong.push(format!(
-                    "{} ({}): {statuses:?}",
-                    order.order_no,
-                    order.life.status()
-                ));
+        }
+        let (mut double, mut wrong) = (Vec::new(), Vec::new());
+        for (order_no, (member, told)) in &judged {
+            let (status, order) = stack
+                .get(&stack.monolith, &format!("/api/orders/{order_no}"), *member)
+                .await?;
+            let held = status
+                .is_success()
+                .then(|| order["status"].as_str())
+                .flatten();
+            let payments = ledger.get(order_no).cloned().unwrap_or_default();
+            if let Err(what) = money_verdict(held, &payments) {
+                let line = format!("{order_no} ({told}): {what}");
+                if what.starts_with("charged twice") {
+                    double.push(line);
+                } else {
+                    wrong.push(line);
+                }
             }
         }
         if (double.is_empty() && wrong.is_empty()) || Instant::now() >= until {
-            double.sort();
-            wrong.sort();
             findings.double_charges = double;
             findings.money_wrong = wrong;
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// Order numbers new to the ledger since the [`Baseline`], not among the
-/// run's `2xx` orders (a placement whose answer was lost or refused), still
-/// holding an approved payment although Baedal has no such order, or has
-/// it in a state that gives the money back (placed, rejected, cancelled).
-/// Read again until none is left or [`ARRIVAL`] (a void or a refund may be
-/// on its way: Baedal's sweeper, ordering's saga).
-async fn charged_without_order(
+/// Orders Baedal has for the run's members that the run was not told of:
+/// the newest of each member's history beyond the run's `2xx` orders.
+async fn untold_orders(
     stack: &Stack,
     orders: &[Placed],
     before: &Baseline,
-) -> anyhow::Result<Vec<String>> {
-    let known: HashSet<&str> = orders.iter().map(|o| o.order_no.as_str()).collect();
-    let until = Instant::now() + ARRIVAL;
-    loop {
-        let mut found = Vec::new();
-        for (order_no, statuses) in ledger(stack).await? {
-            if before.charged.contains(&order_no)
-                || known.contains(order_no.as_str())
-                || !statuses.iter().any(|s| s == "approved")
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let told: HashSet<&str> = orders.iter().map(|o| o.order_no.as_str()).collect();
+    let mut untold = Vec::new();
+    for (member, was) in &before.members {
+        let added = member_total(stack, *member).await? - was;
+        if added <= 0 {
+            continue;
+        }
+        // Newest first; a member adds far fewer than 100 orders in a run.
+        let size = added.min(100);
+        let (status, page) = stack
+            .get(
+                &stack.monolith,
+                &format!("/api/members/{member}/orders?size={size}"),
+                *member,
+            )
+            .await?;
+        ensure!(status.is_success(), "member {member}'s orders: {status}");
+        for entry in page["items"].as_array().cloned().unwrap_or_default() {
+            if let Some(order_no) = entry["order_no"].as_str()
+                && !told.contains(order_no)
             {
-                continue;
-            }
-            let (status, order) = stack
-                .get(&stack.monolith, &format!("/api/orders/{order_no}"), 0)
-                .await?;
-            let kept = status.is_success()
-                && matches!(
-                    order["status"].as_str(),
-                    Some("PAID" | "ACCEPTED" | "PICKED_UP" | "DELIVERED")
-                );
-            if !kept {
-                found.push(format!(
-                    "{order_no}: Baedal {status} {}, ledger {statuses:?}",
-                    order["status"]
-                ));
+                untold.push((order_no.to_owned(), *member));
             }
         }
-        if found.is_empty() || Instant::now() >= until {
-            found.sort();
-            return Ok(found);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    Ok(untold)
 }
 
 /// The payment statuses of each order in the sandbox's ledger.
@@ -409,5 +439,49 @@ pub async fn reconcile(stack: &Stack) -> anyhow::Result<Reconciled> {
             return Ok(reconciled);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::money_verdict;
+
+    fn payments(statuses: &[&str]) -> Vec<String> {
+        statuses.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_order_that_keeps_its_money_has_exactly_one_approved_payment() {
+        assert_eq!(
+            money_verdict(Some("DELIVERED"), &payments(&["approved"])),
+            Ok(())
+        );
+        assert_eq!(
+            money_verdict(Some("PAID"), &payments(&["declined", "approved"])),
+            Ok(())
+        );
+        assert!(money_verdict(Some("PAID"), &payments(&[])).is_err());
+        assert!(money_verdict(Some("ACCEPTED"), &payments(&["refunded"])).is_err());
+    }
+
+    #[test]
+    fn an_order_that_gives_the_money_back_or_does_not_exist_holds_none() {
+        assert_eq!(
+            money_verdict(Some("CANCELLED"), &payments(&["refunded"])),
+            Ok(())
+        );
+        assert_eq!(money_verdict(Some("REJECTED"), &payments(&[])), Ok(()));
+        assert_eq!(money_verdict(None, &payments(&["declined"])), Ok(()));
+        assert!(money_verdict(Some("CANCELLED"), &payments(&["approved"])).is_err());
+        assert!(money_verdict(Some("ORDERED"), &payments(&["approved"])).is_err());
+        assert!(money_verdict(None, &payments(&["approved"])).is_err());
+    }
+
+    #[test]
+    fn two_payments_that_took_money_are_a_double_charge_whatever_the_status() {
+        for status in [Some("PAID"), Some("CANCELLED"), None] {
+            let verdict = money_verdict(status, &payments(&["approved", "refunded"]));
+            assert!(verdict.is_err_and(|what| what.starts_with("charged twice")));
+        }
     }
 }

@@ -52,6 +52,31 @@ pub struct Stack {
     pub acl_token: String,
 }
 
+/// A whole number from the environment variable `name`, or `default`
+/// when it is not set; a clear error when it is not a number.
+pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .with_context(|| format!("{name} must be a whole number, not {text:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The exit status of an operator's tool: success when `outcome` is
+/// `Ok(true)` (clean), 1 when `Ok(false)`, and 1 with the error on
+/// standard error, named by `tool`, otherwise.
+pub fn exit_status(tool: &str, outcome: anyhow::Result<bool>) -> std::process::ExitCode {
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("{tool}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| {
         format!("{name} is not set: run this through make (it sources .run/stack.env and .run/secrets.env)")
@@ -242,7 +267,23 @@ impl Stack {
             .error_for_status()?
             .text()
             .await?;
-        Ok(counters_of(&text, route))
+        Ok(counters_of(&text, route, |status| status.starts_with('2')))
+    }
+
+    /// Every answer of `route` by side, whatever its status (the
+    /// strangler's `/metrics`).
+    pub async fn served(&self, route: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let mut served = counters_of(&text, route, |_| true);
+        served.remove("rollbacks");
+        Ok(served)
     }
 
     /// Automatic rollbacks of the movable routes since the strangler
@@ -281,9 +322,9 @@ impl Stack {
 }
 
 /// Sums the strangler's Prometheus text for `route`: `strangler_requests`
-/// with a 2xx status by side, and `strangler_automatic_rollbacks` as
+/// with a status `counted` takes, by side, and `strangler_automatic_rollbacks` as
 /// `rollbacks`.
-fn counters_of(text: &str, route: &str) -> BTreeMap<String, u64> {
+fn counters_of(text: &str, route: &str, counted: fn(&str) -> bool) -> BTreeMap<String, u64> {
     let mut counters = BTreeMap::new();
     let route_label = format!("route=\"{route}\"");
     for line in text.lines().filter(|line| line.contains(&route_label)) {
@@ -301,7 +342,7 @@ fn counters_of(text: &str, route: &str) -> BTreeMap<String, u64> {
             Some(&series[start..end])
         };
         if series.starts_with("strangler_requests_total{") {
-            if label("status").is_some_and(|status| status.starts_with('2'))
+            if label("status").is_some_and(counted)
                 && let Some(side) = label("side")
             {
                 *counters.entry(side.to_owned()).or_default() += value;
@@ -329,10 +370,12 @@ strangler_requests_total{route="orders.cancel",backend="ordering",side="new",sta
 strangler_automatic_rollbacks_total{route="orders.place"} 1
 strangler_automatic_rollbacks_total{route="orders.cancel"} 4
 "#;
-        let counters = counters_of(text, "orders.place");
+        let counters = counters_of(text, "orders.place", |status| status.starts_with('2'));
         assert_eq!(counters.get("legacy"), Some(&7));
         assert_eq!(counters.get("new"), Some(&5));
         assert_eq!(counters.get("rollbacks"), Some(&1));
         assert_eq!(counters.len(), 3);
+        let served = counters_of(text, "orders.place", |_| true);
+        assert_eq!(served.get("new"), Some(&14));
     }
 }

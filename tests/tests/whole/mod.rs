@@ -288,15 +288,32 @@ where
                 .collect();
             let outcome = tokio::spawn(test(options)).await;
             for name in &names {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
-                )))
-                .execute(&pool)
-                .await
-                .expect("drop a legacy test database");
+                drop_database(&pool, name).await;
             }
             if let Err(panicked) = outcome {
                 std::panic::resume_unwind(panicked.into_panic());
             }
         });
+}
+
+/// Drops a test database even after a test that panicked half way: its
+/// ACL's replication slot is dropped first (a slot keeps its database),
+/// after the connection reading it is ended. Failures are printed, so
+/// that the test's own panic is the one reported.
+async fn drop_database(pool: &sqlx::PgPool, name: &str) {
+    let steps = [
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+         WHERE database = $1 AND active_pid IS NOT NULL",
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+         WHERE database = $1 AND NOT active",
+    ];
+    for step in steps {
+        if let Err(error) = sqlx::query(step).bind(name).execute(pool).await {
+            eprintln!("cleaning up {name}: {error}");
+        }
+    }
+    let drop = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+    if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(pool).await {
+        eprintln!("dropping {name}: {error}");
+    }
 }
