@@ -321,6 +321,48 @@ async fn a_migrated_route_falls_back_to_legacy_while_the_new_backend_is_down(
 }
 
 #[sqlx::test]
+async fn a_write_with_an_idempotency_key_never_changes_sides(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    // A retry of a keyed write may follow an attempt the new backend
+    // took: legacy does not know the key and would act on it again.
+    let (legacy, mut new, s, _plan) = start(options, MIGRATED, quick_breaker).await;
+    new.kill().await;
+    let keyed = || {
+        s.client
+            .post(format!("{}/api/orders/1", s.public))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-7")
+            .body("{\"note\":\"ring twice\"}")
+    };
+    // No connection: the new backend did not see this attempt, but may
+    // have seen an earlier one with the key.
+    let response = keyed().send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    for _ in 0..5 {
+        s.get("/api/orders/1").send().await.unwrap();
+    }
+    assert_eq!(route(&s, "orders.show").await["new_breaker"], "open");
+    // The breaker open: answered at once, and not by legacy.
+    let response = keyed().send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 0);
+    // The same write without a key still goes to legacy, once.
+    let response = s
+        .client
+        .post(format!("{}/api/orders/1", s.public))
+        .header("content-type", "application/json")
+        .body("{\"note\":\"ring twice\"}")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["accepted"], "legacy");
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 1);
+}
+
+#[sqlx::test]
 async fn a_post_that_reached_the_new_backend_is_never_sent_again(
     _: PgPoolOptions,
     options: PgConnectOptions,

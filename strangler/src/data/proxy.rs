@@ -66,6 +66,9 @@ use crate::settings::ProxySettings;
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
 pub const TESTER_TOKEN: HeaderName = HeaderName::from_static("x-strangler-tester-token");
+/// A client's key for retrying a write (Baedal's and ordering's
+/// `Idempotency-Key`), known only to the side that took the first attempt.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -415,7 +418,7 @@ impl Proxy {
     /// through the backend's breaker, watched by the route's guard, and
     /// sent to legacy instead when the new backend cannot have seen it
     /// (breaker open, no connection, instance at its limit) or, for a safe
-    /// request, timed out.
+    /// request, timed out; never a write that carries an Idempotency-Key.
     async fn guarded(
         &self,
         exchange: &Exchange<'_>,
@@ -437,10 +440,16 @@ impl Proxy {
             }
         };
         let replay = body.again();
+        let safe = is_safe(&parts.method);
+        // A write with an Idempotency-Key never changes sides: an earlier
+        // attempt with the same key may have reached the new backend, and
+        // legacy, which does not know the key, would act on it a second
+        // time (two orders for one key). It waits for the new backend.
+        let keyed = !safe && parts.headers.contains_key(IDEMPOTENCY_KEY);
         // A request that cannot be resent goes to legacy at once while the
         // breaker is open. The others ask the breaker, which is also what
         // lets it move on to half-open when its wait is over.
-        if replay.is_none() && breaker.state() == CircuitState::Open {
+        if replay.is_none() && !keyed && breaker.state() == CircuitState::Open {
             self.refused(route, CircuitState::Open);
             self.metrics.fallback(&route.name, "breaker_open");
             let outcome = self
@@ -448,12 +457,12 @@ impl Proxy {
                 .await;
             return self.answer(exchange, &route.legacy, outcome);
         }
-        let safe = is_safe(&parts.method);
         let legacy_head = replay.as_ref().map(|_| copy_head(&parts));
         let outcome = self
             .through_breaker(exchange, route, breaker, parts, body)
             .await;
-        match (fallback_reason(outcome.as_ref(), safe), replay, legacy_head) {
+        let reason = fallback_reason(outcome.as_ref(), safe).filter(|_| !keyed);
+        match (reason, replay, legacy_head) {
             (Some(reason), Some(replay), Some(head)) => {
                 self.metrics.fallback(&route.name, reason);
                 let outcome = self
