@@ -313,9 +313,12 @@ async fn run(options: PgConnectOptions, side: Side, suite: &Suite) -> Vec<(Strin
         }
         fixtures.insert(fixture.name.clone(), no);
     }
-    // The read model shows every fixture as Baedal does before the reads.
+    // Before the cases, everything the fixtures set off has arrived: the
+    // read model shows each as Baedal does, and ordering's own store has
+    // each step Baedal's board took (a cancel is refused naming it).
     for fixture in &suite.fixture {
-        let path = format!("/api/orders/{}", fixtures[&fixture.name]);
+        let order_no = &fixtures[&fixture.name];
+        let path = format!("/api/orders/{order_no}");
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let baedal = stack
@@ -326,12 +329,18 @@ async fn run(options: PgConnectOptions, side: Side, suite: &Suite) -> Vec<(Strin
                 .get(&stack.history, &path, fixture.member)
                 .await
                 .expect("order-history");
-            if same_answer(&baedal, &history) {
+            let ordering = system.ordering_status(order_no).await;
+            let ordering_agrees = ordering.as_ref().is_none_or(|status| {
+                baedal.1["status"].as_str().map(str::to_ascii_lowercase) == Some(status.clone())
+            });
+            if same_answer(&baedal, &history) && ordering_agrees {
                 break;
             }
             assert!(
                 Instant::now() < until,
-                "order-history never showed {path} as Baedal does"
+                "{path} never settled: Baedal {}, order-history {}, ordering {ordering:?}",
+                baedal.1["status"],
+                history.1["status"]
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -435,7 +435,7 @@ pub async fn reconcile(stack: &Stack) -> anyhow::Result<Reconciled> {
                 .collect(),
         };
         let settle = report["settle_seconds"].as_u64().unwrap_or(60);
-        if reconciled.settling == 0 || started.elapsed() > Duration::from_secs(settle + 30) {
+        if reconciled.settling == 0 || started.elapsed() > Duration::from_secs(settle + 60) {
             return Ok(reconciled);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

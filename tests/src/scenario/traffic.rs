@@ -2,9 +2,9 @@
 //! the front door, each placement with an `Idempotency-Key` of its own
 //! (retried with the same key after a 5xx or a lost answer, as a careful
 //! client does); then the order lives one of ten lives, chosen by its
-//! number in the run: it stays paid, the shop owner rejects it, the member
-//! cancels it, or the owner accepts it and a rider picks it up and
-//! delivers it, each through the
+//! number in the run: the shop owner rejects it, the member cancels it, or
+//! (eight in ten) the owner accepts it and a rider picks it up and delivers
+//! it, each through the
 //! front door as Baedal's own screens would. A sample of the orders is
 //! watched until the read model (order-history) shows them: the lag.
 //!
@@ -439,9 +439,11 @@ impl Worker {
             });
     }
 
-    /// Takes the order through life `n % 10`; how far it got. Every
-    /// accepted order is delivered (a rider left holding an order would
-    /// be lost to the run; a dozen such and no rider is left).
+    /// Takes the order through life `n % 10`; how far it got. Every order
+    /// is decided by its shop (ordering cancels one nobody decides after
+    /// ten minutes, which would change orders long after the run), and
+    /// every accepted one delivered (a rider left holding an order would be
+    /// lost to the run; a dozen such and no rider is left).
     async fn live(
         &self,
         n: u64,
@@ -451,7 +453,6 @@ impl Worker {
         uncertain: &mut bool,
     ) -> Life {
         match n % 10 {
-            0 | 1 => Life::Paid,
             8 => {
                 if self
                     .shop_decides(shop, order_no, member, "reject", uncertain)

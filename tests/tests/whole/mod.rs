@@ -232,6 +232,18 @@ impl System {
         }
     }
 
+    /// The status ordering's own store holds for an order it placed
+    /// (`None`: not one of its orders); it learns of the shop's and the
+    /// rider's steps on Baedal's board from the ACL's facts, a moment
+    /// later.
+    pub async fn ordering_status(&self, order_no: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM orders WHERE order_no = $1")
+            .bind(order_no)
+            .fetch_optional(self.ordering.pool())
+            .await
+            .expect("ordering's database")
+    }
+
     /// Stops everything and drops the databases it made.
     pub async fn stop(self) {
         self.front.stop().await;
