@@ -163,9 +163,17 @@ pub async fn run(
                 .await;
             // A random point: up to two seconds further into the traffic.
             tokio::time::sleep(Duration::from_millis(random.below(2_000))).await;
-            counted.pause(stack).await?;
+            // Only a killed strangler starts its counters again (what it
+            // answered between this read and its death is not counted).
+            let restarts =
+                matches!(fault, Fault::Kill { component, .. } if component == "strangler");
+            if restarts {
+                counted.pause(stack).await?;
+            }
             let took = inject_and_recover(stack, settings, fault, &mut generator).await?;
-            counted.resume(stack).await?;
+            if restarts {
+                counted.resume(stack).await?;
+            }
             recover_seconds.push((took.as_secs_f64() * 10.0).round() / 10.0);
         }
         let placed = generator.tally().progress().placed;
@@ -206,7 +214,8 @@ pub async fn run(
 }
 
 /// The strangler's counters of `orders.place` (2xx by side) and its
-/// automatic rollbacks, summed over the segments the strangler lived.
+/// automatic rollbacks, summed over the segments the strangler lived (one,
+/// but for a fault that kills it).
 struct Counted {
     from: std::collections::BTreeMap<String, u64>,
     sum: std::collections::BTreeMap<String, u64>,

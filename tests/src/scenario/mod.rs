@@ -255,33 +255,30 @@ impl Stack {
         Ok((matched, mismatched))
     }
 
-    /// The strangler's counters since it started (its `/metrics`): 2xx
-    /// answers of `route` by side (`legacy`, `new`), and the route's
-    /// automatic rollbacks under `rollbacks`.
-    pub async fn counters(&self, route: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-        let text = self
+    /// The strangler's `/metrics`, as Prometheus text.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
             .http
             .get(format!("{}/metrics", self.admin))
             .send()
             .await?
             .error_for_status()?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// The strangler's counters since it started (its `/metrics`): 2xx
+    /// answers of `route` by side (`legacy`, `new`), and the route's
+    /// automatic rollbacks under `rollbacks`.
+    pub async fn counters(&self, route: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+        let text = self.metrics().await?;
         Ok(counters_of(&text, route, |status| status.starts_with('2')))
     }
 
     /// Every answer of `route` by side, whatever its status (the
     /// strangler's `/metrics`).
     pub async fn served(&self, route: &str) -> anyhow::Result<BTreeMap<String, u64>> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        let mut served = counters_of(&text, route, |_| true);
+        let mut served = counters_of(&self.metrics().await?, route, |_| true);
         served.remove("rollbacks");
         Ok(served)
     }
