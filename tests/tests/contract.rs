@@ -235,12 +235,10 @@ async fn run(options: PgConnectOptions, side: Side, suite: &Suite) -> Vec<(Strin
     let stack = &system.stack;
     if side == Side::Migrated {
         for route in READ_ROUTES.iter().chain(&WRITE_ROUTES) {
-            for (to, percent) in [("canary", Some(50)), ("migrated", None)] {
-                stack
-                    .transition(route, to, percent, "contract suite")
-                    .await
-                    .expect("the route moves");
-            }
+            stack
+                .migrate(route, "contract suite")
+                .await
+                .expect("the route moves");
         }
     }
     let base = match side {

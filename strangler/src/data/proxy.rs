@@ -461,8 +461,11 @@ impl Proxy {
         let outcome = self
             .through_breaker(exchange, route, breaker, parts, body)
             .await;
-        let reason = fallback_reason(outcome.as_ref(), safe).filter(|_| !keyed);
-        match (reason, replay, legacy_head) {
+        match (
+            fallback_reason(outcome.as_ref(), safe, keyed),
+            replay,
+            legacy_head,
+        ) {
             (Some(reason), Some(replay), Some(head)) => {
                 self.metrics.fallback(&route.name, reason);
                 let outcome = self
@@ -752,8 +755,13 @@ fn guard_verdict(outcome: &CallResult) -> Option<bool> {
 
 /// Why a request for the new backend may go to legacy instead, given the
 /// outcome of its call (`None`: the breaker refused it): the new backend
-/// cannot have seen it, or it is safe and timed out. `None`: it may not.
-fn fallback_reason(outcome: Option<&CallResult>, safe: bool) -> Option<&'static str> {
+/// cannot have seen it, or it is safe and timed out. `None`: it may not,
+/// and never for a `keyed` write (an earlier attempt with its key may have
+/// reached the new backend).
+fn fallback_reason(outcome: Option<&CallResult>, safe: bool, keyed: bool) -> Option<&'static str> {
+    if keyed {
+        return None;
+    }
     match outcome {
         None => Some("breaker_open"),
         Some(Err(CallFailure::Connect(_))) => Some("connect"),

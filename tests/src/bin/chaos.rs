@@ -101,7 +101,7 @@ async fn run() -> anyhow::Result<bool> {
         // Whatever an earlier fault left down is started again, and each
         // fault meets both sides, whatever the guard did in the last.
         if let Err(error) = async {
-            chaos::recover(&stack, &root).await?;
+            chaos::recover(&root).await?;
             chaos::both_sides(&stack, &plans).await
         }
         .await

@@ -159,7 +159,12 @@ pub async fn audit(
                 .push(format!("{order_no}: {what}")),
         }
     }
-    let untold = untold_orders(stack, orders, before).await?;
+    // What each member's history gained during the run, read once.
+    let mut added = BTreeMap::new();
+    for (member, was) in &before.members {
+        added.insert(*member, member_total(stack, *member).await? - was);
+    }
+    let untold = untold_orders(stack, orders, &added).await?;
     money(stack, orders, &untold, before, &mut findings).await?;
     let mut placed: HashMap<i64, i64> = HashMap::new();
     for order in orders {
@@ -169,10 +174,9 @@ pub async fn audit(
     for member in unanswered {
         *maybe.entry(*member).or_default() += 1;
     }
-    for (member, was) in &before.members {
-        let now = member_total(stack, *member).await?;
+    for (member, gained) in &added {
         let run = placed.get(member).copied().unwrap_or(0);
-        let extra = now - was - run - maybe.get(member).copied().unwrap_or(0);
+        let extra = gained - run - maybe.get(member).copied().unwrap_or(0);
         if extra > 0 {
             findings.doubled.push((*member, extra));
         }
@@ -345,12 +349,11 @@ async fn money(
 async fn untold_orders(
     stack: &Stack,
     orders: &[Placed],
-    before: &Baseline,
+    added: &BTreeMap<i64, i64>,
 ) -> anyhow::Result<Vec<(String, i64)>> {
     let told: HashSet<&str> = orders.iter().map(|o| o.order_no.as_str()).collect();
     let mut untold = Vec::new();
-    for (member, was) in &before.members {
-        let added = member_total(stack, *member).await? - was;
+    for (member, &added) in added {
         if added <= 0 {
             continue;
         }

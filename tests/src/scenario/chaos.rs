@@ -15,7 +15,7 @@
 //! | the payment sandbox failing | every call answered 503 | failures back to 0 |
 //!
 //! Time to recover: from the fault to every component answering
-//! `/health/ready` again (a process or infrastructure fault), or from the
+//! `/health/ready` again (as `stack.sh up` waits for it) (a process or infrastructure fault), or from the
 //! fault lifted to the next order answered `2xx` (a sandbox fault).
 
 use std::path::{Path, PathBuf};
@@ -110,11 +110,10 @@ impl Outcome {
     }
 }
 
-/// Starts whatever is down (an earlier fault, a failed recovery) and
-/// waits until every component is ready.
-pub async fn recover(stack: &Stack, root: &Path) -> anyhow::Result<()> {
-    start_what_is_down(root).await?;
-    all_ready(stack, root).await
+/// Starts whatever is down (an earlier fault, a failed recovery); returns
+/// once every component answers `/health/ready` (`stack.sh up` waits).
+pub async fn recover(root: &Path) -> anyhow::Result<()> {
+    start_what_is_down(root).await
 }
 
 /// A small deterministic generator for the random points (xorshift).
@@ -267,7 +266,6 @@ async fn inject_and_recover(
             run_command(Command::new("kill").args(["-9", &pid.to_string()])).await?;
             gone(pid).await?;
             start_what_is_down(root).await?;
-            all_ready(stack, root).await?;
             Ok(started.elapsed())
         }
         Fault::RabbitMqRestart | Fault::PostgresRestart => {
@@ -297,7 +295,6 @@ async fn inject_and_recover(
             // A component that gave up on the broker or the database is
             // started again, as an operator would.
             start_what_is_down(root).await?;
-            all_ready(stack, root).await?;
             Ok(started.elapsed())
         }
         Fault::SandboxSlow { latency_ms } => {
@@ -358,7 +355,8 @@ fn pid_of(root: &Path, component: &str) -> anyhow::Result<u32> {
 }
 
 /// `infra/local/stack.sh up`: starts the infrastructure and each
-/// component that is not running (what `make up` does).
+/// component that is not running (what `make up` does), and returns once
+/// every component answers `/health/ready`.
 async fn start_what_is_down(root: &Path) -> anyhow::Result<()> {
     run_command(
         Command::new("bash")
@@ -415,40 +413,6 @@ async fn run_command(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every component in `infra/components.txt` answers
-/// `/health/ready` (two minutes at most).
-async fn all_ready(stack: &Stack, root: &Path) -> anyhow::Result<()> {
-    let list = std::fs::read_to_string(root.join("infra/components.txt"))?;
-    let ports: Vec<String> = list
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (var, default) = (fields.get(2)?, fields.get(3)?);
-            Some(std::env::var(var).unwrap_or_else(|_| (*default).to_owned()))
-        })
-        .collect();
-    let until = Instant::now() + Duration::from_secs(120);
-    for port in ports {
-        let url = format!("http://127.0.0.1:{port}/health/ready");
-        loop {
-            let ready = stack
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                break;
-            }
-            ensure!(Instant::now() < until, "{url} not ready within two minutes");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
 /// Both write routes to canary 50 % (both sides take orders); the read
 /// routes migrated. Rolls back what an earlier run left elsewhere first.
 pub async fn both_sides(stack: &Stack, plans: &super::script::Plans) -> anyhow::Result<()> {
@@ -456,9 +420,7 @@ pub async fn both_sides(stack: &Stack, plans: &super::script::Plans) -> anyhow::
         .reset_routes(&plans.stage0, "chaos: start over")
         .await?;
     for route in super::READ_ROUTES {
-        for (to, percent) in [("canary", Some(50)), ("migrated", None)] {
-            stack.transition(route, to, percent, "chaos").await?;
-        }
+        stack.migrate(route, "chaos").await?;
     }
     for route in WRITE_ROUTES {
         stack.transition(route, "canary", Some(50), "chaos").await?;

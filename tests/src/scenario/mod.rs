@@ -193,6 +193,13 @@ impl Stack {
         .map(|_| ())
     }
 
+    /// Moves a `legacy` route to `migrated` the way the lifecycle allows:
+    /// canary 50 %, then migrated.
+    pub async fn migrate(&self, route: &str, reason: &str) -> anyhow::Result<()> {
+        self.transition(route, "canary", Some(50), reason).await?;
+        self.transition(route, "migrated", None, reason).await
+    }
+
     pub async fn rollback(&self, route: &str, reason: &str) -> anyhow::Result<()> {
         self.admin(
             Method::POST,
