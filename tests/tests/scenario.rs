@@ -37,7 +37,9 @@ async fn run(options: PgConnectOptions) {
         traffic: traffic::Settings {
             orders: 400,
             duration: Duration::from_secs(600),
-            rate_per_s: 25.0,
+            // Modest: make test runs it beside every other test on two cores,
+            // where a faster pace makes the guard roll a route back.
+            rate_per_s: 15.0,
             workers: 4,
             members: 1..=100,
             run: format!("t-{unique}"),
