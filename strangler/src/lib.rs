@@ -60,6 +60,7 @@ use admin::auth::{Attempts, Sessions, Tokens};
 use control::Control;
 use control::store::Store;
 use data::forwarding::TrustedProxies;
+use data::keyed::KeyedWrites;
 use data::proxy::{self, Proxy};
 use data::server::{self, Listeners};
 use data::shadow::Shadower;
@@ -132,6 +133,10 @@ impl Application {
             metrics: metrics.clone(),
             shadow: shadower,
             trips: trip_sender.clone(),
+            keyed: Arc::new(KeyedWrites::new(
+                std::time::Duration::from_secs(settings.proxy.keyed_write_memory_secs),
+                settings.proxy.keyed_write_memory_entries,
+            )),
         };
         let proxies: Vec<Arc<Proxy>> = (0..public.len())
             .map(|_| Arc::new(Proxy::new(&settings.proxy, shared.clone())))

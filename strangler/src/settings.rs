@@ -15,6 +15,8 @@
 //! | `STRANGLER_RECHECK_MS` | 5000 | how often to look for table changes other instances made (besides `NOTIFY`) |
 //! | `STRANGLER_PROXY__WORKERS` | one per CPU | proxy worker threads (docs/adr/0005-proxy-workers.md) |
 //! | `STRANGLER_PROXY__ACCESS_LOG_PERCENT` | 100 | share of requests with an access log line (answers ≥ 500 always have one) |
+//! | `STRANGLER_PROXY__KEYED_WRITE_MEMORY_SECS` | 86400 | how long a keyed write's side is remembered for its retries |
+//! | `STRANGLER_PROXY__KEYED_WRITE_MEMORY_ENTRIES` | 100000 | how many keyed writes are remembered at most (0: none) |
 //! | `STRANGLER_PROXY__*` | see [`ProxySettings`] | timeouts and limits |
 
 use std::collections::BTreeMap;
@@ -144,6 +146,12 @@ pub struct ProxySettings {
     /// Share (0–100) of requests that get an access log line; answers of
     /// 500 and above always get one.
     pub access_log_percent: u8,
+    /// How long the side a keyed write went to is remembered, so that its
+    /// retries go there too (`crate::data::keyed`) …
+    pub keyed_write_memory_secs: u64,
+    /// … and for how many writes at most (the oldest are forgotten first;
+    /// 0 remembers none).
+    pub keyed_write_memory_entries: usize,
 }
 
 impl Default for ProxySettings {
@@ -171,6 +179,8 @@ impl Default for ProxySettings {
             breaker_failures: 5,
             breaker_open_ms: 10_000,
             access_log_percent: 100,
+            keyed_write_memory_secs: 24 * 60 * 60,
+            keyed_write_memory_entries: 100_000,
         }
     }
 }

@@ -363,6 +363,69 @@ async fn a_write_with_an_idempotency_key_never_changes_sides(
 }
 
 #[sqlx::test]
+async fn a_keyed_retry_goes_where_its_first_attempt_went_whatever_the_route_did_since(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    // Each side knows only its own keys: a retry the route sends to the
+    // other side would be acted on a second time.
+    let (legacy, new, s, _plan) = start(options, MIGRATED, |_| {}).await;
+    let keyed = |key: &str| {
+        s.client
+            .post(format!("{}/api/orders/1", s.public))
+            .header("content-type", "application/json")
+            .header("x-member-id", "7")
+            .header("idempotency-key", key)
+            .body("{\"note\":\"ring twice\"}")
+    };
+    let accepted_by = |request: reqwest::RequestBuilder| async move {
+        let body: Value = request.send().await.unwrap().json().await.unwrap();
+        body["accepted"].as_str().unwrap().to_owned()
+    };
+    let pinned = |side: &'static str| {
+        let s = &s;
+        async move {
+            s.metric(&format!(
+                "strangler_pinned_writes_total{{route=\"orders.show\",side=\"{side}\"}}"
+            ))
+            .await
+        }
+    };
+
+    assert_eq!(accepted_by(keyed("order-7")).await, "new");
+    s.control
+        .rollback("alice", "orders.show", "the canary misbehaves")
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted_by(keyed("order-7")).await,
+        "new",
+        "the retry of a write the new backend took"
+    );
+    assert_eq!(
+        accepted_by(keyed("order-8")).await,
+        "legacy",
+        "a new key goes as the route says"
+    );
+    assert_eq!(pinned("new").await, 1.0);
+
+    let everyone = strangler::model::lifecycle::Lifecycle::from_parts("canary", Some(100)).unwrap();
+    s.control
+        .transition("alice", "orders.show", everyone, "fixed")
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted_by(keyed("order-8")).await,
+        "legacy",
+        "the retry of a write legacy took"
+    );
+    assert_eq!(accepted_by(keyed("order-9")).await, "new");
+    assert_eq!(pinned("legacy").await, 1.0);
+    assert_eq!(Receipts::get(&new.receipts.writes), 3);
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 2);
+}
+
+#[sqlx::test]
 async fn a_post_that_reached_the_new_backend_is_never_sent_again(
     _: PgPoolOptions,
     options: PgConnectOptions,

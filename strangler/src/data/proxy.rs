@@ -54,6 +54,7 @@ use crate::data::backends::{Backend, Call, NewBreaker};
 use crate::data::body::{ClientBodyError, Held, Metered, Outgoing, Prefixed, copy_head};
 use crate::data::forwarding::{self, REQUEST_ID, TrustedProxies};
 use crate::data::guard::{self, Trips};
+use crate::data::keyed::{KeyedWrites, write_key};
 use crate::data::shadow::Shadower;
 use crate::data::table::{Decision, Route, RouteTable};
 use crate::data::upstream::{CallFailure, CallResult, Upstream};
@@ -66,9 +67,6 @@ use crate::settings::ProxySettings;
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
 pub const TESTER_TOKEN: HeaderName = HeaderName::from_static("x-strangler-tester-token");
-/// A client's key for retrying a write (Baedal's and ordering's
-/// `Idempotency-Key`), known only to the side that took the first attempt.
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -87,6 +85,8 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     shadow: Arc<Shadower>,
     trips: Trips,
+    /// The side each recent keyed write went to.
+    keyed: Arc<KeyedWrites>,
     /// The `route` label of traffic no route claims.
     default_route: Arc<str>,
     /// Share of requests (0–100) given an access log line below status 500.
@@ -178,6 +178,7 @@ pub struct Shared {
     pub metrics: ProxyMetrics,
     pub shadow: Arc<Shadower>,
     pub trips: Trips,
+    pub keyed: Arc<KeyedWrites>,
 }
 
 impl Proxy {
@@ -191,6 +192,7 @@ impl Proxy {
             metrics,
             shadow,
             trips,
+            keyed,
         } = shared;
         Self {
             table,
@@ -206,6 +208,7 @@ impl Proxy {
             metrics,
             shadow,
             trips,
+            keyed,
             default_route: Arc::from(DEFAULT_ROUTE),
             access_log_percent: settings.access_log_percent.min(100),
         }
@@ -252,15 +255,23 @@ impl Proxy {
         }
         access.line.uri = parts.uri.clone();
         let forced = self.forced_side(&parts.headers);
-        let decision =
-            self.table
-                .load()
-                .decide(&parts.method, parts.uri.path(), &parts.headers, forced);
-        if decision.forced
-            && let Some(route) = &decision.route
-        {
-            self.metrics.forced(&route.name, decision.side.as_str());
-            tracing::info!(route = &*route.name, side = decision.side.as_str(), request_id = ?request_id, "a tester forced the side");
+        let decision = self.table.load().decide(
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            forced,
+            &self.keyed,
+        );
+        if let Some(route) = &decision.route {
+            let side = decision.side.as_str();
+            if decision.forced {
+                self.metrics.forced(&route.name, side);
+                tracing::info!(route = &*route.name, side, request_id = ?request_id, "a tester forced the side");
+            }
+            if decision.pinned {
+                self.metrics.pinned(&route.name, side);
+                tracing::info!(route = &*route.name, side, request_id = ?request_id, "a keyed write follows its first attempt");
+            }
         }
         access.line.route = decision.route.as_ref().map(|r| Arc::clone(&r.name));
         access.line.side = decision.side.as_str();
@@ -374,7 +385,11 @@ impl Proxy {
             {
                 self.guarded(&exchange, route, parts, body).await
             }
-            Some(route) if !decision.forced && route.lifecycle == Lifecycle::Shadow => {
+            Some(route)
+                if !decision.forced
+                    && decision.side == Side::Legacy
+                    && route.lifecycle == Lifecycle::Shadow =>
+            {
                 let copy = self.shadow.admit(
                     route,
                     &parts.method,
@@ -445,7 +460,7 @@ impl Proxy {
         // attempt with the same key may have reached the new backend, and
         // legacy, which does not know the key, would act on it a second
         // time (two orders for one key). It waits for the new backend.
-        let keyed = !safe && parts.headers.contains_key(IDEMPOTENCY_KEY);
+        let keyed = write_key(&parts.method, &parts.headers).is_some();
         // A request that cannot be resent goes to legacy at once while the
         // breaker is open. The others ask the breaker, which is also what
         // lets it move on to half-open when its wait is over.

@@ -10,10 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use axum::http::{HeaderMap, Method};
 
 use crate::data::backends::{Backend, Backends};
 use crate::data::guard::{self, Guard};
+use crate::data::keyed::{KeyedWrite, KeyedWrites, write_key};
 use crate::model::cohort::{CohortSource, assigned_key, bucket, new_key};
 use crate::model::diff::ShadowPolicy;
 use crate::model::lifecycle::{Lifecycle, Side};
@@ -209,6 +212,9 @@ pub struct Decision {
     pub side: Side,
     /// A tester chose the side: no shadow, no fallback, no guard.
     pub forced: bool,
+    /// A keyed write sent to the side its first attempt went to, which is
+    /// not the side the route names now.
+    pub pinned: bool,
     pub backend: Arc<Backend>,
     pub stats: Arc<RouteStats>,
     /// The body byte counters of the route (or of the traffic no route
@@ -295,13 +301,16 @@ impl RouteTable {
     /// parameters over catch-alls), then the first in the plan.
     ///
     /// A tester's forced side counts only on a route in `canary` or
-    /// `migrated`, the states in which both sides serve it.
+    /// `migrated`, the states in which both sides serve it. Otherwise a
+    /// write with an `Idempotency-Key` goes where its first attempt went,
+    /// while `keyed` remembers it ([`crate::data::keyed`]).
     pub fn decide(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         forced: ForcedSide,
+        keyed: &KeyedWrites,
     ) -> Decision {
         let router = self
             .by_method
@@ -321,31 +330,52 @@ impl RouteTable {
                     Lifecycle::Canary { .. } | Lifecycle::Migrated
                 )
         });
+        let member = || {
+            route
+                .cohort
+                .as_ref()
+                .and_then(|c| c.key(headers, &matched.params))
+                .or_else(|| assigned_key(headers).map(str::to_owned))
+        };
         let mut new_cohort_key = None;
+        let mut pinned = false;
         let side = match forced {
             Some(side) => side,
-            None => match route.lifecycle {
-                Lifecycle::Legacy | Lifecycle::Shadow => Side::Legacy,
-                // A tripped guard sends the route's traffic to legacy while
-                // its rollback is being written.
-                Lifecycle::Canary { .. } | Lifecycle::Migrated if route.guard.tripped() => {
-                    Side::Legacy
-                }
-                Lifecycle::Migrated | Lifecycle::Retired => Side::New,
-                Lifecycle::Canary { percent } => {
-                    let key = route
-                        .cohort
-                        .as_ref()
-                        .and_then(|c| c.key(headers, &matched.params))
-                        .or_else(|| assigned_key(headers).map(str::to_owned))
-                        .unwrap_or_else(|| new_cohort_key.insert(new_key()).clone());
-                    if bucket(&route.cohort_salt, &key) < percent.get() {
-                        Side::New
-                    } else {
+            None => {
+                let chosen = match route.lifecycle {
+                    Lifecycle::Legacy | Lifecycle::Shadow => Side::Legacy,
+                    // A tripped guard sends the route's traffic to legacy
+                    // while its rollback is being written.
+                    Lifecycle::Canary { .. } | Lifecycle::Migrated if route.guard.tripped() => {
                         Side::Legacy
                     }
-                }
-            },
+                    Lifecycle::Migrated | Lifecycle::Retired => Side::New,
+                    Lifecycle::Canary { percent } => {
+                        let key =
+                            member().unwrap_or_else(|| new_cohort_key.insert(new_key()).clone());
+                        if bucket(&route.cohort_salt, &key) < percent.get() {
+                            Side::New
+                        } else {
+                            Side::Legacy
+                        }
+                    }
+                };
+                // A retired route's legacy code is gone: nothing to follow.
+                let follows = route.new.is_some() && route.lifecycle != Lifecycle::Retired;
+                let side = match write_key(method, headers).filter(|_| follows) {
+                    Some(key) => {
+                        let write = KeyedWrite {
+                            route: Arc::clone(&route.name),
+                            member: member(),
+                            key: key.as_bytes().to_vec(),
+                        };
+                        keyed.side(write, chosen, Instant::now())
+                    }
+                    None => chosen,
+                };
+                pinned = side != chosen;
+                side
+            }
         };
         Decision {
             backend: Arc::clone(route.backend(side)),
@@ -354,6 +384,7 @@ impl RouteTable {
             route: Some(Arc::clone(route)),
             side,
             forced: forced.is_some(),
+            pinned,
             new_cohort_key,
         }
     }
@@ -363,6 +394,7 @@ impl RouteTable {
             route: None,
             side: Side::Legacy,
             forced: false,
+            pinned: false,
             backend: Arc::clone(&self.default_backend),
             stats: Arc::clone(&self.default_stats),
             bytes: Arc::clone(&self.default_bytes),

@@ -100,6 +100,7 @@ pub struct ProxyMetrics {
     shadow_unstored: Family<RouteLabel, Counter>,
     fallbacks: Family<RouteReason, Counter>,
     forced: Family<RouteSide, Counter>,
+    pinned: Family<RouteSide, Counter>,
     unheld: Counter,
     rollbacks: Family<RouteLabel, Counter>,
     breaker_state: Family<BackendLabel, Gauge>,
@@ -128,6 +129,7 @@ impl ProxyMetrics {
             shadow_unstored: Family::default(),
             fallbacks: Family::default(),
             forced: Family::default(),
+            pinned: Family::default(),
             unheld: Counter::default(),
             rollbacks: Family::default(),
             breaker_state: Family::default(),
@@ -209,6 +211,11 @@ impl ProxyMetrics {
             metrics.forced.clone(),
         );
         r.register(
+            "pinned_writes",
+            "Retries of a keyed write sent to the side its first attempt went to, not the side the route names now",
+            metrics.pinned.clone(),
+        );
+        r.register(
             "automatic_rollbacks",
             "Routes rolled back by the guard",
             metrics.rollbacks.clone(),
@@ -260,7 +267,15 @@ impl ProxyMetrics {
     }
 
     pub fn forced(&self, route: &str, side: &'static str) {
-        self.forced
+        Self::route_side(&self.forced, route, side);
+    }
+
+    pub fn pinned(&self, route: &str, side: &'static str) {
+        Self::route_side(&self.pinned, route, side);
+    }
+
+    fn route_side(family: &Family<RouteSide, Counter>, route: &str, side: &'static str) {
+        family
             .get_or_create(&RouteSide {
                 route: route.to_owned(),
                 side,
