@@ -14,6 +14,7 @@ use chassis::Problem;
 use serde::Serialize;
 
 use chassis::breaker::state_name;
+use chassis::messaging::consumer::{Failure, failure};
 
 use crate::control::{Control, ControlError};
 use crate::data::forwarding::TrustedProxies;
@@ -138,9 +139,34 @@ pub fn problem_for(error: ControlError) -> Problem {
             "reason-required",
             "Reason required",
         ),
+        // Away, exhausted or busy: asking again shortly may work, and the
+        // route table in memory goes on serving meanwhile.
+        ControlError::Store(store) if failure(store) != Failure::Failed => {
+            tracing::warn!(%error, "the route store is unavailable");
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "The route store is unavailable",
+            )
+            .with_detail("The strangler's database is away or busy; try again shortly.");
+        }
         ControlError::Store(_) | ControlError::PlanFile { .. } | ControlError::Migrate(_) => {
             return Problem::internal(&error);
         }
     }
     .with_detail(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_is_away_is_a_503_and_a_failed_statement_a_500() {
+        let away = problem_for(ControlError::Store(sqlx::Error::PoolTimedOut));
+        assert_eq!(away.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(away.type_uri, "/problems/store-unavailable");
+        let failed = problem_for(ControlError::Store(sqlx::Error::RowNotFound));
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
