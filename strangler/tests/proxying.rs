@@ -213,6 +213,52 @@ async fn the_tester_override_needs_the_token(_: PgPoolOptions, options: PgConnec
 }
 
 #[sqlx::test]
+async fn a_tester_is_told_which_service_answered(_: PgPoolOptions, options: PgConnectOptions) {
+    let (_legacy, _new, s, _plan) = start(options, ROUTES).await;
+    let served_by = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        response
+            .headers()
+            .get("x-strangler-served-by")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let tester = |path: &str| s.get(path).header("x-strangler-tester-token", TESTER_TOKEN);
+    // orders.show is migrated to `new`; other paths go to the default.
+    assert_eq!(
+        served_by(tester("/api/orders/1")).await.as_deref(),
+        Some("new")
+    );
+    assert_eq!(
+        served_by(tester("/elsewhere")).await.as_deref(),
+        Some("legacy")
+    );
+    assert_eq!(
+        served_by(tester("/api/orders/1").header("x-strangler-backend", "legacy"))
+            .await
+            .as_deref(),
+        Some("legacy")
+    );
+    assert_eq!(
+        served_by(tester("/api/orders/a%2Fb")).await.as_deref(),
+        Some("strangler"),
+        "a path the strangler refuses itself"
+    );
+    assert_eq!(
+        served_by(s.get("/api/orders/1")).await,
+        None,
+        "not to others"
+    );
+    assert_eq!(
+        served_by(
+            s.get("/api/orders/1")
+                .header("x-strangler-tester-token", "guess")
+        )
+        .await,
+        None
+    );
+}
+
+#[sqlx::test]
 async fn the_tester_override_counts_only_where_both_sides_serve(
     _: PgPoolOptions,
     options: PgConnectOptions,

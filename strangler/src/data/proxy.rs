@@ -67,6 +67,10 @@ use crate::settings::ProxySettings;
 /// `new` or `legacy`: forces a side, honoured only with the tester token.
 pub const FORCE_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
 pub const TESTER_TOKEN: HeaderName = HeaderName::from_static("x-strangler-tester-token");
+/// On an answer to a tester (the tester token presented): the service
+/// that answered, `monolith` or the new one (`ordering`), after any
+/// fallback; `strangler` for an answer the strangler made itself.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-strangler-served-by");
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -227,6 +231,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(new_request_id);
         let (mut parts, body) = request.into_parts();
+        let tester = self.is_tester(&parts.headers);
         // This hop's span of the client's trace (or a new trace), set before
         // anything can answer, so the access log names it either way.
         let hop = trace_hop(&parts.headers);
@@ -251,10 +256,10 @@ impl Proxy {
             let problem = problem.with_instance(parts.uri.path());
             let response = with_request_id(problem.into_response(), &request_id);
             access.answered(&response);
-            return response;
+            return told(response, tester);
         }
         access.line.uri = parts.uri.clone();
-        let forced = self.forced_side(&parts.headers);
+        let forced = tester.then(|| forced_side(&parts.headers)).flatten();
         let decision = self.table.load().decide(
             &parts.method,
             parts.uri.path(),
@@ -284,7 +289,7 @@ impl Proxy {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         access.answered(&response);
-        response
+        told(response, tester)
     }
 
     /// One line per request, when sampled (every answer of 500 and above
@@ -342,20 +347,15 @@ impl Proxy {
         Ok(())
     }
 
-    /// `X-Strangler-Backend` counts only with the tester token (and the
-    /// table honours it only on routes in `canary` or `migrated`); both
-    /// headers are removed before forwarding either way.
-    fn forced_side(&self, headers: &HeaderMap) -> Option<Side> {
-        let token = self.tester_token.as_ref()?;
-        let presented = headers.get(&TESTER_TOKEN)?.as_bytes();
-        if !constant_time_eq(presented, token.expose_secret().as_bytes()) {
-            return None;
-        }
-        match headers.get(&FORCE_BACKEND)?.as_bytes() {
-            b"new" => Some(Side::New),
-            b"legacy" => Some(Side::Legacy),
-            _ => None,
-        }
+    /// Whether the request carries the tester token (never, when no token
+    /// is set). Both tester headers are removed before forwarding either
+    /// way.
+    fn is_tester(&self, headers: &HeaderMap) -> bool {
+        let (Some(token), Some(presented)) = (&self.tester_token, headers.get(&TESTER_TOKEN))
+        else {
+            return false;
+        };
+        constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes())
     }
 
     async fn forward(
@@ -880,6 +880,30 @@ fn check_method(method: &axum::http::Method) -> Result<(), Problem> {
         .with_detail(format!("The strangler does not forward {method} requests.")));
     }
     Ok(())
+}
+
+/// The answer, telling a tester which service made it ([`SERVED_BY`]).
+fn told(mut response: Response<Body>, tester: bool) -> Response<Body> {
+    if tester {
+        let served = response
+            .extensions()
+            .get::<ServedBy>()
+            .map_or("strangler", |served| &served.0);
+        if let Ok(value) = HeaderValue::from_str(served) {
+            response.headers_mut().insert(SERVED_BY, value);
+        }
+    }
+    response
+}
+
+/// The side a tester asks for with `X-Strangler-Backend` (the table honours
+/// it only on routes in `canary` or `migrated`).
+fn forced_side(headers: &HeaderMap) -> Option<Side> {
+    match headers.get(&FORCE_BACKEND)?.as_bytes() {
+        b"new" => Some(Side::New),
+        b"legacy" => Some(Side::Legacy),
+        _ => None,
+    }
 }
 
 /// This hop's `traceparent`: a child of the client's, or a new root.
