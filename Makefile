@@ -10,7 +10,7 @@ WITH_STACK_ENV := set -a && . .run/stack.env && set +a &&
 # The operators' tools also need the operators' tokens.
 WITH_SECRETS := set -a && . .run/secrets.env && . .run/stack.env && set +a &&
 
-.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1 demo scenario chaos
+.PHONY: help up down status logs test lint fmt clean doctor infra bench seed redrive reconcile rebuild-history stage1 demo demo-reset docs-check scenario chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ stage1: ## stage 1 on the running stack: the read routes in shadow over generate
 demo: ## traffic on the running stack (make up): members, owners and riders through the front door, a live progress line, then the audit (ORDERS, SECONDS, RATE, WORKERS)
 	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin demo
 
+demo-reset: ## put the running stack where every walkthrough starts: each movable route back to legacy, the stage 0 plan applied
+	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin reset
+
+docs-check: ## run every walkthrough in README.md, docs/tutorials and docs/patterns as written, on the running stack (make up); PAGES=file.md for some
+	@python3 infra/local/docs-check.py $(PAGES)
+
 scenario: ## the whole migration on the running stack under traffic, stage 0 to 2 and a rollback, then the audit; JSON in target/scenario/ (ORDERS_PER_STEP, RATE)
 	@$(WITH_SECRETS) cargo run --quiet -p system-tests --bin scenario
 
@@ -62,6 +68,7 @@ test: ## start (or reuse) the infrastructure, then run every workspace test
 	@bash $(STACK) infra test
 	@$(WITH_STACK_ENV) cargo test --workspace --doc --quiet
 	@$(WITH_STACK_ENV) cargo nextest run --workspace --no-fail-fast
+	@$(WITH_STACK_ENV) cargo nextest run --workspace --profile broker-restart
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all --check

@@ -439,8 +439,8 @@ async fn ten_thousand_events_survive_a_broker_restart_and_apply_exactly_once(poo
     let harness = Harness::new(pool, broker_url()).await;
     survive(&harness, 10_000, || async {
         // The real thing: the RabbitMQ application restarts in its node.
-        // This binary's tests run one at a time (.config/nextest.toml), so
-        // no other test shares the outage.
+        // This test runs alone, after every other (.config/nextest.toml,
+        // profile broker-restart), so no other test shares the outage.
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/local/rabbitmq.sh");
         let status = tokio::task::spawn_blocking(move || {
             std::process::Command::new("bash")
