@@ -133,10 +133,15 @@ impl Application {
             metrics: metrics.clone(),
             shadow: shadower,
             trips: trip_sender.clone(),
-            keyed: Arc::new(KeyedWrites::new(
-                std::time::Duration::from_secs(settings.proxy.keyed_write_memory_secs),
-                settings.proxy.keyed_write_memory_entries,
-            )),
+            keyed: {
+                let (remembered, evicted) = metrics.keyed_writes();
+                Arc::new(KeyedWrites::new(
+                    std::time::Duration::from_secs(settings.proxy.keyed_write_memory_secs),
+                    settings.proxy.keyed_write_memory_entries,
+                    remembered,
+                    evicted,
+                ))
+            },
         };
         let proxies: Vec<Arc<Proxy>> = (0..public.len())
             .map(|_| Arc::new(Proxy::new(&settings.proxy, shared.clone())))

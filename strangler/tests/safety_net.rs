@@ -10,7 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use support::{PlanFile, Receipts, Scripted, TestStrangler, eventually, plan_urls, settings};
+use support::{
+    PlanFile, Receipts, Scripted, TESTER_TOKEN, TestStrangler, eventually, plan_urls, settings,
+};
 
 /// The new backend answers `total` 13,000 where legacy says 12,000;
 /// `placed_at` differs on every answer and is ignored.
@@ -287,6 +289,14 @@ async fn a_migrated_route_falls_back_to_legacy_while_the_new_backend_is_down(
         assert_eq!(served_by(body).as_deref(), Some("legacy"));
     }
     assert_eq!(route(&s, "orders.show").await["new_breaker"], "open");
+    // A tester is told legacy answered, not the backend the route chose.
+    let told = s
+        .get("/api/orders/1")
+        .header("x-strangler-tester-token", TESTER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(told.headers()["x-strangler-served-by"], "legacy");
     assert!(
         s.metric("strangler_fallbacks_total{route=\"orders.show\",reason=\"connect\"}")
             .await
@@ -362,6 +372,48 @@ async fn a_write_with_an_idempotency_key_never_changes_sides(
     assert_eq!(Receipts::get(&legacy.receipts.writes), 1);
 }
 
+/// Writes to `/api/orders` with members by the `x-member-id` header, as
+/// stage 2's `orders.place`.
+const KEYED: &str = r#"
+[[routes]]
+name = "orders.place"
+methods = ["POST"]
+path = "/api/orders"
+new = "new"
+cohort = { header = "x-member-id" }
+state = "migrated"
+[routes.guard]
+enabled = false
+"#;
+
+/// A keyed POST to `/api/orders` for `member`.
+fn keyed_write(s: &TestStrangler, member: &str, key: &str) -> reqwest::RequestBuilder {
+    s.client
+        .post(format!("{}/api/orders", s.public))
+        .header("content-type", "application/json")
+        .header("x-member-id", member.to_owned())
+        .header("idempotency-key", key.to_owned())
+        .body("{\"note\":\"ring twice\"}")
+}
+
+/// Which backend accepted a write (the scripted backends say so).
+async fn accepted_by(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.expect("the proxy answers");
+    let body: Value = response.json().await.expect("a JSON answer");
+    body["accepted"]
+        .as_str()
+        .expect("who accepted it")
+        .to_owned()
+}
+
+async fn transition(s: &TestStrangler, route: &str, to: &str, percent: Option<i64>) {
+    let to = strangler::model::lifecycle::Lifecycle::from_parts(to, percent).expect("a state");
+    s.control
+        .transition("alice", route, to, "the test moves it")
+        .await
+        .expect("the transition is allowed");
+}
+
 #[sqlx::test]
 async fn a_keyed_retry_goes_where_its_first_attempt_went_whatever_the_route_did_since(
     _: PgPoolOptions,
@@ -369,60 +421,114 @@ async fn a_keyed_retry_goes_where_its_first_attempt_went_whatever_the_route_did_
 ) {
     // Each side knows only its own keys: a retry the route sends to the
     // other side would be acted on a second time.
-    let (legacy, new, s, _plan) = start(options, MIGRATED, |_| {}).await;
-    let keyed = |key: &str| {
-        s.client
-            .post(format!("{}/api/orders/1", s.public))
-            .header("content-type", "application/json")
-            .header("x-member-id", "7")
-            .header("idempotency-key", key)
-            .body("{\"note\":\"ring twice\"}")
-    };
-    let accepted_by = |request: reqwest::RequestBuilder| async move {
-        let body: Value = request.send().await.unwrap().json().await.unwrap();
-        body["accepted"].as_str().unwrap().to_owned()
-    };
+    let (legacy, new, s, _plan) = start(options, KEYED, |_| {}).await;
     let pinned = |side: &'static str| {
         let s = &s;
         async move {
             s.metric(&format!(
-                "strangler_pinned_writes_total{{route=\"orders.show\",side=\"{side}\"}}"
+                "strangler_pinned_writes_total{{route=\"orders.place\",side=\"{side}\"}}"
             ))
             .await
         }
     };
 
-    assert_eq!(accepted_by(keyed("order-7")).await, "new");
+    assert_eq!(accepted_by(keyed_write(&s, "7", "order-7")).await, "new");
     s.control
-        .rollback("alice", "orders.show", "the canary misbehaves")
+        .rollback("alice", "orders.place", "the canary misbehaves")
         .await
         .unwrap();
     assert_eq!(
-        accepted_by(keyed("order-7")).await,
+        accepted_by(keyed_write(&s, "7", "order-7")).await,
         "new",
         "the retry of a write the new backend took"
     );
     assert_eq!(
-        accepted_by(keyed("order-8")).await,
+        accepted_by(keyed_write(&s, "8", "order-7")).await,
+        "legacy",
+        "another member's key of the same spelling is another write"
+    );
+    assert_eq!(
+        accepted_by(keyed_write(&s, "7", "order-8")).await,
         "legacy",
         "a new key goes as the route says"
     );
     assert_eq!(pinned("new").await, 1.0);
 
-    let everyone = strangler::model::lifecycle::Lifecycle::from_parts("canary", Some(100)).unwrap();
-    s.control
-        .transition("alice", "orders.show", everyone, "fixed")
-        .await
-        .unwrap();
+    transition(&s, "orders.place", "canary", Some(100)).await;
     assert_eq!(
-        accepted_by(keyed("order-8")).await,
+        accepted_by(keyed_write(&s, "7", "order-8")).await,
         "legacy",
         "the retry of a write legacy took"
     );
-    assert_eq!(accepted_by(keyed("order-9")).await, "new");
+    assert_eq!(accepted_by(keyed_write(&s, "7", "order-9")).await, "new");
     assert_eq!(pinned("legacy").await, 1.0);
-    assert_eq!(Receipts::get(&new.receipts.writes), 3);
-    assert_eq!(Receipts::get(&legacy.receipts.writes), 2);
+
+    // A tester's forced side wins over the memory.
+    let forced = keyed_write(&s, "7", "order-8")
+        .header("x-strangler-backend", "new")
+        .header("x-strangler-tester-token", TESTER_TOKEN);
+    assert_eq!(accepted_by(forced).await, "new");
+
+    // A retired route's legacy code is gone: a write legacy took is
+    // retried on the new side.
+    transition(&s, "orders.place", "migrated", None).await;
+    transition(&s, "orders.place", "retired", None).await;
+    assert_eq!(accepted_by(keyed_write(&s, "7", "order-8")).await, "new");
+
+    assert_eq!(Receipts::get(&new.receipts.writes), 5);
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 3);
+    assert_eq!(
+        s.metric("strangler_keyed_writes_remembered").await,
+        4.0,
+        "order-7 of members 7 and 8, order-8, order-9"
+    );
+}
+
+#[sqlx::test]
+async fn a_keyed_write_that_reached_no_backend_is_not_held_to_a_side(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let (legacy, mut new, s, _plan) = start(options, KEYED, quick_breaker).await;
+    new.kill().await;
+    // No connection, then the breaker open: the new backend saw neither
+    // attempt, so nobody knows the key.
+    for _ in 0..4 {
+        let response = keyed_write(&s, "7", "order-7")
+            .header("x-strangler-tester-token", TESTER_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                response.status(),
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+            ),
+            "{}",
+            response.status()
+        );
+        assert_eq!(
+            response.headers()["x-strangler-served-by"],
+            "strangler",
+            "the problem is the strangler's, not the new backend's"
+        );
+    }
+    assert_eq!(
+        s.metric("strangler_breaker_state{backend=\"new\"}").await,
+        1.0,
+        "the breaker refused the last attempts"
+    );
+    s.control
+        .rollback("alice", "orders.place", "the new backend is down")
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted_by(keyed_write(&s, "7", "order-7")).await,
+        "legacy",
+        "the retry goes as the route says"
+    );
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 1);
+    assert_eq!(s.metric("strangler_keyed_writes_remembered").await, 1.0);
 }
 
 #[sqlx::test]

@@ -148,7 +148,9 @@ pub fn problem_for(error: ControlError) -> Problem {
                 "store-unavailable",
                 "The route store is unavailable",
             )
-            .with_detail("The strangler's database is away or busy; try again shortly.");
+            .with_detail(
+                "The strangler's database is away or busy. A change may or may not have been stored: read the route or the audit log before trying it again.",
+            );
         }
         ControlError::Store(_) | ControlError::PlanFile { .. } | ControlError::Migrate(_) => {
             return Problem::internal(&error);

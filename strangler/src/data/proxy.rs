@@ -99,8 +99,13 @@ pub struct Proxy {
 
 /// The backend whose answer (or failure) became the response, for the
 /// access log: after a fallback it is not the one the route chose.
+/// `relayed`: the answer is the backend's own, not a problem the strangler
+/// wrote about it (which a tester is told came from `strangler`).
 #[derive(Debug, Clone)]
-struct ServedBy(Arc<str>);
+struct ServedBy {
+    backend: Arc<str>,
+    relayed: bool,
+}
 
 /// The status an access line gives a request whose client left (or whose
 /// handling was cut short) before the answer: nginx's "client closed".
@@ -122,7 +127,7 @@ impl AccessGuard<'_> {
         let backend = response
             .extensions()
             .get::<ServedBy>()
-            .map(|served| Arc::clone(&served.0));
+            .map(|served| Arc::clone(&served.backend));
         self.answer = Some((response.status().as_u16(), backend));
     }
 }
@@ -149,6 +154,9 @@ struct AccessLine {
     route: Option<Arc<str>>,
     side: &'static str,
     forced: bool,
+    /// A keyed write sent where its first attempt went, not where the
+    /// route says.
+    pinned: bool,
 }
 
 /// What a request needs besides its head and body to be answered.
@@ -248,6 +256,7 @@ impl Proxy {
                 route: None,
                 side: "-",
                 forced: false,
+                pinned: false,
             },
         };
         if let Err(rejected) = self.admit(&mut parts) {
@@ -281,6 +290,7 @@ impl Proxy {
         access.line.route = decision.route.as_ref().map(|r| Arc::clone(&r.name));
         access.line.side = decision.side.as_str();
         access.line.forced = decision.forced;
+        access.line.pinned = decision.pinned;
         let cohort_cookie = decision.new_cohort_key.as_deref().map(key_cookie);
         let mut response = self
             .forward(parts, body, client, decision, request_id)
@@ -312,6 +322,7 @@ impl Proxy {
             route = line.route.as_deref().unwrap_or(&self.default_route),
             side = line.side,
             forced = line.forced,
+            pinned = line.pinned,
             backend = backend.unwrap_or("-"),
             status,
             ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -378,10 +389,12 @@ impl Proxy {
             target: parts.uri.path_and_query().cloned(),
         };
         match &decision.route {
+            // A keyed write pinned to the new side of a route that no longer
+            // sends it there still goes through the breaker (not the guard).
             Some(route)
                 if !decision.forced
                     && decision.side == Side::New
-                    && guard::guards(route.lifecycle) =>
+                    && (guard::guards(route.lifecycle) || decision.pinned) =>
             {
                 self.guarded(&exchange, route, parts, body).await
             }
@@ -412,9 +425,10 @@ impl Proxy {
                         );
                         let meter = self.response_meter(&exchange, &decision.backend);
                         let mut response = relay_response(response, &exchange.request_id, meter);
-                        response
-                            .extensions_mut()
-                            .insert(ServedBy(Arc::clone(&decision.backend.name)));
+                        response.extensions_mut().insert(ServedBy {
+                            backend: Arc::clone(&decision.backend.name),
+                            relayed: true,
+                        });
                         response
                     }
                     (outcome, _) => self.answer(&exchange, &decision.backend, outcome),
@@ -449,6 +463,7 @@ impl Proxy {
         let body = match self.keep_copy(body).await {
             Ok(body) => body,
             Err(failure) => {
+                self.unsent(exchange);
                 let outcome = Err(failure);
                 self.observe(exchange, Side::New, new, &outcome, Duration::ZERO);
                 return self.answer(exchange, new, outcome);
@@ -516,6 +531,7 @@ impl Proxy {
             Ok(response) => Ok(response),
             Err(CircuitBreakerError::Inner(failure)) => Err(failure),
             Err(CircuitBreakerError::OpenCircuit) => {
+                self.unsent(exchange);
                 self.refused(route, breaker.state());
                 return None;
             }
@@ -544,8 +560,20 @@ impl Proxy {
         )
     }
 
-    /// One outcome for the route's guard; a trip is sent to the rollback task.
+    /// A keyed write's first attempt reached no backend: its key is
+    /// nobody's yet, and its retries may go where the route says.
+    fn unsent(&self, exchange: &Exchange<'_>) {
+        if let Some(entry) = exchange.decision.keyed {
+            self.keyed.unsent(entry);
+        }
+    }
+
+    /// One outcome for the route's guard (of a route the guard watches); a
+    /// trip is sent to the rollback task.
     fn record(&self, route: &Route, failed: bool) {
+        if !guard::guards(route.lifecycle) {
+            return;
+        }
         if let Some(trip) = route.guard.record(&route.name, route.version, failed) {
             tracing::warn!(route = &*route.name, "{}", trip.reason());
             let _ = self.trips.send(trip);
@@ -662,6 +690,9 @@ impl Proxy {
         if let Some(kind) = kind {
             self.metrics.error(exchange.route, &backend.name, kind);
         }
+        if matches!(outcome, Err(CallFailure::Connect(_) | CallFailure::Busy)) {
+            self.unsent(exchange);
+        }
         if let Err(failure) = outcome
             && let Some(reason) = failure.client_fault()
         {
@@ -693,9 +724,10 @@ impl Proxy {
             Ok(response) => {
                 let meter = self.response_meter(exchange, backend);
                 let mut response = relay_response(response, &exchange.request_id, meter);
-                response
-                    .extensions_mut()
-                    .insert(ServedBy(Arc::clone(&backend.name)));
+                response.extensions_mut().insert(ServedBy {
+                    backend: Arc::clone(&backend.name),
+                    relayed: true,
+                });
                 return response;
             }
             Err(failure) => failure,
@@ -738,9 +770,10 @@ impl Proxy {
                 .with_detail(format!("The {} service failed to answer.", backend.name)),
         };
         let mut response = self.problem(exchange, problem);
-        response
-            .extensions_mut()
-            .insert(ServedBy(Arc::clone(&backend.name)));
+        response.extensions_mut().insert(ServedBy {
+            backend: Arc::clone(&backend.name),
+            relayed: false,
+        });
         response
     }
 
@@ -888,7 +921,8 @@ fn told(mut response: Response<Body>, tester: bool) -> Response<Body> {
         let served = response
             .extensions()
             .get::<ServedBy>()
-            .map_or("strangler", |served| &served.0);
+            .filter(|served| served.relayed)
+            .map_or("strangler", |served| &served.backend);
         if let Ok(value) = HeaderValue::from_str(served) {
             response.headers_mut().insert(SERVED_BY, value);
         }
@@ -983,6 +1017,8 @@ where
 {
     let (mut parts, body) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
+    // Only the strangler tells a tester who answered.
+    parts.headers.remove(SERVED_BY);
     parts
         .headers
         .entry(REQUEST_ID)

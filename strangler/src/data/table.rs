@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, Method};
 
 use crate::data::backends::{Backend, Backends};
 use crate::data::guard::{self, Guard};
-use crate::data::keyed::{KeyedWrite, KeyedWrites, write_key};
+use crate::data::keyed::{Entry, KeyedWrite, KeyedWrites, write_key};
 use crate::model::cohort::{CohortSource, assigned_key, bucket, new_key};
 use crate::model::diff::ShadowPolicy;
 use crate::model::lifecycle::{Lifecycle, Side};
@@ -215,6 +215,9 @@ pub struct Decision {
     /// A keyed write sent to the side its first attempt went to, which is
     /// not the side the route names now.
     pub pinned: bool,
+    /// A keyed write's entry in the memory of keyed writes, to forget if
+    /// this attempt reaches no backend.
+    pub keyed: Option<Entry>,
     pub backend: Arc<Backend>,
     pub stats: Arc<RouteStats>,
     /// The body byte counters of the route (or of the traffic no route
@@ -330,15 +333,9 @@ impl RouteTable {
                     Lifecycle::Canary { .. } | Lifecycle::Migrated
                 )
         });
-        let member = || {
-            route
-                .cohort
-                .as_ref()
-                .and_then(|c| c.key(headers, &matched.params))
-                .or_else(|| assigned_key(headers).map(str::to_owned))
-        };
         let mut new_cohort_key = None;
         let mut pinned = false;
+        let mut keyed_entry = None;
         let side = match forced {
             Some(side) => side,
             None => {
@@ -351,8 +348,12 @@ impl RouteTable {
                     }
                     Lifecycle::Migrated | Lifecycle::Retired => Side::New,
                     Lifecycle::Canary { percent } => {
-                        let key =
-                            member().unwrap_or_else(|| new_cohort_key.insert(new_key()).clone());
+                        let key = route
+                            .cohort
+                            .as_ref()
+                            .and_then(|c| c.key(headers, &matched.params))
+                            .or_else(|| assigned_key(headers).map(str::to_owned))
+                            .unwrap_or_else(|| new_cohort_key.insert(new_key()).clone());
                         if bucket(&route.cohort_salt, &key) < percent.get() {
                             Side::New
                         } else {
@@ -360,17 +361,33 @@ impl RouteTable {
                         }
                     }
                 };
-                // A retired route's legacy code is gone: nothing to follow.
-                let follows = route.new.is_some() && route.lifecycle != Lifecycle::Retired;
-                let side = match write_key(method, headers).filter(|_| follows) {
-                    Some(key) => {
-                        let write = KeyedWrite {
-                            route: Arc::clone(&route.name),
-                            member: member(),
-                            key: key.as_bytes().to_vec(),
-                        };
-                        keyed.side(write, chosen, Instant::now())
+                let key = write_key(method, headers).filter(|_| route.new.is_some());
+                let remembered = key.and_then(|key| {
+                    // The member as the sides scope keys: the route's own
+                    // cohort key, never a cookie the strangler handed out.
+                    let member = route
+                        .cohort
+                        .as_ref()
+                        .and_then(|c| c.key(headers, &matched.params));
+                    let write = KeyedWrite {
+                        route: &route.name,
+                        member: member.as_deref(),
+                        key: key.as_bytes(),
+                    };
+                    keyed.side(write, chosen, Instant::now())
+                });
+                keyed_entry = remembered.map(|r| r.entry);
+                let side = match remembered {
+                    // A retired route's legacy code is gone: a write it
+                    // took before cannot be followed there.
+                    Some(r) if r.side == Side::Legacy && route.lifecycle == Lifecycle::Retired => {
+                        tracing::warn!(
+                            route = &*route.name,
+                            "a keyed write first taken by legacy is retried on a retired route: the new side gets it"
+                        );
+                        chosen
                     }
+                    Some(r) => r.side,
                     None => chosen,
                 };
                 pinned = side != chosen;
@@ -385,6 +402,7 @@ impl RouteTable {
             side,
             forced: forced.is_some(),
             pinned,
+            keyed: keyed_entry,
             new_cohort_key,
         }
     }
@@ -395,6 +413,7 @@ impl RouteTable {
             side: Side::Legacy,
             forced: false,
             pinned: false,
+            keyed: None,
             backend: Arc::clone(&self.default_backend),
             stats: Arc::clone(&self.default_stats),
             bytes: Arc::clone(&self.default_bytes),

@@ -102,6 +102,8 @@ pub struct ProxyMetrics {
     forced: Family<RouteSide, Counter>,
     pinned: Family<RouteSide, Counter>,
     unheld: Counter,
+    keyed_remembered: Gauge,
+    keyed_evicted: Counter,
     rollbacks: Family<RouteLabel, Counter>,
     breaker_state: Family<BackendLabel, Gauge>,
 }
@@ -131,6 +133,8 @@ impl ProxyMetrics {
             forced: Family::default(),
             pinned: Family::default(),
             unheld: Counter::default(),
+            keyed_remembered: Gauge::default(),
+            keyed_evicted: Counter::default(),
             rollbacks: Family::default(),
             breaker_state: Family::default(),
         };
@@ -211,6 +215,16 @@ impl ProxyMetrics {
             metrics.forced.clone(),
         );
         r.register(
+            "keyed_writes_remembered",
+            "Keyed writes whose side is remembered for their retries",
+            metrics.keyed_remembered.clone(),
+        );
+        r.register(
+            "keyed_writes_evicted",
+            "Keyed writes forgotten for room before their time (STRANGLER_PROXY__KEYED_WRITE_MEMORY_ENTRIES)",
+            metrics.keyed_evicted.clone(),
+        );
+        r.register(
             "pinned_writes",
             "Retries of a keyed write sent to the side its first attempt went to, not the side the route names now",
             metrics.pinned.clone(),
@@ -268,6 +282,11 @@ impl ProxyMetrics {
 
     pub fn forced(&self, route: &str, side: &'static str) {
         Self::route_side(&self.forced, route, side);
+    }
+
+    /// The memory of keyed writes' gauge and eviction counter.
+    pub fn keyed_writes(&self) -> (Gauge, Counter) {
+        (self.keyed_remembered.clone(), self.keyed_evicted.clone())
     }
 
     pub fn pinned(&self, route: &str, side: &'static str) {
