@@ -67,8 +67,10 @@ seed: infra ## reset the monolith's legacy database to the demo data (deletes ev
 test: ## start (or reuse) the infrastructure, then run every workspace test
 	@bash $(STACK) infra test
 	@$(WITH_STACK_ENV) cargo test --workspace --doc --quiet
-	@$(WITH_STACK_ENV) cargo nextest run --workspace --no-fail-fast
-	@$(WITH_STACK_ENV) cargo nextest run --workspace --profile broker-restart
+	@$(WITH_STACK_ENV) status=0; \
+	  cargo nextest run --workspace --no-fail-fast || status=$$?; \
+	  cargo nextest run --workspace --profile broker-restart || status=$$?; \
+	  exit $$status
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all --check
