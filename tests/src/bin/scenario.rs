@@ -27,8 +27,11 @@ async fn run() -> anyhow::Result<bool> {
     let run_id = time_key();
     let script = Script {
         traffic: traffic::Settings {
-            // Eight steps of orders, and room for the waits between them.
-            orders: per_step * 12,
+            // Eight steps of `per_step` orders each, and room for the
+            // orders placed while a step waits (for shadow reads to
+            // compare clean, for the read model to catch up): the script
+            // stops the traffic itself once the last step has its orders.
+            orders: per_step * 40,
             duration: Duration::from_secs(3_600),
             rate_per_s: rate as f64,
             workers: env_number("WORKERS", 8)?.max(1) as usize,

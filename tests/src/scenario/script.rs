@@ -70,7 +70,11 @@ const STEP_PATIENCE: Duration = Duration::from_secs(180);
 
 /// Waits for the generator to have placed `count` orders in all; an error
 /// naming the last failure when it does not within [`STEP_PATIENCE`].
-async fn placed(generator: &mut Generator, count: u64) -> anyhow::Result<()> {
+/// Waits until the traffic has placed `per_step` more orders than it had
+/// when the step began: each step sees its own orders, however long the
+/// steps before it waited.
+async fn placed(generator: &mut Generator, per_step: u64) -> anyhow::Result<()> {
+    let count = generator.tally().progress().placed + per_step;
     if generator.until_placed(count, STEP_PATIENCE).await {
         return Ok(());
     }
@@ -118,8 +122,12 @@ pub struct Summary {
 
 impl Summary {
     /// Nothing lost, doubled or different, and no request failed for good.
+    /// Nothing lost, doubled, charged twice or left different, no request
+    /// failed for good, and both sides took orders (a run whose traffic
+    /// ended before stage 2 proved nothing about it).
     pub fn clean(&self) -> bool {
-        self.findings.clean() && self.errors == 0
+        let took = |side: &str| self.placed_by_side.get(side).copied().unwrap_or(0) > 0;
+        self.findings.clean() && self.errors == 0 && took("legacy") && took("new")
     }
 
     /// The summary as a table for the terminal.
@@ -289,8 +297,7 @@ async fn walk(
         });
     };
     let per_step = script.per_step;
-    let mut target = per_step;
-    placed(generator, target).await?;
+    placed(generator, per_step).await?;
     mark("stage 0: legacy", generator);
 
     println!("1. stage 1: the read routes in shadow (0 mismatches over a batch of reads, or stop)");
@@ -307,8 +314,7 @@ async fn walk(
         }
         let label = state_label(to, percent);
         println!("   the read routes {label}");
-        target += per_step;
-        placed(generator, target).await?;
+        placed(generator, per_step).await?;
         mark(&format!("stage 1: {label}"), generator);
     }
 
@@ -317,8 +323,7 @@ async fn walk(
         .apply_plan(&script.plans.stage2, "scenario: stage 2")
         .await?;
     println!("   the write routes canary 10 %");
-    target += per_step;
-    placed(generator, target).await?;
+    placed(generator, per_step).await?;
     mark("stage 2: canary 10 %", generator);
     for (action, percent) in [
         ("canary", Some(50)),
@@ -343,8 +348,7 @@ async fn walk(
             state_label(action, percent)
         };
         println!("   the write routes {label}");
-        target += per_step;
-        placed(generator, target).await?;
+        placed(generator, per_step).await?;
         mark(&format!("stage 2: {label}"), generator);
     }
     Ok((reads, mismatches))
