@@ -63,7 +63,12 @@ async fn run(options: PgConnectOptions) {
         serde_json::to_string_pretty(findings).expect("JSON")
     );
     assert_eq!(summary.errors, 0, "last error: {:?}", summary.last_error);
-    assert_eq!(summary.shadow_mismatches, 0);
+    assert_eq!(
+        summary.shadow_mismatches,
+        0,
+        "{}",
+        serde_json::to_string_pretty(&summary.shadow_mismatches_kept).expect("JSON")
+    );
     assert_eq!(summary.automatic_rollbacks, 0);
     // Both sides placed orders, and every order answered 2xx is one of
     // them: the strangler's counts and the generator's agree.

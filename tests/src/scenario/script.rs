@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::audit::{self, Findings};
 use super::traffic::{self, Generator, Placed, percentile};
@@ -68,11 +68,10 @@ const SHADOW_BATCHES: usize = 5;
 /// How long one step may wait for its orders.
 const STEP_PATIENCE: Duration = Duration::from_secs(180);
 
-/// Waits for the generator to have placed `count` orders in all; an error
-/// naming the last failure when it does not within [`STEP_PATIENCE`].
 /// Waits until the traffic has placed `per_step` more orders than it had
 /// when the step began: each step sees its own orders, however long the
-/// steps before it waited.
+/// steps before it waited. An error naming the last failure when it does
+/// not within [`STEP_PATIENCE`].
 async fn placed(generator: &mut Generator, per_step: u64) -> anyhow::Result<()> {
     let count = generator.tally().progress().placed + per_step;
     if generator.until_placed(count, STEP_PATIENCE).await {
@@ -111,6 +110,8 @@ pub struct Summary {
     pub lag_unseen: u64,
     pub shadow_reads: u64,
     pub shadow_mismatches: u64,
+    /// The stored mismatches of each shadow batch that had any.
+    pub shadow_mismatches_kept: Vec<Value>,
     pub planned_rollbacks: u64,
     pub automatic_rollbacks: u64,
     pub lag_samples: usize,
@@ -121,7 +122,6 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Nothing lost, doubled or different, and no request failed for good.
     /// Nothing lost, doubled, charged twice or left different, no request
     /// failed for good, and both sides took orders (a run whose traffic
     /// ended before stage 2 proved nothing about it).
@@ -230,7 +230,7 @@ pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
     if let Some(progress) = progress {
         progress.abort();
     }
-    let (shadow_reads, shadow_mismatches) = outcome?;
+    let shadowed = outcome?;
     let counted_to = stack.counters("orders.place").await?;
     let rollbacks = stack
         .automatic_rollbacks()
@@ -265,8 +265,9 @@ pub async fn run(stack: &Stack, script: &Script) -> anyhow::Result<Summary> {
         retries: progress.retries,
         last_error: progress.last_error,
         lag_unseen: progress.lag_unseen,
-        shadow_reads,
-        shadow_mismatches,
+        shadow_reads: shadowed.reads,
+        shadow_mismatches: shadowed.mismatches,
+        shadow_mismatches_kept: shadowed.kept,
         planned_rollbacks: 1,
         automatic_rollbacks: rollbacks,
         lag_samples: lags.len(),
@@ -281,14 +282,14 @@ fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
-/// Stages 1 and 2 while the generator runs: (shadow reads, mismatches).
+/// Stages 1 and 2 while the generator runs; what stage 1's shadow compared.
 async fn walk(
     stack: &Stack,
     script: &Script,
     generator: &mut Generator,
     steps: &mut Vec<Step>,
     started: Instant,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Shadowed> {
     let mut mark = |step: &str, generator: &Generator| {
         steps.push(Step {
             step: step.to_owned(),
@@ -304,7 +305,7 @@ async fn walk(
     stack
         .apply_plan(&script.plans.stage1, "scenario: stage 1")
         .await?;
-    let (reads, mismatches) = shadow_until_clean(stack, script, generator).await?;
+    let shadowed = shadow_until_clean(stack, script, generator).await?;
     mark("stage 1: shadow clean", generator);
     for (to, percent) in [("canary", Some(50)), ("migrated", None)] {
         for route in READ_ROUTES {
@@ -351,7 +352,7 @@ async fn walk(
         placed(generator, per_step).await?;
         mark(&format!("stage 2: {label}"), generator);
     }
-    Ok((reads, mismatches))
+    Ok(shadowed)
 }
 
 fn state_label(to: &str, percent: Option<u8>) -> String {
@@ -361,6 +362,19 @@ fn state_label(to: &str, percent: Option<u8>) -> String {
     }
 }
 
+/// What stage 1's shadow batches compared.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Shadowed {
+    pub reads: u64,
+    pub mismatches: u64,
+    /// The strangler's stored mismatches of each batch that had any (up to
+    /// [`KEPT_PER_BATCH`] a batch), as `GET /api/mismatches` gives them.
+    pub kept: Vec<Value>,
+}
+
+/// Stored mismatches copied into the summary from one batch.
+const KEPT_PER_BATCH: usize = 3;
+
 /// Reads settled orders (their life over, order-history showing them as
 /// Baedal does) and quiet members' histories through the front door,
 /// batch after batch, until one batch compares with 0 mismatches.
@@ -368,8 +382,8 @@ async fn shadow_until_clean(
     stack: &Stack,
     script: &Script,
     generator: &mut Generator,
-) -> anyhow::Result<(u64, u64)> {
-    let (mut all_reads, mut all_mismatches) = (0, 0);
+) -> anyhow::Result<Shadowed> {
+    let mut shadowed = Shadowed::default();
     for batch in 1..=SHADOW_BATCHES {
         let settled = settled_orders(stack, generator, script.shadow_reads).await?;
         let (matched_before, mismatched_before) = stack.shadow_counts(&READ_ROUTES).await?;
@@ -413,19 +427,28 @@ async fn shadow_until_clean(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        all_reads += reads;
-        all_mismatches += mismatched;
+        shadowed.reads += reads;
+        shadowed.mismatches += mismatched;
         println!("   batch {batch}: {reads} reads, {matched} matched, {mismatched} mismatched");
         if mismatched == 0 {
-            return Ok((all_reads, all_mismatches));
+            return Ok(shadowed);
         }
+        // Newest first: this batch's, as far as they were stored.
+        let limit = KEPT_PER_BATCH.min(usize::try_from(mismatched).unwrap_or(usize::MAX));
+        let kept = stack
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/mismatches?limit={limit}"),
+                None,
+            )
+            .await
+            .unwrap_or_else(|error| json!(format!("{error:#}")));
+        println!("   kept: {kept}");
+        shadowed.kept.push(kept);
     }
-    let kept = stack
-        .admin(reqwest::Method::GET, "/api/mismatches?limit=3", None)
-        .await
-        .unwrap_or_else(|error| json!(format!("{error:#}")));
     bail!(
-        "{SHADOW_BATCHES} shadow batches in a row had mismatches: the read routes stay in shadow. The last ones kept: {kept}"
+        "{SHADOW_BATCHES} shadow batches in a row had mismatches: the read routes stay in shadow. Kept from each: {}",
+        Value::Array(shadowed.kept)
     )
 }
 
@@ -454,7 +477,7 @@ async fn settled_orders(
             let path = format!("/api/orders/{}", order.order_no);
             let baedal = stack.get(&stack.monolith, &path, order.member).await?;
             let history = stack.get(&stack.history, &path, order.member).await?;
-            if baedal == history && baedal.0.is_success() {
+            if baedal == history && baedal.0.is_success() && life_is_over(&baedal.1) {
                 settled.push(order);
             } else {
                 still.push(order);
@@ -471,6 +494,21 @@ async fn settled_orders(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether an order as Baedal shows it will change no more: delivered, or
+/// rejected or cancelled with its payment settled (declined, voided or
+/// refunded, or never taken). A read of an order still on its way differs
+/// between Baedal and a read model by timing alone.
+fn life_is_over(order: &Value) -> bool {
+    let payment = order["payment"]["status"].as_str();
+    match order["status"].as_str() {
+        Some("DELIVERED") => true,
+        Some("REJECTED" | "CANCELLED") => {
+            matches!(payment, None | Some("DECL" | "VOID" | "RFND"))
+        }
+        _ => false,
     }
 }
 
@@ -528,4 +566,36 @@ pub async fn progress_line(
             .map_or("n/a".to_owned(), |ms| format!("{ms} ms")),
         states.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(status: &str, payment: Option<&str>) -> Value {
+        json!({
+            "status": status,
+            "payment": payment.map(|status| json!({ "status": status, "amount": 18_000 })),
+        })
+    }
+
+    #[test]
+    fn a_delivered_order_and_a_settled_refusal_change_no_more() {
+        assert!(life_is_over(&order("DELIVERED", Some("AUTH"))));
+        assert!(life_is_over(&order("REJECTED", Some("RFND"))));
+        assert!(life_is_over(&order("CANCELLED", Some("VOID"))));
+        assert!(life_is_over(&order("CANCELLED", Some("DECL"))));
+        assert!(life_is_over(&order("CANCELLED", None)));
+    }
+
+    #[test]
+    fn an_order_on_its_way_or_owed_its_money_is_still_changing() {
+        for status in ["ORDERED", "PAID", "ACCEPTED", "PICKED_UP"] {
+            assert!(!life_is_over(&order(status, Some("AUTH"))), "{status}");
+        }
+        assert!(!life_is_over(&order("REJECTED", Some("RFND_REQ"))));
+        assert!(!life_is_over(&order("CANCELLED", Some("AUTH"))));
+        assert!(!life_is_over(&order("CANCELLED", Some("VOID_REQ"))));
+        assert!(!life_is_over(&json!({ "title": "Not Found" })));
+    }
 }
