@@ -260,19 +260,28 @@ async fn a_tester_is_told_which_service_answered(_: PgPoolOptions, options: PgCo
 
 #[sqlx::test]
 async fn only_the_strangler_tells_who_answered(_: PgPoolOptions, options: PgConnectOptions) {
-    // A backend that claims the header for itself.
-    let forging = support::serve(
-        axum::Router::new().fallback(|| async { ([("x-strangler-served-by", "forged")], "hello") }),
-    )
+    // A backend that claims the header, and another of the strangler's
+    // names, for itself.
+    let forging = support::serve(axum::Router::new().fallback(|| async {
+        (
+            [
+                ("x-strangler-served-by", "forged"),
+                ("x-strangler-backend", "new"),
+            ],
+            "hello",
+        )
+    }))
     .await;
     let new = TestBackend::spawn("new").await;
     let file = PlanFile::new(&support::plan_urls(&forging, &new.url, ROUTES));
     let s = TestStrangler::start(settings(&options, &file)).await;
     let response = s.get("/anything").send().await.unwrap();
-    assert!(
-        response.headers().get("x-strangler-served-by").is_none(),
-        "stripped from the backend's answer"
-    );
+    for own in ["x-strangler-served-by", "x-strangler-backend"] {
+        assert!(
+            response.headers().get(own).is_none(),
+            "{own} stripped from the backend's answer"
+        );
+    }
     let response = s
         .get("/anything")
         .header("x-strangler-tester-token", TESTER_TOKEN)

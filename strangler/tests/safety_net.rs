@@ -489,35 +489,46 @@ async fn a_keyed_write_that_reached_no_backend_is_not_held_to_a_side(
     _: PgPoolOptions,
     options: PgConnectOptions,
 ) {
-    let (legacy, mut new, s, _plan) = start(options, KEYED, quick_breaker).await;
+    // Open for a minute once tripped: the fourth attempt is refused, never
+    // a half-open trial, however slow the machine.
+    let (legacy, mut new, s, _plan) = start(options, KEYED, |settings| {
+        settings.proxy.breaker_failures = 3;
+        settings.proxy.breaker_open_ms = 60_000;
+    })
+    .await;
     new.kill().await;
-    // No connection, then the breaker open: the new backend saw neither
-    // attempt, so nobody knows the key.
-    for _ in 0..4 {
+    // No connection three times, then the breaker open: the new backend
+    // saw none of the attempts, so nobody knows the key.
+    for (attempt, status, problem) in [
+        (1, StatusCode::BAD_GATEWAY, "backend-unreachable"),
+        (2, StatusCode::BAD_GATEWAY, "backend-unreachable"),
+        (3, StatusCode::BAD_GATEWAY, "backend-unreachable"),
+        (4, StatusCode::SERVICE_UNAVAILABLE, "circuit-open"),
+    ] {
         let response = keyed_write(&s, "7", "order-7")
             .header("x-strangler-tester-token", TESTER_TOKEN)
             .send()
             .await
             .unwrap();
-        assert!(
-            matches!(
-                response.status(),
-                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-            ),
-            "{}",
-            response.status()
-        );
+        assert_eq!(response.status(), status, "attempt {attempt}");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(
+                response.headers()["retry-after"],
+                "60",
+                "the breaker stays open a minute"
+            );
+        }
         assert_eq!(
             response.headers()["x-strangler-served-by"],
             "strangler",
             "the problem is the strangler's, not the new backend's"
         );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["type"].as_str().is_some_and(|t| t.ends_with(problem)),
+            "attempt {attempt}: {body}"
+        );
     }
-    assert_eq!(
-        s.metric("strangler_breaker_state{backend=\"new\"}").await,
-        1.0,
-        "the breaker refused the last attempts"
-    );
     s.control
         .rollback("alice", "orders.place", "the new backend is down")
         .await

@@ -40,6 +40,7 @@ pub struct Breaker<Req, Res, Err> {
     name: Arc<str>,
     service: BoxCloneSyncService<Req, Res, CircuitBreakerError<Err>>,
     state: Arc<dyn Fn() -> CircuitState + Send + Sync>,
+    open_for: Duration,
 }
 
 impl<Req, Res, Err> Clone for Breaker<Req, Res, Err> {
@@ -48,6 +49,7 @@ impl<Req, Res, Err> Clone for Breaker<Req, Res, Err> {
             name: Arc::clone(&self.name),
             service: self.service.clone(),
             state: Arc::clone(&self.state),
+            open_for: self.open_for,
         }
     }
 }
@@ -123,6 +125,7 @@ where
             name: Arc::from(name),
             service: BoxCloneSyncService::new(breaker),
             state: Arc::new(move || probe.state_sync()),
+            open_for: settings.open_for,
         })
     }
 
@@ -132,6 +135,12 @@ where
 
     pub fn state(&self) -> CircuitState {
         (self.state)()
+    }
+
+    /// How long it stays open before its trial call: the most a caller it
+    /// refuses has to wait (`Retry-After`).
+    pub fn open_for(&self) -> Duration {
+        self.open_for
     }
 
     /// Calls through the breaker: `OpenCircuit` without touching the inner

@@ -101,8 +101,10 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Removes the strangler's own headers and cookies from a client request.
-fn strip_own(headers: &mut HeaderMap) {
+/// Removes headers named as the strangler's own (`x-strangler-…`): from a
+/// client's request, where they are for the strangler alone, and from a
+/// backend's answer, where only the strangler may set them.
+pub fn strip_own_headers(headers: &mut HeaderMap) {
     let own: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with(OWN_PREFIX))
@@ -111,6 +113,11 @@ fn strip_own(headers: &mut HeaderMap) {
     for name in own {
         headers.remove(name);
     }
+}
+
+/// Removes the strangler's own headers and cookies from a client request.
+fn strip_own(headers: &mut HeaderMap) {
+    strip_own_headers(headers);
     // Bytes, not text: a browser may send UTF-8 in a cookie value, and
     // such a header must not be dropped whole.
     let own = |pair: &[u8]| {

@@ -11,19 +11,23 @@
 //! So the strangler remembers, per route, member and key, the side the
 //! first attempt went to, and sends every retry there. An attempt that
 //! provably reached no backend (no connection, the instance at its limit,
-//! the breaker refusing it, its body broken before it was sent) is
-//! forgotten again, unless a retry has followed it meanwhile: nobody knows
-//! its key, so its retries may go where the route says.
+//! the breaker refusing it, its buffered body broken before it was sent)
+//! says so; once the first attempt and every retry that followed it have
+//! said so, nobody knows the key and the write is forgotten: its next
+//! retry goes where the route says.
 //!
 //! Each write is kept as a 64-bit hash of (route, member, key) under a key
 //! this process draws at random: an entry takes the same few bytes however
 //! long the client's headers, and nobody outside can aim two writes at one
-//! hash. The memory is this process's: bounded in entries and in age (the
-//! oldest go first), and lost on a restart. A retry that outlives it, or
+//! hash. The memory is this process's: bounded in entries (each kept once,
+//! in a map and in the order of its arrival) and in age (the oldest go
+//! first), and lost on a restart. Every keyed write on a route with a new
+//! backend is remembered, so under a steady stream the memory reaches back
+//! entries ÷ keyed writes per second at most. A retry that outlives it, or
 //! reaches another strangler instance, is routed as the route says; see
 //! docs/patterns/automatic-rollback.md#keyed-writes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,13 +45,16 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Expired writes forgotten per keyed request at most, so that the first
 /// write after a quiet spell does not hold the lock through a long sweep
-/// (an expired write found on lookup counts as forgotten anyway).
+/// (an expired write found on lookup is treated as forgotten anyway).
 const SWEEP: usize = 64;
 
 /// The `Idempotency-Key` of a write (`None` for a safe request, which
-/// needs none): its client may retry it with that key.
+/// needs none, and for an empty key, which neither side accepts): its
+/// client may retry it with that key.
 pub fn write_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
-    headers.get(&IDEMPOTENCY_KEY).filter(|_| !is_safe(method))
+    headers
+        .get(&IDEMPOTENCY_KEY)
+        .filter(|key| !is_safe(method) && !key.is_empty())
 }
 
 /// One keyed write: the route, the member (the route's cohort key, which
@@ -88,15 +95,15 @@ pub struct KeyedWrites {
     evicted: Counter,
 }
 
+/// The kept writes twice over, always the same ones: by hash, and by
+/// generation (the order they were remembered in, oldest first).
 #[derive(Debug, Default)]
 struct Memory {
     sides: HashMap<u64, Kept>,
-    /// In the order first seen, to forget the oldest first. An entry that
-    /// was forgotten out of turn, or remembered anew, leaves its old place
-    /// here behind: a place whose generation is not its entry's is skipped.
-    /// Times are read before the lock, so neighbours may be out of order
-    /// by the few microseconds two requests race for it.
-    seen: VecDeque<(Instant, u64, u64)>,
+    /// Generation → (when, hash). Times are read before the lock, so
+    /// neighbours may be out of order by the few microseconds two
+    /// requests race for it.
+    order: BTreeMap<u64, (Instant, u64)>,
     next_generation: u64,
 }
 
@@ -105,15 +112,17 @@ struct Kept {
     side: Side,
     at: Instant,
     generation: u64,
-    /// A retry went where this write's first attempt went: the write may
-    /// have reached that side, whatever became of the first attempt.
-    followed: bool,
+    /// The first attempt said it reached no backend.
+    first_unsent: bool,
+    /// Retries that followed the first attempt and have not said they
+    /// reached no backend: each may have reached the side, or may yet.
+    open_retries: u32,
 }
 
 impl KeyedWrites {
     /// Remembers at most `capacity` writes, each for `remembered_for`;
     /// `remembered` follows how many are kept, `evicted` counts those
-    /// forgotten for room before their time.
+    /// forgotten for room before their time was up.
     pub fn new(
         remembered_for: Duration,
         capacity: usize,
@@ -142,37 +151,45 @@ impl KeyedWrites {
         // Nothing panics while the lock is held; a poisoned map is whole.
         let mut memory = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         memory.sweep(cutoff, SWEEP);
-        let live = memory
-            .sides
-            .get_mut(&hash)
-            .filter(|kept| cutoff.is_none_or(|cutoff| kept.at >= cutoff));
-        if let Some(kept) = live {
-            kept.followed = true;
-            let (side, generation) = (kept.side, kept.generation);
-            return Some(Remembered {
-                side,
-                entry: Entry {
-                    hash,
-                    generation,
-                    fresh: false,
-                },
-            });
+        let expired = |at: Instant| cutoff.is_some_and(|cutoff| at < cutoff);
+        match memory.sides.get_mut(&hash) {
+            Some(kept) if !expired(kept.at) => {
+                kept.open_retries = kept.open_retries.saturating_add(1);
+                let (side, generation) = (kept.side, kept.generation);
+                self.remembered.set(gauge_value(memory.sides.len()));
+                return Some(Remembered {
+                    side,
+                    entry: Entry {
+                        hash,
+                        generation,
+                        fresh: false,
+                    },
+                });
+            }
+            Some(_) => memory.remove(hash),
+            None => {}
         }
-        while memory.sides.len() >= self.capacity && memory.forget_oldest() {
-            self.evicted.inc();
+        while memory.sides.len() >= self.capacity {
+            match memory.forget_oldest() {
+                Some(at) if !expired(at) => {
+                    self.evicted.inc();
+                }
+                Some(_) => {}
+                None => break,
+            }
         }
         let generation = memory.next_generation;
         memory.next_generation += 1;
-        memory.sides.insert(
+        memory.insert(
             hash,
             Kept {
                 side: chosen,
                 at: now,
                 generation,
-                followed: false,
+                first_unsent: false,
+                open_retries: 0,
             },
         );
-        memory.seen.push_back((now, hash, generation));
         self.remembered.set(gauge_value(memory.sides.len()));
         Some(Remembered {
             side: chosen,
@@ -184,19 +201,25 @@ impl KeyedWrites {
         })
     }
 
-    /// The first attempt that made `entry` reached no backend: forgets it,
-    /// unless a retry has followed it meanwhile (that one may have).
+    /// The attempt that holds `entry` reached no backend. Once the first
+    /// attempt and every retry that followed it have said so, nobody knows
+    /// the key: the write is forgotten.
     pub fn unsent(&self, entry: Entry) {
-        if !entry.fresh {
-            return;
-        }
         let mut memory = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let mine = memory
+        let Some(kept) = memory
             .sides
-            .get(&entry.hash)
-            .is_some_and(|kept| kept.generation == entry.generation && !kept.followed);
-        if mine {
-            memory.sides.remove(&entry.hash);
+            .get_mut(&entry.hash)
+            .filter(|kept| kept.generation == entry.generation)
+        else {
+            return;
+        };
+        if entry.fresh {
+            kept.first_unsent = true;
+        } else {
+            kept.open_retries = kept.open_retries.saturating_sub(1);
+        }
+        if kept.first_unsent && kept.open_retries == 0 {
+            memory.remove(entry.hash);
             self.remembered.set(gauge_value(memory.sides.len()));
         }
     }
@@ -216,34 +239,37 @@ impl KeyedWrites {
 }
 
 impl Memory {
-    /// Forgets at most `most` writes first seen before `cutoff` (`None`:
+    fn insert(&mut self, hash: u64, kept: Kept) {
+        if let Some(old) = self.sides.insert(hash, kept) {
+            self.order.remove(&old.generation);
+        }
+        self.order.insert(kept.generation, (kept.at, hash));
+    }
+
+    fn remove(&mut self, hash: u64) {
+        if let Some(kept) = self.sides.remove(&hash) {
+            self.order.remove(&kept.generation);
+        }
+    }
+
+    /// Forgets at most `most` writes remembered before `cutoff` (`None`:
     /// the clock has not run that long; nothing is that old).
     fn sweep(&mut self, cutoff: Option<Instant>, most: usize) {
         let Some(cutoff) = cutoff else { return };
         for _ in 0..most {
-            match self.seen.front() {
-                Some((at, _, _)) if *at < cutoff => {
-                    self.forget_oldest();
-                }
+            match self.order.first_key_value() {
+                Some((_, &(at, hash))) if at < cutoff => self.remove(hash),
                 _ => return,
             }
         }
     }
 
-    /// Forgets the oldest write still kept (skipping places left behind);
-    /// whether there was one.
-    fn forget_oldest(&mut self) -> bool {
-        while let Some((_, hash, generation)) = self.seen.pop_front() {
-            if self
-                .sides
-                .get(&hash)
-                .is_some_and(|kept| kept.generation == generation)
-            {
-                self.sides.remove(&hash);
-                return true;
-            }
-        }
-        false
+    /// Forgets the oldest write kept; when it was remembered, if there
+    /// was one.
+    fn forget_oldest(&mut self) -> Option<Instant> {
+        let (_, (at, hash)) = self.order.pop_first()?;
+        self.sides.remove(&hash);
+        Some(at)
     }
 }
 
@@ -374,13 +400,100 @@ mod tests {
         let first = writes.side(write("7", "k2"), Side::New, now).unwrap();
         let retry = writes.side(write("7", "k2"), Side::Legacy, now).unwrap();
         assert!(!retry.entry.fresh);
-        writes.unsent(retry.entry);
         writes.unsent(first.entry);
         assert_eq!(
             side(&writes, write("7", "k2"), Side::Legacy, now),
             Side::New,
             "a retry followed the first attempt and may have reached the new side"
         );
+        let _ = retry;
+    }
+
+    #[test]
+    fn a_write_whose_every_attempt_reached_nobody_is_forgotten_in_any_order() {
+        let writes = writes(10);
+        let now = Instant::now();
+        // The retry says so first, then the first attempt.
+        let first = writes.side(write("7", "k1"), Side::New, now).unwrap();
+        let retry = writes.side(write("7", "k1"), Side::Legacy, now).unwrap();
+        writes.unsent(retry.entry);
+        assert_eq!(writes.len(), 1, "the first attempt may still be sent");
+        writes.unsent(first.entry);
+        assert!(writes.is_empty());
+        // The first attempt says so first, then its two retries.
+        let first = writes.side(write("7", "k2"), Side::New, now).unwrap();
+        let one = writes.side(write("7", "k2"), Side::Legacy, now).unwrap();
+        let two = writes.side(write("7", "k2"), Side::Legacy, now).unwrap();
+        writes.unsent(first.entry);
+        writes.unsent(one.entry);
+        assert_eq!(writes.len(), 1, "the second retry may still be sent");
+        writes.unsent(two.entry);
+        assert_eq!(
+            side(&writes, write("7", "k2"), Side::Legacy, now),
+            Side::Legacy,
+            "nobody knows the key"
+        );
+    }
+
+    #[test]
+    fn the_sweep_forgets_only_writes_whose_time_is_up() {
+        let writes = writes(10);
+        let start = Instant::now();
+        let forgotten = writes.side(write("7", "k1"), Side::New, start).unwrap();
+        writes.unsent(forgotten.entry);
+        side(
+            &writes,
+            write("7", "k2"),
+            Side::New,
+            start + Duration::from_secs(30),
+        );
+        // k3 sweeps past k1's time; k2 has 29 s to go.
+        side(
+            &writes,
+            write("7", "k3"),
+            Side::New,
+            start + Duration::from_secs(61),
+        );
+        assert_eq!(
+            side(
+                &writes,
+                write("7", "k2"),
+                Side::Legacy,
+                start + Duration::from_secs(62)
+            ),
+            Side::New
+        );
+    }
+
+    #[test]
+    fn writes_forgotten_out_of_turn_leave_nothing_behind() {
+        let writes = writes(10);
+        let now = Instant::now();
+        for n in 0..1_000 {
+            let key = format!("k{n}");
+            let first = writes.side(write("7", &key), Side::New, now).unwrap();
+            writes.unsent(first.entry);
+        }
+        // Remembered anew after its time: one place, not two.
+        side(&writes, write("7", "again"), Side::New, now);
+        side(
+            &writes,
+            write("7", "again"),
+            Side::New,
+            now + Duration::from_secs(61),
+        );
+        let memory = writes.inner.lock().unwrap();
+        assert_eq!((memory.sides.len(), memory.order.len()), (1, 1));
+    }
+
+    #[test]
+    fn an_empty_or_a_safe_requests_key_is_no_key() {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k1"));
+        assert!(write_key(&Method::POST, &headers).is_some());
+        assert!(write_key(&Method::GET, &headers).is_none());
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static(""));
+        assert!(write_key(&Method::POST, &headers).is_none());
     }
 
     #[test]

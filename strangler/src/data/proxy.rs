@@ -544,9 +544,11 @@ impl Proxy {
     }
 
     /// The answer to a request the breaker refused and that cannot go to
-    /// legacy instead.
+    /// legacy instead, with the most it has to wait for a trial call
+    /// (whole seconds, rounded up) as `Retry-After`.
     fn circuit_open(&self, exchange: &Exchange<'_>, new: &Backend) -> Response<Body> {
-        self.problem(
+        let wait = new.breaker.as_ref().map(|breaker| breaker.open_for());
+        let mut response = self.problem(
             exchange,
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -557,7 +559,15 @@ impl Proxy {
                 "The {} service is recovering and this request cannot be sent elsewhere.",
                 new.name
             )),
-        )
+        );
+        if let Some(wait) = wait {
+            let seconds = wait.as_millis().div_ceil(1_000).max(1);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+            );
+        }
+        response
     }
 
     /// A keyed write's first attempt reached no backend: its key is
@@ -1017,8 +1027,9 @@ where
 {
     let (mut parts, body) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut parts.headers);
-    // Only the strangler tells a tester who answered.
-    parts.headers.remove(SERVED_BY);
+    // Only the strangler tells a tester who answered, or anything else
+    // under its own name.
+    forwarding::strip_own_headers(&mut parts.headers);
     parts
         .headers
         .entry(REQUEST_ID)
