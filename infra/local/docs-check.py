@@ -20,7 +20,8 @@ or takes minutes) is marked just before its fence, invisibly on the page:
     <!-- docs-check: skip (make chaos takes half an hour; its figures are below) -->
 
 Usage: docs-check.py [PAGE.md ...]   (default: README.md, docs/tutorials,
-docs/patterns). Writes target/docs-check/report.json; exits 1 on a failure.
+docs/patterns). Writes target/docs-check/report.json; exits 1 on a failure
+or when no block ran, 2 when the stack is not up on the default ports.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FENCE = re.compile(r"^```(sh|bash)\s*$")
+# A fence may be indented (a block inside a list item); its body is
+# dedented by as much.
+FENCE = re.compile(r"^(\s*)```(sh|bash)\s*$")
 SKIP = re.compile(r"^<!--\s*docs-check:\s*skip\b\s*(.*?)\s*-->\s*$")
 EXPECT = re.compile(r"^\s*#\s*→\s?(.*)$")
-PAGE_TIMEOUT = int(os.environ.get("DOCS_CHECK_PAGE_SECONDS", "600"))
+try:
+    PAGE_TIMEOUT = int(os.environ.get("DOCS_CHECK_PAGE_SECONDS", "600"))
+except ValueError:
+    sys.exit("docs-check: DOCS_CHECK_PAGE_SECONDS must be a whole number of seconds")
 MARK = "@@docs-check@@"
 
 
@@ -58,12 +64,14 @@ def blocks(page: Path) -> list[Block]:
     lines = page.read_text(encoding="utf-8").splitlines()
     i = 0
     while i < len(lines):
-        if FENCE.match(lines[i]):
+        if fence := FENCE.match(lines[i]):
+            indent = len(fence.group(1))
             start = i
             body: list[str] = []
             i += 1
             while i < len(lines) and lines[i].strip() != "```":
-                body.append(lines[i])
+                line = lines[i]
+                body.append(line[indent:] if line[:indent].isspace() else line.lstrip())
                 i += 1
             skip = None
             before = start - 1
@@ -109,8 +117,9 @@ def run_page(page: Path) -> dict:
         "LANG": "C.UTF-8",
         "TERM": "dumb",
     }
-    if "CARGO_TARGET_DIR" in os.environ:
-        env["CARGO_TARGET_DIR"] = os.environ["CARGO_TARGET_DIR"]
+    for name in ("CARGO_TARGET_DIR", "CARGO_HOME", "RUSTUP_HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     started = time.monotonic()
     # From a file, with no input: a command that reads standard input
     # would otherwise eat the blocks after it.
@@ -118,30 +127,32 @@ def run_page(page: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runner = out / (page.stem + ".sh")
     runner.write_text(script(runnable), encoding="utf-8")
-    process = subprocess.Popen(
-        ["bash", "--noprofile", "--norc", str(runner)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    )
-    try:
-        output, _ = process.communicate(timeout=PAGE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        result["failures"].append({"line": 0, "why": f"the page ran over {PAGE_TIMEOUT} s"})
-    finally:
-        # Whatever a block left running in the background (a stand-in).
+    # Into a file, not a pipe: something a block left in the background
+    # (a stand-in) may hold its output open long after the page ended.
+    captured = out / (page.stem + ".out")
+    with captured.open("wb") as sink:
+        process = subprocess.Popen(
+            ["bash", "--noprofile", "--norc", str(runner)],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            process.wait(timeout=PAGE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            result["failures"].append({"line": 0, "why": f"the page ran over {PAGE_TIMEOUT} s"})
+        finally:
+            # Whatever a block left running in the background.
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+    output = captured.read_text(encoding="utf-8", errors="replace")
     result["seconds"] = round(time.monotonic() - started, 1)
     outputs = split(output)
     for n, block in enumerate(runnable):
@@ -225,7 +236,11 @@ def main() -> int:
     (out / "report.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     failed = sum(1 for r in results if r["failures"])
     total = sum(r["seconds"] for r in results)
-    print(f"\n{len(results) - failed}/{len(results)} pages pass in {total:.0f} s; report in target/docs-check/report.json")
+    ran = sum(r["blocks"] - len(r["skipped"]) for r in results)
+    print(f"\n{len(results) - failed}/{len(results)} pages pass ({ran} blocks run) in {total:.0f} s; report in target/docs-check/report.json")
+    if ran == 0:
+        print("docs-check: no block ran: the pages moved, or the ones named have no sh block", file=sys.stderr)
+        return 1
     return 1 if failed else 0
 
 
