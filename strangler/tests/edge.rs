@@ -1055,6 +1055,29 @@ async fn bodies_past_the_held_memory_budget_stream_without_a_fallback(
 }
 
 #[sqlx::test]
+async fn a_keyed_write_is_not_held_for_a_replay_it_can_never_have(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let dead = dead_url().await;
+    let (legacy, _new, s, _plan) = start_scripted(options, &body_routes(&dead), |settings| {
+        settings.proxy.replay_memory_limit_bytes = 4;
+    })
+    .await;
+    // Past the budget, but a keyed write never falls back: its body is
+    // streamed to the new backend (down) without being held, so nothing
+    // counts as a body the budget could not hold.
+    let mut request = post("/fallback/orders", Chunked::new(&pattern(10), 2));
+    request
+        .headers_mut()
+        .insert("idempotency-key", "order-1".parse().expect("a header"));
+    let (head, _, _) = send(&s.public, request).await;
+    assert_eq!(head.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(Receipts::get(&legacy.receipts.writes), 0);
+    assert_eq!(s.metric("strangler_unheld_bodies_total").await, 0.0);
+}
+
+#[sqlx::test]
 async fn connect_and_trace_are_not_forwarded(_: PgPoolOptions, options: PgConnectOptions) {
     let legacy = TestBackend::spawn("legacy").await;
     let file = PlanFile::new(&plan(&legacy, &legacy, ""));

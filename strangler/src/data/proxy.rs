@@ -443,11 +443,13 @@ impl Proxy {
         }
     }
 
-    /// A request for the new backend of a route in `canary` or `migrated`:
-    /// through the backend's breaker, watched by the route's guard, and
-    /// sent to legacy instead when the new backend cannot have seen it
-    /// (breaker open, no connection, instance at its limit) or, for a safe
-    /// request, timed out; never a write that carries an Idempotency-Key.
+    /// A request for the new backend of a route in `canary` or `migrated`,
+    /// or a keyed write pinned to the new side whatever the route's state:
+    /// through the backend's breaker, watched by the route's guard (if the
+    /// route has one now), and sent to legacy instead when the new backend
+    /// cannot have seen it (breaker open, no connection, instance at its
+    /// limit) or, for a safe request, timed out; never a write that
+    /// carries an Idempotency-Key, whose body is therefore not copied.
     async fn guarded(
         &self,
         exchange: &Exchange<'_>,
@@ -460,22 +462,25 @@ impl Proxy {
             let outcome = self.call(exchange, Side::New, new, parts, body).await;
             return self.answer(exchange, new, outcome);
         };
-        let body = match self.keep_copy(body).await {
-            Ok(body) => body,
-            Err(failure) => {
-                self.unsent(exchange);
-                let outcome = Err(failure);
-                self.observe(exchange, Side::New, new, &outcome, Duration::ZERO);
-                return self.answer(exchange, new, outcome);
-            }
-        };
-        let replay = body.again();
-        let safe = is_safe(&parts.method);
         // A write with an Idempotency-Key never changes sides: an earlier
         // attempt with the same key may have reached the new backend, and
         // legacy, which does not know the key, would act on it a second
         // time (two orders for one key). It waits for the new backend.
         let keyed = write_key(&parts.method, &parts.headers).is_some();
+        let body = if keyed {
+            body
+        } else {
+            match self.keep_copy(body).await {
+                Ok(body) => body,
+                Err(failure) => {
+                    let outcome = Err(failure);
+                    self.observe(exchange, Side::New, new, &outcome, Duration::ZERO);
+                    return self.answer(exchange, new, outcome);
+                }
+            }
+        };
+        let replay = body.again();
+        let safe = is_safe(&parts.method);
         // A request that cannot be resent goes to legacy at once while the
         // breaker is open. The others ask the breaker, which is also what
         // lets it move on to half-open when its wait is over.
