@@ -22,7 +22,6 @@ pub mod apply;
 pub mod order_numbers;
 
 use std::future::Future;
-use std::time::Duration;
 
 use chassis::db::{DatabaseError, DatabaseSettings};
 use chassis::messaging::consumer::{self, Consumer, ConsumerCheck, ConsumerMetrics};
@@ -30,7 +29,6 @@ use chassis::messaging::topology::QueueSpec;
 use chassis::messaging::{MessagingError, amqp};
 use serde::Deserialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 pub use apply::{ApplyToLegacy, SyncBackMetrics};
 
@@ -70,10 +68,7 @@ pub fn legacy_pool(settings: &DatabaseSettings) -> Result<PgPool, DatabaseError>
     let options = settings
         .connect_options()?
         .options([("search_path", "acl,public")]);
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect_lazy_with(options))
+    Ok(settings.pool_with(options))
 }
 
 #[derive(Debug, thiserror::Error)]
