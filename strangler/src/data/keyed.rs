@@ -11,9 +11,9 @@
 //! So the strangler remembers, per route, member and key, the side the
 //! first attempt went to, and sends every retry there. An attempt that
 //! provably reached no backend (no connection, the instance at its limit,
-//! the breaker refusing it) says so; once the first attempt and every retry that followed it have
-//! said so, nobody knows the key and the write is forgotten: its next
-//! retry goes where the route says.
+//! the breaker refusing it) says so; once the first attempt and every
+//! retry that followed it have said so, nobody knows the key and the
+//! write is forgotten: its next retry goes where the route says.
 //!
 //! Each write is kept as a 64-bit hash of (route, member, key) under a key
 //! this process draws at random: an entry takes the same few bytes however
