@@ -8,7 +8,7 @@
 //! - [`model`]: what the façade answers; the legacy model stops there.
 //! - [`legacy`]: the reads of the legacy database, behind a deadline and a
 //!   circuit breaker.
-//! - [`cache`]: answers kept between `fresh_for` and the staleness bound,
+//! - [`chassis::cache`]: answers kept between `fresh_for` and the staleness bound,
 //!   dropped when the change feed says they changed.
 //! - [`invalidation`]: the consumer of the feed's zero-payload facts that
 //!   drops cached answers.
@@ -21,7 +21,6 @@
 //! bound; else 503. A request with `Cache-Control: no-cache` skips the
 //! first step. The export is never cached.
 
-pub mod cache;
 pub mod http;
 pub mod invalidation;
 pub mod legacy;
@@ -42,7 +41,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use cache::{Cache, Freshness, Lookup};
+use chassis::cache::{Cache, Freshness, Lookup};
 use legacy::{Answer, LegacyError, LegacyReader, OrderSelection, Query};
 use model::{Member, Menu, OrderPage, Shop};
 

@@ -21,11 +21,14 @@
 //! - [`http_client`]: calls to other components and third parties with a
 //!   timeout, a bulkhead, safe retries and a fallback hook, behind the
 //!   circuit breaker of [`breaker`] (which the strangler uses too).
+//! - [`cache`]: answers kept for a while and dropped when the change feed
+//!   says they changed (the ACL's façade and ordering's catalog copy).
 //!
 //! The monolith does not use the chassis on purpose: it is the legacy system.
 
 pub mod app;
 pub mod breaker;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod health;

@@ -25,7 +25,10 @@
 //!    of Baedal's facts unchanged and empty for half a second, so one side's
 //!    background work does not land in the other's run. Each run also
 //!    reads the machine's CPU time (`/proc/stat`, all processes) per
-//!    placement.
+//!    placement: while the answers go out, and until the system has
+//!    settled, so that the work a side leaves behind (sync-back writing
+//!    ordering's orders into Baedal's tables, the feed, the relays) is
+//!    counted against its placements too.
 //! 2. **Latency.** The same, open loop, at half the slower side's
 //!    throughput (a rate both sides sustain), each request timed from the
 //!    moment it was due, so a stall counts for the requests it delays;
@@ -231,12 +234,19 @@ async fn placement(
     acl_settings.database.max_connections = 10;
     acl_settings.legacy.max_connections = 10;
     let acl = rig.start_acl(acl_settings).await;
+    // ordering's catalog copy as configured (ADR 0023): 0 measures
+    // ordering asking the ACL for every placement.
+    let catalog_fresh_for_ms = env_number(
+        "ORDERING_CATALOG__FRESH_FOR_MS",
+        ordering::CatalogSettings::default().fresh_for_ms,
+    )?;
     let ordering = running::RunningOrdering::start_with(
         &rig,
         admin,
         &acl.url,
         running::Tuning {
             max_connections: 10,
+            catalog_fresh_for_ms,
             ..running::Tuning::default()
         },
     )
@@ -259,7 +269,9 @@ async fn placement(
             .await?;
             system.stranglers.push(strangler);
         }
-        measure(&system, seconds, rounds).await
+        let mut measured = measure(&system, seconds, rounds).await?;
+        measured["catalog_copy_fresh_for_ms"] = json!(catalog_fresh_for_ms);
+        anyhow::Ok(measured)
     }
     .await;
     let System {
@@ -314,17 +326,30 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
     let mut rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         for index in alternate(round) {
-            let cpu = busy_ticks()?;
+            let started = CpuTicks::now()?;
             let run = closed_loop(&http, &system.stranglers[index].url, &bodies, seconds).await?;
-            let cpu = busy_ticks()? - cpu;
+            let answered = CpuTicks::now()?.since(started);
             placed += run.placed;
             let valid = counted.check(system, SIDES[index], run.placed).await?;
             let settled = settle(system, placed).await?;
+            // The work left behind when the last answer went out (sync-back,
+            // the feed, the relays) is the placements' too.
+            let until_settled = CpuTicks::now()?.since(started);
             rps.entry(SIDES[index]).or_default().push(run.rps());
-            closed
-                .entry(SIDES[index])
-                .or_default()
-                .push(run.describe(cpu, valid, settled));
+            let mut described = run.describe(answered.machine, valid, settled);
+            let ms = |ticks: u64| run.cpu_ms_per_placement(ticks);
+            if let Some(machine) = ms(until_settled.machine) {
+                described["cpu_ms_per_placement_until_settled"] = machine.into();
+                let parts =
+                    until_settled.postgres + until_settled.rabbitmq + until_settled.this_process;
+                described["cpu_ms_per_placement_until_settled_by_process"] = json!({
+                    "postgres": ms(until_settled.postgres),
+                    "rabbitmq": ms(until_settled.rabbitmq),
+                    "this_process": ms(until_settled.this_process),
+                    "rest_of_machine": ms(until_settled.machine.saturating_sub(parts)),
+                });
+            }
+            closed.entry(SIDES[index]).or_default().push(described);
         }
     }
     // Open loop at half the slower side's throughput.
@@ -362,6 +387,8 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
             ratio(&migrated["throughput"]["rps"], &legacy["throughput"]["rps"]),
         "cpu_per_placement_ratio_migrated_vs_legacy":
             ratio(&migrated["throughput"]["cpu_ms_per_placement"], &legacy["throughput"]["cpu_ms_per_placement"]),
+        "cpu_until_settled_per_placement_ratio_migrated_vs_legacy":
+            ratio(&migrated["throughput"]["cpu_ms_per_placement_until_settled"], &legacy["throughput"]["cpu_ms_per_placement_until_settled"]),
         "open_loop_rate_per_s": round3(rate),
         "p99_ratio_migrated_vs_legacy":
             ratio(&migrated["latency_at_fixed_rate"]["p99_us"], &legacy["latency_at_fixed_rate"]["p99_us"]),
@@ -535,11 +562,16 @@ impl Run {
         if self.not_sent > 0 {
             run["not_sent"] = self.not_sent.into();
         }
-        if cpu_ticks > 0 && self.placed > 0 {
-            let ms = cpu_ticks as f64 * 1000.0 / ticks_per_second() / self.placed as f64;
-            run["cpu_ms_per_placement"] = round3(ms).into();
+        if let Some(ms) = self.cpu_ms_per_placement(cpu_ticks) {
+            run["cpu_ms_per_placement"] = ms.into();
         }
         run
+    }
+
+    /// The machine's CPU time `cpu_ticks` per placement answered, in ms.
+    fn cpu_ms_per_placement(&self, cpu_ticks: u64) -> Option<f64> {
+        (cpu_ticks > 0 && self.placed > 0)
+            .then(|| round3(cpu_ticks as f64 * 1000.0 / ticks_per_second() / self.placed as f64))
     }
 }
 
@@ -664,6 +696,70 @@ async fn open_loop(
     Ok(tally(base, answers, not_sent, length.as_secs_f64()))
 }
 
+/// CPU time so far, in clock ticks, of the machine and of the processes
+/// that share it: PostgreSQL (every backend), RabbitMQ (the Erlang VM and
+/// its helpers) and this process (Baedal, the ACL, ordering, the
+/// stranglers, the sandbox and the load, all in-process). The rest of the
+/// machine's (the kernel's network work, processes gone meanwhile) is the
+/// difference.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTicks {
+    machine: u64,
+    postgres: u64,
+    rabbitmq: u64,
+    this_process: u64,
+}
+
+impl CpuTicks {
+    fn now() -> anyhow::Result<Self> {
+        let mut ticks = Self {
+            machine: busy_ticks()?,
+            ..Self::default()
+        };
+        let me = std::process::id().to_string();
+        for entry in std::fs::read_dir("/proc").context("/proc")? {
+            let Ok(entry) = entry else { continue };
+            let pid = entry.file_name();
+            let Some(pid) = pid
+                .to_str()
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            // Gone since the listing: nothing to count.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = &stat[open + 1..close];
+            // After the name: state, then utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let used: u64 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+                .sum();
+            match comm {
+                _ if pid == me => ticks.this_process += used,
+                "postgres" => ticks.postgres += used,
+                "beam.smp" | "erl_child_setup" | "epmd" | "inet_gethost" => ticks.rabbitmq += used,
+                _ => {}
+            }
+        }
+        Ok(ticks)
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            machine: self.machine.saturating_sub(earlier.machine),
+            postgres: self.postgres.saturating_sub(earlier.postgres),
+            rabbitmq: self.rabbitmq.saturating_sub(earlier.rabbitmq),
+            this_process: self.this_process.saturating_sub(earlier.this_process),
+        }
+    }
+}
+
 /// The machine's busy CPU time so far, in clock ticks (every process).
 fn busy_ticks() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/stat").context("/proc/stat")?;
@@ -763,11 +859,26 @@ fn summary(runs: &[Value]) -> Value {
         (!values.is_empty()).then(|| round3(median(values)))
     };
     let sum_of = |key: &str| runs.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
+    let median_of_part = |part: &str| {
+        let values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r["cpu_ms_per_placement_until_settled_by_process"][part].as_f64())
+            .collect();
+        (!values.is_empty()).then(|| round3(median(values)))
+    };
     json!({
         "rps": median_of("rps"),
         "p50_us": median_of("p50_us"),
         "p99_us": median_of("p99_us"),
         "cpu_ms_per_placement": median_of("cpu_ms_per_placement"),
+        "cpu_ms_per_placement_until_settled": median_of("cpu_ms_per_placement_until_settled"),
+        "cpu_ms_per_placement_until_settled_by_process": {
+            "postgres": median_of_part("postgres"),
+            "rabbitmq": median_of_part("rabbitmq"),
+            "this_process": median_of_part("this_process"),
+            "rest_of_machine": median_of_part("rest_of_machine"),
+        },
+        "settled_after_ms": median_of("settled_after_ms"),
         "placed": sum_of("placed"),
         "errors": sum_of("errors"),
         "all_valid": runs.iter().all(|r| r["valid"] == true),
@@ -924,20 +1035,32 @@ async fn database_work(
         pgbench.run(Duration::from_secs(1)).await?;
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
+        let mut our_cpu = Vec::new();
+        let mut their_cpu = Vec::new();
         for round in 0..rounds {
             for index in alternate(round) {
-                if index == 0 {
-                    ours.push(store_loop(&orders, seconds, &next).await?);
+                let before = CpuTicks::now()?;
+                let rate = if index == 0 {
+                    store_loop(&orders, seconds, &next).await?
                 } else {
-                    theirs.push(pgbench.run(seconds).await?);
-                }
+                    pgbench.run(seconds).await?
+                };
+                let used = CpuTicks::now()?.since(before);
+                let placements = rate * seconds.as_secs_f64();
+                let (list, cpu) = if index == 0 {
+                    (&mut ours, &mut our_cpu)
+                } else {
+                    (&mut theirs, &mut their_cpu)
+                };
+                list.push(rate);
+                cpu.push(split_per_placement(used, placements));
             }
         }
-        anyhow::Ok((ours, theirs))
+        anyhow::Ok((ours, theirs, our_cpu, their_cpu))
     }
     .await;
     let _ = std::fs::remove_file(&pgbench.script);
-    let (ours, theirs) = measured?;
+    let (ours, theirs, our_cpu, their_cpu) = measured?;
     // Both did the whole work: every order paid, with its lines and facts.
     let rows = [all_paid(&store).await?, all_paid(&anchor).await?];
     store.close().await;
@@ -950,8 +1073,28 @@ async fn database_work(
         "rounds": {"ordering": ours.iter().copied().map(round3).collect::<Vec<_>>(),
                    "pgbench": theirs.iter().copied().map(round3).collect::<Vec<_>>()},
         "orders_stored": {"ordering": rows[0], "pgbench": rows[1]},
+        // Where the time went: PostgreSQL's backends, and the rest of the
+        // machine (the client: ordering's store in this process, or
+        // pgbench), in CPU ms per placement, medians over the rounds.
+        "cpu_ms_per_placement": {
+            "ordering": {"postgres": median_part(&our_cpu, 0), "client_and_rest": median_part(&our_cpu, 1)},
+            "pgbench": {"postgres": median_part(&their_cpu, 0), "client_and_rest": median_part(&their_cpu, 1)},
+        },
         "script": script,
     }))
+}
+
+/// CPU ms per placement of PostgreSQL and of the rest of the machine.
+fn split_per_placement(used: CpuTicks, placements: f64) -> [f64; 2] {
+    let ms = |ticks: u64| ticks as f64 * 1000.0 / ticks_per_second() / placements.max(1.0);
+    [
+        ms(used.postgres),
+        ms(used.machine.saturating_sub(used.postgres)),
+    ]
+}
+
+fn median_part(runs: &[[f64; 2]], part: usize) -> f64 {
+    round3(median(runs.iter().map(|r| r[part]).collect()))
 }
 
 /// The number of orders in a store of the database phase, once it is

@@ -17,7 +17,7 @@
 //!   and purpose), `Upstream` (shop, menu, member, next order number) and
 //!   `IdempotencyKeys` (the members' keys and first answers).
 //! - [`application::place`]: placing an order (the rules against the
-//!   catalog as it stands, a number from the shared sequence, the charge
+//!   catalog, a number from the shared sequence, the charge
 //!   before the answer, as Baedal charges) and the payment steps of the
 //!   place-order saga, persisted beside the order, with the sweeper that
 //!   resumes them after a crash (`tests/saga.rs`).
@@ -29,6 +29,10 @@
 //!   chassis' outbox ([`adapters::translate`] turns the domain's events
 //!   into the published language); the payment gateway's and the ACL's
 //!   clients on the chassis' resilient client.
+//! - [`adapters::catalog_copy`]: the shops, menus and members' addresses
+//!   the ACL answered, kept in memory and dropped when Baedal's change
+//!   feed says they changed, so that pricing an order asks nothing
+//!   upstream (ADR 0023; `tests/catalog_copy.rs`).
 //!
 //! - [`adapters::inbound::native`]: the service's own API,
 //!   `GET /v1/orders/{order_no}` (the order with its saga's step) and
@@ -58,6 +62,9 @@
 //! | `ORDERING_SAGA__SWEEP_BATCH` | 100 | due steps taken up per look |
 //! | `ORDERING_QUEUE` | `ordering.legacy-facts` | the queue of Baedal's facts ordering follows |
 //! | `ORDERING_CONSUMERS` | 2 | consumers of that queue in this process |
+//! | `ORDERING_CATALOG__FRESH_FOR_MS` | 10000 | how long the catalog copy (shops, menus, members' addresses) prices orders without asking the ACL; the change feed drops changed entries sooner; 0 turns the copy off (ADR 0023) |
+//! | `ORDERING_CATALOG__MAX_ENTRIES` | 10000 | entries per kind in the copy |
+//! | `ORDERING_CATALOG__QUEUE` | `ordering.catalog-copy` | the queue of the copy's invalidations: one per ordering instance |
 
 pub mod adapters;
 pub mod application;
@@ -79,6 +86,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use adapters::catalog_copy::{Catalog, CatalogCopy, CatalogFacts, CatalogMetrics};
 use adapters::inbound::messaging::{self, Follower};
 use adapters::inbound::{legacy, native};
 use adapters::outbound::acl::AclUpstream;
@@ -86,6 +94,7 @@ use adapters::outbound::payment_gateway::PaymentGateway;
 use adapters::outbound::postgres::{PgIdempotencyKeys, PgOrders};
 use application::place::{Deadlines, Placing};
 
+pub use adapters::catalog_copy::CatalogSettings;
 pub use adapters::outbound::postgres::prepare_database;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +119,9 @@ pub struct Settings {
     /// Consumers of that queue in this process.
     #[serde(default = "two")]
     pub consumers: usize,
+    /// The copy of the catalog that prices orders (ADR 0023).
+    #[serde(default)]
+    pub catalog: CatalogSettings,
 }
 
 fn default_queue() -> String {
@@ -218,7 +230,7 @@ impl Settings {
     }
 }
 
-type Saga = Placing<PgOrders, PaymentGateway, AclUpstream>;
+type Saga = Placing<PgOrders, PaymentGateway, CatalogCopy<AclUpstream>>;
 
 #[derive(Debug)]
 pub struct Application {
@@ -226,6 +238,8 @@ pub struct Application {
     placing: Arc<Saga>,
     relay: Relay,
     consumers: Vec<Consumer>,
+    /// The catalog copy's consumer, when the copy is on.
+    copy_keeper: Option<(Consumer, Catalog)>,
     sweep_interval: Duration,
     sweep_batch: i64,
 }
@@ -245,11 +259,24 @@ impl Application {
         prepare_database(&pool).await?;
         let mut service = Service::new();
         let client_metrics = ClientMetrics::register(service.registry_mut());
-        let upstream = AclUpstream::new(
-            &settings.acl.base_url,
-            settings.acl.calls.clone(),
-            client_metrics.clone(),
-        )?;
+        anyhow::ensure!(
+            settings.catalog.fresh_for_ms <= 3_600_000 && settings.catalog.max_entries >= 1,
+            "ORDERING_CATALOG__FRESH_FOR_MS is 0 (no copy) to 3600000 (an hour), and ORDERING_CATALOG__MAX_ENTRIES at least 1; they are {} and {}",
+            settings.catalog.fresh_for_ms,
+            settings.catalog.max_entries
+        );
+        let catalog = Catalog::new(
+            &settings.catalog,
+            CatalogMetrics::register(service.registry_mut()),
+        );
+        let upstream = CatalogCopy::new(
+            AclUpstream::new(
+                &settings.acl.base_url,
+                settings.acl.calls.clone(),
+                client_metrics.clone(),
+            )?,
+            catalog.clone(),
+        );
         let payments = PaymentGateway::new(
             &settings.payment.base_url,
             settings.payment.api_key.clone(),
@@ -290,10 +317,25 @@ impl Application {
                 )
             })
             .collect();
-        let service = service
+        let copy_keeper = catalog.is_on().then(|| {
+            let consumer = Catalog::consumer(
+                &settings.catalog,
+                pool.clone(),
+                settings.amqp_url.expose_secret(),
+                &settings.exchange,
+                consumer_metrics.clone(),
+            );
+            (consumer, catalog)
+        });
+        let mut service = service
             .readiness_check(PostgresCheck::new(pool.clone()))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
-            .readiness_check(consumers[0].readiness_check())
+            .readiness_check(consumers[0].readiness_check());
+        // A copy that cannot hear of changes is not one to price with.
+        if let Some((consumer, _)) = &copy_keeper {
+            service = service.readiness_check(consumer.readiness_check());
+        }
+        let service = service
             .routes(legacy::router(legacy::AppState {
                 placing: Arc::clone(&placing),
                 keys: PgIdempotencyKeys::new(pool.clone()),
@@ -305,6 +347,7 @@ impl Application {
             placing,
             relay,
             consumers,
+            copy_keeper,
             sweep_interval: Duration::from_millis(settings.saga.sweep_interval_ms),
             sweep_batch: settings.saga.sweep_batch,
         })
@@ -330,6 +373,9 @@ impl Application {
             .into_iter()
             .map(|consumer| tokio::spawn(consumer.run(Follower, until(stopped.clone()))))
             .collect();
+        let copy_keeper = self.copy_keeper.map(|(consumer, catalog)| {
+            tokio::spawn(consumer.run(CatalogFacts::new(catalog), until(stopped.clone())))
+        });
         let sweeper = tokio::spawn(sweep(
             self.placing,
             self.sweep_interval,
@@ -346,6 +392,9 @@ impl Application {
         let _ = relay.await;
         for consumer in consumers {
             let _ = consumer.await;
+        }
+        if let Some(copy_keeper) = copy_keeper {
+            let _ = copy_keeper.await;
         }
         let _ = sweeper.await;
         served

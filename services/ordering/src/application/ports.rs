@@ -232,14 +232,17 @@ pub struct UpstreamUnavailable(pub String);
 /// one sequence both sides share (docs/adr/0014-order-numbers.md).
 pub trait Upstream: Send + Sync {
     /// The shop, when it takes orders; `None` for no such shop or one no
-    /// longer in use. As it stands now, not from a cache: an order is
-    /// priced and judged open at the moment it is placed.
+    /// longer in use. As Baedal holds it now, or as the catalog copy last
+    /// heard of it from the change feed (ADR 0023): never an answer from
+    /// before a change the copy has heard of, nor one older than its
+    /// freshness bound.
     fn shop(
         &self,
         shop_id: i64,
     ) -> impl Future<Output = Result<Option<crate::domain::Shop>, UpstreamUnavailable>> + Send;
 
-    /// The shop's menu items as they stand now; empty for an unknown shop.
+    /// The shop's menu items, as current as [`Self::shop`]; empty for an
+    /// unknown shop.
     fn menu(
         &self,
         shop_id: i64,

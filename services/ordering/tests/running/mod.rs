@@ -28,6 +28,9 @@ pub struct Tuning {
     pub sweep_interval_ms: u64,
     /// ordering's connections to its database (`make up` gives 10).
     pub max_connections: u32,
+    /// How long the catalog copy prices without asking the ACL (0: no
+    /// copy); the service's default unless a test says otherwise.
+    pub catalog_fresh_for_ms: u64,
 }
 
 impl Default for Tuning {
@@ -37,6 +40,7 @@ impl Default for Tuning {
             payment_timeout_ms: 2_000,
             sweep_interval_ms: 1_000,
             max_connections: 5,
+            catalog_fresh_for_ms: ordering::CatalogSettings::default().fresh_for_ms,
         }
     }
 }
@@ -136,6 +140,11 @@ impl RunningOrdering {
             },
             queue: queue.clone(),
             consumers: tuning.consumers,
+            catalog: ordering::CatalogSettings {
+                fresh_for_ms: tuning.catalog_fresh_for_ms,
+                queue: format!("{queue}.catalog"),
+                ..ordering::CatalogSettings::default()
+            },
         };
         let app = ordering::Application::build(settings)
             .await
@@ -197,6 +206,7 @@ impl RunningOrdering {
         let _ = self.stop.send(());
         let _ = self.task.await;
         delete_queues(&self.amqp_url, &self.queue).await;
+        delete_queues(&self.amqp_url, &format!("{}.catalog", self.queue)).await;
         self.database.drop(rig).await;
     }
 }

@@ -1,8 +1,10 @@
 //! Upstream (the [`Upstream`] port) through the ACL's façade, with the
 //! chassis' deadline, bulkhead, retries and circuit breaker around each
 //! call. Everything is asked with `Cache-Control: no-cache`, and an answer
-//! the façade's cache gave instead (an `Age`) is no answer: an order is
-//! priced at the moment it is placed, as Baedal prices it.
+//! the façade's cache gave instead (an `Age`) is no answer: what this
+//! client returns is Baedal's as it stands. The catalog copy in front of
+//! it ([`crate::adapters::catalog_copy`], ADR 0023) keeps those answers
+//! until the change feed says they changed.
 //!
 //! | call | route |
 //! |---|---|

@@ -1,12 +1,14 @@
-//! The façade's cache: answers read from the legacy database, kept for a
-//! while and dropped as soon as the change feed says they changed.
+//! A cache of answers read from a system of record, kept for a while and
+//! dropped as soon as a change feed says they changed. The ACL's façade
+//! keeps the legacy database's answers in it (acl/src/facade), ordering
+//! its copy of the catalog (services/ordering, ADR 0023).
 //!
 //! An entry is
 //! - **fresh** while younger than `fresh_for`: served without asking the
-//!   legacy database;
-//! - **stale** after that and until `serve_stale_for`: the façade asks the
-//!   legacy database again, and serves the stale entry only when the legacy
-//!   database cannot answer (down, slow, breaker open);
+//!   system of record;
+//! - **stale** after that and until `serve_stale_for`: the owner asks the
+//!   system of record again, and may serve the stale entry only when it
+//!   cannot answer (the façade does; ordering never does);
 //! - **gone** after `serve_stale_for`, or as soon as the change feed
 //!   announces a change to it: a price older than the bound, or one known
 //!   to have changed, is never served.

@@ -1,0 +1,539 @@
+//! Ordering's copy of the catalog (ADR 0023): the shops, menus and
+//! members' addresses the ACL's façade answered, kept in memory so that
+//! pricing an order asks nothing upstream, and dropped as soon as Baedal's
+//! change feed says they changed.
+//!
+//! A decorator of the [`Upstream`] port: `shop`, `menu` and
+//! `member_address` are answered from the copy while its entry is younger
+//! than `fresh_for`, and asked of the wrapped upstream (the façade, with
+//! `Cache-Control: no-cache`, so from Baedal's database) otherwise; order
+//! numbers and the commands always go through. An entry is never served
+//! past `fresh_for`, not even when the upstream is away: a stale price is
+//! no price.
+//!
+//! The feed's zero-payload facts (`legacy.shop.changed`,
+//! `legacy.menu.changed`, `legacy.member.changed`) drop the entry they
+//! name; a reset (`legacy.data.truncated`) or a restarted feed
+//! (`legacy.feed.restarted`: facts may have been missed) drops the whole
+//! copy ([`CatalogFacts`], on the chassis' consumer). A load that was
+//! under way when a fact arrived answers its caller but is not kept (the
+//! chassis cache's ticket), so the copy never keeps a value from before
+//! a change it has heard of. What it has not heard of yet (the feed's lag,
+//! a lost message) it keeps at most `fresh_for`.
+//!
+//! `fresh_for` 0 turns the copy off: every placement asks, as before.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chassis::cache::{Cache, Freshness, Lookup};
+use chassis::messaging::consumer::{
+    Consumer, ConsumerMetrics, Handler, HandlerError, HandlerFuture, Message,
+};
+use chassis::messaging::topology::QueueSpec;
+use contracts::IntegrationEvent;
+use contracts::legacy::{DataTruncated, FeedRestarted, MemberChanged, MenuChanged, ShopChanged};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::application::ports::{LegacyCancel, LegacyOrderCancel, Upstream, UpstreamUnavailable};
+use crate::domain::{CancelReason, MenuItem, OrderNo, Shop};
+
+/// `ORDERING_CATALOG__*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CatalogSettings {
+    /// How long an entry is used without asking the ACL; 0: no copy.
+    pub fresh_for_ms: u64,
+    /// Entries per kind (shops, menus, members) at most.
+    pub max_entries: usize,
+    /// The queue of the copy's invalidations: one per ordering instance,
+    /// since each instance holds its own copy.
+    pub queue: String,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            fresh_for_ms: 10_000,
+            max_entries: 10_000,
+            queue: "ordering.catalog-copy".to_owned(),
+        }
+    }
+}
+
+/// The facts the copy's queue is bound to.
+pub const BINDINGS: [&str; 5] = [
+    ShopChanged::NAME,
+    MenuChanged::NAME,
+    MemberChanged::NAME,
+    DataTruncated::NAME,
+    FeedRestarted::NAME,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    /// `copy` or `acl`.
+    source: &'static str,
+}
+
+/// `ordering_catalog_answers_total{source}` and
+/// `ordering_catalog_invalidations_total`.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogMetrics {
+    answers: Family<SourceLabel, Counter>,
+    invalidations: Counter,
+}
+
+impl CatalogMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("ordering_catalog");
+        r.register(
+            "answers",
+            "Shops, menus and members' addresses for pricing, by source: copy (no upstream call) or acl",
+            metrics.answers.clone(),
+        );
+        r.register(
+            "invalidations",
+            "Facts of the change feed that dropped entries of the catalog copy",
+            metrics.invalidations.clone(),
+        );
+        metrics
+    }
+
+    pub fn answers(&self, source: &'static str) -> u64 {
+        self.answers.get_or_create(&SourceLabel { source }).get()
+    }
+
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations.get()
+    }
+
+    fn answered(&self, source: &'static str) {
+        self.answers.get_or_create(&SourceLabel { source }).inc();
+    }
+}
+
+#[derive(Debug)]
+struct Entries {
+    shops: Cache<i64, Option<Shop>>,
+    menus: Cache<i64, Vec<MenuItem>>,
+    members: Cache<i64, Option<String>>,
+}
+
+/// The copy itself; clones share it. `None` inside: turned off.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    entries: Option<Arc<Entries>>,
+    metrics: CatalogMetrics,
+}
+
+impl Catalog {
+    pub fn new(settings: &CatalogSettings, metrics: CatalogMetrics) -> Self {
+        let fresh_for = Duration::from_millis(settings.fresh_for_ms);
+        let freshness = Freshness {
+            fresh_for,
+            // Nothing past `fresh_for` is kept: ordering never serves stale.
+            serve_stale_for: fresh_for,
+        };
+        let capacity = settings.max_entries;
+        let entries = (settings.fresh_for_ms > 0).then(|| {
+            Arc::new(Entries {
+                shops: Cache::new(freshness, capacity),
+                menus: Cache::new(freshness, capacity),
+                members: Cache::new(freshness, capacity),
+            })
+        });
+        Self { entries, metrics }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.entries.is_some()
+    }
+
+    pub fn metrics(&self) -> &CatalogMetrics {
+        &self.metrics
+    }
+
+    /// The consumer that keeps the copy honest, with [`CatalogFacts`] as
+    /// its handler; its inbox is ordering's database.
+    pub fn consumer(
+        settings: &CatalogSettings,
+        own: PgPool,
+        amqp_url: &str,
+        exchange: &str,
+        metrics: ConsumerMetrics,
+    ) -> Consumer {
+        let mut queue = QueueSpec::new("ordering", "catalog-copy", &BINDINGS).on_exchange(exchange);
+        queue.name.clone_from(&settings.queue);
+        // Dropping an entry twice is harmless: a short inbox memory does.
+        Consumer::new(&settings.queue, own, amqp_url, queue, metrics)
+            .with_inbox_retention(Duration::from_secs(3600))
+    }
+
+    fn forget(&self, drop: impl FnOnce(&Entries)) {
+        if let Some(entries) = &self.entries {
+            drop(entries);
+            self.metrics.invalidations.inc();
+        }
+    }
+
+    pub fn shop_changed(&self, shop_id: i64) {
+        self.forget(|e| e.shops.invalidate(&shop_id));
+    }
+
+    pub fn menu_changed(&self, shop_id: i64) {
+        self.forget(|e| e.menus.invalidate(&shop_id));
+    }
+
+    pub fn member_changed(&self, member_id: i64) {
+        self.forget(|e| e.members.invalidate(&member_id));
+    }
+
+    pub fn forget_everything(&self) {
+        self.forget(|e| {
+            e.shops.clear();
+            e.menus.clear();
+            e.members.clear();
+        });
+    }
+}
+
+/// A fresh entry, or `load`'s answer (kept unless a fact came meanwhile).
+async fn through<V: Clone>(
+    cache: Option<&Cache<i64, V>>,
+    metrics: &CatalogMetrics,
+    key: i64,
+    load: impl Future<Output = Result<V, UpstreamUnavailable>>,
+) -> Result<V, UpstreamUnavailable> {
+    let Some(cache) = cache else {
+        return load.await;
+    };
+    if let Lookup::Fresh { value, .. } = cache.look(&key, Instant::now()) {
+        metrics.answered("copy");
+        return Ok(value);
+    }
+    // Taken before the question: the entry ages from when it was asked.
+    let ticket = cache.ticket();
+    let asked_at = Instant::now();
+    let value = load.await?;
+    metrics.answered("acl");
+    cache.store(key, value.clone(), ticket, asked_at);
+    Ok(value)
+}
+
+/// [`Upstream`] with the catalog answered from the copy.
+#[derive(Debug, Clone)]
+pub struct CatalogCopy<U> {
+    upstream: U,
+    catalog: Catalog,
+}
+
+impl<U: Upstream> CatalogCopy<U> {
+    pub fn new(upstream: U, catalog: Catalog) -> Self {
+        Self { upstream, catalog }
+    }
+}
+
+impl<U: Upstream> Upstream for CatalogCopy<U> {
+    async fn shop(&self, shop_id: i64) -> Result<Option<Shop>, UpstreamUnavailable> {
+        let entries = self.catalog.entries.as_deref();
+        through(
+            entries.map(|e| &e.shops),
+            &self.catalog.metrics,
+            shop_id,
+            self.upstream.shop(shop_id),
+        )
+        .await
+    }
+
+    async fn menu(&self, shop_id: i64) -> Result<Vec<MenuItem>, UpstreamUnavailable> {
+        let entries = self.catalog.entries.as_deref();
+        through(
+            entries.map(|e| &e.menus),
+            &self.catalog.metrics,
+            shop_id,
+            self.upstream.menu(shop_id),
+        )
+        .await
+    }
+
+    async fn member_address(&self, member_id: i64) -> Result<Option<String>, UpstreamUnavailable> {
+        let entries = self.catalog.entries.as_deref();
+        through(
+            entries.map(|e| &e.members),
+            &self.catalog.metrics,
+            member_id,
+            self.upstream.member_address(member_id),
+        )
+        .await
+    }
+
+    async fn next_order_no(&self) -> Result<OrderNo, UpstreamUnavailable> {
+        self.upstream.next_order_no().await
+    }
+
+    async fn cancel_legacy_order(
+        &self,
+        order_no: &OrderNo,
+        member_id: i64,
+    ) -> Result<LegacyOrderCancel, UpstreamUnavailable> {
+        self.upstream.cancel_legacy_order(order_no, member_id).await
+    }
+
+    async fn cancel_on_legacy(
+        &self,
+        order_no: &OrderNo,
+        reason: CancelReason,
+        payment_id: &str,
+    ) -> Result<LegacyCancel, UpstreamUnavailable> {
+        self.upstream
+            .cancel_on_legacy(order_no, reason, payment_id)
+            .await
+    }
+}
+
+/// The copy's consumer's handler: each fact drops what it names.
+#[derive(Debug, Clone)]
+pub struct CatalogFacts {
+    catalog: Catalog,
+}
+
+impl CatalogFacts {
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog }
+    }
+
+    pub fn apply(&self, message: &Message) -> Result<(), HandlerError> {
+        let catalog = &self.catalog;
+        match message.envelope.event_name.as_str() {
+            ShopChanged::NAME => catalog.shop_changed(message.decode::<ShopChanged>()?.shop_id),
+            MenuChanged::NAME => catalog.menu_changed(message.decode::<MenuChanged>()?.shop_id),
+            MemberChanged::NAME => {
+                catalog.member_changed(message.decode::<MemberChanged>()?.member_id);
+            }
+            DataTruncated::NAME | FeedRestarted::NAME => catalog.forget_everything(),
+            other => return Err(HandlerError::NotHandled(format!("{other} is not bound"))),
+        }
+        Ok(())
+    }
+}
+
+impl Handler for CatalogFacts {
+    fn handle<'a>(&'a self, _: &'a mut PgConnection, message: &'a Message) -> HandlerFuture<'a> {
+        Box::pin(async move { self.apply(message) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::domain::Won;
+
+    /// Baedal's catalog as the ACL answers it: one shop's one item, whose
+    /// price a test changes; it counts the questions, and can hold one
+    /// answer until the test lets it go.
+    #[derive(Debug, Default)]
+    struct Upstairs {
+        price: AtomicI64,
+        asked: AtomicUsize,
+        failing: std::sync::atomic::AtomicBool,
+        /// (told when the held question is under way, let go by the test)
+        hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    }
+
+    impl Upstairs {
+        fn at(price: i64) -> Arc<Self> {
+            let upstairs = Self::default();
+            upstairs.price.store(price, Ordering::SeqCst);
+            Arc::new(upstairs)
+        }
+
+        fn asked(&self) -> usize {
+            self.asked.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Upstream for Arc<Upstairs> {
+        async fn shop(&self, _: i64) -> Result<Option<Shop>, UpstreamUnavailable> {
+            unreachable!("not asked in these tests")
+        }
+
+        async fn menu(&self, shop_id: i64) -> Result<Vec<MenuItem>, UpstreamUnavailable> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(UpstreamUnavailable("the ACL is away".into()));
+            }
+            // Read as the question arrives: a held answer is the old price.
+            let price = self.price.load(Ordering::SeqCst);
+            let held = self.hold.lock().expect("the hold").take();
+            if let Some((under_way, let_go)) = held {
+                let _ = under_way.send(());
+                let _ = let_go.await;
+            }
+            Ok(vec![MenuItem {
+                menu_id: 11,
+                shop_id,
+                name: "kimchi stew".into(),
+                price: Won::new(price).expect("a price"),
+                on_sale: true,
+            }])
+        }
+
+        async fn member_address(
+            &self,
+            member_id: i64,
+        ) -> Result<Option<String>, UpstreamUnavailable> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Ok((member_id == 1).then(|| "Seoul, Jongno-gu 1".to_owned()))
+        }
+
+        async fn next_order_no(&self) -> Result<OrderNo, UpstreamUnavailable> {
+            unreachable!("not asked in these tests")
+        }
+
+        async fn cancel_legacy_order(
+            &self,
+            _: &OrderNo,
+            _: i64,
+        ) -> Result<LegacyOrderCancel, UpstreamUnavailable> {
+            unreachable!("not asked in these tests")
+        }
+
+        async fn cancel_on_legacy(
+            &self,
+            _: &OrderNo,
+            _: CancelReason,
+            _: &str,
+        ) -> Result<LegacyCancel, UpstreamUnavailable> {
+            unreachable!("not asked in these tests")
+        }
+    }
+
+    fn copy_of(upstairs: &Arc<Upstairs>, fresh_for_ms: u64) -> CatalogCopy<Arc<Upstairs>> {
+        let settings = CatalogSettings {
+            fresh_for_ms,
+            ..CatalogSettings::default()
+        };
+        CatalogCopy::new(
+            Arc::clone(upstairs),
+            Catalog::new(&settings, CatalogMetrics::default()),
+        )
+    }
+
+    async fn price(copy: &CatalogCopy<Arc<Upstairs>>) -> i64 {
+        copy.menu(1).await.expect("a menu")[0].price.amount()
+    }
+
+    const HOUR: u64 = 3_600_000;
+
+    #[tokio::test]
+    async fn the_second_placement_asks_nothing_upstream() {
+        let upstairs = Upstairs::at(9_000);
+        let copy = copy_of(&upstairs, HOUR);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(
+            copy.member_address(1).await,
+            Ok(Some("Seoul, Jongno-gu 1".into()))
+        );
+        assert_eq!(
+            copy.member_address(1).await,
+            Ok(Some("Seoul, Jongno-gu 1".into()))
+        );
+        // No such member is an answer too, and kept.
+        assert_eq!(copy.member_address(2).await, Ok(None));
+        assert_eq!(copy.member_address(2).await, Ok(None));
+        assert_eq!(upstairs.asked(), 3);
+        let metrics = copy.catalog.metrics();
+        assert_eq!((metrics.answers("acl"), metrics.answers("copy")), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_fact_from_the_feed_drops_what_it_names_and_only_that() {
+        let upstairs = Upstairs::at(9_000);
+        let copy = copy_of(&upstairs, HOUR);
+        assert_eq!(price(&copy).await, 9_000);
+        copy.member_address(1).await.expect("an address");
+        upstairs.price.store(9_500, Ordering::SeqCst);
+        copy.catalog.menu_changed(1);
+        assert_eq!(price(&copy).await, 9_500);
+        copy.member_address(1).await.expect("an address");
+        // The menu asked twice, the member once.
+        assert_eq!(upstairs.asked(), 3);
+        upstairs.price.store(10_000, Ordering::SeqCst);
+        copy.catalog.forget_everything();
+        assert_eq!(price(&copy).await, 10_000);
+        copy.member_address(1).await.expect("an address");
+        assert_eq!(upstairs.asked(), 5);
+        assert_eq!(copy.catalog.metrics().invalidations(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_question_under_way_when_a_fact_arrives_answers_but_is_not_kept() {
+        let upstairs = Upstairs::at(9_000);
+        let copy = copy_of(&upstairs, HOUR);
+        let (under_way, told) = oneshot::channel();
+        let (let_go, held) = oneshot::channel();
+        *upstairs.hold.lock().expect("the hold") = Some((under_way, held));
+        let asking = tokio::spawn({
+            let copy = copy.clone();
+            async move { price(&copy).await }
+        });
+        told.await.expect("the question is under way");
+        upstairs.price.store(9_500, Ordering::SeqCst);
+        copy.catalog.menu_changed(1);
+        let_go.send(()).expect("the question waits");
+        assert_eq!(
+            asking.await.expect("answered"),
+            9_000,
+            "read before the change"
+        );
+        assert_eq!(price(&copy).await, 9_500, "the old answer was not kept");
+        assert_eq!(upstairs.asked(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_entry_past_its_time_or_an_upstream_away_is_never_served() {
+        let upstairs = Upstairs::at(9_000);
+        // Fresh for a millisecond: past it by the second question.
+        let copy = copy_of(&upstairs, 1);
+        assert_eq!(price(&copy).await, 9_000);
+        let asked_at = Instant::now();
+        while asked_at.elapsed() < Duration::from_millis(2) {
+            tokio::task::yield_now().await;
+        }
+        upstairs.failing.store(true, Ordering::SeqCst);
+        assert_eq!(
+            copy.menu(1).await,
+            Err(UpstreamUnavailable("the ACL is away".into())),
+            "an old price is no price"
+        );
+        // And a failure is not kept either.
+        upstairs.failing.store(false, Ordering::SeqCst);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(upstairs.asked(), 3);
+    }
+
+    #[tokio::test]
+    async fn with_no_time_to_keep_every_question_goes_upstream() {
+        let upstairs = Upstairs::at(9_000);
+        let copy = copy_of(&upstairs, 0);
+        assert!(!copy.catalog.is_on());
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(upstairs.asked(), 2);
+        copy.catalog.menu_changed(1);
+        assert_eq!(copy.catalog.metrics().invalidations(), 0);
+    }
+}
