@@ -1,5 +1,6 @@
 //! The façade's routes. Every answer from the cache carries `Age` (RFC
-//! 9111: seconds since it was read from the legacy database); every error
+//! 9111: seconds since it was read from the legacy database, at least 1
+//! from the cache, 0 only when just read); every error
 //! is problem+json. A request with `Cache-Control: no-cache` is answered
 //! from the legacy database whenever it can be (RFC 9111 §5.2.1.4).
 //!
@@ -108,11 +109,20 @@ fn asked_of(facade: Facade, headers: &HeaderMap) -> Facade {
     }
 }
 
+/// `Age: 0` only for an answer just read from the legacy database; a
+/// cached one says at least 1, however young, so that a client that must
+/// have Baedal's rows as they stand (ordering pricing an order) can tell
+/// the two apart.
 fn with_age<T: Serialize, V>(body: T, answered: &Answered<V>) -> Response {
     let mut response = Json(body).into_response();
+    let age = if answered.age.is_zero() {
+        0
+    } else {
+        answered.age.as_secs().max(1)
+    };
     response
         .headers_mut()
-        .insert(header::AGE, HeaderValue::from(answered.age.as_secs()));
+        .insert(header::AGE, HeaderValue::from(age));
     response
 }
 

@@ -334,8 +334,11 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
             let settled = settle(system, placed).await?;
             // The work left behind when the last answer went out (sync-back,
             // the feed, the relays) is the placements' too.
-            let until_settled = CpuTicks::now()?.since(started);
+            let until_settled = settled
+                .map_or(CpuTicks::now()?, |(_, done_at)| done_at)
+                .since(started);
             rps.entry(SIDES[index]).or_default().push(run.rps());
+            let settled = settled.map(|(ms, _)| ms);
             let mut described = run.describe(answered.machine, valid, settled);
             let ms = |ticks: u64| run.cpu_ms_per_placement(ticks);
             if let Some(machine) = ms(until_settled.machine) {
@@ -365,7 +368,7 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
                 open_loop(&http, &system.stranglers[index].url, &bodies, rate, seconds).await?;
             placed += run.placed;
             let valid = counted.check(system, SIDES[index], run.placed).await?;
-            let settled = settle(system, placed).await?;
+            let settled = settle(system, placed).await?.map(|(ms, _)| ms);
             open.entry(SIDES[index])
                 .or_default()
                 .push(run.describe(0, valid, settled));
@@ -734,15 +737,20 @@ impl CpuTicks {
                 continue;
             };
             let comm = &stat[open + 1..close];
-            // After the name: state, then utime and stime are the 12th and 13th.
+            // After the name: state, then utime and stime are the 12th and
+            // 13th, cutime and cstime (children reaped) the 14th and 15th.
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let used: u64 = [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-                .sum();
+            let sum = |at: &[usize]| -> u64 {
+                at.iter()
+                    .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+                    .sum()
+            };
+            let used = sum(&[11, 12]);
             match comm {
                 _ if pid == me => ticks.this_process += used,
-                "postgres" => ticks.postgres += used,
+                // The postmaster reaps the backends: a connection closed
+                // during a run (pgbench's) still counts, as its children's.
+                "postgres" => ticks.postgres += sum(&[11, 12, 13, 14]),
                 "beam.smp" | "erl_child_setup" | "epmd" | "inet_gethost" => ticks.rabbitmq += used,
                 _ => {}
             }
@@ -789,9 +797,12 @@ fn ticks_per_second() -> f64 {
 /// the ACL's outboxes are empty, and the change feed's position and
 /// ordering's queue of Baedal's facts have stood still and empty for half
 /// a second; the time it took, or `None` if it did not within [`SETTLE`].
-async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<u64>> {
+/// With the time, the CPU counters at the first of the quiet looks: the
+/// work was done then, and what follows is the bench's own looking.
+async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<(u64, CpuTicks)>> {
     let started = Instant::now();
     let mut quiet = 0;
+    let mut done_at = CpuTicks::default();
     let mut last_position = String::new();
     while quiet < 5 {
         if started.elapsed() > SETTLE {
@@ -823,8 +834,14 @@ async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<u64>> {
             && retried == 0;
         last_position = position;
         quiet = if settled { quiet + 1 } else { 0 };
+        if quiet == 1 {
+            done_at = CpuTicks::now()?;
+        }
     }
-    Ok(Some(u64::try_from(started.elapsed().as_millis())?))
+    Ok(Some((
+        u64::try_from(started.elapsed().as_millis())?,
+        done_at,
+    )))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {

@@ -86,7 +86,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use adapters::catalog_copy::{Catalog, CatalogCopy, CatalogFacts, CatalogMetrics};
+use adapters::catalog_copy::{Catalog, CatalogCopy, CatalogFacts, CatalogMetrics, Listening};
 use adapters::inbound::messaging::{self, Follower};
 use adapters::inbound::{legacy, native};
 use adapters::outbound::acl::AclUpstream;
@@ -265,9 +265,30 @@ impl Application {
             settings.catalog.fresh_for_ms,
             settings.catalog.max_entries
         );
+        anyhow::ensure!(
+            !settings.catalog.queue.trim().is_empty() && settings.catalog.queue != settings.queue,
+            "ORDERING_CATALOG__QUEUE names a queue of its own, not empty and not ORDERING_QUEUE ({:?}); it is {:?}",
+            settings.queue,
+            settings.catalog.queue
+        );
+        let consumer_metrics = ConsumerMetrics::register(service.registry_mut());
+        let copy_consumer = (settings.catalog.fresh_for_ms > 0).then(|| {
+            Catalog::consumer(
+                &settings.catalog,
+                pool.clone(),
+                settings.amqp_url.expose_secret(),
+                &settings.exchange,
+                consumer_metrics.clone(),
+            )
+        });
+        let listening = match &copy_consumer {
+            Some(consumer) => Listening::to(consumer.readiness_check()),
+            None => Listening::as_told(|| false),
+        };
         let catalog = Catalog::new(
             &settings.catalog,
             CatalogMetrics::register(service.registry_mut()),
+            listening,
         );
         let upstream = CatalogCopy::new(
             AclUpstream::new(
@@ -304,7 +325,6 @@ impl Application {
             "ORDERING_CONSUMERS is 1 to 64 (it is {})",
             settings.consumers
         );
-        let consumer_metrics = ConsumerMetrics::register(service.registry_mut());
         // One name for all: the inbox tells duplicates apart by it.
         let consumers: Vec<Consumer> = (0..settings.consumers)
             .map(|_| {
@@ -317,16 +337,7 @@ impl Application {
                 )
             })
             .collect();
-        let copy_keeper = catalog.is_on().then(|| {
-            let consumer = Catalog::consumer(
-                &settings.catalog,
-                pool.clone(),
-                settings.amqp_url.expose_secret(),
-                &settings.exchange,
-                consumer_metrics.clone(),
-            );
-            (consumer, catalog)
-        });
+        let copy_keeper = copy_consumer.map(|consumer| (consumer, catalog));
         let mut service = service
             .readiness_check(PostgresCheck::new(pool.clone()))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))

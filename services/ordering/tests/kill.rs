@@ -95,6 +95,7 @@ impl World {
             .env("ORDERING_AMQP_URL", amqp_url)
             .env("ORDERING_EXCHANGE", &self.rig.exchange)
             .env("ORDERING_QUEUE", &self.queue)
+            .env("ORDERING_CATALOG__QUEUE", format!("{}.catalog", self.queue))
             .env("ORDERING_ACL__BASE_URL", &self.acl.url)
             .env("ORDERING_PAYMENT__BASE_URL", &self.rig.pg_url)
             .env("ORDERING_PAYMENT__API_KEY", legacy::API_KEY)
@@ -124,6 +125,7 @@ impl World {
 
     async fn finish(self) {
         delete_queues(&self.rig.amqp_url, &self.queue).await;
+        delete_queues(&self.rig.amqp_url, &format!("{}.catalog", self.queue)).await;
         self.database.drop(&self.rig).await;
         let _ = std::fs::remove_file(&self.logs);
         self.acl.stop().await;

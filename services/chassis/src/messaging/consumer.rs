@@ -1385,6 +1385,15 @@ pub struct ConsumerCheck {
     consuming: Arc<AtomicBool>,
 }
 
+impl ConsumerCheck {
+    /// Connected and consuming now: for a component that must not lean on
+    /// what the consumer keeps current while it is not (ordering's catalog
+    /// copy).
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::SeqCst)
+    }
+}
+
 impl ReadinessCheck for ConsumerCheck {
     fn name(&self) -> &str {
         &self.name

@@ -21,14 +21,25 @@
 //! a change it has heard of. What it has not heard of yet (the feed's lag,
 //! a lost message) it keeps at most `fresh_for`.
 //!
+//! The copy is used only while its consumer is consuming. Before that
+//! (a first start, whose queue is bound only then) and whenever it is not
+//! (the broker away, a reconnection), every question goes upstream, and
+//! the copy is emptied, so it starts again from loads made while it could
+//! hear of changes.
+//!
 //! `fresh_for` 0 turns the copy off: every placement asks, as before.
+//!
+//! The consumer's handler ([`CatalogFacts`]) lives here rather than among
+//! the inbound adapters: it is the other half of the copy, and nothing
+//! else may drop its entries.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chassis::cache::{Cache, Freshness, Lookup};
 use chassis::messaging::consumer::{
-    Consumer, ConsumerMetrics, Handler, HandlerError, HandlerFuture, Message,
+    Consumer, ConsumerCheck, ConsumerMetrics, Handler, HandlerError, HandlerFuture, Message,
 };
 use chassis::messaging::topology::QueueSpec;
 use contracts::IntegrationEvent;
@@ -81,11 +92,13 @@ struct SourceLabel {
     source: &'static str,
 }
 
-/// `ordering_catalog_answers_total{source}` and
+/// `ordering_catalog_answers_total{source}`,
+/// `ordering_catalog_loads_not_kept_total` and
 /// `ordering_catalog_invalidations_total`.
 #[derive(Debug, Clone, Default)]
 pub struct CatalogMetrics {
     answers: Family<SourceLabel, Counter>,
+    not_kept: Counter,
     invalidations: Counter,
 }
 
@@ -95,12 +108,17 @@ impl CatalogMetrics {
         let r = registry.sub_registry_with_prefix("ordering_catalog");
         r.register(
             "answers",
-            "Shops, menus and members' addresses for pricing, by source: copy (no upstream call) or acl",
+            "Shops, menus and members' addresses for pricing, by source: copy (no upstream call) or acl (asked, whether kept or not; the copy off counts here too)",
             metrics.answers.clone(),
         );
         r.register(
+            "loads_not_kept",
+            "Answers from the ACL not kept: a fact of their kind arrived while they were asked, or the copy's consumer was not consuming",
+            metrics.not_kept.clone(),
+        );
+        r.register(
             "invalidations",
-            "Facts of the change feed that dropped entries of the catalog copy",
+            "Facts of the change feed applied to the catalog copy (each drops what it names, present or not)",
             metrics.invalidations.clone(),
         );
         metrics
@@ -112,6 +130,10 @@ impl CatalogMetrics {
 
     pub fn invalidations(&self) -> u64 {
         self.invalidations.get()
+    }
+
+    pub fn loads_not_kept(&self) -> u64 {
+        self.not_kept.get()
     }
 
     fn answered(&self, source: &'static str) {
@@ -126,15 +148,51 @@ struct Entries {
     members: Cache<i64, Option<String>>,
 }
 
+impl Entries {
+    fn clear(&self) {
+        self.shops.clear();
+        self.menus.clear();
+        self.members.clear();
+    }
+}
+
+/// Whether the copy's consumer is consuming now.
+#[derive(Clone)]
+pub struct Listening(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl Listening {
+    /// While `consumer` (the copy's own) is consuming.
+    pub fn to(consumer: ConsumerCheck) -> Self {
+        Self(Arc::new(move || consumer.is_consuming()))
+    }
+
+    /// As `now` says: for tests.
+    pub fn as_told(now: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    fn now(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Listening").field(&self.now()).finish()
+    }
+}
+
 /// The copy itself; clones share it. `None` inside: turned off.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     entries: Option<Arc<Entries>>,
+    listening: Listening,
     metrics: CatalogMetrics,
 }
 
 impl Catalog {
-    pub fn new(settings: &CatalogSettings, metrics: CatalogMetrics) -> Self {
+    /// The copy, used while `listening` says its consumer is consuming.
+    pub fn new(settings: &CatalogSettings, metrics: CatalogMetrics, listening: Listening) -> Self {
         let fresh_for = Duration::from_millis(settings.fresh_for_ms);
         let freshness = Freshness {
             fresh_for,
@@ -149,7 +207,11 @@ impl Catalog {
                 members: Cache::new(freshness, capacity),
             })
         });
-        Self { entries, metrics }
+        Self {
+            entries,
+            listening,
+            metrics,
+        }
     }
 
     pub fn is_on(&self) -> bool {
@@ -184,7 +246,12 @@ impl Catalog {
     }
 
     pub fn shop_changed(&self, shop_id: i64) {
-        self.forget(|e| e.shops.invalidate(&shop_id));
+        self.forget(|e| {
+            e.shops.invalidate(&shop_id);
+            // The façade answers no menu for a shop out of use: a shop
+            // that closes or opens again takes its menu along.
+            e.menus.invalidate(&shop_id);
+        });
     }
 
     pub fn menu_changed(&self, shop_id: i64) {
@@ -196,35 +263,46 @@ impl Catalog {
     }
 
     pub fn forget_everything(&self) {
-        self.forget(|e| {
-            e.shops.clear();
-            e.menus.clear();
-            e.members.clear();
-        });
+        self.forget(Entries::clear);
     }
-}
 
-/// A fresh entry, or `load`'s answer (kept unless a fact came meanwhile).
-async fn through<V: Clone>(
-    cache: Option<&Cache<i64, V>>,
-    metrics: &CatalogMetrics,
-    key: i64,
-    load: impl Future<Output = Result<V, UpstreamUnavailable>>,
-) -> Result<V, UpstreamUnavailable> {
-    let Some(cache) = cache else {
-        return load.await;
-    };
-    if let Lookup::Fresh { value, .. } = cache.look(&key, Instant::now()) {
-        metrics.answered("copy");
-        return Ok(value);
+    /// A fresh entry of `kind`, or `load`'s answer, kept unless a fact of
+    /// its kind came meanwhile or the consumer is not consuming.
+    async fn through<V: Clone>(
+        &self,
+        kind: impl Fn(&Entries) -> &Cache<i64, V>,
+        key: i64,
+        load: impl Future<Output = Result<V, UpstreamUnavailable>>,
+    ) -> Result<V, UpstreamUnavailable> {
+        let Some(entries) = self.entries.as_deref() else {
+            self.metrics.answered("acl");
+            return load.await;
+        };
+        if !self.listening.now() {
+            // Deaf: what is kept may have changed unheard. Clearing also
+            // raises the tickets, so no load under way now is kept.
+            entries.clear();
+            self.metrics.answered("acl");
+            self.metrics.not_kept.inc();
+            return load.await;
+        }
+        let cache = kind(entries);
+        if let Lookup::Fresh { value, .. } = cache.look(&key, Instant::now()) {
+            self.metrics.answered("copy");
+            return Ok(value);
+        }
+        // Taken before the question: the entry ages from when it was asked.
+        let ticket = cache.ticket();
+        let asked_at = Instant::now();
+        let value = load.await?;
+        self.metrics.answered("acl");
+        // Heard nothing meanwhile, and could have: the ticket says the one,
+        // the consumer the other.
+        if !(self.listening.now() && cache.store(key, value.clone(), ticket, asked_at)) {
+            self.metrics.not_kept.inc();
+        }
+        Ok(value)
     }
-    // Taken before the question: the entry ages from when it was asked.
-    let ticket = cache.ticket();
-    let asked_at = Instant::now();
-    let value = load.await?;
-    metrics.answered("acl");
-    cache.store(key, value.clone(), ticket, asked_at);
-    Ok(value)
 }
 
 /// [`Upstream`] with the catalog answered from the copy.
@@ -242,36 +320,27 @@ impl<U: Upstream> CatalogCopy<U> {
 
 impl<U: Upstream> Upstream for CatalogCopy<U> {
     async fn shop(&self, shop_id: i64) -> Result<Option<Shop>, UpstreamUnavailable> {
-        let entries = self.catalog.entries.as_deref();
-        through(
-            entries.map(|e| &e.shops),
-            &self.catalog.metrics,
-            shop_id,
-            self.upstream.shop(shop_id),
-        )
-        .await
+        // The upstream's future does nothing until awaited: a fresh entry
+        // asks nothing.
+        self.catalog
+            .through(|e| &e.shops, shop_id, self.upstream.shop(shop_id))
+            .await
     }
 
     async fn menu(&self, shop_id: i64) -> Result<Vec<MenuItem>, UpstreamUnavailable> {
-        let entries = self.catalog.entries.as_deref();
-        through(
-            entries.map(|e| &e.menus),
-            &self.catalog.metrics,
-            shop_id,
-            self.upstream.menu(shop_id),
-        )
-        .await
+        self.catalog
+            .through(|e| &e.menus, shop_id, self.upstream.menu(shop_id))
+            .await
     }
 
     async fn member_address(&self, member_id: i64) -> Result<Option<String>, UpstreamUnavailable> {
-        let entries = self.catalog.entries.as_deref();
-        through(
-            entries.map(|e| &e.members),
-            &self.catalog.metrics,
-            member_id,
-            self.upstream.member_address(member_id),
-        )
-        .await
+        self.catalog
+            .through(
+                |e| &e.members,
+                member_id,
+                self.upstream.member_address(member_id),
+            )
+            .await
     }
 
     async fn next_order_no(&self) -> Result<OrderNo, UpstreamUnavailable> {
@@ -346,6 +415,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct Upstairs {
         price: AtomicI64,
+        /// Shop 1 in use.
+        shop_open: std::sync::atomic::AtomicBool,
         asked: AtomicUsize,
         failing: std::sync::atomic::AtomicBool,
         /// (told when the held question is under way, let go by the test)
@@ -356,6 +427,7 @@ mod tests {
         fn at(price: i64) -> Arc<Self> {
             let upstairs = Self::default();
             upstairs.price.store(price, Ordering::SeqCst);
+            upstairs.shop_open.store(true, Ordering::SeqCst);
             Arc::new(upstairs)
         }
 
@@ -365,14 +437,28 @@ mod tests {
     }
 
     impl Upstream for Arc<Upstairs> {
-        async fn shop(&self, _: i64) -> Result<Option<Shop>, UpstreamUnavailable> {
-            unreachable!("not asked in these tests")
+        async fn shop(&self, shop_id: i64) -> Result<Option<Shop>, UpstreamUnavailable> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let open = self.shop_open.load(Ordering::SeqCst);
+            Ok((open && shop_id == 1).then(|| Shop {
+                shop_id,
+                name: "Jongno Kimchi".into(),
+                hours: crate::domain::OpeningHours {
+                    open: crate::domain::MinuteOfDay::new(10, 0).expect("10:00"),
+                    close: crate::domain::MinuteOfDay::new(22, 0).expect("22:00"),
+                },
+                minimum: Won::new(12_000).expect("a minimum"),
+            }))
         }
 
         async fn menu(&self, shop_id: i64) -> Result<Vec<MenuItem>, UpstreamUnavailable> {
             self.asked.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err(UpstreamUnavailable("the ACL is away".into()));
+            }
+            // The façade answers no menu for a shop out of use.
+            if !self.shop_open.load(Ordering::SeqCst) {
+                return Ok(Vec::new());
             }
             // Read as the question arrives: a held answer is the old price.
             let price = self.price.load(Ordering::SeqCst);
@@ -421,14 +507,26 @@ mod tests {
     }
 
     fn copy_of(upstairs: &Arc<Upstairs>, fresh_for_ms: u64) -> CatalogCopy<Arc<Upstairs>> {
+        listening_copy_of(upstairs, fresh_for_ms, Listening::as_told(|| true))
+    }
+
+    fn listening_copy_of(
+        upstairs: &Arc<Upstairs>,
+        fresh_for_ms: u64,
+        listening: Listening,
+    ) -> CatalogCopy<Arc<Upstairs>> {
         let settings = CatalogSettings {
             fresh_for_ms,
             ..CatalogSettings::default()
         };
         CatalogCopy::new(
             Arc::clone(upstairs),
-            Catalog::new(&settings, CatalogMetrics::default()),
+            Catalog::new(&settings, CatalogMetrics::default(), listening),
         )
+    }
+
+    async fn menu_len(copy: &CatalogCopy<Arc<Upstairs>>) -> usize {
+        copy.menu(1).await.expect("a menu").len()
     }
 
     async fn price(copy: &CatalogCopy<Arc<Upstairs>>) -> i64 {
@@ -523,6 +621,57 @@ mod tests {
         upstairs.failing.store(false, Ordering::SeqCst);
         assert_eq!(price(&copy).await, 9_000);
         assert_eq!(upstairs.asked(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_shop_that_closes_or_opens_again_takes_its_menu_along() {
+        let upstairs = Upstairs::at(9_000);
+        let copy = copy_of(&upstairs, HOUR);
+        assert!(copy.shop(1).await.expect("an answer").is_some());
+        assert_eq!(menu_len(&copy).await, 1);
+        // Closed: the façade has no shop and no menu for it.
+        upstairs.shop_open.store(false, Ordering::SeqCst);
+        copy.catalog.shop_changed(1);
+        assert_eq!(copy.shop(1).await, Ok(None));
+        assert_eq!(menu_len(&copy).await, 0);
+        // Open again: one fact about the shop brings both back.
+        upstairs.shop_open.store(true, Ordering::SeqCst);
+        copy.catalog.shop_changed(1);
+        assert!(copy.shop(1).await.expect("an answer").is_some());
+        assert_eq!(menu_len(&copy).await, 1);
+        assert_eq!(upstairs.asked(), 6);
+    }
+
+    #[tokio::test]
+    async fn while_its_consumer_is_not_consuming_the_copy_is_not_used_and_empties() {
+        let upstairs = Upstairs::at(9_000);
+        let consuming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let copy = listening_copy_of(
+            &upstairs,
+            HOUR,
+            Listening::as_told({
+                let consuming = Arc::clone(&consuming);
+                move || consuming.load(Ordering::SeqCst)
+            }),
+        );
+        // Not yet consuming (a first start): asked, and not kept.
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(upstairs.asked(), 2);
+        consuming.store(true, Ordering::SeqCst);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(price(&copy).await, 9_000);
+        assert_eq!(upstairs.asked(), 3);
+        // The broker goes away; a price changes unheard.
+        consuming.store(false, Ordering::SeqCst);
+        upstairs.price.store(9_500, Ordering::SeqCst);
+        assert_eq!(price(&copy).await, 9_500);
+        // Back: the copy starts again from what it asks now.
+        consuming.store(true, Ordering::SeqCst);
+        upstairs.price.store(10_000, Ordering::SeqCst);
+        assert_eq!(price(&copy).await, 10_000);
+        assert_eq!(upstairs.asked(), 5);
+        assert_eq!(copy.catalog.metrics().loads_not_kept(), 3);
     }
 
     #[tokio::test]

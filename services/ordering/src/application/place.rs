@@ -144,9 +144,9 @@ impl<O: Orders, P: Payments, U: Upstream> Placing<O, P, U> {
     }
 
     /// Places `request` at `now`: the rules against the catalog (as
-    /// current as [`Upstream::shop`] promises), a number from the shared sequence, the order stored with the
-    /// saga's first step, then the charge, as Baedal charges, before the
-    /// member gets the answer.
+    /// current as [`Upstream::shop`] promises), a number from the shared
+    /// sequence, the order stored with the saga's first step, then the
+    /// charge, as Baedal charges, before the member gets the answer.
     pub async fn place(
         &self,
         request: &NewOrder,

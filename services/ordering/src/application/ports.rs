@@ -232,10 +232,10 @@ pub struct UpstreamUnavailable(pub String);
 /// one sequence both sides share (docs/adr/0014-order-numbers.md).
 pub trait Upstream: Send + Sync {
     /// The shop, when it takes orders; `None` for no such shop or one no
-    /// longer in use. As Baedal holds it now, or as the catalog copy last
-    /// heard of it from the change feed (ADR 0023): never an answer from
-    /// before a change the copy has heard of, nor one older than its
-    /// freshness bound.
+    /// longer in use. As Baedal holds it now, or as it was announced by the
+    /// change feed: never an answer from before a change already announced
+    /// to this service, nor one older than a bound the service is
+    /// configured with (ADR 0023).
     fn shop(
         &self,
         shop_id: i64,

@@ -221,8 +221,9 @@ pub struct Order {
 }
 
 /// What the rules of a new order are judged against, besides the request:
-/// the member's address (`None`: no such member), the catalog as it stands
-/// and the moment (Korean time of day, for the hours).
+/// the member's address (`None`: no such member), the catalog as the
+/// `Upstream` port gives it and the moment (Korean time of day, for the
+/// hours).
 #[derive(Debug, Clone, Copy)]
 pub struct Pricing<'a> {
     pub member_address: Option<&'a str>,
