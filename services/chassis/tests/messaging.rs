@@ -1685,6 +1685,9 @@ async fn events_written_together_keep_their_order_and_each_aggregate_numbers_on(
     outbox::write_all(&mut tx, &[])
         .await
         .expect("none is nothing");
+    outbox::write_all(&mut tx, &[event("b", 1)])
+        .await
+        .expect("b's second fact, alone, after the batch");
     tx.commit().await.expect("commit");
 
     let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
@@ -1710,7 +1713,8 @@ async fn events_written_together_keep_their_order_and_each_aggregate_numbers_on(
             ("a", 2, 1),
             ("b", 1, 0),
             ("a", 3, 2),
-            ("a", 4, 3)
+            ("a", 4, 3),
+            ("b", 2, 1)
         ],
         "publish order is the order given; each aggregate counts on from where it was"
     );
