@@ -1654,6 +1654,47 @@ async fn a_writer_that_takes_its_turn_first_is_numbered_before_a_writer_that_com
 }
 
 #[sqlx::test(migrations = false)]
+async fn an_event_the_database_did_not_take_fails_the_write(pool: PgPool) {
+    outbox::install(&pool).await.expect("outbox installs");
+    // A trigger that swallows rows, as a badly written one (or a policy)
+    // would: the write must say so, not report success.
+    sqlx::query(
+        "CREATE FUNCTION swallow_outbox_rows() RETURNS trigger LANGUAGE plpgsql
+         AS $$ BEGIN RETURN NULL; END $$",
+    )
+    .execute(&pool)
+    .await
+    .expect("a function");
+    sqlx::query(
+        "CREATE TRIGGER swallow BEFORE INSERT ON outbox
+         FOR EACH ROW EXECUTE FUNCTION swallow_outbox_rows()",
+    )
+    .execute(&pool)
+    .await
+    .expect("a trigger");
+    let event = |aggregate: &str| {
+        outbox::OutboxEvent::new(
+            Envelope::new(Counted::NAME, "chassis-tests", Origin::New),
+            &Counted {
+                aggregate: aggregate.into(),
+                seq: 0,
+                behaviour: "ok".into(),
+            },
+        )
+        .expect("an event")
+    };
+    for events in [vec![event("a")], vec![event("a"), event("b")]] {
+        let mut tx = pool.begin().await.expect("begin");
+        let written = outbox::write_all(&mut tx, &events).await;
+        assert!(
+            matches!(written, Err(chassis::messaging::MessagingError::Invalid(_))),
+            "{} events: {written:?}",
+            events.len()
+        );
+    }
+}
+
+#[sqlx::test(migrations = false)]
 async fn events_written_together_keep_their_order_and_each_aggregate_numbers_on(pool: PgPool) {
     outbox::install(&pool).await.expect("outbox installs");
     let counted = |aggregate: &str, seq| Counted {

@@ -30,7 +30,8 @@
 //!    ordering's orders into Baedal's tables, the feed, the relays) is
 //!    counted against its placements too.
 //! 2. **Latency.** The same, open loop, at half the slower side's
-//!    throughput (a rate both sides sustain), each request timed from the
+//!    throughput (a rate both sides answer; not one the migrated side's
+//!    background work keeps up with), each request timed from the
 //!    moment it was due, so a stall counts for the requests it delays;
 //!    p50/p99 per side.
 //! 3. **Database work.** ordering's store (`PgOrders`) doing what one
@@ -334,23 +335,20 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
             let settled = settle(system, placed).await?;
             // The work left behind when the last answer went out (sync-back,
             // the feed, the relays) is the placements' too.
-            let until_settled = settled
-                .map_or(CpuTicks::now()?, |(_, done_at)| done_at)
-                .since(started);
             rps.entry(SIDES[index]).or_default().push(run.rps());
-            let settled = settled.map(|(ms, _)| ms);
-            let mut described = run.describe(answered.machine, valid, settled);
-            let ms = |ticks: u64| run.cpu_ms_per_placement(ticks);
-            if let Some(machine) = ms(until_settled.machine) {
-                described["cpu_ms_per_placement_until_settled"] = machine.into();
-                let parts =
-                    until_settled.postgres + until_settled.rabbitmq + until_settled.this_process;
-                described["cpu_ms_per_placement_until_settled_by_process"] = json!({
-                    "postgres": ms(until_settled.postgres),
-                    "rabbitmq": ms(until_settled.rabbitmq),
-                    "this_process": ms(until_settled.this_process),
-                    "rest_of_machine": ms(until_settled.machine.saturating_sub(parts)),
-                });
+            let mut described = run.describe(answered.machine, valid, settled.map(|(ms, _)| ms));
+            // A run that did not settle has no figure until settled.
+            if let Some((_, done_at)) = settled {
+                let until_settled = done_at.since(started);
+                let ms = |ticks: u64| run.cpu_ms_per_placement(ticks);
+                if let Some(machine) = ms(until_settled.machine) {
+                    described["cpu_ms_per_placement_until_settled"] = machine.into();
+                    described["cpu_ms_per_placement_until_settled_by_process"] = json!({
+                        "postgres": ms(until_settled.postgres),
+                        "rabbitmq": ms(until_settled.rabbitmq),
+                        "this_process": ms(until_settled.this_process),
+                    });
+                }
             }
             closed.entry(SIDES[index]).or_default().push(described);
         }
@@ -702,9 +700,9 @@ async fn open_loop(
 /// CPU time so far, in clock ticks, of the machine and of the processes
 /// that share it: PostgreSQL (every backend), RabbitMQ (the Erlang VM and
 /// its helpers) and this process (Baedal, the ACL, ordering, the
-/// stranglers, the sandbox and the load, all in-process). The rest of the
-/// machine's (the kernel's network work, processes gone meanwhile) is the
-/// difference.
+/// stranglers, the sandbox and the load, all in-process). `/proc/stat`
+/// and the processes' own counters are kept differently, so the machine's
+/// total is not split further than these three.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuTicks {
     machine: u64,
@@ -772,16 +770,14 @@ impl CpuTicks {
 fn busy_ticks() -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string("/proc/stat").context("/proc/stat")?;
     let line = stat.lines().next().context("an empty /proc/stat")?;
-    // cpu user nice system idle iowait irq softirq steal ...
+    // cpu user nice system idle iowait irq softirq steal ...; steal is the
+    // hypervisor's, which no process here spent.
     let fields: Vec<u64> = line
         .split_whitespace()
         .skip(1)
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    Ok([0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| fields.get(i))
-        .sum())
+    Ok([0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum())
 }
 
 /// `/proc/stat`'s clock ticks per second (`getconf CLK_TCK`, which the
@@ -893,7 +889,6 @@ fn summary(runs: &[Value]) -> Value {
             "postgres": median_of_part("postgres"),
             "rabbitmq": median_of_part("rabbitmq"),
             "this_process": median_of_part("this_process"),
-            "rest_of_machine": median_of_part("rest_of_machine"),
         },
         "settled_after_ms": median_of("settled_after_ms"),
         "placed": sum_of("placed"),
