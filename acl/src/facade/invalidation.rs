@@ -9,20 +9,10 @@
 //! and reconnection come with it.
 
 use chassis::messaging::consumer::{Handler, HandlerError, HandlerFuture, Message};
-use contracts::IntegrationEvent;
-use contracts::legacy::{DataTruncated, FeedRestarted, MemberChanged, MenuChanged, ShopChanged};
+use contracts::legacy::CatalogChange;
 use sqlx::PgConnection;
 
 use super::Facade;
-
-/// The facts the cache's queue is bound to.
-pub const BINDINGS: &[&str] = &[
-    ShopChanged::NAME,
-    MenuChanged::NAME,
-    MemberChanged::NAME,
-    DataTruncated::NAME,
-    FeedRestarted::NAME,
-];
 
 #[derive(Debug, Clone)]
 pub struct Invalidation {
@@ -35,15 +25,11 @@ impl Invalidation {
     }
 
     pub fn apply(&self, message: &Message) -> Result<(), HandlerError> {
-        let facade = &self.facade;
-        match message.envelope.event_name.as_str() {
-            ShopChanged::NAME => facade.shop_changed(message.decode::<ShopChanged>()?.shop_id),
-            MenuChanged::NAME => facade.menu_changed(message.decode::<MenuChanged>()?.shop_id),
-            MemberChanged::NAME => {
-                facade.member_changed(message.decode::<MemberChanged>()?.member_id);
-            }
-            DataTruncated::NAME | FeedRestarted::NAME => facade.forget_everything(),
-            other => return Err(HandlerError::NotHandled(format!("{other} is not bound"))),
+        match message.read_as(CatalogChange::of)? {
+            CatalogChange::Shop { shop_id } => self.facade.shop_changed(shop_id),
+            CatalogChange::Menu { shop_id } => self.facade.menu_changed(shop_id),
+            CatalogChange::Member { member_id } => self.facade.member_changed(member_id),
+            CatalogChange::Everything => self.facade.forget_everything(),
         }
         Ok(())
     }
@@ -60,7 +46,8 @@ mod tests {
     use std::time::Instant;
 
     use chassis::trace_context::TraceContext;
-    use contracts::{Envelope, Origin};
+    use contracts::legacy::{DataTruncated, FeedRestarted, MemberChanged, ShopChanged};
+    use contracts::{Envelope, IntegrationEvent, Origin};
     use serde_json::{Value, json};
 
     use super::*;
@@ -143,6 +130,11 @@ mod tests {
         assert!(matches!(
             invalidation.apply(&message("legacy.order.placed.v1", json!({}))),
             Err(HandlerError::NotHandled(_))
+        ));
+        // A fact it is bound to but cannot read is for a person to look at.
+        assert!(matches!(
+            invalidation.apply(&message(ShopChanged::NAME, json!({"shop": 2}))),
+            Err(HandlerError::Reject(_))
         ));
     }
 }

@@ -253,8 +253,12 @@ impl Facade {
         exchange: &str,
         metrics: ConsumerMetrics,
     ) -> Consumer {
-        let mut queue =
-            QueueSpec::new("acl", "facade-cache", invalidation::BINDINGS).on_exchange(exchange);
+        let mut queue = QueueSpec::new(
+            "acl",
+            "facade-cache",
+            &contracts::legacy::CatalogChange::FACTS,
+        )
+        .on_exchange(exchange);
         queue.name.clone_from(&self.settings.cache_queue);
         // Dropping a cached answer twice is harmless: a short inbox memory does.
         Consumer::new(&self.settings.cache_queue, own, amqp_url, queue, metrics)

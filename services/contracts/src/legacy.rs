@@ -459,6 +459,57 @@ impl IntegrationEvent for FeedRestarted {
     }
 }
 
+/// What a fact about the catalog asks of whoever keeps answers about it
+/// (the ACL façade's cache, ordering's copy of the catalog) to drop: the
+/// one reading of the zero-payload facts both of them apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogChange {
+    Shop {
+        shop_id: i64,
+    },
+    Menu {
+        shop_id: i64,
+    },
+    Member {
+        member_id: i64,
+    },
+    /// Tables emptied at once, or facts that may have been missed (the
+    /// feed restarted): drop everything.
+    Everything,
+}
+
+impl CatalogChange {
+    /// The facts a keeper's queue is bound to.
+    pub const FACTS: [&'static str; 5] = [
+        ShopChanged::NAME,
+        MenuChanged::NAME,
+        MemberChanged::NAME,
+        DataTruncated::NAME,
+        FeedRestarted::NAME,
+    ];
+
+    /// The change a fact named `event_name` with `payload` announces;
+    /// `None` for a fact not in [`Self::FACTS`].
+    pub fn of(
+        event_name: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<Self>, serde_json::Error> {
+        Ok(Some(match event_name {
+            ShopChanged::NAME => Self::Shop {
+                shop_id: ShopChanged::deserialize(payload)?.shop_id,
+            },
+            MenuChanged::NAME => Self::Menu {
+                shop_id: MenuChanged::deserialize(payload)?.shop_id,
+            },
+            MemberChanged::NAME => Self::Member {
+                member_id: MemberChanged::deserialize(payload)?.member_id,
+            },
+            DataTruncated::NAME | FeedRestarted::NAME => Self::Everything,
+            _ => return Ok(None),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -635,6 +686,32 @@ mod tests {
             serde_json::to_value(&begun).unwrap(),
             json!({"order_no": "20261122-000001", "to": "assigned", "rider_id": 2, "rider_name": "이라이더", "changed_at": "2026-11-22T03:05:00Z"})
         );
+    }
+
+    #[test]
+    fn a_catalog_fact_names_what_to_drop() {
+        let of = |name: &str, payload: serde_json::Value| CatalogChange::of(name, &payload);
+        assert_eq!(
+            of(ShopChanged::NAME, json!({"shop_id": 3})).unwrap(),
+            Some(CatalogChange::Shop { shop_id: 3 })
+        );
+        assert_eq!(
+            of(MenuChanged::NAME, json!({"menu_id": 31, "shop_id": 3})).unwrap(),
+            Some(CatalogChange::Menu { shop_id: 3 })
+        );
+        assert_eq!(
+            of(MemberChanged::NAME, json!({"member_id": 5})).unwrap(),
+            Some(CatalogChange::Member { member_id: 5 })
+        );
+        for everything in [DataTruncated::NAME, FeedRestarted::NAME] {
+            assert_eq!(
+                of(everything, json!({})).unwrap(),
+                Some(CatalogChange::Everything)
+            );
+        }
+        assert_eq!(of("legacy.order.placed.v1", json!({})).unwrap(), None);
+        assert!(of(MenuChanged::NAME, json!({"menu_id": 31})).is_err());
+        assert_eq!(CatalogChange::FACTS.len(), 5);
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl Application {
             settings.catalog.queue
         );
         let consumer_metrics = ConsumerMetrics::register(service.registry_mut());
-        let copy_consumer = (settings.catalog.fresh_for_ms > 0).then(|| {
+        let copy_consumer = settings.catalog.is_on().then(|| {
             Catalog::consumer(
                 &settings.catalog,
                 pool.clone(),

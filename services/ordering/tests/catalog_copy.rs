@@ -30,22 +30,10 @@ async fn metric(ordering: &RunningOrdering, rig: &Rig, sample: &str) -> u64 {
         .map_or(0, |value| value.trim().parse().expect("a count"))
 }
 
-async fn from_acl(ordering: &RunningOrdering, rig: &Rig) -> u64 {
-    metric(
-        ordering,
-        rig,
-        r#"ordering_catalog_answers_total{source="acl"}"#,
-    )
-    .await
-}
-
-async fn from_copy(ordering: &RunningOrdering, rig: &Rig) -> u64 {
-    metric(
-        ordering,
-        rig,
-        r#"ordering_catalog_answers_total{source="copy"}"#,
-    )
-    .await
+/// Pricing answers ordering took from `source` (`acl` or `copy`).
+async fn answers(ordering: &RunningOrdering, rig: &Rig, source: &str) -> u64 {
+    let sample = format!(r#"ordering_catalog_answers_total{{source="{source}"}}"#);
+    metric(ordering, rig, &sample).await
 }
 
 /// Member 1's order of two of item 1 and one of item 2 at shop 1: its total.
@@ -114,10 +102,10 @@ async fn orders_are_priced_from_the_copy_and_a_new_price_reaches_it_through_the_
     let (one, two) = prices(&rig).await;
     assert_eq!(place(&ordering, &rig).await, 2 * one + two);
     // Shop, menu and member asked once; the second order asks nothing.
-    assert_eq!(from_acl(&ordering, &rig).await, 3);
+    assert_eq!(answers(&ordering, &rig, "acl").await, 3);
     assert_eq!(place(&ordering, &rig).await, 2 * one + two);
-    assert_eq!(from_copy(&ordering, &rig).await, 3);
-    assert_eq!(from_acl(&ordering, &rig).await, 3);
+    assert_eq!(answers(&ordering, &rig, "copy").await, 3);
+    assert_eq!(answers(&ordering, &rig, "acl").await, 3);
 
     sqlx::query("UPDATE tb_menu SET price = price + 1000 WHERE menu_id = 1")
         .execute(&rig.legacy_admin)
@@ -130,8 +118,8 @@ async fn orders_are_priced_from_the_copy_and_a_new_price_reaches_it_through_the_
     .await;
     assert_eq!(place(&ordering, &rig).await, 2 * (one + 1000) + two);
     // Only the menu was asked again.
-    assert_eq!(from_acl(&ordering, &rig).await, 4);
-    assert_eq!(from_copy(&ordering, &rig).await, 5);
+    assert_eq!(answers(&ordering, &rig, "acl").await, 4);
+    assert_eq!(answers(&ordering, &rig, "copy").await, 5);
 
     ordering.stop(&rig).await;
     acl.stop().await;

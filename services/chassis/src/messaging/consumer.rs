@@ -115,6 +115,21 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message as `reading` reads a family of events (for instance
+    /// `contracts::legacy::CatalogChange::of`): `None`, an event outside
+    /// the family, is one this handler does not handle
+    /// ([`HandlerError::NotHandled`]); a payload it cannot read is a
+    /// permanent failure, as in [`Self::decode`].
+    pub fn read_as<T>(
+        &self,
+        reading: impl FnOnce(&str, &serde_json::Value) -> Result<Option<T>, serde_json::Error>,
+    ) -> Result<T, HandlerError> {
+        let name = &self.envelope.event_name;
+        reading(name, &self.payload)
+            .map_err(|e| HandlerError::Reject(format!("{name} payload: {e}")))?
+            .ok_or_else(|| HandlerError::NotHandled(format!("{name} is not bound")))
+    }
+
     /// The payload as `E`. Another event (name) is one this handler does
     /// not handle ([`HandlerError::NotHandled`]); a payload that is not an
     /// `E` is a permanent failure.

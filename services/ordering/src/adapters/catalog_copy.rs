@@ -42,8 +42,7 @@ use chassis::messaging::consumer::{
     Consumer, ConsumerCheck, ConsumerMetrics, Handler, HandlerError, HandlerFuture, Message,
 };
 use chassis::messaging::topology::QueueSpec;
-use contracts::IntegrationEvent;
-use contracts::legacy::{DataTruncated, FeedRestarted, MemberChanged, MenuChanged, ShopChanged};
+use contracts::legacy::CatalogChange;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,6 +66,13 @@ pub struct CatalogSettings {
     pub queue: String,
 }
 
+impl CatalogSettings {
+    /// Whether there is a copy at all (`fresh_for_ms` 0: none).
+    pub fn is_on(&self) -> bool {
+        self.fresh_for_ms > 0
+    }
+}
+
 impl Default for CatalogSettings {
     fn default() -> Self {
         Self {
@@ -76,15 +82,6 @@ impl Default for CatalogSettings {
         }
     }
 }
-
-/// The facts the copy's queue is bound to.
-pub const BINDINGS: [&str; 5] = [
-    ShopChanged::NAME,
-    MenuChanged::NAME,
-    MemberChanged::NAME,
-    DataTruncated::NAME,
-    FeedRestarted::NAME,
-];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -200,7 +197,7 @@ impl Catalog {
             serve_stale_for: fresh_for,
         };
         let capacity = settings.max_entries;
-        let entries = (settings.fresh_for_ms > 0).then(|| {
+        let entries = settings.is_on().then(|| {
             Arc::new(Entries {
                 shops: Cache::new(freshness, capacity),
                 menus: Cache::new(freshness, capacity),
@@ -231,7 +228,8 @@ impl Catalog {
         exchange: &str,
         metrics: ConsumerMetrics,
     ) -> Consumer {
-        let mut queue = QueueSpec::new("ordering", "catalog-copy", &BINDINGS).on_exchange(exchange);
+        let mut queue =
+            QueueSpec::new("ordering", "catalog-copy", &CatalogChange::FACTS).on_exchange(exchange);
         queue.name.clone_from(&settings.queue);
         // Dropping an entry twice is harmless: a short inbox memory does.
         Consumer::new(&settings.queue, own, amqp_url, queue, metrics)
@@ -379,15 +377,11 @@ impl CatalogFacts {
     }
 
     pub fn apply(&self, message: &Message) -> Result<(), HandlerError> {
-        let catalog = &self.catalog;
-        match message.envelope.event_name.as_str() {
-            ShopChanged::NAME => catalog.shop_changed(message.decode::<ShopChanged>()?.shop_id),
-            MenuChanged::NAME => catalog.menu_changed(message.decode::<MenuChanged>()?.shop_id),
-            MemberChanged::NAME => {
-                catalog.member_changed(message.decode::<MemberChanged>()?.member_id);
-            }
-            DataTruncated::NAME | FeedRestarted::NAME => catalog.forget_everything(),
-            other => return Err(HandlerError::NotHandled(format!("{other} is not bound"))),
+        match message.read_as(CatalogChange::of)? {
+            CatalogChange::Shop { shop_id } => self.catalog.shop_changed(shop_id),
+            CatalogChange::Menu { shop_id } => self.catalog.menu_changed(shop_id),
+            CatalogChange::Member { member_id } => self.catalog.member_changed(member_id),
+            CatalogChange::Everything => self.catalog.forget_everything(),
         }
         Ok(())
     }
