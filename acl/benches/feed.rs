@@ -213,6 +213,7 @@ async fn bench(
         // And its own sync-back queue, for the same reason.
         sync_back: acl::syncback::SyncBackSettings {
             queue: sync_back_queue(exchange),
+            ..acl::syncback::SyncBackSettings::default()
         },
         monolith: acl::commands::MonolithSettings::default(),
     };

@@ -41,6 +41,7 @@
 //! | `ACL_RECONCILE__SETTLE_SECONDS` | 60 | legacy orders changed this recently are not compared |
 //! | `ACL_RECONCILE__PAGE_SIZE` | 500 | orders read at once on each side |
 //! | `ACL_SYNC_BACK__QUEUE` | `acl.sync-back` | the queue sync-back consumes (bound to `ordering.order.#`) |
+//! | `ACL_SYNC_BACK__CONSUMERS` | 4 | consumers of that queue in this process, taking different orders at once (1 to 64) |
 //! | `ACL_MONOLITH__BASE_URL` | `http://127.0.0.1:8080` | Baedal, for commands |
 //! | `ACL_MONOLITH__TIMEOUT_MS` | 5000 | the deadline of one command to Baedal |
 //! | `ACL_MONOLITH__BREAKER_FAILURES`, `ACL_MONOLITH__BREAKER_OPEN_MS` | 5, 10000 | failed calls in a row that open the breaker to Baedal, and for how long |
@@ -137,6 +138,7 @@ impl Application {
             "ACL_CAPTURE__MAX_CHANGES must be at least 1 (it is {})",
             settings.capture.max_changes
         );
+        settings.sync_back.validate().map_err(anyhow::Error::msg)?;
         let own = settings.database.pool()?;
         let legacy = syncback::legacy_pool(&settings.legacy)?;
         prepare_own_database(&own).await?;
@@ -187,6 +189,7 @@ impl Application {
             legacy.clone(),
             settings.amqp_url.expose_secret(),
             syncback::queue(&settings.sync_back, &settings.exchange),
+            settings.sync_back.consumers,
             consumer_metrics,
             SyncBackMetrics::register(service.registry_mut()),
         );

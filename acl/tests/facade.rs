@@ -78,6 +78,7 @@ impl Acl {
             exchange: rig.exchange.clone(),
             sync_back: acl::syncback::SyncBackSettings {
                 queue: sync_back_queue.clone(),
+                ..acl::syncback::SyncBackSettings::default()
             },
             // The test's own Baedal, never the stack's.
             monolith: acl::commands::MonolithSettings {

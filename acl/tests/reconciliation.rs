@@ -426,6 +426,7 @@ async fn the_admin_endpoint_wants_the_token_refuses_bad_input_and_repairs_and_th
         reconcile: settings(&history),
         sync_back: acl::syncback::SyncBackSettings {
             queue: sync_back_queue.clone(),
+            ..acl::syncback::SyncBackSettings::default()
         },
         monolith: acl::commands::MonolithSettings::default(),
     };

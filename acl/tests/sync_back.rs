@@ -373,6 +373,123 @@ async fn a_fact_that_arrives_before_its_predecessor_waits_for_it(
 }
 
 #[sqlx::test(migrations = false)]
+async fn consumers_side_by_side_write_each_order_as_its_facts_say_in_their_sequence(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back_with(4).await;
+    let ordering = Ordering::on(&rig).await;
+    let mut orders = Vec::new();
+    for n in 0..40 {
+        let order = an_order(&rig).await;
+        let payment = paid(&order, &format!("pay_1{n:03}"));
+        let cancel = cancelled(&order, CancelReason::Member, true);
+        // Half in their sequence, half the other way round: each order's
+        // facts reach the consumers one after the other, so they meet on
+        // it; a cancel applied before its payment would leave the order
+        // with no payment and then a conflict.
+        if n % 2 == 0 {
+            ordering.publish(&order, 1).await;
+            ordering.publish(&payment, 2).await;
+            ordering.publish(&cancel, 3).await;
+        } else {
+            ordering.publish(&cancel, 3).await;
+            ordering.publish(&payment, 2).await;
+            ordering.publish(&order, 1).await;
+        }
+        orders.push(order.order_no);
+    }
+    sync_back
+        .until("every fact applied", |m| m.handled(CONSUMER) == 120)
+        .await;
+    for order_no in &orders {
+        assert_eq!(
+            legacy_order(&rig, order_no).await,
+            Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into()))),
+            "order {order_no}"
+        );
+    }
+    let left: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM acl.sync_back_conflict),
+                (SELECT count(*) FROM acl.inbox_parked)",
+    )
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("counts");
+    assert_eq!(left, (0, 0), "no conflict, nothing left parked");
+    assert_eq!(sync_back.dead_lettered(), 0);
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+/// Sync-back's connections waiting for a lock in the test's database.
+async fn waiting_on_a_lock(rig: &Rig) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND usename = 'acl' AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&rig.legacy_admin)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_order_waiting_on_a_locked_legacy_row_holds_back_no_other_order(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let sync_back = rig.start_sync_back_with(2).await;
+    let ordering = Ordering::on(&rig).await;
+    let held = an_order(&rig).await;
+    ordering
+        .place_and_pay(&held, &paid(&held, "pay_0010"), &sync_back)
+        .await;
+
+    // The order's row held, as Baedal holds it while the shop decides.
+    let mut board = rig.legacy_admin.begin().await.expect("a transaction");
+    sqlx::query("SELECT FROM tb_order WHERE ord_no = $1 FOR UPDATE")
+        .bind(&held.order_no)
+        .execute(&mut *board)
+        .await
+        .expect("the row locked");
+    ordering
+        .publish(&cancelled(&held, CancelReason::Member, true), 3)
+        .await;
+    support::eventually("the cancel waiting for the row", || async {
+        waiting_on_a_lock(&rig).await == 1
+    })
+    .await;
+
+    // Another order's facts go to the other consumer and are written.
+    let other = an_order(&rig).await;
+    ordering.publish(&other, 1).await;
+    ordering.publish(&paid(&other, "pay_0011"), 2).await;
+    sync_back
+        .until("the other order's facts applied", |m| {
+            m.handled(CONSUMER) == 4
+        })
+        .await;
+    assert_eq!(
+        legacy_order(&rig, &other.order_no).await,
+        Some(("20".into(), None, 2, Some("AUTH".into())))
+    );
+    assert_eq!(waiting_on_a_lock(&rig).await, 1, "the cancel still waits");
+
+    board.rollback().await.expect("the row let go");
+    sync_back
+        .until("the cancel applied", |m| m.handled(CONSUMER) == 5)
+        .await;
+    assert_eq!(
+        legacy_order(&rig, &held.order_no).await,
+        Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into())))
+    );
+    sync_back.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
 async fn only_states_the_monolith_treats_as_settled_are_written(
     _: PgPoolOptions,
     options: PgConnectOptions,

@@ -6,8 +6,10 @@
 //! Pattern: anti-corruption layer, sync-back —
 //! docs/patterns/anti-corruption-layer.md#sync-back-new--legacy.
 //!
-//! - [`SyncBack`]: a chassis consumer on `acl.sync-back`, bound to every
-//!   fact of ordering's orders and applying them in each order's sequence.
+//! - [`SyncBack`]: chassis consumers on `acl.sync-back` (four by
+//!   default), bound to every fact of ordering's orders. They take
+//!   different orders at once and apply each order's facts in its
+//!   sequence: the consumers take turns on an order (docs/adr/0009).
 //!   Its database is the legacy one, as the `acl` role with
 //!   `search_path = acl, public`: the inbox and the per-order "last
 //!   applied" number live in the ACL's own `acl` schema there and commit in
@@ -29,6 +31,7 @@ use chassis::messaging::topology::QueueSpec;
 use chassis::messaging::{MessagingError, amqp};
 use serde::Deserialize;
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 pub use apply::{ApplyToLegacy, SyncBackMetrics};
 
@@ -44,12 +47,38 @@ pub const BINDING: &str = "ordering.order.#";
 pub struct SyncBackSettings {
     /// The queue sync-back consumes; tests use their own.
     pub queue: String,
+    /// Consumers of that queue in this process (1 to [`MAX_CONSUMERS`]).
+    pub consumers: usize,
 }
+
+/// Deliveries each consumer holds. One: an order whose legacy row is
+/// locked (the shop deciding on the board, Baedal's sweeper) holds up only
+/// the consumer applying its fact, not other orders' facts waiting behind
+/// it in that consumer's buffer.
+const PREFETCH: u16 = 1;
+
+/// More consumers than this only wait for connections of the pool.
+pub const MAX_CONSUMERS: usize = 64;
 
 impl Default for SyncBackSettings {
     fn default() -> Self {
         Self {
             queue: "acl.sync-back".to_owned(),
+            consumers: 4,
+        }
+    }
+}
+
+impl SyncBackSettings {
+    /// Refuses a number of consumers sync-back cannot run with.
+    pub fn validate(&self) -> Result<(), String> {
+        if (1..=MAX_CONSUMERS).contains(&self.consumers) {
+            Ok(())
+        } else {
+            Err(format!(
+                "ACL_SYNC_BACK__CONSUMERS is 1 to {MAX_CONSUMERS} (it is {})",
+                self.consumers
+            ))
         }
     }
 }
@@ -99,39 +128,57 @@ pub async fn placed_by_ordering(legacy: &PgPool, order_no: &str) -> Result<bool,
         .await
 }
 
-/// The sync-back consumer and what it applies.
+/// The sync-back consumers and what they apply.
 #[derive(Debug, Clone)]
 pub struct SyncBack {
     legacy: PgPool,
-    consumer: Consumer,
+    /// At least one; all under one name, which the inbox and the order's
+    /// sequence are kept by, so they take turns on an order.
+    consumers: Vec<Consumer>,
     handler: ApplyToLegacy,
 }
 
 impl SyncBack {
-    /// `legacy`: a pool from [`legacy_pool`].
+    /// `legacy`: a pool from [`legacy_pool`]; `consumers` of `queue`, at
+    /// least one.
     pub fn new(
         legacy: PgPool,
         amqp_url: &str,
         queue: QueueSpec,
+        consumers: usize,
         consumer_metrics: ConsumerMetrics,
         metrics: SyncBackMetrics,
     ) -> Self {
-        let consumer = Consumer::new(CONSUMER, legacy.clone(), amqp_url, queue, consumer_metrics)
-            .in_aggregate_order();
+        let consumers = (0..consumers.max(1))
+            .map(|_| {
+                Consumer::new(
+                    CONSUMER,
+                    legacy.clone(),
+                    amqp_url,
+                    queue.clone(),
+                    consumer_metrics.clone(),
+                )
+                .in_aggregate_order()
+                .with_prefetch(PREFETCH)
+            })
+            .collect();
         Self {
             legacy,
-            consumer,
+            consumers,
             handler: ApplyToLegacy::new(metrics),
         }
     }
 
-    /// Ready while consuming (so: prepared, and the queue declared).
+    /// Ready while the consumers consume (so: prepared, and the queue
+    /// declared); each sets up as the first does, so the first stands for
+    /// them.
     pub fn readiness_check(&self) -> ConsumerCheck {
-        self.consumer.readiness_check()
+        self.consumers[0].readiness_check()
     }
 
     /// Prepares the `acl` schema (retrying while the legacy database is
-    /// away), then consumes until `shutdown`.
+    /// away), then consumes until `shutdown`. When it returns, every
+    /// consumer has finished the message in hand.
     pub async fn run<F: Future<Output = ()> + Send>(self, shutdown: F) {
         tokio::pin!(shutdown);
         let mut failures = 0;
@@ -145,6 +192,21 @@ impl SyncBack {
                 () = tokio::time::sleep(amqp::backoff(failures)) => {}
             }
         }
-        self.consumer.run(self.handler, shutdown).await;
+        let (stop, stopping) = watch::channel(false);
+        let consumers: Vec<_> = self
+            .consumers
+            .into_iter()
+            .map(|consumer| {
+                let mut stopping = stopping.clone();
+                tokio::spawn(consumer.run(self.handler.clone(), async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                }))
+            })
+            .collect();
+        shutdown.await;
+        let _ = stop.send(true);
+        for consumer in consumers {
+            let _ = consumer.await;
+        }
     }
 }

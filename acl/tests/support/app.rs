@@ -48,6 +48,7 @@ impl Rig {
             exchange: self.exchange.clone(),
             sync_back: SyncBackSettings {
                 queue: format!("acl.t.{unique}.sync-back"),
+                ..SyncBackSettings::default()
             },
             monolith: acl::commands::MonolithSettings {
                 base_url: self.baedal_url.clone(),

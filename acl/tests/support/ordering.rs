@@ -174,12 +174,20 @@ impl Rig {
         }
     }
 
-    /// Starts sync-back and waits until it consumes (its queue is bound).
+    /// Starts sync-back as it runs by default and waits until it consumes
+    /// (its queue is bound).
     pub async fn start_sync_back(&self) -> SyncBackRun {
+        self.start_sync_back_with(SyncBackSettings::default().consumers)
+            .await
+    }
+
+    /// [`Self::start_sync_back`] with `consumers` consumers.
+    pub async fn start_sync_back_with(&self, consumers: usize) -> SyncBackRun {
         let pool = syncback::legacy_pool(&self.acl_legacy_settings()).expect("a pool");
         let queue = syncback::queue(
             &SyncBackSettings {
                 queue: format!("acl.t.{}.sync-back", uuid::Uuid::now_v7().simple()),
+                ..SyncBackSettings::default()
             },
             &self.exchange,
         );
@@ -189,6 +197,7 @@ impl Rig {
             pool.clone(),
             &self.amqp_url,
             queue.clone(),
+            consumers,
             consumer.clone(),
             metrics.clone(),
         );

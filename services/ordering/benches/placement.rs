@@ -234,6 +234,13 @@ async fn placement(
     let mut acl_settings = rig.acl_settings();
     acl_settings.database.max_connections = 10;
     acl_settings.legacy.max_connections = 10;
+    // Sync-back's consumers as configured: 1 measures it applying one
+    // fact at a time.
+    acl_settings.sync_back.consumers = usize::try_from(env_number(
+        "ACL_SYNC_BACK__CONSUMERS",
+        acl_settings.sync_back.consumers as u64,
+    )?)?;
+    let sync_back_consumers = acl_settings.sync_back.consumers;
     let acl = rig.start_acl(acl_settings).await;
     // ordering's catalog copy as configured (ADR 0023): 0 measures
     // ordering asking the ACL for every placement.
@@ -272,6 +279,7 @@ async fn placement(
         }
         let mut measured = measure(&system, seconds, rounds).await?;
         measured["catalog_copy_fresh_for_ms"] = json!(catalog_fresh_for_ms);
+        measured["sync_back_consumers"] = json!(sync_back_consumers);
         anyhow::Ok(measured)
     }
     .await;
@@ -338,7 +346,11 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
             rps.entry(SIDES[index]).or_default().push(run.rps());
             let mut described = run.describe(answered.machine, valid, settled.map(|(ms, _)| ms));
             // A run that did not settle has no figure until settled.
-            if let Some((_, done_at)) = settled {
+            if let Some((settled_ms, done_at)) = settled {
+                // Orders whose every effect is done, per second of the run
+                // and of the settling after it.
+                described["completed_per_s"] =
+                    round3(run.placed as f64 / (run.seconds + settled_ms as f64 / 1000.0)).into();
                 let until_settled = done_at.since(started);
                 let ms = |ticks: u64| run.cpu_ms_per_placement(ticks);
                 if let Some(machine) = ms(until_settled.machine) {
@@ -386,6 +398,8 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
     Ok(json!({
         "throughput_ratio_migrated_vs_legacy":
             ratio(&migrated["throughput"]["rps"], &legacy["throughput"]["rps"]),
+        "completed_ratio_migrated_vs_legacy":
+            ratio(&migrated["throughput"]["completed_per_s"], &legacy["throughput"]["completed_per_s"]),
         "cpu_per_placement_ratio_migrated_vs_legacy":
             ratio(&migrated["throughput"]["cpu_ms_per_placement"], &legacy["throughput"]["cpu_ms_per_placement"]),
         "cpu_until_settled_per_placement_ratio_migrated_vs_legacy":
@@ -792,13 +806,14 @@ fn ticks_per_second() -> f64 {
 /// Waits until every order placed is on Baedal's tables, ordering's and
 /// the ACL's outboxes are empty, and the change feed's position and
 /// ordering's queue of Baedal's facts have stood still and empty for half
-/// a second; the time it took, or `None` if it did not within [`SETTLE`].
-/// With the time, the CPU counters at the first of the quiet looks: the
-/// work was done then, and what follows is the bench's own looking.
+/// a second; `None` if it did not within [`SETTLE`]. Otherwise the time
+/// and the CPU counters at the first of the quiet looks: the work was done
+/// then, and what follows is the bench's own looking.
 async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<(u64, CpuTicks)>> {
     let started = Instant::now();
     let mut quiet = 0;
     let mut done_at = CpuTicks::default();
+    let mut done_after = Duration::ZERO;
     let mut last_position = String::new();
     while quiet < 5 {
         if started.elapsed() > SETTLE {
@@ -832,12 +847,10 @@ async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<(u64, Cpu
         quiet = if settled { quiet + 1 } else { 0 };
         if quiet == 1 {
             done_at = CpuTicks::now()?;
+            done_after = started.elapsed();
         }
     }
-    Ok(Some((
-        u64::try_from(started.elapsed().as_millis())?,
-        done_at,
-    )))
+    Ok(Some((u64::try_from(done_after.as_millis())?, done_at)))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -881,6 +894,7 @@ fn summary(runs: &[Value]) -> Value {
     };
     json!({
         "rps": median_of("rps"),
+        "completed_per_s": median_of("completed_per_s"),
         "p50_us": median_of("p50_us"),
         "p99_us": median_of("p99_us"),
         "cpu_ms_per_placement": median_of("cpu_ms_per_placement"),
