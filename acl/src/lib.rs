@@ -186,7 +186,7 @@ impl Application {
             &client_metrics,
         )?;
         let sync_back = SyncBack::new(
-            legacy.clone(),
+            syncback::pool(&settings.legacy, &settings.sync_back)?,
             settings.amqp_url.expose_secret(),
             syncback::queue(&settings.sync_back, &settings.exchange),
             settings.sync_back.consumers,

@@ -10,7 +10,8 @@
 #
 # BENCH_SECONDS (default 5) sets each measurement's length, BENCH_ROUNDS
 # (default 3) the number of rounds. ORDERING_CATALOG__FRESH_FOR_MS sets
-# ordering's catalog copy as the service reads it (0: no copy, ADR 0023).
+# ordering's catalog copy as the service reads it (0: no copy, ADR 0023),
+# ACL_SYNC_BACK__CONSUMERS sync-back's consumers (default 4).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -35,11 +36,11 @@ def verdict(value, target):
     if value is None: return "n/a"
     return "meets target" if value >= target else "BELOW TARGET"
 copy = p.get("catalog_copy_fresh_for_ms")
-print(f"ordering's catalog copy: {'off (every placement asks the ACL)' if copy == 0 else f'fresh for {copy} ms'}")
-print(f"closed loop, {line['clients']} clients  {'orders/s':>10}{'CPU ms/order':>14}{'… settled':>11}{'settle ms':>11}{'errors':>8}{'valid':>7}")
+print(f"ordering's catalog copy: {'off (every placement asks the ACL)' if copy == 0 else f'fresh for {copy} ms'}; sync-back consumers: {p.get('sync_back_consumers')}")
+print(f"closed loop, {line['clients']} clients  {'orders/s':>10}{'completed/s':>13}{'CPU ms/order':>14}{'… settled':>11}{'settle ms':>11}{'errors':>8}{'valid':>7}")
 for side in ("legacy", "migrated"):
     t = p[side]["throughput"]
-    print(f"  {side:<28}{num(t['rps'], '>10.1f')}{num(t['cpu_ms_per_placement'], '>14.2f')}{num(t.get('cpu_ms_per_placement_until_settled'), '>11.2f')}{num(t.get('settled_after_ms'), '>11.0f')}{t['errors']:>8}{str(t['all_valid']):>7}")
+    print(f"  {side:<28}{num(t['rps'], '>10.1f')}{num(t.get('completed_per_s'), '>13.1f')}{num(t['cpu_ms_per_placement'], '>14.2f')}{num(t.get('cpu_ms_per_placement_until_settled'), '>11.2f')}{num(t.get('settled_after_ms'), '>11.0f')}{t['errors']:>8}{str(t['all_valid']):>7}")
 print("CPU ms per placement until settled, by process")
 for side in ("legacy", "migrated"):
     parts = p[side]["throughput"].get("cpu_ms_per_placement_until_settled_by_process", {})
@@ -50,6 +51,7 @@ for side in ("legacy", "migrated"):
     print(f"  {side:<28}{num(l['p50_us'], '>10.0f')}{num(l['p99_us'], '>14.0f')}{l['errors']:>8}{str(l['all_valid']):>7}")
 t = p["throughput_ratio_migrated_vs_legacy"]
 print(f"throughput, migrated / legacy:        {num(t, '.3f')}  (target ≥ 1.0: {verdict(t, 1.0)})")
+print(f"orders completed (every effect done) per second, migrated / legacy: {num(p.get('completed_ratio_migrated_vs_legacy'), '.3f')}")
 print(f"CPU per placement, migrated / legacy: {num(p['cpu_per_placement_ratio_migrated_vs_legacy'], '.3f')} while answering, {num(p.get('cpu_until_settled_per_placement_ratio_migrated_vs_legacy'), '.3f')} until the work left behind is done")
 print(f"p99 at a fixed rate, migrated / legacy: {num(p['p99_ratio_migrated_vs_legacy'], '.3f')}")
 r = d["ratio_ordering_vs_pgbench"]

@@ -52,12 +52,15 @@ pub struct SyncBackSettings {
 }
 
 /// Deliveries each consumer holds. One: an order whose legacy row is
-/// locked (the shop deciding on the board, Baedal's sweeper) holds up only
-/// the consumer applying its fact, not other orders' facts waiting behind
-/// it in that consumer's buffer.
+/// locked (the shop deciding on the board, Baedal's sweeper) holds up the
+/// consumers handed its facts, and no other order's fact waits behind
+/// them in a consumer's buffer, short of the next delivery a consumer is
+/// given while it applies an order's parked facts after acknowledging the
+/// one that let them go.
 const PREFETCH: u16 = 1;
 
-/// More consumers than this only wait for connections of the pool.
+/// A bound on the setting: each consumer holds a connection of
+/// sync-back's own pool ([`pool`]) and one to RabbitMQ.
 pub const MAX_CONSUMERS: usize = 64;
 
 impl Default for SyncBackSettings {
@@ -119,6 +122,21 @@ pub async fn prepare(legacy: &PgPool) -> Result<(), PrepareError> {
     Ok(())
 }
 
+/// Sync-back's own pool on the legacy database ([`legacy_pool`]): one
+/// connection per consumer, which each holds for one fact at a time, so
+/// consumers waiting on a locked order never take the connections the
+/// ACL's other parts (order numbers on every migrated placement, the
+/// façade) share.
+pub fn pool(
+    legacy: &DatabaseSettings,
+    settings: &SyncBackSettings,
+) -> Result<PgPool, DatabaseError> {
+    legacy_pool(&DatabaseSettings {
+        max_connections: u32::try_from(settings.consumers.clamp(1, MAX_CONSUMERS)).unwrap_or(1),
+        ..legacy.clone()
+    })
+}
+
 /// Whether `order_no` is an order the ordering service placed (and so
 /// owns: docs/adr/0015-order-ownership.md).
 pub async fn placed_by_ordering(legacy: &PgPool, order_no: &str) -> Result<bool, sqlx::Error> {
@@ -169,11 +187,10 @@ impl SyncBack {
         }
     }
 
-    /// Ready while the consumers consume (so: prepared, and the queue
-    /// declared); each sets up as the first does, so the first stands for
-    /// them.
+    /// Ready while every consumer consumes (so: prepared, and the queue
+    /// declared).
     pub fn readiness_check(&self) -> ConsumerCheck {
-        self.consumers[0].readiness_check()
+        ConsumerCheck::of_all(&self.consumers).expect("`new` makes at least one consumer")
     }
 
     /// Prepares the `acl` schema (retrying while the legacy database is
@@ -206,7 +223,9 @@ impl SyncBack {
         shutdown.await;
         let _ = stop.send(true);
         for consumer in consumers {
-            let _ = consumer.await;
+            if let Err(failed) = consumer.await {
+                tracing::error!(error = %failed, "a sync-back consumer ended abnormally");
+            }
         }
     }
 }

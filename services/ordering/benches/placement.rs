@@ -11,7 +11,8 @@
 //! (its automatic rollback off, so a failing ordering cannot quietly turn
 //! into Baedal), pointing at the same Baedal and ordering. The database
 //! pools of Baedal, the ACL (both of its pools) and ordering have 10
-//! connections, as under `make up`.
+//! connections, as under `make up`; sync-back has its own, one per
+//! consumer (`ACL_SYNC_BACK__CONSUMERS`, 4 by default).
 //!
 //! 1. **Throughput.** `CLIENTS` clients in a closed loop post
 //!    `POST /api/orders` (members 1–120 in turn, two items at shop 1)
@@ -28,7 +29,9 @@
 //!    placement: while the answers go out, and until the system has
 //!    settled, so that the work a side leaves behind (sync-back writing
 //!    ordering's orders into Baedal's tables, the feed, the relays) is
-//!    counted against its placements too.
+//!    counted against its placements too; and the orders completed per
+//!    second: placements divided by the run's time and the time until
+//!    settled (null unless every run settled).
 //! 2. **Latency.** The same, open loop, at half the slower side's
 //!    throughput (a rate both sides answer; not one the migrated side's
 //!    background work keeps up with), each request timed from the
@@ -235,7 +238,8 @@ async fn placement(
     acl_settings.database.max_connections = 10;
     acl_settings.legacy.max_connections = 10;
     // Sync-back's consumers as configured: 1 measures it applying one
-    // fact at a time.
+    // fact at a time (each consumer holds one delivery, whatever the
+    // number).
     acl_settings.sync_back.consumers = usize::try_from(env_number(
         "ACL_SYNC_BACK__CONSUMERS",
         acl_settings.sync_back.consumers as u64,
@@ -329,7 +333,7 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
         let run = closed_loop(&http, &strangler.url, &bodies, Duration::from_secs(2)).await?;
         placed += run.placed;
         counted.check(system, SIDES[index], run.placed).await?;
-        settle(system, placed).await?;
+        settle(system, placed, Instant::now()).await?;
     }
     let mut closed: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -338,9 +342,10 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
             let started = CpuTicks::now()?;
             let run = closed_loop(&http, &system.stranglers[index].url, &bodies, seconds).await?;
             let answered = CpuTicks::now()?.since(started);
+            let load_ended = Instant::now();
             placed += run.placed;
             let valid = counted.check(system, SIDES[index], run.placed).await?;
-            let settled = settle(system, placed).await?;
+            let settled = settle(system, placed, load_ended).await?;
             // The work left behind when the last answer went out (sync-back,
             // the feed, the relays) is the placements' too.
             rps.entry(SIDES[index]).or_default().push(run.rps());
@@ -377,8 +382,9 @@ async fn measure(system: &System, seconds: Duration, rounds: u64) -> anyhow::Res
             let run =
                 open_loop(&http, &system.stranglers[index].url, &bodies, rate, seconds).await?;
             placed += run.placed;
+            let load_ended = Instant::now();
             let valid = counted.check(system, SIDES[index], run.placed).await?;
-            let settled = settle(system, placed).await?.map(|(ms, _)| ms);
+            let settled = settle(system, placed, load_ended).await?.map(|(ms, _)| ms);
             open.entry(SIDES[index])
                 .or_default()
                 .push(run.describe(0, valid, settled));
@@ -807,10 +813,14 @@ fn ticks_per_second() -> f64 {
 /// the ACL's outboxes are empty, and the change feed's position and
 /// ordering's queue of Baedal's facts have stood still and empty for half
 /// a second; `None` if it did not within [`SETTLE`]. Otherwise the time
-/// and the CPU counters at the first of the quiet looks: the work was done
-/// then, and what follows is the bench's own looking.
-async fn settle(system: &System, placed: u64) -> anyhow::Result<Option<(u64, CpuTicks)>> {
-    let started = Instant::now();
+/// since `started` (the load's end) and the CPU counters at the first of
+/// the quiet looks: the work was done by then (a look every 100 ms), and
+/// what follows is the bench's own looking.
+async fn settle(
+    system: &System,
+    placed: u64,
+    started: Instant,
+) -> anyhow::Result<Option<(u64, CpuTicks)>> {
     let mut quiet = 0;
     let mut done_at = CpuTicks::default();
     let mut done_after = Duration::ZERO;
@@ -894,7 +904,10 @@ fn summary(runs: &[Value]) -> Value {
     };
     json!({
         "rps": median_of("rps"),
-        "completed_per_s": median_of("completed_per_s"),
+        // Only over runs that all settled: one that did not has no
+        // figure, and leaving it out would flatter the median.
+        "completed_per_s": runs.iter().all(|r| !r["settled_after_ms"].is_null())
+            .then(|| median_of("completed_per_s")).flatten(),
         "p50_us": median_of("p50_us"),
         "p99_us": median_of("p99_us"),
         "cpu_ms_per_placement": median_of("cpu_ms_per_placement"),

@@ -79,7 +79,7 @@ use chassis::db::{DatabaseSettings, PostgresCheck};
 use chassis::http::Service;
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use chassis::messaging::amqp::BrokerCheck;
-use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
+use chassis::messaging::consumer::{Consumer, ConsumerCheck, ConsumerMetrics};
 use chassis::messaging::outbox::{Relay, RelayMetrics, RelaySettings};
 use chassis::telemetry::TelemetrySettings;
 use serde::Deserialize;
@@ -341,7 +341,9 @@ impl Application {
         let mut service = service
             .readiness_check(PostgresCheck::new(pool.clone()))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
-            .readiness_check(consumers[0].readiness_check());
+            .readiness_check(
+                ConsumerCheck::of_all(&consumers).expect("ORDERING_CONSUMERS is at least 1"),
+            );
         // A copy that cannot hear of changes is not one to price with.
         if let Some((consumer, _)) = &copy_keeper {
             service = service.readiness_check(consumer.readiness_check());

@@ -508,7 +508,7 @@ impl Consumer {
     pub fn readiness_check(&self) -> ConsumerCheck {
         ConsumerCheck {
             name: format!("consumer:{}", self.name),
-            consuming: self.consuming.clone(),
+            consuming: vec![self.consuming.clone()],
         }
     }
 
@@ -1391,13 +1391,14 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-/// Readiness of one consumer: down while it is not connected and
-/// consuming (the broker is away, or it is restarting after a failure).
+/// Readiness of a consumer, or of several run side by side ([`Self::and`]):
+/// down while one of them is not connected and consuming (the broker is
+/// away, or it is restarting after a failure).
 #[derive(Debug, Clone)]
 pub struct ConsumerCheck {
-    /// `consumer:<name>`.
+    /// `consumer:<name>` (of the first).
     name: String,
-    consuming: Arc<AtomicBool>,
+    consuming: Vec<Arc<AtomicBool>>,
 }
 
 impl ConsumerCheck {
@@ -1405,7 +1406,32 @@ impl ConsumerCheck {
     /// what the consumer keeps current while it is not (ordering's catalog
     /// copy).
     pub fn is_consuming(&self) -> bool {
-        self.consuming.load(Ordering::SeqCst)
+        self.not_consuming() == 0
+    }
+
+    /// One check for this consumer and `other`, which run side by side on
+    /// one queue: each fails on its own (its own connection, its own
+    /// restarts), so each must be consuming.
+    #[must_use]
+    pub fn and(mut self, other: Self) -> Self {
+        self.consuming.extend(other.consuming);
+        self
+    }
+
+    /// One check for `consumers` run side by side ([`Self::and`]); `None`
+    /// for none.
+    pub fn of_all(consumers: &[Consumer]) -> Option<Self> {
+        consumers
+            .iter()
+            .map(Consumer::readiness_check)
+            .reduce(Self::and)
+    }
+
+    fn not_consuming(&self) -> usize {
+        self.consuming
+            .iter()
+            .filter(|consuming| !consuming.load(Ordering::SeqCst))
+            .count()
     }
 }
 
@@ -1415,12 +1441,12 @@ impl ReadinessCheck for ConsumerCheck {
     }
 
     fn check(&self) -> CheckFuture<'_> {
-        let consuming = self.consuming.load(Ordering::SeqCst);
+        let (down, of) = (self.not_consuming(), self.consuming.len());
         Box::pin(async move {
-            if consuming {
-                Ok(())
-            } else {
-                Err("not consuming".to_owned())
+            match (down, of) {
+                (0, _) => Ok(()),
+                (_, 1) => Err("not consuming".to_owned()),
+                _ => Err(format!("{down} of {of} consumers not consuming")),
             }
         })
     }
@@ -1454,6 +1480,27 @@ fn decode(delivery: &Delivery) -> Result<Message, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(consuming: bool) -> ConsumerCheck {
+        ConsumerCheck {
+            name: "consumer:c".into(),
+            consuming: vec![Arc::new(AtomicBool::new(consuming))],
+        }
+    }
+
+    #[tokio::test]
+    async fn consumers_side_by_side_are_ready_only_while_each_consumes() {
+        let all = check(true).and(check(true)).and(check(true));
+        assert!(all.is_consuming());
+        assert_eq!(all.check().await, Ok(()));
+        let one_down = check(true).and(check(false)).and(check(true));
+        assert!(!one_down.is_consuming());
+        assert_eq!(
+            one_down.check().await,
+            Err("1 of 3 consumers not consuming".to_owned())
+        );
+        assert_eq!(check(false).check().await, Err("not consuming".to_owned()));
+    }
 
     /// A drain that finds the parked message's turn has not come after all
     /// (`Parked`: its insert into the parking keeps the copy there) must
