@@ -497,6 +497,75 @@ async fn an_order_waiting_on_a_locked_legacy_row_holds_back_no_other_order(
 }
 
 #[sqlx::test(migrations = false)]
+async fn facts_let_go_behind_a_locked_order_hold_back_neither_that_consumer_s_next_delivery_nor_a_starting_consumer(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let rig = Rig::start(&options).await;
+    let first = rig.start_sync_back_with(1).await;
+    let ordering = Ordering::on(&rig).await;
+    let held = an_order(&rig).await;
+    ordering
+        .place_and_pay(&held, &paid(&held, "pay_0020"), &first)
+        .await;
+    let mut board = rig.legacy_admin.begin().await.expect("a transaction");
+    sqlx::query("SELECT FROM tb_order WHERE ord_no = $1 FOR UPDATE")
+        .bind(&held.order_no)
+        .execute(&mut *board)
+        .await
+        .expect("the row locked");
+
+    // The cancel comes early and is parked; `placed`, published again
+    // before it, is applied (it writes nothing to the locked row) and lets
+    // the cancel go, which then waits for the row.
+    ordering
+        .publish(&cancelled(&held, CancelReason::Member, true), 4)
+        .await;
+    first
+        .until("the cancel parked", |m| m.parked(CONSUMER) == 1)
+        .await;
+    ordering.publish(&held, 3).await;
+    support::eventually("the cancel waiting for the row", || async {
+        waiting_on_a_lock(&rig).await == 1
+    })
+    .await;
+
+    // A second instance starts: before consuming it applies what is
+    // parked and ready, but not an order another consumer is on.
+    let second = rig.start_sync_back_on(&first.queue.name, 1).await;
+    // The first still holds `placed` (acknowledged once what it let go is
+    // applied), so the broker gives it nothing new: another order's facts
+    // go to the second.
+    let other = an_order(&rig).await;
+    ordering.publish(&other, 1).await;
+    ordering.publish(&paid(&other, "pay_0021"), 2).await;
+    second
+        .until("the other order's facts applied", |m| {
+            m.handled(CONSUMER) == 2
+        })
+        .await;
+    assert_eq!(
+        legacy_order(&rig, &other.order_no).await,
+        Some(("20".into(), None, 2, Some("AUTH".into())))
+    );
+    assert_eq!(waiting_on_a_lock(&rig).await, 1, "the cancel still waits");
+
+    board.rollback().await.expect("the row let go");
+    first
+        .until("placed again and the cancel applied", |m| {
+            m.handled(CONSUMER) == 4
+        })
+        .await;
+    assert_eq!(
+        legacy_order(&rig, &held.order_no).await,
+        Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into())))
+    );
+    second.stop().await;
+    first.stop().await;
+    rig.finish().await;
+}
+
+#[sqlx::test(migrations = false)]
 async fn only_states_the_monolith_treats_as_settled_are_written(
     _: PgPoolOptions,
     options: PgConnectOptions,

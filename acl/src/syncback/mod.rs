@@ -54,9 +54,8 @@ pub struct SyncBackSettings {
 /// Deliveries each consumer holds. One: an order whose legacy row is
 /// locked (the shop deciding on the board, Baedal's sweeper) holds up the
 /// consumers handed its facts, and no other order's fact waits behind
-/// them in a consumer's buffer, short of the next delivery a consumer is
-/// given while it applies an order's parked facts after acknowledging the
-/// one that let them go.
+/// them in a consumer's buffer (a delivery is acknowledged only after the
+/// parked facts it lets go are applied).
 const PREFETCH: u16 = 1;
 
 /// A bound on the setting: each consumer holds a connection of

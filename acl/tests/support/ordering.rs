@@ -183,10 +183,17 @@ impl Rig {
 
     /// [`Self::start_sync_back`] with `consumers` consumers.
     pub async fn start_sync_back_with(&self, consumers: usize) -> SyncBackRun {
+        let queue = format!("acl.t.{}.sync-back", uuid::Uuid::now_v7().simple());
+        self.start_sync_back_on(&queue, consumers).await
+    }
+
+    /// Sync-back with `consumers` consumers on `queue`: another instance
+    /// beside one already consuming it.
+    pub async fn start_sync_back_on(&self, queue: &str, consumers: usize) -> SyncBackRun {
         let pool = syncback::legacy_pool(&self.acl_legacy_settings()).expect("a pool");
         let queue = syncback::queue(
             &SyncBackSettings {
-                queue: format!("acl.t.{}.sync-back", uuid::Uuid::now_v7().simple()),
+                queue: queue.to_owned(),
                 ..SyncBackSettings::default()
             },
             &self.exchange,

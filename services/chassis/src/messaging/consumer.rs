@@ -31,7 +31,8 @@
 //! Order: a consumer built [`Consumer::in_aggregate_order`] applies each
 //! aggregate's events in their outbox sequence. A message that comes
 //! before its predecessor is parked in `inbox_parked` (and acknowledged);
-//! applying an event then applies the parked ones that follow it. One at or
+//! applying an event then applies the parked ones that follow it, before
+//! the event's delivery is acknowledged. One at or
 //! below the last applied number is acknowledged and skipped. The
 //! aggregate's row in `inbox_aggregate` is locked for the transaction, so
 //! several instances take turns on one aggregate. An event of the
@@ -712,13 +713,18 @@ impl Consumer {
                 outcome,
             )
             .await?;
-            amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
             if applied {
                 let lag = OffsetDateTime::now_utc() - message.envelope.occurred_at;
                 self.metrics
                     .lag
                     .get_or_create(&label)
                     .observe(lag.as_seconds_f64().max(0.0));
+                // The parked messages this one lets go are applied before
+                // it is acknowledged: until then it holds its place in the
+                // prefetch, so a consumer with a prefetch of one is given
+                // nothing new to keep waiting behind them. A crash in
+                // between brings it back as a duplicate, and the drain
+                // before consuming applies what is still parked.
                 if let Some(position) = self.ordered(&message) {
                     self.drain(
                         handler,
@@ -730,6 +736,7 @@ impl Consumer {
                     .await?;
                 }
             }
+            amqp::deadline(delivery.ack(BasicAckOptions::default())).await?;
             Ok(())
         }
         .instrument(span)
@@ -1265,12 +1272,19 @@ impl Consumer {
             return Ok(());
         }
         self.measure_parked().await;
+        // An aggregate whose row another consumer's transaction holds is
+        // left for now: that consumer drains what follows the event it
+        // applies, and the next quiet look here takes what is still
+        // ready. Waiting for it instead (it may itself wait on a lock of
+        // its handler's) would keep this consumer from its deliveries,
+        // or from starting at all. The lock lasts only this statement.
         let ready: Vec<(String, String, String)> = loop {
             let ready = sqlx::query_as(
                 "SELECT p.producer, p.aggregate_type, p.aggregate_id
                  FROM inbox_parked p JOIN inbox_aggregate a
                      USING (consumer, producer, aggregate_type, aggregate_id)
-                 WHERE p.consumer = $1 AND p.seq = a.last_seq + 1",
+                 WHERE p.consumer = $1 AND p.seq = a.last_seq + 1
+                 FOR UPDATE OF a SKIP LOCKED",
             )
             .bind(&self.name)
             .fetch_all(&self.pool)
