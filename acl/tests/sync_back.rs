@@ -10,7 +10,7 @@ use contracts::ordering::{CancelReason, OrderCancelled, OrderPlaced};
 use contracts::{Envelope, Origin};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use support::ordering::{Ordering, an_order, now, paid};
+use support::ordering::{Ordering, SyncBackRun, an_order, now, paid};
 use support::{API_KEY, Rig};
 
 /// The legacy rows of an order: (status, reason, lines, payment status).
@@ -441,6 +441,68 @@ async fn waiting_on_a_lock(rig: &Rig) -> i64 {
     .expect("pg_stat_activity")
 }
 
+/// An order placed and paid through `sync_back`, then its legacy row held
+/// as Baedal holds it while the shop decides: the order and the holder.
+async fn a_written_order_held(
+    rig: &Rig,
+    ordering: &Ordering,
+    sync_back: &SyncBackRun,
+) -> (OrderPlaced, sqlx::Transaction<'static, sqlx::Postgres>) {
+    let order = an_order(rig).await;
+    ordering
+        .place_and_pay(&order, &paid(&order, "pay_0010"), sync_back)
+        .await;
+    let mut board = rig.legacy_admin.begin().await.expect("a transaction");
+    sqlx::query("SELECT FROM tb_order WHERE ord_no = $1 FOR UPDATE")
+        .bind(&order.order_no)
+        .execute(&mut *board)
+        .await
+        .expect("the row locked");
+    (order, board)
+}
+
+/// Another order placed and paid, written by `writer` (its `handled`th
+/// fact) while the held order's cancel still waits.
+async fn another_order_written_meanwhile(
+    rig: &Rig,
+    ordering: &Ordering,
+    writer: &SyncBackRun,
+    handled: u64,
+) {
+    let other = an_order(rig).await;
+    ordering.publish(&other, 1).await;
+    ordering.publish(&paid(&other, "pay_0011"), 2).await;
+    writer
+        .until("the other order's facts applied", |m| {
+            m.handled(CONSUMER) == handled
+        })
+        .await;
+    assert_eq!(
+        legacy_order(rig, &other.order_no).await,
+        Some(("20".into(), None, 2, Some("AUTH".into())))
+    );
+    assert_eq!(waiting_on_a_lock(rig).await, 1, "the cancel still waits");
+}
+
+/// The held order let go: its cancel is applied (`sync_back`'s
+/// `handled`th fact).
+async fn let_go_and_cancelled(
+    rig: &Rig,
+    board: sqlx::Transaction<'static, sqlx::Postgres>,
+    held: &OrderPlaced,
+    sync_back: &SyncBackRun,
+    handled: u64,
+) {
+    board.rollback().await.expect("the row let go");
+    sync_back
+        .until("the cancel applied", |m| m.handled(CONSUMER) == handled)
+        .await;
+    assert_eq!(
+        legacy_order(rig, &held.order_no).await,
+        Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into())))
+    );
+}
+
 #[sqlx::test(migrations = false)]
 async fn an_order_waiting_on_a_locked_legacy_row_holds_back_no_other_order(
     _: PgPoolOptions,
@@ -449,18 +511,7 @@ async fn an_order_waiting_on_a_locked_legacy_row_holds_back_no_other_order(
     let rig = Rig::start(&options).await;
     let sync_back = rig.start_sync_back_with(2).await;
     let ordering = Ordering::on(&rig).await;
-    let held = an_order(&rig).await;
-    ordering
-        .place_and_pay(&held, &paid(&held, "pay_0010"), &sync_back)
-        .await;
-
-    // The order's row held, as Baedal holds it while the shop decides.
-    let mut board = rig.legacy_admin.begin().await.expect("a transaction");
-    sqlx::query("SELECT FROM tb_order WHERE ord_no = $1 FOR UPDATE")
-        .bind(&held.order_no)
-        .execute(&mut *board)
-        .await
-        .expect("the row locked");
+    let (held, board) = a_written_order_held(&rig, &ordering, &sync_back).await;
     ordering
         .publish(&cancelled(&held, CancelReason::Member, true), 3)
         .await;
@@ -470,28 +521,9 @@ async fn an_order_waiting_on_a_locked_legacy_row_holds_back_no_other_order(
     .await;
 
     // Another order's facts go to the other consumer and are written.
-    let other = an_order(&rig).await;
-    ordering.publish(&other, 1).await;
-    ordering.publish(&paid(&other, "pay_0011"), 2).await;
-    sync_back
-        .until("the other order's facts applied", |m| {
-            m.handled(CONSUMER) == 4
-        })
-        .await;
-    assert_eq!(
-        legacy_order(&rig, &other.order_no).await,
-        Some(("20".into(), None, 2, Some("AUTH".into())))
-    );
-    assert_eq!(waiting_on_a_lock(&rig).await, 1, "the cancel still waits");
+    another_order_written_meanwhile(&rig, &ordering, &sync_back, 4).await;
 
-    board.rollback().await.expect("the row let go");
-    sync_back
-        .until("the cancel applied", |m| m.handled(CONSUMER) == 5)
-        .await;
-    assert_eq!(
-        legacy_order(&rig, &held.order_no).await,
-        Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into())))
-    );
+    let_go_and_cancelled(&rig, board, &held, &sync_back, 5).await;
     sync_back.stop().await;
     rig.finish().await;
 }
@@ -504,16 +536,7 @@ async fn facts_let_go_behind_a_locked_order_hold_back_neither_that_consumer_s_ne
     let rig = Rig::start(&options).await;
     let first = rig.start_sync_back_with(1).await;
     let ordering = Ordering::on(&rig).await;
-    let held = an_order(&rig).await;
-    ordering
-        .place_and_pay(&held, &paid(&held, "pay_0020"), &first)
-        .await;
-    let mut board = rig.legacy_admin.begin().await.expect("a transaction");
-    sqlx::query("SELECT FROM tb_order WHERE ord_no = $1 FOR UPDATE")
-        .bind(&held.order_no)
-        .execute(&mut *board)
-        .await
-        .expect("the row locked");
+    let (held, board) = a_written_order_held(&rig, &ordering, &first).await;
 
     // The cancel comes early and is parked; `placed`, published again
     // before it, is applied (it writes nothing to the locked row) and lets
@@ -536,30 +559,10 @@ async fn facts_let_go_behind_a_locked_order_hold_back_neither_that_consumer_s_ne
     // The first still holds `placed` (acknowledged once what it let go is
     // applied), so the broker gives it nothing new: another order's facts
     // go to the second.
-    let other = an_order(&rig).await;
-    ordering.publish(&other, 1).await;
-    ordering.publish(&paid(&other, "pay_0021"), 2).await;
-    second
-        .until("the other order's facts applied", |m| {
-            m.handled(CONSUMER) == 2
-        })
-        .await;
-    assert_eq!(
-        legacy_order(&rig, &other.order_no).await,
-        Some(("20".into(), None, 2, Some("AUTH".into())))
-    );
-    assert_eq!(waiting_on_a_lock(&rig).await, 1, "the cancel still waits");
+    another_order_written_meanwhile(&rig, &ordering, &second, 2).await;
 
-    board.rollback().await.expect("the row let go");
-    first
-        .until("placed again and the cancel applied", |m| {
-            m.handled(CONSUMER) == 4
-        })
-        .await;
-    assert_eq!(
-        legacy_order(&rig, &held.order_no).await,
-        Some(("90".into(), Some("MEMBER".into()), 2, Some("RFND".into())))
-    );
+    // The first's facts: placed, paid, placed again, the cancel.
+    let_go_and_cancelled(&rig, board, &held, &first, 4).await;
     second.stop().await;
     first.stop().await;
     rig.finish().await;
