@@ -1272,12 +1272,14 @@ impl Consumer {
             return Ok(());
         }
         self.measure_parked().await;
-        // An aggregate whose row another consumer's transaction holds is
-        // left for now: that consumer drains what follows the event it
-        // applies, and the next quiet look here takes what is still
-        // ready. Waiting for it instead (it may itself wait on a lock of
-        // its handler's) would keep this consumer from its deliveries,
-        // or from starting at all. The lock lasts only this statement.
+        // An aggregate whose row another transaction holds at this moment
+        // (another consumer applying, parking or skipping one of its
+        // events) is left for the next look: waiting for it (that
+        // consumer may itself wait on a lock of its handler's) would keep
+        // this one from its deliveries, or from starting at all. An
+        // aggregate free now may still make this drain wait, in
+        // `take_turn` or in the handler. The lock lasts only this
+        // statement.
         let ready: Vec<(String, String, String)> = loop {
             let ready = sqlx::query_as(
                 "SELECT p.producer, p.aggregate_type, p.aggregate_id
