@@ -31,7 +31,6 @@ use chassis::messaging::topology::QueueSpec;
 use chassis::messaging::{MessagingError, amqp};
 use serde::Deserialize;
 use sqlx::PgPool;
-use tokio::sync::watch;
 
 pub use apply::{ApplyToLegacy, SyncBackMetrics};
 
@@ -208,23 +207,6 @@ impl SyncBack {
                 () = tokio::time::sleep(amqp::backoff(failures)) => {}
             }
         }
-        let (stop, stopping) = watch::channel(false);
-        let consumers: Vec<_> = self
-            .consumers
-            .into_iter()
-            .map(|consumer| {
-                let mut stopping = stopping.clone();
-                tokio::spawn(consumer.run(self.handler.clone(), async move {
-                    let _ = stopping.wait_for(|stop| *stop).await;
-                }))
-            })
-            .collect();
-        shutdown.await;
-        let _ = stop.send(true);
-        for consumer in consumers {
-            if let Err(failed) = consumer.await {
-                tracing::error!(error = %failed, "a sync-back consumer ended abnormally");
-            }
-        }
+        consumer::run_side_by_side(self.consumers, self.handler, shutdown).await;
     }
 }

@@ -79,7 +79,7 @@ use chassis::db::{DatabaseSettings, PostgresCheck};
 use chassis::http::Service;
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use chassis::messaging::amqp::BrokerCheck;
-use chassis::messaging::consumer::{Consumer, ConsumerCheck, ConsumerMetrics};
+use chassis::messaging::consumer::{self, Consumer, ConsumerCheck, ConsumerMetrics};
 use chassis::messaging::outbox::{Relay, RelayMetrics, RelaySettings};
 use chassis::telemetry::TelemetrySettings;
 use serde::Deserialize;
@@ -381,11 +381,11 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let relay = tokio::spawn(self.relay.run(until(stopped.clone())));
-        let consumers: Vec<_> = self
-            .consumers
-            .into_iter()
-            .map(|consumer| tokio::spawn(consumer.run(Follower, until(stopped.clone()))))
-            .collect();
+        let consumers = tokio::spawn(consumer::run_side_by_side(
+            self.consumers,
+            Follower,
+            until(stopped.clone()),
+        ));
         let copy_keeper = self.copy_keeper.map(|(consumer, catalog)| {
             tokio::spawn(consumer.run(CatalogFacts::new(catalog), until(stopped.clone())))
         });
@@ -403,9 +403,7 @@ impl Application {
             })
             .await;
         let _ = relay.await;
-        for consumer in consumers {
-            let _ = consumer.await;
-        }
+        let _ = consumers.await;
         if let Some(copy_keeper) = copy_keeper {
             let _ = copy_keeper.await;
         }

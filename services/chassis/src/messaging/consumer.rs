@@ -1393,6 +1393,34 @@ async fn still_open(tx: &mut PgConnection) -> Result<(), Outcome> {
 }
 
 /// Resolves once the consumer is told to stop (the sender gone counts).
+/// Runs `consumers` side by side (several of one name on one queue), each
+/// on a task of its own with a clone of `handler`, until `shutdown`; when
+/// it returns, each has finished the message in hand ([`Consumer::run`]).
+/// A consumer's task that ends abnormally is logged.
+pub async fn run_side_by_side<H: Handler + Clone, F: Future<Output = ()> + Send>(
+    consumers: Vec<Consumer>,
+    handler: H,
+    shutdown: F,
+) {
+    let (stop, stopping) = watch::channel(false);
+    let tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|consumer| {
+            let mut stopping = stopping.clone();
+            tokio::spawn(consumer.run(handler.clone(), async move {
+                stopped(&mut stopping).await;
+            }))
+        })
+        .collect();
+    shutdown.await;
+    let _ = stop.send(true);
+    for task in tasks {
+        if let Err(failed) = task.await {
+            tracing::error!(error = %failed, "a consumer ended abnormally");
+        }
+    }
+}
+
 async fn stopped(stopping: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here.
     let _ = stopping.wait_for(|stopping| *stopping).await;
