@@ -9,7 +9,7 @@ use chassis::config::HttpSettings;
 use chassis::db::DatabaseSettings;
 use tokio::sync::oneshot;
 
-use super::{Rig, delete_queues, eventually_within};
+use super::{Rig, delete_queues};
 
 pub const ADMIN_TOKEN: &str = "acl-admin";
 
@@ -83,14 +83,31 @@ impl Rig {
         // for every transaction in the cluster that has written or locked
         // rows to end, other tests' too (a relay holding its claim while
         // the broker restarts): a longer hang guard than the others.
-        eventually_within("the ACL ready", Duration::from_secs(120), || async {
-            acl.http
-                .get(format!("{}/health/ready", acl.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
+        // The last answer goes into the failure, so a hang names the check
+        // that was down.
+        let mut last = String::new();
+        let ready = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                match acl
+                    .http
+                    .get(format!("{}/health/ready", acl.url))
+                    .send()
+                    .await
+                {
+                    Ok(answer) if answer.status() == 200 => break,
+                    Ok(answer) => {
+                        last = answer.text().await.unwrap_or_default();
+                    }
+                    Err(error) => last = error.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         })
         .await;
+        assert!(
+            ready.is_ok(),
+            "timed out waiting for the ACL ready; it last answered: {last}"
+        );
         acl
     }
 }

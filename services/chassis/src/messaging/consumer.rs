@@ -1392,7 +1392,6 @@ async fn still_open(tx: &mut PgConnection) -> Result<(), Outcome> {
     }
 }
 
-/// Resolves once the consumer is told to stop (the sender gone counts).
 /// Runs `consumers` side by side (several of one name on one queue), each
 /// on a task of its own with a clone of `handler`, until `shutdown`; when
 /// it returns, each has finished the message in hand ([`Consumer::run`]).
@@ -1421,6 +1420,7 @@ pub async fn run_side_by_side<H: Handler + Clone, F: Future<Output = ()> + Send>
     }
 }
 
+/// Resolves once the consumer is told to stop (the sender gone counts).
 async fn stopped(stopping: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here.
     let _ = stopping.wait_for(|stopping| *stopping).await;
