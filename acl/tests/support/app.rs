@@ -9,7 +9,7 @@ use chassis::config::HttpSettings;
 use chassis::db::DatabaseSettings;
 use tokio::sync::oneshot;
 
-use super::{Rig, delete_queues};
+use super::{Rig, delete_queues, eventually_ok_within};
 
 pub const ADMIN_TOKEN: &str = "acl-admin";
 
@@ -83,31 +83,22 @@ impl Rig {
         // for every transaction in the cluster that has written or locked
         // rows to end, other tests' too (a relay holding its claim while
         // the broker restarts): a longer hang guard than the others.
-        // The last answer goes into the failure, so a hang names the check
-        // that was down.
-        let mut last = String::new();
-        let ready = tokio::time::timeout(Duration::from_secs(120), async {
-            loop {
-                match acl
-                    .http
-                    .get(format!("{}/health/ready", acl.url))
-                    .send()
-                    .await
-                {
-                    Ok(answer) if answer.status() == 200 => break,
-                    Ok(answer) => {
-                        last = answer.text().await.unwrap_or_default();
-                    }
-                    Err(error) => last = error.to_string(),
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // The last answer goes into the failure: it names the check that
+        // was down.
+        eventually_ok_within("the ACL ready", Duration::from_secs(120), || async {
+            let answer = acl
+                .http
+                .get(format!("{}/health/ready", acl.url))
+                .send()
+                .await
+                .map_err(|error| error.to_string())?;
+            if answer.status() == 200 {
+                Ok(())
+            } else {
+                Err(answer.text().await.unwrap_or_default())
             }
         })
         .await;
-        assert!(
-            ready.is_ok(),
-            "timed out waiting for the ACL ready; it last answered: {last}"
-        );
         acl
     }
 }

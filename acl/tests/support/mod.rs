@@ -335,11 +335,36 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_ok_within(what, bound, || {
+        let holds = probe();
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err(String::new())
+            }
+        }
+    })
+    .await;
+}
+
+/// [`eventually_within`] for a probe that says why it does not hold yet:
+/// the last reason goes into the failure.
+pub async fn eventually_ok_within<F, Fut>(what: &str, bound: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = tokio::time::Instant::now() + bound;
-    while !probe().await {
+    while let Err(why) = probe().await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}{}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!("; last: {why}")
+            }
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -45,7 +45,7 @@ use chassis::db::{DatabaseSettings, PostgresCheck};
 use chassis::http::{Service, bearer};
 use chassis::http_client::{ClientMetrics, DependencySettings};
 use chassis::messaging::amqp::BrokerCheck;
-use chassis::messaging::consumer::{Consumer, ConsumerMetrics};
+use chassis::messaging::consumer::{self, Consumer, ConsumerCheck, ConsumerMetrics};
 use chassis::telemetry::TelemetrySettings;
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -206,12 +206,14 @@ impl Application {
             jobs: jobs.clone(),
             lag: lag.clone(),
         };
-        // Readiness: the store and the broker and the consumer. Lag never
+        // Readiness: the store and the broker and every consumer. Lag never
         // makes a read model unready; it is shown instead.
         let service = service
             .readiness_check(PostgresCheck::new(pool.clone()))
             .readiness_check(BrokerCheck::new(settings.amqp_url.expose_secret()))
-            .readiness_check(consumers[0].readiness_check())
+            .readiness_check(
+                ConsumerCheck::of_all(&consumers).expect("at least one projection consumer"),
+            )
             .routes(http::legacy::router(state.clone()))
             .routes(http::native::router(state.clone()))
             .routes(admin::router(admin::AdminState {
@@ -245,13 +247,11 @@ impl Application {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let consumers: Vec<_> = self
-            .consumers
-            .into_iter()
-            .map(|consumer| {
-                tokio::spawn(consumer.run(self.projector.clone(), until(stopped.clone())))
-            })
-            .collect();
+        let consumers = tokio::spawn(consumer::run_side_by_side(
+            self.consumers,
+            self.projector,
+            until(stopped.clone()),
+        ));
         let imports = tokio::spawn(run_imports(
             self.jobs,
             self.owner,
@@ -278,9 +278,7 @@ impl Application {
                 let _ = stop.send(true);
             })
             .await;
-        for consumer in consumers {
-            let _ = consumer.await;
-        }
+        let _ = consumers.await;
         let _ = imports.await;
         let _ = ticker.await;
         served

@@ -1405,17 +1405,19 @@ pub async fn run_side_by_side<H: Handler + Clone, F: Future<Output = ()> + Send>
     let tasks: Vec<_> = consumers
         .into_iter()
         .map(|consumer| {
+            let name = consumer.name.clone();
             let mut stopping = stopping.clone();
-            tokio::spawn(consumer.run(handler.clone(), async move {
+            let task = tokio::spawn(consumer.run(handler.clone(), async move {
                 stopped(&mut stopping).await;
-            }))
+            }));
+            (name, task)
         })
         .collect();
     shutdown.await;
     let _ = stop.send(true);
-    for task in tasks {
+    for (name, task) in tasks {
         if let Err(failed) = task.await {
-            tracing::error!(error = %failed, "a consumer ended abnormally");
+            tracing::error!(consumer = %name, error = %failed, "a consumer ended abnormally");
         }
     }
 }
